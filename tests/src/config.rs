@@ -1,0 +1,293 @@
+//! Envoy configuration for the tests: `{{NAME}}` templates, the wasm filter entry every test
+//! uses, and [`Gateway`], the one-listener bootstrap most tests need.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::upstream::Upstream;
+
+/// Replaces each `{{NAME}}` (upper-case letters, digits, `_`) with its value from `vars`.
+/// When the placeholder starts its line, every later line of a multi-line value is indented
+/// like the placeholder, so a YAML block drops in at the right depth. Errors name every
+/// placeholder that `vars` lacks.
+pub fn fill(template: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
+    let mut out = String::with_capacity(template.len());
+    let mut missing: Vec<&str> = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let name = after.find("}}").map(|end| &after[..end]);
+        match name.filter(|n| is_placeholder(n)) {
+            Some(name) => {
+                match vars.get(name) {
+                    Some(value) => {
+                        let indent = placeholder_indent(&out).to_owned();
+                        out.push_str(&value.replace('\n', &format!("\n{indent}")));
+                    }
+                    None => {
+                        if !missing.contains(&name) {
+                            missing.push(name);
+                        }
+                        out.push_str(&format!("{{{{{name}}}}}"));
+                    }
+                }
+                rest = &after[name.len() + 2..];
+            }
+            None => {
+                out.push_str("{{");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    if missing.is_empty() {
+        Ok(out)
+    } else {
+        Err(format!("no value for {}", missing.join(", ")))
+    }
+}
+
+fn is_placeholder(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// The whitespace before a placeholder that starts its line, else nothing.
+fn placeholder_indent(before: &str) -> &str {
+    let line = before.rsplit('\n').next().unwrap_or("");
+    if line.bytes().all(|b| b == b' ') {
+        line
+    } else {
+        ""
+    }
+}
+
+/// A YAML double-quoted scalar: a JSON string literal is one, escapes included.
+pub fn quote(text: &str) -> String {
+    serde_json::Value::from(text).to_string()
+}
+
+/// One `http_filters` entry running a wasm filter in V8, failing closed. `plugin_config_json`
+/// becomes the `StringValue` handed to `on_configure`; `None` leaves the configuration out,
+/// so the filter sees none at all.
+pub fn wasm_filter(
+    name: &str,
+    vm_id: &str,
+    root_id: &str,
+    wasm_path: &Path,
+    plugin_config_json: Option<&str>,
+) -> String {
+    let configuration = match plugin_config_json {
+        Some(json) => format!(
+            "\n      configuration:\
+             \n        \"@type\": type.googleapis.com/google.protobuf.StringValue\
+             \n        value: {}",
+            quote(json)
+        ),
+        None => String::new(),
+    };
+    format!(
+        "- name: envoy.filters.http.wasm
+  typed_config:
+    \"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+    config:
+      name: {name}
+      root_id: {root_id}
+      vm_config:
+        vm_id: {vm_id}
+        runtime: envoy.wasm.runtime.v8
+        code:
+          local:
+            filename: {path}{configuration}
+      fail_open: false",
+        name = quote(name),
+        root_id = quote(root_id),
+        vm_id = quote(vm_id),
+        path = quote(&wasm_path.to_string_lossy()),
+    )
+}
+
+/// A Portcullis filter from `dist/` as [`wasm_filter`] renders it, named after the filter
+/// (`jwt`, `rate-limiting`, …) for plugin, VM and root id alike.
+pub fn portcullis_filter(filter: &str, plugin_config_json: Option<&str>) -> String {
+    let path = crate::paths::wasm(filter);
+    wasm_filter(filter, filter, filter, &path, plugin_config_json)
+}
+
+/// The bootstrap most tests need: an admin endpoint and one listener (named
+/// [`Gateway::LISTENER`]) on kernel-chosen loopback ports, named routes matched by prefix in
+/// the order added, the given HTTP filters before the router, and one cluster per upstream.
+/// Every request is also logged (method, path, route name, status, details) to Envoy's log.
+#[derive(Clone, Debug, Default)]
+pub struct Gateway {
+    routes: Vec<String>,
+    clusters: Vec<(String, u16)>,
+    filters: Vec<String>,
+}
+
+impl Gateway {
+    /// The name of the one listener; [`crate::Envoy::url`] addresses it.
+    pub const LISTENER: &'static str = "main";
+
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Routes paths starting with `prefix` to `upstream` through a route called `name` (what
+    /// a filter reads as `xds.route_name`), via a cluster named after the upstream.
+    pub fn route(self, name: &str, prefix: &str, upstream: &Upstream) -> Self {
+        self.route_to(name, prefix, upstream.name(), upstream.port())
+    }
+
+    /// Like [`route`](Self::route), to any HTTP/1.1 server on `127.0.0.1:port`.
+    pub fn route_to(mut self, name: &str, prefix: &str, cluster: &str, port: u16) -> Self {
+        self.routes.push(format!(
+            "- name: {}\n  match: {{ prefix: {} }}\n  route: {{ cluster: {} }}",
+            quote(name),
+            quote(prefix),
+            quote(cluster)
+        ));
+        if !self.clusters.iter().any(|(c, _)| c == cluster) {
+            self.clusters.push((cluster.to_owned(), port));
+        }
+        self
+    }
+
+    /// Answers paths starting with `prefix` from Envoy itself: no upstream is involved.
+    pub fn direct_response(mut self, name: &str, prefix: &str, status: u16, body: &str) -> Self {
+        self.routes.push(format!(
+            "- name: {}\n  match: {{ prefix: {} }}\n  direct_response:\
+             \n    status: {status}\n    body: {{ inline_string: {} }}",
+            quote(name),
+            quote(prefix),
+            quote(body)
+        ));
+        self
+    }
+
+    /// Appends an `http_filters` entry (such as [`wasm_filter`] renders); filters run in
+    /// the order added, all before the router.
+    pub fn filter(mut self, http_filter: String) -> Self {
+        self.filters.push(http_filter);
+        self
+    }
+
+    /// The bootstrap YAML, ready for [`crate::Envoy::builder`].
+    pub fn render(&self) -> String {
+        let clusters: Vec<String> = self
+            .clusters
+            .iter()
+            .map(|(name, port)| cluster(name, *port))
+            .collect();
+        let vars = BTreeMap::from([
+            ("ROUTES".to_owned(), block(&self.routes)),
+            ("FILTERS".to_owned(), self.filters.join("\n")),
+            ("CLUSTERS".to_owned(), block(&clusters)),
+        ]);
+        // The template's only placeholders are the three above.
+        fill(GATEWAY, &vars).unwrap_or_else(|e| unreachable!("gateway template: {e}"))
+    }
+}
+
+/// A YAML sequence of blocks, or `[]` when there is none (an empty key would be null).
+fn block(items: &[String]) -> String {
+    if items.is_empty() {
+        "[]".to_owned()
+    } else {
+        items.join("\n")
+    }
+}
+
+fn cluster(name: &str, port: u16) -> String {
+    format!(
+        "- name: {name}
+  type: STATIC
+  connect_timeout: 2s
+  load_assignment:
+    cluster_name: {name}
+    endpoints:
+    - lb_endpoints:
+      - endpoint:
+          address:
+            socket_address: {{ address: 127.0.0.1, port_value: {port} }}",
+        name = quote(name)
+    )
+}
+
+const GATEWAY: &str = r#"admin:
+  address:
+    socket_address: { address: 127.0.0.1, port_value: 0 }
+static_resources:
+  listeners:
+  - name: main
+    address:
+      socket_address: { address: 127.0.0.1, port_value: 0 }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: gateway
+          access_log:
+          - name: envoy.access_loggers.stdout
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
+              log_format:
+                text_format_source:
+                  inline_string: "[access] %REQ(:METHOD)% %REQ(:PATH)% route=%ROUTE_NAME% status=%RESPONSE_CODE% details=%RESPONSE_CODE_DETAILS% upstream=%UPSTREAM_CLUSTER%\n"
+          route_config:
+            name: gateway
+            virtual_hosts:
+            - name: gateway
+              domains: ["*"]
+              routes:
+              {{ROUTES}}
+          http_filters:
+          {{FILTERS}}
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  {{CLUSTERS}}
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn fill_indents_a_block_like_its_placeholder() {
+        let out = fill(
+            "a:\n  {{B}}\nc: {{C}}\n",
+            &vars(&[("B", "- x\n- y"), ("C", "1")]),
+        );
+        assert_eq!(out.as_deref(), Ok("a:\n  - x\n  - y\nc: 1\n"));
+    }
+
+    #[test]
+    fn fill_names_every_missing_placeholder() {
+        let out = fill("{{A}} {{B}} {{A}} {{C}}", &vars(&[("B", "b")]));
+        assert_eq!(out, Err("no value for A, C".to_owned()));
+    }
+
+    #[test]
+    fn fill_leaves_braces_that_are_not_placeholders() {
+        let out = fill("value: \"{{not a name}}\" {{", &vars(&[]));
+        assert_eq!(out.as_deref(), Ok("value: \"{{not a name}}\" {{"));
+    }
+
+    #[test]
+    fn quote_escapes_a_json_plugin_config() {
+        assert_eq!(quote(r#"{"a":"b\n"}"#), r#""{\"a\":\"b\\n\"}""#);
+    }
+}

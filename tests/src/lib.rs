@@ -1,0 +1,28 @@
+//! Portcullis end-to-end test helpers: a real Envoy ([`Envoy`]) in front of real recording
+//! upstreams ([`Upstream`]), configured from YAML ([`config`]) and driven by a small HTTP
+//! client ([`client`]). Every resource — ports, scratch directories, Envoy base ids — is
+//! per test, so tests run in parallel.
+//!
+//! ```no_run
+//! use portcullis_tests::{client, config, Envoy, Gateway, Upstream};
+//!
+//! let users = Upstream::start("users");
+//! let gateway = Gateway::new()
+//!     .route("users", "/users", &users)
+//!     .filter(config::portcullis_filter("jwt", Some("{}")));
+//! let envoy = Envoy::builder(gateway.render()).start().unwrap();
+//! let reply = client::get(&envoy.url("/users"), &[("x-trace", "1")]);
+//! assert_eq!(reply.status, 200);
+//! assert_eq!(users.requests()[0].header("x-trace"), Some("1"));
+//! ```
+
+pub mod client;
+pub mod config;
+pub mod envoy;
+pub mod paths;
+pub mod upstream;
+
+pub use client::Reply;
+pub use config::Gateway;
+pub use envoy::{Envoy, EnvoyBuilder};
+pub use upstream::{Recorded, Response, Upstream};
