@@ -51,7 +51,8 @@ pub struct Clock {
     pub monotonic_nanos: u64,
 }
 
-/// Shared data as Envoy keeps it: one value and one CAS number per key, across every VM.
+/// Shared data as Envoy keeps it: one value and one CAS number per key, per VM id — plugins
+/// with different `vm_id`s do not see each other's keys, every worker of one VM id does.
 #[derive(Default)]
 pub struct SharedData {
     pub(crate) entries: HashMap<String, (Vec<u8>, u32)>,
@@ -64,8 +65,9 @@ pub struct SharedData {
 /// A hook run after every successful `get_shared_data`.
 pub type SharedGetHook = Box<dyn FnMut(&str, &mut SharedWriter) + Send>;
 
-/// What an [`Host::on_shared_get`] hook may do to the shared data.
+/// What an [`Host::on_shared_get`] hook may do to the shared data of the VM id that read.
 pub struct SharedWriter<'a> {
+    vm_id: &'a str,
     data: &'a mut HashMap<String, (Vec<u8>, u32)>,
     next_cas: &'a mut u32,
 }
@@ -74,12 +76,20 @@ impl SharedWriter<'_> {
     /// Writes a value as another worker would, bumping the key's CAS.
     pub fn set(&mut self, key: &str, value: &[u8]) {
         let cas = bump(self.next_cas);
-        self.data.insert(key.to_string(), (value.to_vec(), cas));
+        self.data
+            .insert(scoped(self.vm_id, key), (value.to_vec(), cas));
     }
 
     pub fn get(&self, key: &str) -> Option<&[u8]> {
-        self.data.get(key).map(|(v, _)| v.as_slice())
+        self.data
+            .get(&scoped(self.vm_id, key))
+            .map(|(v, _)| v.as_slice())
     }
+}
+
+/// Where a VM id's key lives in the one table: `vm_id`, NUL, key.
+pub(crate) fn scoped(vm_id: &str, key: &str) -> String {
+    format!("{vm_id}\0{key}")
 }
 
 fn bump(next: &mut u32) -> u32 {
@@ -91,11 +101,12 @@ fn bump(next: &mut u32) -> u32 {
 }
 
 impl SharedData {
-    pub(crate) fn get(&mut self, key: &str) -> Option<(Vec<u8>, u32)> {
-        let found = self.entries.get(key).cloned();
+    pub(crate) fn get(&mut self, vm_id: &str, key: &str) -> Option<(Vec<u8>, u32)> {
+        let found = self.entries.get(&scoped(vm_id, key)).cloned();
         if found.is_some() {
             if let Some(hook) = self.after_get.as_mut() {
                 let mut writer = SharedWriter {
+                    vm_id,
                     data: &mut self.entries,
                     next_cas: &mut self.next_cas,
                 };
@@ -107,15 +118,15 @@ impl SharedData {
 
     /// Envoy's rule: a non-zero CAS must match the key's current CAS when the key exists; a
     /// zero CAS always writes. Every write gets a fresh CAS.
-    pub(crate) fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Status {
-        if let Some((_, current)) = self.entries.get(key) {
+    pub(crate) fn set(&mut self, vm_id: &str, key: &str, value: &[u8], cas: u32) -> Status {
+        let key = scoped(vm_id, key);
+        if let Some((_, current)) = self.entries.get(&key) {
             if cas != 0 && cas != *current {
                 return Status::CasMismatch;
             }
         }
         let new_cas = bump(&mut self.next_cas);
-        self.entries
-            .insert(key.to_string(), (value.to_vec(), new_cas));
+        self.entries.insert(key, (value.to_vec(), new_cas));
         Status::Ok
     }
 }
@@ -325,20 +336,25 @@ impl Host {
 
     // ---- shared data ----
 
-    pub fn shared_data(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        lock(&self.inner.shared).entries.get(key).cloned()
+    /// A key of the shared data of VM id `vm_id`, with its CAS.
+    pub fn shared_data(&self, vm_id: &str, key: &str) -> Option<(Vec<u8>, u32)> {
+        lock(&self.inner.shared)
+            .entries
+            .get(&scoped(vm_id, key))
+            .cloned()
     }
 
-    pub fn set_shared_data(&self, key: &str, value: &[u8]) {
-        lock(&self.inner.shared).set(key, value, 0);
+    /// Writes a key of VM id `vm_id`'s shared data, as an unconditional write would.
+    pub fn set_shared_data(&self, vm_id: &str, key: &str, value: &[u8]) {
+        lock(&self.inner.shared).set(vm_id, key, value, 0);
     }
 
-    /// Number of keys in shared data (the ABI cannot delete keys: this only grows).
+    /// Number of keys in shared data, all VM ids (the ABI cannot delete keys: this only grows).
     pub fn shared_data_len(&self) -> usize {
         lock(&self.inner.shared).entries.len()
     }
 
-    /// Total bytes of keys and values in shared data.
+    /// Total bytes of keys and values in shared data, all VM ids.
     pub fn shared_data_bytes(&self) -> usize {
         lock(&self.inner.shared)
             .entries

@@ -331,7 +331,8 @@ pub(crate) fn define(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
         |mut c: Call, key: i32, key_len: i32, ptr_ptr: i32, size_ptr: i32, cas_ptr: i32| {
             ret((|| {
                 let key = read_str(&mut c, key, key_len)?;
-                let found = lock(&c.data().host.inner.shared).get(&key);
+                let vm_id = c.data().vm_id.clone();
+                let found = lock(&c.data().host.inner.shared).get(&vm_id, &key);
                 let (value, cas) = found.ok_or(Status::NotFound)?;
                 return_bytes(&mut c, &value, ptr_ptr, size_ptr)?;
                 write_u32(&mut c, cas_ptr, cas)
@@ -345,7 +346,8 @@ pub(crate) fn define(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
             ret((|| {
                 let key = read_str(&mut c, key, key_len)?;
                 let value = read(&mut c, value, value_len)?;
-                match lock(&c.data().host.inner.shared).set(&key, &value, cas as u32) {
+                let vm_id = c.data().vm_id.clone();
+                match lock(&c.data().host.inner.shared).set(&vm_id, &key, &value, cas as u32) {
                     Status::Ok => Ok(()),
                     status => Err(status.into()),
                 }

@@ -43,24 +43,11 @@ impl Headers {
     pub fn remove(&mut self, name: &str) {
         self.pairs.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
     }
-    /// Sets `name` to one value: the first occurrence is replaced and the rest removed, or
-    /// the header is added.
+    /// Sets `name` to one value as Envoy's `setCopy` does: every occurrence is removed and
+    /// the new value appended at the end.
     pub fn replace(&mut self, name: &str, value: &[u8]) {
-        let mut seen = false;
-        self.pairs.retain_mut(|(k, v)| {
-            if !k.eq_ignore_ascii_case(name) {
-                return true;
-            }
-            if seen {
-                return false;
-            }
-            seen = true;
-            *v = value.to_vec();
-            true
-        });
-        if !seen {
-            self.add(name, value);
-        }
+        self.remove(name);
+        self.add(name, value);
     }
     pub fn names(&self) -> Vec<&str> {
         self.pairs.iter().map(|(k, _)| k.as_str()).collect()
@@ -207,15 +194,14 @@ pub struct Request {
 static NEXT_REQUEST_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Request {
-    /// A request with the headers Envoy's connection manager gives it before any filter runs:
-    /// the pseudo-headers, `x-forwarded-proto` and `x-request-id`.
+    /// A request with the pseudo-headers; [`send`] appends what Envoy's connection manager
+    /// adds before any filter runs (`x-forwarded-proto`, `x-request-id`).
     pub fn new(method: &str, path: &str) -> Self {
         let mut headers = Headers::default();
         headers.add(":authority", b"localhost");
         headers.add(":path", path.as_bytes());
         headers.add(":method", method.as_bytes());
         headers.add(":scheme", b"http");
-        let id = NEXT_REQUEST_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Self {
             headers,
             body: Vec::new(),
@@ -225,8 +211,6 @@ impl Request {
             destination: "127.0.0.1:10000".into(),
             response: UpstreamResponse::new(200),
         }
-        .header("x-forwarded-proto", "http")
-        .header("x-request-id", &format!("00000000-0000-4000-8000-{id:012}"))
     }
     pub fn get(path: &str) -> Self {
         Self::new("GET", path)
@@ -450,7 +434,7 @@ pub fn send(filters: &mut [&mut Plugin], request: Request) -> Exchange {
         return crashed(ex, dead);
     }
     let stream = Arc::new(Mutex::new(StreamState {
-        request_headers: request.headers.clone(),
+        request_headers: connection_manager_headers(request.headers.clone()),
         request_trailers: request.trailers.clone(),
         properties: request.properties.iter().cloned().collect(),
         source: request.source.clone(),
@@ -483,13 +467,13 @@ pub fn send(filters: &mut [&mut Plugin], request: Request) -> Exchange {
     );
     let mut body = Vec::new();
     if matches!(flow, Flow::Continue) && has_body {
+        let frames = http1_frames(&request.body, has_trailers);
         (flow, body) = body_phase(
             filters,
             &contexts,
             &stream,
             &order,
-            &request.body,
-            has_trailers,
+            &frames,
             Direction::Request,
         );
     }
@@ -508,13 +492,20 @@ pub fn send(filters: &mut [&mut Plugin], request: Request) -> Exchange {
                 trailers: s.request_trailers.clone(),
             });
             s.response_headers = request.response.headers.clone();
+            // Envoy's router adds this before the encoders run.
+            s.response_headers
+                .add("x-envoy-upstream-service-time", b"1");
             s.response_trailers = request.response.trailers.clone();
             s.response_code = status_of(&s.response_headers);
             drop(s);
-            let chunks = request.response.body.clone();
             let trailers = !request.response.trailers.pairs.is_empty();
+            let frames = if request.response.body.is_empty() {
+                Vec::new()
+            } else {
+                http1_frames(&request.response.body, trailers)
+            };
             let (f, out) =
-                response_phases(filters, &contexts, &stream, &encoders, &chunks, trailers);
+                response_phases(filters, &contexts, &stream, &encoders, &frames, trailers);
             flow = f;
             body = out;
         }
@@ -532,18 +523,32 @@ pub fn send(filters: &mut [&mut Plugin], request: Request) -> Exchange {
             drop(s);
             // The local reply goes back through the filters that saw the request.
             encoders = reverse.iter().copied().filter(|i| *i <= sender).collect();
-            let chunks = if local.body.is_empty() {
+            // Envoy encodes a local reply's body in one frame that ends the stream.
+            let frames = if local.body.is_empty() {
                 Vec::new()
             } else {
-                vec![local.body.clone()]
+                vec![(local.body.clone(), true)]
             };
-            let (f, out) = response_phases(filters, &contexts, &stream, &encoders, &chunks, false);
+            let (f, out) = response_phases(filters, &contexts, &stream, &encoders, &frames, false);
             body = out;
             flow = match f {
                 // A second local response while answering the first is ignored by Envoy.
                 Flow::Local(_) => Flow::Continue,
                 other => other,
             };
+        }
+    }
+    // A body changed without its content-length leaves a peer waiting for bytes that never
+    // come (or reading garbage): Envoy does not fix the header, so neither does host-test.
+    if let Some(up) = &ex.upstream {
+        if let Some(why) = framing_error(&up.headers, up.body.len(), "the upstream") {
+            flow = Flow::Stalled(why);
+        }
+    }
+    if matches!(flow, Flow::Continue | Flow::Local(_)) {
+        let s = lock(&stream);
+        if let Some(why) = framing_error(&s.response_headers, body.len(), "the client") {
+            flow = Flow::Stalled(why);
         }
     }
     match flow {
@@ -594,6 +599,32 @@ pub fn send(filters: &mut [&mut Plugin], request: Request) -> Exchange {
     ex
 }
 
+fn framing_error(headers: &Headers, body: usize, peer: &str) -> Option<String> {
+    let declared = headers.get_str("content-length")?;
+    match declared.trim().parse::<usize>() {
+        Ok(n) if n == body => None,
+        _ => Some(format!(
+            "content-length says {declared} but {body} body bytes reached {peer}: \
+             a filter changed the body without fixing content-length"
+        )),
+    }
+}
+
+/// What Envoy's connection manager appends to a request before the filters see it.
+fn connection_manager_headers(mut headers: Headers) -> Headers {
+    if headers.get("x-forwarded-proto").is_none() {
+        headers.add("x-forwarded-proto", b"http");
+    }
+    if headers.get("x-request-id").is_none() {
+        let id = NEXT_REQUEST_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        headers.add(
+            "x-request-id",
+            format!("00000000-0000-4000-8000-{id:012}").as_bytes(),
+        );
+    }
+    headers
+}
+
 fn crashed(mut ex: Exchange, why: String) -> Exchange {
     // Envoy's fail-closed answer for a dead VM.
     ex.crash = Some(why);
@@ -609,27 +640,31 @@ fn status_of(headers: &Headers) -> Option<u16> {
     headers.get_str(":status")?.parse().ok()
 }
 
-/// The headers Envoy gives a local reply: status, length, `content-type: text/plain` for a
-/// non-empty body, then the filter's headers appended.
+/// The headers Envoy gives a local reply (seen by the probe conformance test): status, the
+/// filter's headers, the length, and `content-type: text/plain` for a body the filter gave
+/// no type.
 fn local_response_headers(local: &LocalResponse) -> Headers {
     let mut headers = Headers::default();
     headers.add(":status", local.status.to_string().as_bytes());
-    if !local.body.is_empty() {
-        headers.add("content-length", local.body.len().to_string().as_bytes());
-        headers.add("content-type", b"text/plain");
-    }
     for (k, v) in &local.headers {
         headers.add(k, v);
+    }
+    if !local.body.is_empty() {
+        headers.replace("content-length", local.body.len().to_string().as_bytes());
+        if headers.get("content-type").is_none() {
+            headers.add("content-type", b"text/plain");
+        }
     }
     headers
 }
 
+/// The response through the encoders: `frames` is the body as it arrives (empty: none).
 fn response_phases(
     filters: &mut [&mut Plugin],
     contexts: &[u32],
     stream: &Arc<Mutex<StreamState>>,
     order: &[usize],
-    chunks: &[Vec<u8>],
+    frames: &[(Vec<u8>, bool)],
     trailers: bool,
 ) -> (Flow, Vec<u8>) {
     let mut flow = headers_phase(
@@ -638,17 +673,16 @@ fn response_phases(
         stream,
         order,
         Direction::Response,
-        chunks.is_empty() && !trailers,
+        frames.is_empty() && !trailers,
     );
     let mut body = Vec::new();
-    if matches!(flow, Flow::Continue) && !chunks.is_empty() {
+    if matches!(flow, Flow::Continue) && !frames.is_empty() {
         (flow, body) = body_phase(
             filters,
             contexts,
             stream,
             order,
-            chunks,
-            trailers,
+            frames,
             Direction::Response,
         );
     }
@@ -806,6 +840,16 @@ fn trailers_phase(
     Flow::Continue
 }
 
+/// How Envoy's HTTP/1 codec frames a body: every chunk as it arrives, not yet the end, then
+/// an empty frame that ends the stream (unless trailers end it).
+fn http1_frames(chunks: &[Vec<u8>], trailers: bool) -> Vec<(Vec<u8>, bool)> {
+    let mut frames: Vec<(Vec<u8>, bool)> = chunks.iter().map(|c| (c.clone(), false)).collect();
+    if !trailers {
+        frames.push((Vec::new(), true));
+    }
+    frames
+}
+
 /// Body chunks through the filters. A filter that pauses before the end of the stream buffers:
 /// its next callback sees everything buffered so far, as with Envoy's
 /// `StopIterationAndBuffer`. Returns what left the last filter.
@@ -814,8 +858,7 @@ fn body_phase(
     contexts: &[u32],
     stream: &Arc<Mutex<StreamState>>,
     order: &[usize],
-    chunks: &[Vec<u8>],
-    trailers_follow: bool,
+    frames: &[(Vec<u8>, bool)],
     dir: Direction,
 ) -> (Flow, Vec<u8>) {
     let name = callback_name(dir, "body");
@@ -825,8 +868,8 @@ fn body_phase(
         Direction::Request => std::mem::swap(&mut s.request_body, data),
         Direction::Response => std::mem::swap(&mut s.response_body, data),
     };
-    for (k, chunk) in chunks.iter().enumerate() {
-        let end_of_stream = k + 1 == chunks.len() && !trailers_follow;
+    for (chunk, end_of_stream) in frames {
+        let end_of_stream = *end_of_stream;
         let mut data = chunk.clone();
         let mut reached_end = true;
         for (pos, &i) in order.iter().enumerate() {

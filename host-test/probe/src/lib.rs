@@ -19,10 +19,11 @@ use serde_json::{json, Value};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Trace);
-    proxy_wasm::set_root_context(|_| Box::new(ProbeRoot { requests: 0, ticks: 0, queue_items: 0, queue: 0 }));
+    proxy_wasm::set_root_context(|_| Box::new(ProbeRoot { passive: false, requests: 0, ticks: 0, queue_items: 0, queue: 0 }));
 }}
 
 struct ProbeRoot {
+    passive: bool,
     requests: u32,
     ticks: u32,
     queue_items: u32,
@@ -52,6 +53,8 @@ impl RootContext for ProbeRoot {
         self.queue_items =
             hostcalls::define_metric(MetricType::Counter, "probe_queue_items").unwrap_or(0);
         self.queue = hostcalls::register_shared_queue("probe_queue").unwrap_or(0);
+        // A passive probe only records: in a chain, another probe acts.
+        self.passive = config.starts_with(b"passive");
         if config.starts_with(b"tick") {
             let _ = hostcalls::set_tick_period(Duration::from_secs(1));
         }
@@ -73,6 +76,7 @@ impl RootContext for ProbeRoot {
             id: None,
             path: String::new(),
             requests_metric: self.requests,
+            passive: self.passive,
         }))
     }
 
@@ -85,6 +89,7 @@ struct Probe {
     id: Option<String>,
     path: String,
     requests_metric: u32,
+    passive: bool,
 }
 
 impl Probe {
@@ -226,10 +231,17 @@ impl HttpContext for Probe {
             "foreign_unknown": format!("{:?}", foreign_unknown.map(|_| ())),
         }));
 
+        if self.path == "/probe/buffer" && !self.passive {
+            // The body will change: its length with it.
+            self.set_http_request_header("content-length", None);
+        }
         self.add_http_request_header("x-probe-added", "1");
         self.set_http_request_header("x-probe-replace", Some("new"));
         self.set_http_request_header("x-probe-remove", None);
 
+        if self.passive {
+            return Action::Continue;
+        }
         match self.path.as_str() {
             "/probe/time" => {
                 let wasi = std::time::SystemTime::now()
@@ -299,7 +311,8 @@ impl HttpContext for Probe {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if self.path == "/probe/buffer" && !end_of_stream {
+        let buffering = self.path == "/probe/buffer" && !self.passive;
+        if buffering && !end_of_stream {
             self.record(json!({ "event": "request_body", "buffering": true }));
             return Action::Pause;
         }
@@ -309,7 +322,7 @@ impl HttpContext for Probe {
             "end_of_stream": end_of_stream,
             "body": Self::text(body),
         }));
-        if self.path == "/probe/buffer" {
+        if buffering {
             self.set_http_request_body(0, body_size, b"REPLACED");
         }
         Action::Continue
