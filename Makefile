@@ -9,7 +9,7 @@ VENV         := .venv
 ENVOY        := $(VENV)/bin/envoy
 DIST         := dist
 CARGO        ?= cargo
-APT_PACKAGES := wrk docker-registry redis-server
+APT_PACKAGES := wrk docker-registry redis-server libssl-dev pkg-config
 SUDO         := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: help setup build check-targets lint test test-native run clean
@@ -53,6 +53,10 @@ test: setup lint build check-targets test-native ## Everything CI runs: lint, bu
 
 test-native: ## The cargo test suites (needs `make build` first: tests load dist/*.wasm)
 	PORTCULLIS_ENVOY=$(abspath $(ENVOY)) $(CARGO) test --workspace
+
+run: setup build ## The demo gateway: real Envoy + the filters + user/order/payment/login services on :8080; Ctrl-C stops it
+	$(CARGO) build -p portcullis-services
+	@ENVOY=$(abspath $(ENVOY)) SERVICES=$(abspath target/debug/portcullis-services) envoy-config/run.sh
 
 clean: ## Remove build output
 	$(CARGO) clean

@@ -275,7 +275,7 @@ impl Host {
             // Only an unsupported platform gets here; nothing can run without an engine.
             Err(e) => unreachable_engine(e),
         };
-        Host {
+        let host = Host {
             inner: Arc::new(HostState {
                 engine,
                 modules: Mutex::new(HashMap::new()),
@@ -293,7 +293,11 @@ impl Host {
                 log_level: Mutex::new(LogLevel::Info),
                 echo_logs: std::env::var_os("HOST_TEST_LOG").is_some(),
             }),
-        }
+        };
+        // Envoy registers its crypto foreign functions for every VM.
+        host.foreign_function("verify_signature", crate::foreign::verify_signature);
+        host.foreign_function("sign", crate::foreign::sign);
+        host
     }
 
     /// Starts describing a plugin (one VM instance of a module with its configuration).
@@ -394,6 +398,11 @@ impl Host {
         function: impl Fn(&[u8]) -> Result<Vec<u8>, Status> + Send + Sync + 'static,
     ) {
         lock(&self.inner.foreign).insert(name.to_string(), Arc::new(function));
+    }
+
+    /// Removes a foreign function, to act as a host that lacks it (any host but Envoy).
+    pub fn remove_foreign_function(&self, name: &str) {
+        lock(&self.inner.foreign).remove(name);
     }
 
     // ---- metrics ----

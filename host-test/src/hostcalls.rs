@@ -117,7 +117,17 @@ fn with_map<T>(c: &mut Call, map: i32, f: impl FnOnce(&mut Headers) -> T) -> Res
         }
         _ => {
             let stream = stream_of(c)?;
+            let me = (c.data().instance_id, c.data().current_context, map);
             let mut stream = lock(&stream);
+            if stream.released.contains(&me) {
+                // Envoy: "requested map type is not currently available".
+                return Err(if stream.access_log_phase {
+                    Status::NotFound
+                } else {
+                    Status::BadArgument
+                }
+                .into());
+            }
             let headers = stream.map(map).ok_or(Status::BadArgument)?;
             Ok(f(headers))
         }

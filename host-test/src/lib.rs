@@ -20,6 +20,7 @@
 //! to race them for real.
 
 pub mod abi;
+pub mod foreign;
 mod host;
 mod hostcalls;
 mod plugin;

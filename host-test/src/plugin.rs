@@ -249,6 +249,10 @@ impl Plugin {
         &self.host
     }
 
+    pub(crate) fn instance_id(&self) -> u64 {
+        self.store.data().instance_id
+    }
+
     pub fn name(&self) -> &str {
         &self.store.data().plugin_name
     }

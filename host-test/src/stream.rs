@@ -86,6 +86,11 @@ pub(crate) struct StreamState {
     pub(crate) source: String,
     pub(crate) destination: String,
     pub(crate) response_code: Option<u16>,
+    /// Header maps a filter let go of by continuing (VM instance, context id, map): Envoy drops its
+    /// pointer to a map once a callback returns Continue, so later calls cannot reach it.
+    pub(crate) released: Vec<(u64, u32, MapType)>,
+    /// `on_log` runs: a map that is gone reads as not found rather than a bad argument.
+    pub(crate) access_log_phase: bool,
 }
 
 impl StreamState {
@@ -572,6 +577,7 @@ pub fn send(filters: &mut [&mut Plugin], request: Request) -> Exchange {
     }
 
     // The end of the stream: on_log, on_done, on_delete, for every context.
+    lock(&stream).access_log_phase = true;
     for (i, f) in filters.iter_mut().enumerate() {
         let ctx = contexts[i] as i32;
         if f.crashed().is_none() {
@@ -797,9 +803,30 @@ fn headers_phase(
                 Flow::Continue => {}
                 other => return other,
             }
+        } else {
+            release(stream, filters[i], ctx, dir, false);
         }
     }
     Flow::Continue
+}
+
+/// Envoy forgets a filter's header (or trailer) map once its callback answers Continue.
+fn release(
+    stream: &Arc<Mutex<StreamState>>,
+    plugin: &Plugin,
+    context: u32,
+    dir: Direction,
+    trailers: bool,
+) {
+    let map = match (dir, trailers) {
+        (Direction::Request, false) => MapType::RequestHeaders,
+        (Direction::Request, true) => MapType::RequestTrailers,
+        (Direction::Response, false) => MapType::ResponseHeaders,
+        (Direction::Response, true) => MapType::ResponseTrailers,
+    };
+    lock(stream)
+        .released
+        .push((plugin.instance_id(), context, map));
 }
 
 fn trailers_phase(
@@ -835,6 +862,8 @@ fn trailers_phase(
                 Flow::Continue => {}
                 other => return other,
             }
+        } else {
+            release(stream, filters[i], ctx, dir, true);
         }
     }
     Flow::Continue

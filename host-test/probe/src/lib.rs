@@ -77,6 +77,7 @@ impl RootContext for ProbeRoot {
             path: String::new(),
             requests_metric: self.requests,
             passive: self.passive,
+            function: String::new(),
         }))
     }
 
@@ -90,6 +91,7 @@ struct Probe {
     path: String,
     requests_metric: u32,
     passive: bool,
+    function: String,
 }
 
 impl Probe {
@@ -193,6 +195,9 @@ impl HttpContext for Probe {
             return Action::Pause;
         }
         self.id = self.get_http_request_header("x-probe-id");
+        self.function = self
+            .get_http_request_header("x-probe-function")
+            .unwrap_or_default();
         let _ = hostcalls::increment_metric(self.requests_metric, 1);
         log::info!("probe: request {}", self.path);
 
@@ -311,6 +316,28 @@ impl HttpContext for Probe {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.path == "/probe/foreign" && !self.passive {
+            if !end_of_stream {
+                return Action::Pause;
+            }
+            // The body is a foreign function's argument bytes; the header named the function
+            // (headers are gone by now: Envoy drops them once their callback continues).
+            let function = self.function.clone();
+            let arguments = self.get_http_request_body(0, body_size).unwrap_or_default();
+            let result = hostcalls::call_foreign_function(&function, Some(&arguments));
+            let (status, bytes) = match result {
+                Ok(bytes) => ("Ok".to_string(), bytes.unwrap_or_default()),
+                Err(status) => (format!("{status:?}"), Vec::new()),
+            };
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            self.record(json!({
+                "event": "foreign",
+                "function": function,
+                "status": status,
+                "result_hex": hex,
+            }));
+            return Action::Continue;
+        }
         let buffering = self.path == "/probe/buffer" && !self.passive;
         if buffering && !end_of_stream {
             self.record(json!({ "event": "request_body", "buffering": true }));

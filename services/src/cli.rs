@@ -1,0 +1,197 @@
+//! The command line: serve some of the services, or render the demo's Envoy config.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::demo::Demo;
+use crate::service::Service;
+
+pub const USAGE: &str = "\
+usage: portcullis-services [--users ADDR] [--orders ADDR] [--payments ADDR] [--login ADDR]
+                           [--login-users FILE]
+         serves each service given (at least one) until SIGINT or SIGTERM, logging one line
+         per request; the login service checks FILE (default: the built-in
+         services/fixtures/users.json)
+       portcullis-services render --template FILE --policies DIR --dist DIR
+                           --gateway ADDR --admin ADDR
+                           --users ADDR --orders ADDR --payments ADDR --login ADDR
+         prints the demo's Envoy config (envoy-config/demo.yaml.tmpl filled in)
+ADDR is IP:PORT, such as 127.0.0.1:18081; port 0 takes any free port.";
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    Help,
+    Serve(Serve),
+    Render(Demo),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Serve {
+    /// In command-line order.
+    pub services: Vec<(Service, SocketAddr)>,
+    pub login_users: Option<PathBuf>,
+}
+
+/// Parses the arguments after the program name. The error says what is wrong, not how to
+/// use the program: print [`USAGE`] after it.
+pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
+    let mut args = args.into_iter().peekable();
+    let render = args.next_if(|first| first == "render").is_some();
+    let mut services: Vec<(Service, SocketAddr)> = Vec::new();
+    let mut paths: Vec<(String, PathBuf)> = Vec::new();
+    let mut listeners: Vec<(String, SocketAddr)> = Vec::new();
+    while let Some(flag) = args.next() {
+        if flag == "-h" || flag == "--help" {
+            return Ok(Command::Help);
+        }
+        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let allowed: &[&str] = if render {
+            &["--template", "--policies", "--dist", "--gateway", "--admin"]
+        } else {
+            &["--login-users"]
+        };
+        if let Some(service) = Service::from_flag(&flag) {
+            if services.iter().any(|(s, _)| *s == service) {
+                return Err(format!("{flag} given twice"));
+            }
+            services.push((service, address(&flag, &value)?));
+        } else if !allowed.contains(&flag.as_str()) {
+            return Err(format!("unknown argument {flag:?}"));
+        } else if paths.iter().any(|(f, _)| *f == flag) || listeners.iter().any(|(f, _)| *f == flag)
+        {
+            return Err(format!("{flag} given twice"));
+        } else if flag == "--gateway" || flag == "--admin" {
+            listeners.push((flag.clone(), address(&flag, &value)?));
+        } else {
+            paths.push((flag, PathBuf::from(value)));
+        }
+    }
+    if render {
+        let path = |flag: &str| {
+            paths
+                .iter()
+                .find(|(f, _)| f == flag)
+                .map(|(_, p)| p.clone())
+                .ok_or_else(|| format!("render needs {flag}"))
+        };
+        let listener = |flag: &str| {
+            listeners
+                .iter()
+                .find(|(f, _)| f == flag)
+                .map(|(_, a)| *a)
+                .ok_or_else(|| format!("render needs {flag}"))
+        };
+        if let Some(service) = Service::ALL
+            .into_iter()
+            .find(|s| !services.iter().any(|(given, _)| given == s))
+        {
+            return Err(format!("render needs {}", service.flag()));
+        }
+        return Ok(Command::Render(Demo {
+            template: path("--template")?,
+            policies: path("--policies")?,
+            dist: path("--dist")?,
+            gateway: listener("--gateway")?,
+            admin: listener("--admin")?,
+            services,
+        }));
+    }
+    if services.is_empty() {
+        return Err(
+            "no service to serve: give at least one of --users, --orders, --payments, --login"
+                .into(),
+        );
+    }
+    Ok(Command::Serve(Serve {
+        services,
+        login_users: paths.pop().map(|(_, path)| path),
+    }))
+}
+
+fn address(flag: &str, value: &str) -> Result<SocketAddr, String> {
+    value
+        .parse()
+        .map_err(|_| format!("{flag}: expected IP:PORT such as 127.0.0.1:18081, got {value:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_line(line: &str) -> Result<Command, String> {
+        parse(line.split_whitespace().map(str::to_owned))
+    }
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn serve_takes_any_subset_of_services_in_order() {
+        let Ok(Command::Serve(serve)) =
+            parse_line("--payments 127.0.0.1:18083 --users 127.0.0.1:0 --login-users u.json")
+        else {
+            panic!("not a serve command");
+        };
+        assert_eq!(
+            serve,
+            Serve {
+                services: vec![
+                    (Service::Payments, addr("127.0.0.1:18083")),
+                    (Service::Users, addr("127.0.0.1:0")),
+                ],
+                login_users: Some(PathBuf::from("u.json")),
+            }
+        );
+    }
+
+    #[test]
+    fn render_needs_every_address_and_path() {
+        let full = "render --template t --policies p --dist d --gateway 127.0.0.1:8080 \
+                    --admin 127.0.0.1:9901 --users 127.0.0.1:1 --orders 127.0.0.1:2 \
+                    --payments 127.0.0.1:3 --login 127.0.0.1:4";
+        let Ok(Command::Render(demo)) = parse_line(full) else {
+            panic!("not a render command");
+        };
+        assert_eq!(demo.gateway, addr("127.0.0.1:8080"));
+        assert_eq!(demo.services.len(), 4);
+        assert_eq!(demo.dist, PathBuf::from("d"));
+        let without_login = full.replace(" --login 127.0.0.1:4", "");
+        assert_eq!(
+            parse_line(&without_login).unwrap_err(),
+            "render needs --login"
+        );
+        let without_dist = full.replace(" --dist d", "");
+        assert_eq!(
+            parse_line(&without_dist).unwrap_err(),
+            "render needs --dist"
+        );
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let cases = [
+            ("", "no service to serve"),
+            ("--users", "--users needs a value"),
+            ("--users 18081", "--users: expected IP:PORT"),
+            ("--users localhost:18081", "--users: expected IP:PORT"),
+            (
+                "--users 127.0.0.1:1 --users 127.0.0.1:2",
+                "--users given twice",
+            ),
+            ("--user 127.0.0.1:1", "unknown argument \"--user\""),
+            ("--gateway 127.0.0.1:1", "unknown argument \"--gateway\""),
+            (
+                "render --login-users f",
+                "unknown argument \"--login-users\"",
+            ),
+            ("render --dist a --dist b", "--dist given twice"),
+        ];
+        for (line, expected) in cases {
+            let error = parse_line(line).unwrap_err();
+            assert!(error.starts_with(expected), "{line:?}: {error}");
+        }
+        assert!(matches!(parse_line("--help"), Ok(Command::Help)));
+    }
+}

@@ -1,0 +1,124 @@
+//! The `portcullis-services` binary as the tests run it: every service on a free loopback
+//! port, its stdout collected line by line, killed when dropped.
+// Each test file uses its own part of this module.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_portcullis-services");
+
+/// A running `portcullis-services`.
+pub struct Services {
+    child: Child,
+    /// Service name (`user-service`) to port.
+    ports: BTreeMap<String, u16>,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Services {
+    /// Starts the binary with `flags` (`--users`, …) each on `127.0.0.1:0` and waits until
+    /// every service has said where it listens.
+    pub fn start(flags: &[&str]) -> Services {
+        let mut command = Command::new(BINARY);
+        for flag in flags {
+            command.args([*flag, "127.0.0.1:0"]);
+        }
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{BINARY}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut services = Services {
+            child,
+            ports: BTreeMap::new(),
+            lines,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while services.ports.len() < flags.len() {
+            assert!(
+                Instant::now() < deadline,
+                "services did not start; stdout: {:?}",
+                services.lines()
+            );
+            if let Ok(Some(status)) = services.child.try_wait() {
+                panic!("services exited with {status}: {:?}", services.lines());
+            }
+            services.ports = services
+                .lines()
+                .iter()
+                .filter_map(|line| {
+                    let (name, url) = line.split_once(" listening on http://127.0.0.1:")?;
+                    Some((name.to_owned(), url.parse().ok()?))
+                })
+                .collect();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        services
+    }
+
+    /// The port of `service` (`user-service`).
+    pub fn port(&self, service: &str) -> u16 {
+        match self.ports.get(service) {
+            Some(port) => *port,
+            None => panic!("no {service} among {:?}", self.ports),
+        }
+    }
+
+    /// `http://127.0.0.1:<port of service><path>`.
+    pub fn url(&self, service: &str, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port(service))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// How the process ended, if it has.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Every line printed so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// The lines printed so far that start with `prefix`, waiting up to 5 s for at least
+    /// `n` of them (stdout is read on another thread).
+    pub fn wait_for_lines(&self, prefix: &str, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let found: Vec<String> = self
+                .lines()
+                .into_iter()
+                .filter(|line| line.starts_with(prefix))
+                .collect();
+            if found.len() >= n || Instant::now() >= deadline {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- services' stdout ----\n{}", self.lines().join("\n"));
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The demo gateway of `make run`, end to end: the demo config rendered from
+//! `envoy-config/` as `make run` renders it (on free ports), a real Envoy running it, and the
+//! real services behind it. Needs `make build` first (the filters' `.wasm`).
+//!
+//! The policies are today's `{}` (the filters pass everything through). When a filter's
+//! real policy lands in `envoy-config/policies/`, this test follows the demo: log in, then
+//! call the services with the token.
+
+// Test code: clippy.toml lets #[test] functions panic, and these helpers are test code too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::Services;
+use portcullis_services::demo::{Demo, FILTERS};
+use portcullis_services::service::Service;
+use portcullis_tests::{client, paths, Envoy};
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// The demo config with the gateway and admin on port 0 (the harness reads back the ports
+/// Envoy bound) and each service where `services` listens.
+fn render(services: &Services) -> String {
+    let dist = paths::wasm(FILTERS[0])
+        .parent()
+        .map(|dir| dir.to_path_buf())
+        .expect("dist/");
+    for filter in FILTERS {
+        assert_eq!(paths::wasm(filter).parent(), Some(dist.as_path()));
+    }
+    let root = paths::workspace_root();
+    let demo = Demo {
+        template: root.join("envoy-config/demo.yaml.tmpl"),
+        policies: root.join("envoy-config/policies"),
+        dist,
+        gateway: loopback(0),
+        admin: loopback(0),
+        services: Service::ALL
+            .iter()
+            .map(|s| (*s, loopback(services.port(s.name()))))
+            .collect(),
+    };
+    demo.render().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The HTTP filters of the gateway listener as Envoy loaded them: each wasm filter by its
+/// plugin name, any other by its filter name.
+fn loaded_http_filters(envoy: &Envoy) -> Vec<String> {
+    let dump = client::get(&envoy.admin_url("/config_dump"), &[]).json();
+    let listeners = dump["configs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| {
+            c["@type"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("ListenersConfigDump"))
+        })
+        .expect("a listeners config dump");
+    let gateway = listeners["static_listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|l| l["listener"]["name"] == "gateway")
+        .expect("the gateway listener");
+    let hcm = &gateway["listener"]["filter_chains"][0]["filters"][0]["typed_config"];
+    hcm["http_filters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| {
+            f["typed_config"]["config"]["name"]
+                .as_str()
+                .or(f["name"].as_str())
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn the_demo_gateway_routes_each_path_to_its_service_through_the_filter_chain() {
+    let services = Services::start(&["--users", "--orders", "--payments", "--login"]);
+    let config = render(&services);
+    if let Err(log) = Envoy::validate(&config) {
+        panic!("envoy --mode validate refused the demo config:\n{log}\n{config}");
+    }
+    let envoy = Envoy::builder(config)
+        .main_listener("gateway")
+        .start()
+        .unwrap_or_else(|e| panic!("{e:#}"));
+
+    assert_eq!(
+        loaded_http_filters(&envoy),
+        [
+            "token-issuer",
+            "jwt",
+            "acl",
+            "rate-limiting",
+            "envoy.filters.http.router"
+        ]
+    );
+
+    for (path, service) in [
+        ("/users", "user-service"),
+        ("/users/42?expand=orders", "user-service"),
+        ("/orders", "order-service"),
+        ("/payments", "payment-service"),
+    ] {
+        let reply = client::get(&envoy.url(path), &[]);
+        assert_eq!(reply.status, 200, "GET {path}: {}", reply.text());
+        assert_eq!(reply.header("x-service"), Some(service), "GET {path}");
+        let body = reply.json();
+        assert_eq!(
+            (body["service"].as_str(), body["path"].as_str()),
+            (Some(service), Some(path))
+        );
+    }
+    // A path that only starts like a route's is no route's.
+    let reply = client::get(&envoy.url("/usersettings"), &[]);
+    assert_eq!(reply.status, 404);
+    assert_eq!(reply.header("x-service"), None);
+
+    let login = |body: &str| {
+        client::send(
+            "POST",
+            &envoy.url("/login"),
+            &[("content-type", "application/json")],
+            Some(body.as_bytes()),
+        )
+    };
+    let reply = login(r#"{"username":"mobile-app","password":"mobile-demo"}"#);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.json(),
+        serde_json::json!({
+            "sub": "123",
+            "username": "mobile-app",
+            "groups": ["admins"],
+            "email": "mobile-app@example.com",
+        })
+    );
+    let reply = login(r#"{"username":"web-app","password":"mobile-demo"}"#);
+    assert_eq!(reply.status, 401, "{}", reply.text());
+    assert_eq!(reply.json()["message"], "Invalid credentials");
+    let reply = login("username=web-app&password=web-demo");
+    assert_eq!(reply.status, 400, "{}", reply.text());
+
+    // What reached each service, in its own log.
+    assert_eq!(
+        services.wait_for_lines("[user-service]", 2),
+        [
+            "[user-service] GET /users -> 200 (no identity headers)",
+            "[user-service] GET /users/42?expand=orders -> 200 (no identity headers)",
+        ]
+    );
+    assert_eq!(services.wait_for_lines("[order-service]", 1).len(), 1);
+    assert_eq!(services.wait_for_lines("[payment-service]", 1).len(), 1);
+    let logins = services.wait_for_lines("[login-service]", 3);
+    assert_eq!(logins.len(), 3, "{logins:?}");
+    assert!(logins[0].ends_with(r#"-> 200 user="mobile-app" logged in"#));
+
+    assert!(
+        envoy.wait_for_log("[envoy] GET /payments -> 200 route=payments upstream=payment-service")
+    );
+    assert!(envoy.wait_for_log("[envoy] POST /login -> 401 route=login upstream=login-service"));
+}
