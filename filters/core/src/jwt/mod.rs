@@ -1,0 +1,307 @@
+//! The jwt filter's whole policy: find the token, check it (cheap checks first, crypto
+//! last), and say who the caller is or why they are refused.
+//!
+//! The glue reads the request headers into [`TokenSources`], picks the route's
+//! [`JwtPolicy`] from the [`JwtPolicySet`], calls [`authenticate`], and acts on the answer.
+
+pub mod cache;
+pub mod claims;
+pub mod config;
+pub mod crypto;
+pub mod jwks;
+pub mod keyring;
+pub mod policy;
+pub mod refresh;
+pub mod rejection;
+pub mod sources;
+pub mod token;
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+pub use cache::TokenCache;
+pub use config::{ConfigError, RawJwtConfig};
+pub use crypto::{Algorithm, InModule, PreparedKey, SignatureBackend};
+pub use jwks::KeyStore;
+pub use policy::{JwtPolicy, JwtPolicySet, Refusal, RoutePolicy};
+pub use rejection::Rejection;
+pub use sources::{TokenLocation, TokenSources};
+pub use token::{Token, TokenError};
+
+use crate::identity::Identity;
+use crate::UnixTime;
+use cache::CachedToken;
+use keyring::{Credential, Provider, ProviderKeys};
+
+/// What verifies signatures for [`authenticate`], and the state it may reuse.
+pub struct Verifier<'a> {
+    /// The backend chosen at start (host, in-module, or split between them).
+    pub backend: &'a dyn SignatureBackend,
+    /// Remote providers' keys, as the glue last installed them.
+    pub remote_keys: &'a KeyStore,
+    /// The per-worker verified-token cache, if enabled.
+    pub cache: Option<&'a mut TokenCache>,
+}
+
+/// A request that may proceed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accepted {
+    /// Who the caller is; hand it on with `identity.encode()` (see [`crate::identity`]).
+    pub identity: Identity,
+    /// Headers to set on the upstream request, after removing
+    /// [`JwtPolicySet::headers_to_strip`]: Kong's identity headers, `claims_to_headers`,
+    /// and `forward_payload_header`.
+    pub upstream_headers: Vec<(String, String)>,
+    /// Claims that were configured for a header but whose value was unsafe (CR, LF, NUL,
+    /// control characters) and so were left out; for the log.
+    pub dropped_claims: Vec<String>,
+    /// Everywhere the token was found; remove each when the policy hides credentials.
+    pub token_locations: Vec<TokenLocation>,
+    /// The signature verdict came from the cache.
+    pub cache_hit: bool,
+}
+
+/// Authenticates one request under `policy` at time `now`.
+pub fn authenticate(
+    sources: &TokenSources,
+    policy: &JwtPolicy,
+    now: UnixTime,
+    verifier: &mut Verifier<'_>,
+) -> Result<Accepted, Rejection> {
+    let raw = match sources.distinct().as_slice() {
+        [] => return anonymous(policy),
+        [one] => *one,
+        _ => return Err(Rejection::Multiple),
+    };
+    if raw.len() > policy.max_token_bytes {
+        return Err(Rejection::Malformed(TokenError::TooLarge {
+            len: raw.len(),
+            max: policy.max_token_bytes,
+        }));
+    }
+    let cache_key = verifier.cache.as_ref().map(|_| TokenCache::key(raw));
+    let hit = match (&cache_key, verifier.cache.as_deref()) {
+        (Some(key), Some(cache)) => cache.get(key).map(|e| (Rc::clone(&e.token), e.verdict)),
+        _ => None,
+    };
+    let (token, cached) = match hit {
+        Some(hit) => hit,
+        None => {
+            let token = Token::parse(raw, policy.max_token_bytes).map_err(Rejection::Malformed)?;
+            let token = Rc::new(token);
+            if let (Some(key), Some(cache)) = (cache_key, verifier.cache.as_deref_mut()) {
+                let entry = CachedToken {
+                    token: Rc::clone(&token),
+                    verdict: None,
+                };
+                cache.put(key, entry);
+            }
+            (token, None)
+        }
+    };
+    let claims = token.claims();
+    claims::check_times(claims, &policy.time, now)?;
+    let signer = find_signer(&token, policy, verifier.remote_keys)?;
+    if let Signer::Provider(provider, _) = &signer {
+        claims::check_audience(claims, &provider.audiences)?;
+    }
+    claims::check_required(claims, &policy.required_claims)?;
+
+    let keys: Vec<&PreparedKey> = match &signer {
+        Signer::Consumer(credential) => vec![credential.prepared.as_ref()],
+        Signer::Provider(_, keys) => keys.iter().map(Arc::as_ref).collect(),
+    };
+    let mut cache_hit = false;
+    let mut verified = false;
+    for key in keys {
+        let valid = match cached {
+            Some((by, verdict)) if by == key.fingerprint() => {
+                cache_hit = true;
+                verdict
+            }
+            _ => {
+                let valid = verifier
+                    .backend
+                    .verify(token.alg(), key, token.signing_input(), token.signature())
+                    .map_err(Rejection::Crypto)?;
+                if let (Some(key_hash), Some(cache)) = (&cache_key, verifier.cache.as_deref_mut()) {
+                    cache.record(key_hash, key.fingerprint(), valid);
+                }
+                valid
+            }
+        };
+        if valid {
+            verified = true;
+            break;
+        }
+    }
+    if !verified {
+        return Err(Rejection::BadSignature);
+    }
+    Ok(accept(&token, policy, &signer, sources, cache_hit))
+}
+
+enum Signer<'p> {
+    Consumer(&'p Credential),
+    Provider(&'p Provider, Vec<Arc<PreparedKey>>),
+}
+
+fn string_member<'t>(token: &'t Token, name: &str) -> Option<&'t str> {
+    token
+        .claims()
+        .get(name)
+        .or_else(|| token.header().get(name))
+        .and_then(Value::as_str)
+}
+
+fn find_signer<'p>(
+    token: &Token,
+    policy: &'p JwtPolicy,
+    remote: &KeyStore,
+) -> Result<Signer<'p>, Rejection> {
+    let keyring = policy.keyring.as_ref();
+    // Order: the key claim names a credential; else `iss` names a provider; else `kid`
+    // names a credential. A token claiming a provider's issuer is that provider's.
+    let key_value = string_member(token, &policy.key_claim_name);
+    let provider = token
+        .claims()
+        .get("iss")
+        .and_then(Value::as_str)
+        .and_then(|iss| keyring.provider_for_issuer(iss));
+    let credential = match (key_value.and_then(|v| keyring.credential(v)), provider) {
+        (Some(credential), _) => Some(credential),
+        (None, None) => token.kid().and_then(|kid| keyring.credential(kid)),
+        (None, Some(_)) => None,
+    };
+    if let Some(credential) = credential {
+        if !credential.prepared.allows(token.alg()) {
+            return Err(Rejection::AlgorithmMismatch);
+        }
+        return Ok(Signer::Consumer(credential));
+    }
+    let Some(provider) = provider else {
+        let claim = policy.key_claim_name.clone();
+        return Err(if key_value.is_none() && token.kid().is_none() {
+            Rejection::MissingKeyClaim { claim }
+        } else {
+            Rejection::UnknownCredential { claim }
+        });
+    };
+    let set = match &provider.keys {
+        ProviderKeys::Inline(set) => set,
+        ProviderKeys::Remote(_) => {
+            remote
+                .keys(&provider.name)
+                .ok_or_else(|| Rejection::KeysUnavailable {
+                    provider: provider.name.clone(),
+                })?
+        }
+    };
+    let keys: Vec<Arc<PreparedKey>> = set
+        .candidates(token.kid(), token.alg())
+        .map(|jwk| Arc::clone(&jwk.key))
+        .collect();
+    if keys.is_empty() {
+        return Err(match token.kid() {
+            Some(kid) if !set.has_kid(kid) => Rejection::UnknownKid {
+                provider: provider.name.clone(),
+                kid: kid.to_owned(),
+            },
+            _ => Rejection::AlgorithmMismatch,
+        });
+    }
+    Ok(Signer::Provider(provider, keys))
+}
+
+fn anonymous(policy: &JwtPolicy) -> Result<Accepted, Rejection> {
+    let identity = policy.anonymous.clone().ok_or(Rejection::Missing)?;
+    Ok(Accepted {
+        upstream_headers: header_pairs(&identity),
+        identity,
+        dropped_claims: Vec::new(),
+        token_locations: Vec::new(),
+        cache_hit: false,
+    })
+}
+
+fn header_pairs(identity: &Identity) -> Vec<(String, String)> {
+    identity
+        .identity_headers()
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect()
+}
+
+fn accept(
+    token: &Token,
+    policy: &JwtPolicy,
+    signer: &Signer<'_>,
+    sources: &TokenSources,
+    cache_hit: bool,
+) -> Accepted {
+    let claims = token.claims();
+    let mut identity = match signer {
+        Signer::Consumer(credential) => credential.consumer.identity(Some(&credential.key), false),
+        Signer::Provider(provider, _) => Identity {
+            username: claims::header_value(claims, &provider.username_claim),
+            credential: Some(provider.name.clone()),
+            groups: provider_groups(claims, provider.groups_claim.as_deref()),
+            ..Identity::default()
+        },
+    };
+    let mut dropped_claims = Vec::new();
+    let selected = policy
+        .claims_to_headers
+        .iter()
+        .map(|(claim, _)| claim)
+        .chain(&policy.identity_claims);
+    for claim in selected {
+        match claims::header_value(claims, claim) {
+            Some(value) => {
+                identity.claims.insert(claim.clone(), value);
+            }
+            None if claims.get(claim).is_some_and(|v| !v.is_null())
+                && !dropped_claims.contains(claim) =>
+            {
+                dropped_claims.push(claim.clone());
+            }
+            None => {}
+        }
+    }
+    let mut upstream_headers = header_pairs(&identity);
+    for (claim, header) in &policy.claims_to_headers {
+        if let Some(value) = identity.claims.get(claim) {
+            upstream_headers.push((header.clone(), value.clone()));
+        }
+    }
+    if let Some(header) = &policy.forward_payload_header {
+        upstream_headers.push((header.clone(), token.payload_segment().to_owned()));
+    }
+    Accepted {
+        identity,
+        upstream_headers,
+        dropped_claims,
+        token_locations: sources.locations(),
+        cache_hit,
+    }
+}
+
+fn provider_groups(claims: &serde_json::Map<String, Value>, claim: Option<&str>) -> Vec<String> {
+    let safe = |g: &&str| crate::identity::header_safe(g) && !g.contains(',') && !g.is_empty();
+    match claim.and_then(|c| claims.get(c)) {
+        Some(Value::String(group)) => [group.as_str()]
+            .into_iter()
+            .filter(safe)
+            .map(str::to_owned)
+            .collect(),
+        Some(Value::Array(groups)) => groups
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(safe)
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    }
+}

@@ -1,0 +1,331 @@
+//! Where a token may be in a request (headers, query parameters, cookies), finding every
+//! copy of it, and removing it again for `hide_credentials`.
+
+/// Where a policy looks for tokens. Names are stored lowercase (headers) or as configured
+/// (query parameters and cookies, which are case-sensitive).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenLocations {
+    pub header_names: Vec<String>,
+    pub uri_param_names: Vec<String>,
+    pub cookie_names: Vec<String>,
+}
+
+impl TokenLocations {
+    /// The request headers to read, so the glue fetches only these: the configured header
+    /// names, `:path` when query parameters are searched, `cookie` when cookies are.
+    pub fn wanted_headers(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.header_names.iter().map(String::as_str).collect();
+        if !self.uri_param_names.is_empty() {
+            names.push(":path");
+        }
+        if !self.cookie_names.is_empty() && !names.contains(&"cookie") {
+            names.push("cookie");
+        }
+        names
+    }
+}
+
+/// One place a token was found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenLocation {
+    /// In this request header (lowercase name).
+    Header(String),
+    /// In this query parameter of `:path`.
+    Query(String),
+    /// In this cookie of the `cookie` header.
+    Cookie(String),
+}
+
+/// Every token candidate of one request, each with where it was found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenSources {
+    found: Vec<(TokenLocation, String)>,
+}
+
+impl TokenSources {
+    /// Looks through `headers` (name, value pairs; names matched case-insensitively, repeated
+    /// headers all seen) for tokens in the places `locations` names.
+    ///
+    /// `authorization` counts only with the `Bearer` scheme (any letter case); other
+    /// configured headers take `Bearer <token>` or a bare token.
+    pub fn from_headers<'a>(
+        locations: &TokenLocations,
+        headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> TokenSources {
+        let mut sources = TokenSources::default();
+        for (name, value) in headers {
+            if let Some(wanted) = locations
+                .header_names
+                .iter()
+                .find(|n| n.eq_ignore_ascii_case(name))
+            {
+                if let Some(token) = header_token(wanted, value) {
+                    sources.push(TokenLocation::Header(wanted.clone()), token);
+                }
+            }
+            if name == ":path" {
+                for param in &locations.uri_param_names {
+                    for value in query_values(value, param) {
+                        sources.push(TokenLocation::Query(param.clone()), &value);
+                    }
+                }
+            }
+            if name.eq_ignore_ascii_case("cookie") {
+                for cookie in &locations.cookie_names {
+                    for value in cookie_values(value, cookie) {
+                        sources.push(TokenLocation::Cookie(cookie.clone()), value);
+                    }
+                }
+            }
+        }
+        sources
+    }
+
+    fn push(&mut self, location: TokenLocation, token: &str) {
+        if !token.is_empty() {
+            self.found.push((location, token.to_owned()));
+        }
+    }
+
+    /// Whether no token was found anywhere.
+    pub fn is_empty(&self) -> bool {
+        self.found.is_empty()
+    }
+
+    /// The distinct token strings (the same token in two places counts once).
+    pub fn distinct(&self) -> Vec<&str> {
+        let mut tokens: Vec<&str> = Vec::new();
+        for (_, token) in &self.found {
+            if !tokens.contains(&token.as_str()) {
+                tokens.push(token);
+            }
+        }
+        tokens
+    }
+
+    /// Every place a token was found.
+    pub fn locations(&self) -> Vec<TokenLocation> {
+        self.found.iter().map(|(loc, _)| loc.clone()).collect()
+    }
+}
+
+fn header_token<'v>(header: &str, value: &'v str) -> Option<&'v str> {
+    let value = value.trim_matches([' ', '\t']);
+    let bearer = value
+        .get(..7)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+        .and_then(|_| value.get(7..))
+        .map(|rest| rest.trim_start_matches([' ', '\t']));
+    match bearer {
+        Some(token) => Some(token),
+        None if header == "authorization" => None,
+        None => Some(value),
+    }
+}
+
+fn query_values<'p>(path: &'p str, name: &'p str) -> impl Iterator<Item = String> + 'p {
+    let query = path.split_once('?').map_or("", |(_, q)| q);
+    let query = query.split_once('#').map_or(query, |(q, _)| q);
+    query.split('&').filter_map(move |pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(key) == name).then(|| percent_decode(value))
+    })
+}
+
+fn cookie_values<'c>(header: &'c str, name: &'c str) -> impl Iterator<Item = &'c str> + 'c {
+    header.split(';').filter_map(move |pair| {
+        let (key, value) = pair.split_once('=')?;
+        let value = value.trim();
+        let value = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(value);
+        (key.trim() == name).then_some(value)
+    })
+}
+
+/// Decodes `%XX` escapes; an invalid escape or non-UTF-8 result leaves the input as is.
+fn percent_decode(text: &str) -> String {
+    if !text.contains('%') {
+        return text.to_owned();
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (b, hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(decoded)) => {
+                out.push(decoded);
+                i += 3;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| text.to_owned())
+}
+
+/// `path` without any `name=` query parameter (for `hide_credentials`).
+pub fn strip_query_param(path: &str, name: &str) -> String {
+    let Some((base, query)) = path.split_once('?') else {
+        return path.to_owned();
+    };
+    let (query, fragment) = match query.split_once('#') {
+        Some((q, f)) => (q, Some(f)),
+        None => (query, None),
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            let key = pair.split_once('=').map_or(*pair, |(k, _)| k);
+            !pair.is_empty() && percent_decode(key) != name
+        })
+        .collect();
+    let mut out = base.to_owned();
+    if !kept.is_empty() {
+        out.push('?');
+        out.push_str(&kept.join("&"));
+    }
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    out
+}
+
+/// The `cookie` header without the cookie `name`; `None` when nothing else is left, so the
+/// glue removes the header.
+pub fn strip_cookie(header: &str, name: &str) -> Option<String> {
+    let kept: Vec<&str> = header
+        .split(';')
+        .map(str::trim)
+        .filter(|pair| {
+            !pair.is_empty() && pair.split_once('=').map_or(*pair, |(k, _)| k.trim()) != name
+        })
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn locations() -> TokenLocations {
+        TokenLocations {
+            header_names: vec!["authorization".into(), "x-token".into()],
+            uri_param_names: vec!["jwt".into()],
+            cookie_names: vec!["session".into()],
+        }
+    }
+
+    fn found(headers: &[(&str, &str)]) -> TokenSources {
+        TokenSources::from_headers(&locations(), headers.iter().copied())
+    }
+
+    #[test]
+    fn finds_bearer_tokens_with_any_scheme_case() {
+        for value in ["Bearer abc", "bearer abc", "BEARER   abc", "  Bearer abc  "] {
+            assert_eq!(
+                found(&[("Authorization", value)]).distinct(),
+                vec!["abc"],
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn ignores_other_authorization_schemes() {
+        for value in ["Basic YWxhZGRpbjpvcGVuc2VzYW1l", "abc", "Bearer", "Bearer "] {
+            assert!(found(&[("authorization", value)]).is_empty(), "{value}");
+        }
+    }
+
+    #[test]
+    fn custom_headers_take_bare_or_bearer_tokens() {
+        assert_eq!(found(&[("x-token", "abc")]).distinct(), vec!["abc"]);
+        assert_eq!(found(&[("X-Token", "Bearer abc")]).distinct(), vec!["abc"]);
+    }
+
+    #[test]
+    fn finds_tokens_in_query_and_cookies() {
+        let s = found(&[
+            (":path", "/a?x=1&jwt=q.q.q&y"),
+            ("cookie", "a=1; session=\"c.c.c\""),
+        ]);
+        assert_eq!(s.distinct(), vec!["q.q.q", "c.c.c"]);
+        assert_eq!(
+            s.locations(),
+            vec![
+                TokenLocation::Query("jwt".into()),
+                TokenLocation::Cookie("session".into())
+            ]
+        );
+        assert_eq!(
+            found(&[(":path", "/a?jwt=a%2Eb.c")]).distinct(),
+            vec!["a.b.c"]
+        );
+    }
+
+    #[test]
+    fn the_same_token_in_two_places_counts_once() {
+        let s = found(&[("authorization", "Bearer t"), (":path", "/?jwt=t")]);
+        assert_eq!(s.distinct(), vec!["t"]);
+        assert_eq!(s.locations().len(), 2);
+    }
+
+    #[test]
+    fn repeated_headers_and_params_are_all_seen() {
+        let s = found(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]);
+        assert_eq!(s.distinct(), vec!["a", "b"]);
+        assert_eq!(
+            found(&[(":path", "/?jwt=a&jwt=b")]).distinct(),
+            vec!["a", "b"]
+        );
+    }
+
+    #[test]
+    fn empty_values_are_no_token() {
+        assert!(found(&[
+            (":path", "/?jwt="),
+            ("cookie", "session="),
+            ("x-token", " ")
+        ])
+        .is_empty());
+    }
+
+    #[test]
+    fn wanted_headers_lists_what_to_read() {
+        assert_eq!(
+            locations().wanted_headers(),
+            vec!["authorization", "x-token", ":path", "cookie"]
+        );
+    }
+
+    #[test]
+    fn strips_the_token_query_parameter() {
+        let cases = [
+            ("/a?jwt=t", "/a"),
+            ("/a?x=1&jwt=t&y=2", "/a?x=1&y=2"),
+            ("/a?jwt=t&jwt=u#frag", "/a#frag"),
+            ("/a", "/a"),
+            ("/a?jwtx=1", "/a?jwtx=1"),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(strip_query_param(path, "jwt"), expected, "{path}");
+        }
+    }
+
+    #[test]
+    fn strips_the_token_cookie() {
+        assert_eq!(
+            strip_cookie("a=1; session=t; b=2", "session").as_deref(),
+            Some("a=1; b=2")
+        );
+        assert_eq!(strip_cookie("session=t", "session"), None);
+    }
+}
