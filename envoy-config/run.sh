@@ -122,15 +122,36 @@ done
 ready || fail "Envoy was not ready within 30 s"
 
 gw="http://$HOST:${PORT[gateway]}"
+
+# Demo tokens for the two consumers of envoy-config/policies/jwt.json, valid for an hour:
+# HS256 signed with the consumer's demo secret (what a Kong jwt credential holds).
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+demo_token() { # consumer
+  local secret now header payload sig
+  secret=$(sed -n "/\"key\": \"$1\"/s/.*\"secret\": \"\([^\"]*\)\".*/\1/p" envoy-config/policies/jwt.json)
+  now=$(date +%s)
+  header=$(printf '{"alg":"HS256","typ":"JWT"}' | b64url)
+  payload=$(printf '{"iss":"%s","sub":"%s","iat":%d,"exp":%d}' "$1" "$1" "$now" $((now + 3600)) | b64url)
+  sig=$(printf '%s.%s' "$header" "$payload" | openssl dgst -sha256 -hmac "$secret" -binary | b64url)
+  printf '%s.%s.%s' "$header" "$payload" "$sig"
+}
+MOBILE=$(demo_token mobile-app)
+WEB=$(demo_token web-app)
+
 cat <<EOF
 
 make run: the demo gateway is up on $gw (Envoy admin: http://$HOST:${PORT[admin]})
   filters: token-issuer -> jwt -> acl -> rate-limiting (policies: envoy-config/policies/*.json)
 
-  Call each service through the gateway:
+  Without a token: 401 {"message":"Unauthorized"}
     curl -i $gw/users
-    curl -i $gw/orders
-    curl -i $gw/payments
+  As mobile-app (group admins) and web-app (group customers), tokens valid for an hour:
+    MOBILE=$MOBILE
+    WEB=$WEB
+    curl -i $gw/users -H "authorization: Bearer \$MOBILE"
+    curl -i $gw/orders -H "authorization: Bearer \$WEB"
+    curl -i $gw/payments -H "authorization: Bearer \$MOBILE"
+    curl -i $gw/payments -H "authorization: Bearer \$WEB"
   Log in (demo users in services/fixtures/users.json):
     curl -i $gw/login -H 'content-type: application/json' -d '{"username":"mobile-app","password":"mobile-demo"}'
     curl -i $gw/login -H 'content-type: application/json' -d '{"username":"web-app","password":"web-demo"}'

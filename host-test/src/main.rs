@@ -61,6 +61,10 @@ fn run(args: Vec<String>) -> Result<(), String> {
 
     let host = Host::new();
     host.set_log_level(LogLevel::Debug);
+    // The CLI runs real requests (real tokens): the clock starts at the wall clock.
+    if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        host.set_unix_time(now.as_secs());
+    }
     let mut plugin = host
         .plugin(&module)
         .config(config)

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use common::Services;
 use portcullis_services::demo::{Demo, FILTERS};
 use portcullis_services::service::Service;
-use portcullis_tests::{client, paths, Envoy};
+use portcullis_tests::{client, paths, tokens, Envoy};
 
 fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -105,13 +105,33 @@ fn the_demo_gateway_routes_each_path_to_its_service_through_the_filter_chain() {
         ]
     );
 
+    // The jwt policy's consumers: tokens signed with their demo secrets.
+    let policy: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(paths::workspace_root().join("envoy-config/policies/jwt.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let secret = |consumer: usize| {
+        policy["consumers"][consumer]["credentials"][0]["secret"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let mobile = format!(
+        "Bearer {}",
+        tokens::hs256("mobile-app", secret(0).as_bytes())
+    );
+    let reply = client::get(&envoy.url("/users"), &[]);
+    assert_eq!(reply.status, 401, "no token: {}", reply.text());
+    assert_eq!(reply.json()["message"], "Unauthorized");
+
     for (path, service) in [
         ("/users", "user-service"),
         ("/users/42?expand=orders", "user-service"),
         ("/orders", "order-service"),
         ("/payments", "payment-service"),
     ] {
-        let reply = client::get(&envoy.url(path), &[]);
+        let reply = client::get(&envoy.url(path), &[("authorization", &mobile)]);
         assert_eq!(reply.status, 200, "GET {path}: {}", reply.text());
         assert_eq!(reply.header("x-service"), Some(service), "GET {path}");
         let body = reply.json();
@@ -120,8 +140,11 @@ fn the_demo_gateway_routes_each_path_to_its_service_through_the_filter_chain() {
             (Some(service), Some(path))
         );
     }
-    // A path that only starts like a route's is no route's.
+    // A path that only starts like a route's is no route's: still authenticated first (the
+    // filters fail closed without a route), then Envoy's 404.
     let reply = client::get(&envoy.url("/usersettings"), &[]);
+    assert_eq!(reply.status, 401);
+    let reply = client::get(&envoy.url("/usersettings"), &[("authorization", &mobile)]);
     assert_eq!(reply.status, 404);
     assert_eq!(reply.header("x-service"), None);
 
@@ -151,13 +174,14 @@ fn the_demo_gateway_routes_each_path_to_its_service_through_the_filter_chain() {
     assert_eq!(reply.status, 400, "{}", reply.text());
 
     // What reached each service, in its own log.
-    assert_eq!(
-        services.wait_for_lines("[user-service]", 2),
-        [
-            "[user-service] GET /users -> 200 (no identity headers)",
-            "[user-service] GET /users/42?expand=orders -> 200 (no identity headers)",
-        ]
-    );
+    let users = services.wait_for_lines("[user-service]", 2);
+    assert_eq!(users.len(), 2, "{users:?}");
+    for line in &users {
+        assert!(
+            line.contains(r#"x-consumer-username="mobile-app""#),
+            "{line}"
+        );
+    }
     assert_eq!(services.wait_for_lines("[order-service]", 1).len(), 1);
     assert_eq!(services.wait_for_lines("[payment-service]", 1).len(), 1);
     let logins = services.wait_for_lines("[login-service]", 3);

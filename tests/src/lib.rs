@@ -20,6 +20,7 @@ pub mod client;
 pub mod config;
 pub mod envoy;
 pub mod paths;
+pub mod tokens;
 pub mod upstream;
 
 pub use client::Reply;

@@ -6,15 +6,29 @@ use portcullis_tests::{client, paths, Envoy, Gateway, Upstream};
 
 const FILTERS: [&str; 4] = ["jwt", "acl", "rate-limiting", "token-issuer"];
 
+/// The configuration under which a filter lets every request through: jwt admits callers
+/// without a token as the anonymous consumer `guest`, whom acl does not deny.
+fn pass_through(filter: &str) -> &'static str {
+    match filter {
+        "jwt" => r#"{"consumers":[{"username":"guest","credentials":[]}],"anonymous":"guest"}"#,
+        "acl" => r#"{"deny":["blocked"]}"#,
+        _ => "{}",
+    }
+}
+
 /// `/users` and `/orders` to their upstreams, `/health` answered by Envoy, behind the four
-/// filters, each given `config` (`None`: no configuration at all).
-fn gateway(users: &Upstream, orders: &Upstream, config: Option<&str>) -> Gateway {
+/// filters, each given `config` (`None`: no configuration at all; `Some(None)`: each
+/// filter's pass-through configuration).
+fn gateway(users: &Upstream, orders: &Upstream, config: Option<Option<&str>>) -> Gateway {
     FILTERS.iter().fold(
         Gateway::new()
             .route("users", "/users", users)
             .route("orders", "/orders", orders)
             .direct_response("health", "/health", 200, "ok"),
-        |gateway, filter| gateway.filter(portcullis_filter(filter, config)),
+        |gateway, filter| {
+            let config = config.map(|c| c.unwrap_or_else(|| pass_through(filter)));
+            gateway.filter(portcullis_filter(filter, config))
+        },
     )
 }
 
@@ -39,7 +53,7 @@ fn worker_connections(stats: &str, worker: u32) -> u64 {
 fn four_chained_filters_pass_each_request_to_its_routes_upstream() {
     let users = Upstream::start("users");
     let orders = Upstream::start("orders");
-    let envoy = start(&gateway(&users, &orders, Some("{}")));
+    let envoy = start(&gateway(&users, &orders, Some(None)));
 
     // Each request on its own connection: twenty connections reach both workers.
     const ROUNDS: usize = 10;
@@ -120,17 +134,22 @@ fn four_chained_filters_pass_each_request_to_its_routes_upstream() {
 /// through, so the refusal is the configuration's doing.
 fn broken_config_keeps_envoy_from_serving(filter: &str) {
     let users = Upstream::start("users");
-    let good = Gateway::new()
-        .route("users", "/users", &users)
-        .filter(portcullis_filter(filter, Some("{}")));
+    // Filters after jwt need the identity it hands on: jwt goes first.
+    let base = || {
+        let gateway = Gateway::new().route("users", "/users", &users);
+        if filter == "jwt" {
+            gateway
+        } else {
+            gateway.filter(portcullis_filter("jwt", Some(pass_through("jwt"))))
+        }
+    };
+    let good = base().filter(portcullis_filter(filter, Some(pass_through(filter))));
     let envoy = start(&good);
     assert_eq!(client::get(&envoy.url("/users"), &[]).status, 200);
     assert_eq!(users.count(), 1);
     drop(envoy);
 
-    let broken = Gateway::new()
-        .route("users", "/users", &users)
-        .filter(portcullis_filter(filter, Some("not json")));
+    let broken = base().filter(portcullis_filter(filter, Some("not json")));
     let log = Envoy::builder(broken.render())
         .start_expecting_refusal()
         .unwrap_or_else(|e| panic!("{e:#}"));
@@ -175,11 +194,11 @@ fn broken_token_issuer_config_keeps_envoy_from_serving() {
 fn validate_accepts_the_gateway_and_names_what_is_wrong_with_a_broken_one() {
     let users = Upstream::start("users");
     let orders = Upstream::start("orders");
-    let config = gateway(&users, &orders, Some("{}")).render();
+    let config = gateway(&users, &orders, Some(None)).render();
     assert_eq!(Envoy::validate(&config), Ok(()));
 
     // Validation runs each filter's on_configure, so a bad plugin config is caught too.
-    let broken = gateway(&users, &orders, Some("not json")).render();
+    let broken = gateway(&users, &orders, Some(Some("not json"))).render();
     let error = Envoy::validate(&broken).expect_err("a plugin config that is not JSON");
     assert!(
         error.contains("Unable to create Wasm plugin jwt"),
@@ -229,10 +248,13 @@ fn template_placeholders_are_filled_and_a_missing_one_is_named() {
     assert!(error.contains("no value for FILTER"), "{error}");
 
     let envoy = Envoy::builder(template)
-        .var("FILTER", portcullis_filter("acl", None))
+        .var(
+            "FILTER",
+            wasm_filter("probe", "probe", "probe", &paths::fixture("probe"), None),
+        )
         .start()
         .unwrap_or_else(|e| panic!("{e:#}"));
-    assert!(envoy.config().contains("portcullis-acl.wasm"));
+    assert!(envoy.config().contains("fixtures/probe.wasm"));
     assert_eq!(client::get(&envoy.url("/users/7"), &[]).status, 200);
     assert_eq!(
         users.wait_for(1, std::time::Duration::from_secs(5))[0].path,

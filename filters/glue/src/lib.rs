@@ -6,6 +6,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel};
 
 pub mod host;
+pub mod host_crypto;
 pub mod scaffold;
 
 /// Sets the SDK's log level and routes panics to the host's log at critical level, so the

@@ -1,6 +1,451 @@
-//! Portcullis jwt filter. Scaffolding until the jwt filter issue lands: it passes every
-//! request through unchanged (see `portcullis_glue::scaffold`).
+//! Portcullis jwt filter: the proxy-wasm glue around `portcullis_core::jwt`. The root
+//! context compiles the configuration, picks where signatures are checked and keeps remote
+//! key sets fresh; the HTTP context reads the request once, asks the policy, and acts.
+
+mod jwks;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
+
+use portcullis_core::jwt::crypto::{Algorithm, AlgorithmSet, CryptoError, SplitBackend};
+use portcullis_core::jwt::keyring::RemoteJwks;
+use portcullis_core::jwt::refresh::Trigger;
+use portcullis_core::jwt::sources::{strip_cookie, strip_query_param};
+use portcullis_core::jwt::{
+    authenticate, Accepted, CryptoChoice, InModule, JwtPolicy, JwtPolicySet, KeyStore, PreparedKey,
+    Rejection, RoutePolicy, SignatureBackend, TokenCache, TokenLocation, TokenSources, Verifier,
+};
+use portcullis_core::UnixTime;
+use portcullis_glue::host::{self, log, Counter};
+use portcullis_glue::host_crypto::{self, HostCrypto};
 
 proxy_wasm::main! {{
-    portcullis_glue::scaffold::register("jwt");
+    portcullis_glue::start("jwt");
+    proxy_wasm::set_root_context(|_| Box::new(JwtRoot::default()));
 }}
+
+/// Where signatures are checked, decided once at configure time.
+enum Backend {
+    InModule(InModule),
+    Split(SplitBackend<HostCrypto>),
+}
+
+impl SignatureBackend for Backend {
+    fn verify(
+        &self,
+        alg: Algorithm,
+        key: &PreparedKey,
+        input: &[u8],
+        signature: &[u8],
+    ) -> Result<bool, CryptoError> {
+        match self {
+            Backend::InModule(b) => b.verify(alg, key, input, signature),
+            Backend::Split(b) => b.verify(alg, key, input, signature),
+        }
+    }
+}
+
+struct Metrics {
+    accepted: Counter,
+    rejected: Counter,
+    cache_hits: Counter,
+    jwks_fetched: Counter,
+    jwks_failed: Counter,
+    /// One counter per rejection reason, defined on first use.
+    by_reason: RefCell<HashMap<&'static str, Counter>>,
+}
+
+impl Metrics {
+    fn define() -> Metrics {
+        Metrics {
+            accepted: Counter::define("portcullis_jwt_accepted"),
+            rejected: Counter::define("portcullis_jwt_rejected"),
+            cache_hits: Counter::define("portcullis_jwt_cache_hits"),
+            jwks_fetched: Counter::define("portcullis_jwt_jwks_fetched"),
+            jwks_failed: Counter::define("portcullis_jwt_jwks_fetch_failed"),
+            by_reason: RefCell::new(HashMap::new()),
+        }
+    }
+
+    fn rejected(&self, label: &'static str) {
+        self.rejected.inc();
+        let mut by_reason = self.by_reason.borrow_mut();
+        by_reason
+            .entry(label)
+            .or_insert_with(|| Counter::define(&format!("portcullis_jwt_rejected_{label}")))
+            .inc();
+    }
+}
+
+/// What every HTTP context of one worker shares with the root context.
+struct Worker {
+    policies: JwtPolicySet,
+    backend: Backend,
+    keys: RefCell<KeyStore>,
+    cache: RefCell<TokenCache>,
+    metrics: Metrics,
+}
+
+impl Worker {
+    fn remote(&self, provider: &str) -> Option<&RemoteJwks> {
+        self.policies.remote_jwks().find(|r| r.provider == provider)
+    }
+
+    fn fetched(&self, remote: &RemoteJwks, body_size: usize) -> bool {
+        let installed = jwks::answered(
+            &mut self.keys.borrow_mut(),
+            remote,
+            UnixTime(host::now_secs()),
+            body_size,
+        );
+        if installed {
+            self.metrics.jwks_fetched.inc();
+        } else {
+            self.metrics.jwks_failed.inc();
+        }
+        installed
+    }
+}
+
+#[derive(Default)]
+struct JwtRoot {
+    worker: Option<Rc<Worker>>,
+    /// Fetches this root context dispatched: token → provider.
+    fetches: HashMap<u32, String>,
+}
+
+impl Context for JwtRoot {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body: usize, _t: usize) {
+        let (Some(provider), Some(worker)) = (self.fetches.remove(&token), self.worker.clone())
+        else {
+            return;
+        };
+        if let Some(remote) = worker.remote(&provider) {
+            worker.fetched(remote, body);
+        }
+    }
+}
+
+impl RootContext for JwtRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let bytes = portcullis_glue::plugin_configuration().unwrap_or_else(|| b"{}".to_vec());
+        let policies = match JwtPolicySet::from_json(&bytes) {
+            Ok(policies) => policies,
+            Err(e) => {
+                log(
+                    LogLevel::Error,
+                    &format!("portcullis-jwt: configuration refused: {e}"),
+                );
+                return false;
+            }
+        };
+        let backend = match policies.crypto() {
+            CryptoChoice::InModule => Backend::InModule(InModule),
+            CryptoChoice::Auto => Backend::Split(SplitBackend {
+                host: HostCrypto,
+                host_algorithms: host_crypto::probe(),
+            }),
+        };
+        log(LogLevel::Info, &describe(&backend));
+        let remote = policies.remote_jwks().count();
+        self.worker = Some(Rc::new(Worker {
+            cache: RefCell::new(TokenCache::new(policies.token_cache_size())),
+            policies,
+            backend,
+            keys: RefCell::new(KeyStore::new()),
+            metrics: Metrics::define(),
+        }));
+        if remote > 0 {
+            // Fetch at once, then look for due refreshes every second.
+            self.on_tick();
+            let _ = hostcalls::set_tick_period(Duration::from_secs(1));
+        }
+        true
+    }
+
+    fn on_tick(&mut self) {
+        let Some(worker) = self.worker.clone() else {
+            return;
+        };
+        let now = UnixTime(host::now_secs());
+        for remote in worker.policies.remote_jwks() {
+            jwks::sync(&mut worker.keys.borrow_mut(), &remote.provider);
+            let trigger = if worker.keys.borrow().generation(&remote.provider).is_some() {
+                Trigger::Tick
+            } else {
+                Trigger::NoKeys
+            };
+            if jwks::claim(remote, now, trigger) {
+                match jwks::fetch(remote) {
+                    Ok(token) => {
+                        self.fetches.insert(token, remote.provider.clone());
+                    }
+                    Err(status) => log(
+                        LogLevel::Warn,
+                        &format!(
+                            "portcullis-jwt: JWKS of {}: cannot call cluster {}: {status:?}",
+                            remote.provider, remote.cluster
+                        ),
+                    ),
+                }
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let worker = self.worker.clone()?;
+        Some(Box::new(JwtFilter {
+            worker,
+            waiting: None,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+fn describe(backend: &Backend) -> String {
+    let all = [
+        Algorithm::RS256,
+        Algorithm::RS384,
+        Algorithm::RS512,
+        Algorithm::ES256,
+        Algorithm::ES384,
+    ];
+    let host = match backend {
+        Backend::InModule(_) => AlgorithmSet::EMPTY,
+        Backend::Split(split) => split.host_algorithms,
+    };
+    let names = |on_host: bool| -> String {
+        let list: Vec<&str> = all
+            .iter()
+            .filter(|a| host.contains(**a) == on_host)
+            .map(|a| a.name())
+            .collect();
+        if list.is_empty() {
+            "none".into()
+        } else {
+            list.join(",")
+        }
+    };
+    format!(
+        "portcullis-jwt: signatures checked by the host: {}; in the module: {} (and HS*, PS*, EdDSA)",
+        names(true),
+        names(false)
+    )
+}
+
+/// A request that waits for a JWKS fetch it started: the request as it was read.
+struct Waiting {
+    provider: String,
+    token: u32,
+    request: Request,
+}
+
+/// What the filter reads from a request, once, in `on_http_request_headers`.
+struct Request {
+    policy: std::sync::Arc<JwtPolicy>,
+    headers: Vec<(String, String)>,
+}
+
+struct JwtFilter {
+    worker: Rc<Worker>,
+    waiting: Option<Waiting>,
+}
+
+impl Context for JwtFilter {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body: usize, _t: usize) {
+        let Some(waiting) = self.waiting.take() else {
+            return;
+        };
+        if waiting.token != token {
+            return;
+        }
+        if let Some(remote) = self.worker.remote(&waiting.provider) {
+            self.worker.fetched(remote, body);
+        }
+        // The keys are as good as they will get: decide, without fetching again.
+        if self.decide(waiting.request, false) == Action::Continue {
+            self.resume_http_request();
+        }
+    }
+}
+
+impl HttpContext for JwtFilter {
+    fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        let headers = host::request_headers();
+        // Client-sent identity headers never pass, authenticated or not.
+        for name in self.worker.policies.headers_to_strip() {
+            if headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
+                host::set_request_header(name, None);
+            }
+        }
+        let route = host::route_name();
+        let RoutePolicy::Protected(policy) = self.worker.policies.for_route(route.as_deref())
+        else {
+            return Action::Continue;
+        };
+        let method = header(&headers, ":method").unwrap_or_default();
+        if policy.skips_preflight(method) {
+            return Action::Continue;
+        }
+        let request = Request {
+            policy: policy.clone(),
+            headers,
+        };
+        self.decide(request, true)
+    }
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+impl JwtFilter {
+    /// Authenticates and acts: continue with the identity handed on, refuse, or (once, when
+    /// `may_fetch`) pause to fetch a provider's keys.
+    fn decide(&mut self, request: Request, may_fetch: bool) -> Action {
+        let worker = self.worker.clone();
+        let policy = request.policy.clone();
+        let now = UnixTime(host::now_secs());
+        let sources = TokenSources::from_headers(
+            policy.locations(),
+            request
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        let mut outcome = self.authenticate(&sources, &policy, now);
+        if let Err(
+            Rejection::UnknownKid { provider, .. } | Rejection::KeysUnavailable { provider },
+        ) = &outcome
+        {
+            let provider = provider.clone();
+            // Another worker may have fetched newer keys already.
+            if jwks::sync(&mut worker.keys.borrow_mut(), &provider) {
+                outcome = self.authenticate(&sources, &policy, now);
+            } else if may_fetch {
+                if let Some(token) = self.start_fetch(&provider, now, &outcome) {
+                    self.waiting = Some(Waiting {
+                        provider,
+                        token,
+                        request,
+                    });
+                    return Action::Pause;
+                }
+            }
+        }
+        match outcome {
+            Ok(accepted) => {
+                self.accept(&accepted, &policy, &request.headers);
+                Action::Continue
+            }
+            Err(rejection) => {
+                self.refuse(&rejection, &policy);
+                Action::Pause
+            }
+        }
+    }
+
+    fn authenticate(
+        &self,
+        sources: &TokenSources,
+        policy: &JwtPolicy,
+        now: UnixTime,
+    ) -> Result<Accepted, Rejection> {
+        let keys = self.worker.keys.borrow();
+        let mut cache = self.worker.cache.borrow_mut();
+        let mut verifier = Verifier {
+            backend: &self.worker.backend,
+            remote_keys: &keys,
+            cache: (self.worker.policies.token_cache_size() > 0).then_some(&mut *cache),
+        };
+        authenticate(sources, policy, now, &mut verifier)
+    }
+
+    fn start_fetch(
+        &self,
+        provider: &str,
+        now: UnixTime,
+        outcome: &Result<Accepted, Rejection>,
+    ) -> Option<u32> {
+        let remote = self.worker.remote(provider)?;
+        let trigger = match outcome {
+            Err(Rejection::UnknownKid { .. }) => Trigger::UnknownKid,
+            _ => Trigger::NoKeys,
+        };
+        if !jwks::claim(remote, now, trigger) {
+            return None;
+        }
+        jwks::fetch(remote).ok()
+    }
+
+    fn accept(&self, accepted: &Accepted, policy: &JwtPolicy, headers: &[(String, String)]) {
+        let metrics = &self.worker.metrics;
+        metrics.accepted.inc();
+        if accepted.cache_hit {
+            metrics.cache_hits.inc();
+        }
+        for claim in &accepted.dropped_claims {
+            log(
+                LogLevel::Warn,
+                &format!("portcullis-jwt: claim {claim} not forwarded: unsafe header value"),
+            );
+        }
+        if policy.hide_credentials() {
+            for location in &accepted.token_locations {
+                hide(location, headers);
+            }
+        }
+        for (name, value) in &accepted.upstream_headers {
+            host::set_request_header(name, Some(value));
+        }
+        if !host::publish_identity(&accepted.identity) {
+            log(
+                LogLevel::Error,
+                "portcullis-jwt: the host refused the identity property; later filters will refuse",
+            );
+        }
+    }
+
+    fn refuse(&self, rejection: &Rejection, policy: &JwtPolicy) {
+        self.worker.metrics.rejected(rejection.metric_label());
+        log(
+            LogLevel::Info,
+            &format!("portcullis-jwt: rejected: {}", rejection.log_reason()),
+        );
+        let refusal = policy.refusal(rejection);
+        host::respond_json(
+            u32::from(refusal.status),
+            &refusal.body,
+            &[("www-authenticate", &refusal.www_authenticate)],
+        );
+    }
+}
+
+/// Removes the token from where it was found (Kong's `hide_credentials`).
+fn hide(location: &TokenLocation, headers: &[(String, String)]) {
+    match location {
+        TokenLocation::Header(name) => host::set_request_header(name, None),
+        TokenLocation::Query(param) => {
+            if let Some(path) = header(headers, ":path") {
+                host::set_request_header(":path", Some(&strip_query_param(path, param)));
+            }
+        }
+        TokenLocation::Cookie(name) => {
+            if let Some(cookie) = header(headers, "cookie") {
+                host::set_request_header("cookie", strip_cookie(cookie, name).as_deref());
+            }
+        }
+    }
+}

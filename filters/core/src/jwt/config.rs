@@ -198,7 +198,23 @@ pub struct RawJwtConfig {
     pub providers: Vec<RawProvider>,
     /// Envoy route name → overrides.
     pub routes: BTreeMap<String, RawRoute>,
+    /// Entries of the per-worker verified-token cache (default 1024; 0 turns it off). A hit
+    /// skips the signature check only: time claims are checked on every request.
+    pub token_cache_size: Option<usize>,
+    /// `auto` (default): signatures the host can check (Envoy's `verify_signature`: RS*, ES*)
+    /// go to the host, the rest are checked in the module; `in_module`: everything in the
+    /// module, for hosts whose crypto cannot be trusted or for comparison.
+    pub crypto: Option<CryptoChoice>,
     pub settings: RawSettings,
+}
+
+/// Where signatures are checked (see [`RawJwtConfig::crypto`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CryptoChoice {
+    #[default]
+    Auto,
+    InModule,
 }
 
 impl RawJwtConfig {
@@ -211,11 +227,13 @@ impl RawJwtConfig {
         let consumers = take(&mut top, "consumers")?.unwrap_or_default();
         let providers = take(&mut top, "providers")?.unwrap_or_default();
         let raw_routes: BTreeMap<String, Value> = take(&mut top, "routes")?.unwrap_or_default();
+        let token_cache_size = take(&mut top, "token_cache_size")?;
+        let crypto = take(&mut top, "crypto")?;
         let settings = typed("", Value::Object(top)).map_err(|mut e| {
             // The settings struct lists only its own fields; name the others too.
             e.message = e.message.replacen(
                 "expected one of ",
-                "expected one of `consumers`, `providers`, `routes`, ",
+                "expected one of `consumers`, `providers`, `routes`, `token_cache_size`, `crypto`, ",
                 1,
             );
             e
@@ -229,6 +247,8 @@ impl RawJwtConfig {
             consumers,
             providers,
             routes,
+            token_cache_size,
+            crypto,
             settings,
         })
     }
@@ -301,6 +321,8 @@ impl TryFrom<RawJwtConfig> for JwtPolicySet {
             routes,
             keyring,
             strip_headers: strip,
+            token_cache_size: raw.token_cache_size.unwrap_or(1024),
+            crypto: raw.crypto.unwrap_or_default(),
         })
     }
 }

@@ -27,6 +27,8 @@ pub struct JwtPolicySet {
     pub(crate) routes: HashMap<String, RoutePolicy>,
     pub(crate) keyring: Arc<Keyring>,
     pub(crate) strip_headers: Vec<String>,
+    pub(crate) token_cache_size: usize,
+    pub(crate) crypto: super::config::CryptoChoice,
 }
 
 impl JwtPolicySet {
@@ -54,6 +56,16 @@ impl JwtPolicySet {
     /// The keys every route shares.
     pub fn keyring(&self) -> &Keyring {
         &self.keyring
+    }
+
+    /// Entries of the per-worker verified-token cache; 0 means no cache.
+    pub fn token_cache_size(&self) -> usize {
+        self.token_cache_size
+    }
+
+    /// Where signatures are checked.
+    pub fn crypto(&self) -> super::config::CryptoChoice {
+        self.crypto
     }
 }
 

@@ -1,0 +1,160 @@
+//! Remote JWKS for the providers that have one: one copy in shared data for every worker
+//! (`portcullis.jwt.jwks.<provider>`: 8-byte generation, then the document), fetched by one
+//! worker at a time (`portcullis.jwt.refresh.<provider>`, a CAS-guarded `RefreshState`),
+//! refreshed on the tick and on an unknown `kid`, never more often than the floor. A failed
+//! or garbage fetch keeps the last good set.
+
+use std::time::Duration;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{LogLevel, Status};
+
+use portcullis_core::jwt::jwks::{parse_jwks, KeyStore};
+use portcullis_core::jwt::keyring::RemoteJwks;
+use portcullis_core::jwt::refresh::{RefreshState, Trigger};
+use portcullis_core::UnixTime;
+use portcullis_glue::host::log;
+
+fn jwks_key(provider: &str) -> String {
+    format!("portcullis.jwt.jwks.{provider}")
+}
+
+fn refresh_key(provider: &str) -> String {
+    format!("portcullis.jwt.refresh.{provider}")
+}
+
+/// Installs the shared copy of `provider`'s keys when it is newer than this worker's.
+/// `true` when the worker's keys changed.
+pub fn sync(store: &mut KeyStore, provider: &str) -> bool {
+    let Ok((Some(bytes), _)) = hostcalls::get_shared_data(&jwks_key(provider)) else {
+        return false;
+    };
+    let (Some(generation), Some(document)) = (bytes.get(..8), bytes.get(8..)) else {
+        return false;
+    };
+    let mut word = [0u8; 8];
+    word.copy_from_slice(generation);
+    let generation = u64::from_le_bytes(word);
+    if store
+        .generation(provider)
+        .is_some_and(|have| have >= generation)
+    {
+        return false;
+    }
+    match parse_jwks(document) {
+        Ok(parsed) => {
+            store.install(provider, generation, parsed.set);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Claims the right to fetch now if one is due; the caller then dispatches [`fetch`].
+pub fn claim(remote: &RemoteJwks, now: UnixTime, trigger: Trigger) -> bool {
+    let key = refresh_key(&remote.provider);
+    let (bytes, cas) = hostcalls::get_shared_data(&key).unwrap_or((None, None));
+    let state = RefreshState::decode(bytes.as_deref().unwrap_or_default());
+    if !state.due(remote, now, trigger) {
+        return false;
+    }
+    let started = state.started(now).encode();
+    // A CAS mismatch means another worker claimed it first.
+    hostcalls::set_shared_data(&key, Some(&started), cas).is_ok()
+}
+
+/// Dispatches the fetch; the answer comes to the calling context's `on_http_call_response`.
+pub fn fetch(remote: &RemoteJwks) -> Result<u32, Status> {
+    hostcalls::dispatch_http_call(
+        &remote.cluster,
+        vec![
+            (":method", "GET"),
+            (":path", &remote.path),
+            (":authority", &remote.authority),
+            ("accept", "application/json"),
+        ],
+        None,
+        vec![],
+        Duration::from_millis(remote.timeout_ms),
+    )
+}
+
+/// Handles a fetch's answer: a 200 with a usable key set becomes the new shared copy and
+/// this worker's keys; anything else is logged and the last good set stays. Records the
+/// outcome in the refresh state either way. `true` when new keys were installed.
+pub fn answered(
+    store: &mut KeyStore,
+    remote: &RemoteJwks,
+    now: UnixTime,
+    body_size: usize,
+) -> bool {
+    let status = hostcalls::get_map_value(
+        proxy_wasm::types::MapType::HttpCallResponseHeaders,
+        ":status",
+    )
+    .ok()
+    .flatten();
+    let body = hostcalls::get_buffer(
+        proxy_wasm::types::BufferType::HttpCallResponseBody,
+        0,
+        body_size,
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_default();
+    let installed = match (status.as_deref(), parse_jwks(&body)) {
+        (Some("200"), Ok(parsed)) => {
+            let generation = store
+                .generation(&remote.provider)
+                .unwrap_or(0)
+                .max(shared_generation(&remote.provider))
+                + 1;
+            let mut value = generation.to_le_bytes().to_vec();
+            value.extend_from_slice(&body);
+            let _ = hostcalls::set_shared_data(&jwks_key(&remote.provider), Some(&value), None);
+            if !parsed.skipped.is_empty() {
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "portcullis-jwt: JWKS of {}: skipped keys: {}",
+                        remote.provider,
+                        parsed.skipped.join("; ")
+                    ),
+                );
+            }
+            store.install(&remote.provider, generation, parsed.set);
+            true
+        }
+        (status, parsed) => {
+            let why = match (status, parsed) {
+                (None, _) => "fetch failed (no answer)".to_string(),
+                (Some("200"), Err(e)) => format!("unusable document: {e:?}"),
+                (Some(code), _) => format!("status {code}"),
+            };
+            log(
+                LogLevel::Warn,
+                &format!(
+                    "portcullis-jwt: JWKS of {} not refreshed, keeping the last good set: {why}",
+                    remote.provider
+                ),
+            );
+            false
+        }
+    };
+    let key = refresh_key(&remote.provider);
+    let (bytes, _) = hostcalls::get_shared_data(&key).unwrap_or((None, None));
+    let state = RefreshState::decode(bytes.as_deref().unwrap_or_default()).finished(now, installed);
+    let _ = hostcalls::set_shared_data(&key, Some(&state.encode()), None);
+    installed
+}
+
+fn shared_generation(provider: &str) -> u64 {
+    match hostcalls::get_shared_data(&jwks_key(provider)) {
+        Ok((Some(bytes), _)) => bytes.get(..8).map_or(0, |g| {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(g);
+            u64::from_le_bytes(word)
+        }),
+        _ => 0,
+    }
+}
