@@ -12,7 +12,7 @@ CARGO        ?= cargo
 APT_PACKAGES := wrk docker-registry redis-server libssl-dev pkg-config
 SUDO         := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help setup build check-targets lint test test-native run clean
+.PHONY: help setup build check-targets lint test test-native run bench clean
 
 help: ## List the targets and what each does
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ test-native: ## The cargo test suites (needs `make build` first: tests load dist
 run: setup build ## The demo gateway: real Envoy + the filters + user/order/payment/login services on :8080; Ctrl-C stops it
 	$(CARGO) build -p portcullis-services
 	@ENVOY=$(abspath $(ENVOY)) SERVICES=$(abspath target/debug/portcullis-services) envoy-config/run.sh
+
+bench: setup build ## Portcullis vs Envoy's native filters, side by side (BENCH_QUICK=1: smoke only)
+	PORTCULLIS_ENVOY=$(abspath $(ENVOY)) $(CARGO) run --release -q -p portcullis-tests --bin portcullis-bench
 
 clean: ## Remove build output
 	$(CARGO) clean

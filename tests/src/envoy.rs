@@ -249,6 +249,11 @@ impl Envoy {
         }
     }
 
+    /// The Envoy process id (the launcher execs Envoy, so this is Envoy itself).
+    pub fn pid(&self) -> u32 {
+        self.process.child.id()
+    }
+
     /// `http://127.0.0.1:<main listener port><path>`; `path` starts with `/`.
     pub fn url(&self, path: &str) -> String {
         format!(

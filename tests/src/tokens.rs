@@ -126,3 +126,40 @@ pub fn token(alg: &str, iss: &str, kid: Option<&str>, extra: Value, secret: &[u8
 pub fn hs256(key: &str, secret: &[u8]) -> String {
     token("HS256", key, None, json!({}), secret)
 }
+
+/// The public JWK (with `kid` and `alg`) that verifies [`sign_raw`]'s tokens of `alg`; for
+/// HS* the `oct` key of `secret`.
+pub fn jwk(alg: &str, kid: &str, secret: &[u8]) -> Value {
+    if alg.starts_with("HS") {
+        return json!({ "kty": "oct", "kid": kid, "alg": alg, "k": b64(secret) });
+    }
+    let key = PKey::public_key_from_pem(public_pem(alg).as_bytes()).expect("fixture key");
+    match key.id() {
+        openssl::pkey::Id::RSA => {
+            let rsa = key.rsa().expect("rsa");
+            json!({ "kty": "RSA", "kid": kid, "alg": alg, "use": "sig",
+                    "n": b64(rsa.n().to_vec()), "e": b64(rsa.e().to_vec()) })
+        }
+        openssl::pkey::Id::EC => {
+            let ec = key.ec_key().expect("ec");
+            let mut ctx = openssl::bn::BigNumContext::new().expect("ctx");
+            let (mut x, mut y) = (
+                openssl::bn::BigNum::new().expect("bn"),
+                openssl::bn::BigNum::new().expect("bn"),
+            );
+            ec.public_key()
+                .affine_coordinates(ec.group(), &mut x, &mut y, &mut ctx)
+                .expect("coordinates");
+            let (crv, size) = if alg == "ES256" {
+                ("P-256", 32)
+            } else {
+                ("P-384", 48)
+            };
+            json!({ "kty": "EC", "kid": kid, "alg": alg, "crv": crv, "use": "sig",
+                    "x": b64(x.to_vec_padded(size).expect("x")),
+                    "y": b64(y.to_vec_padded(size).expect("y")) })
+        }
+        _ => json!({ "kty": "OKP", "kid": kid, "alg": "EdDSA", "crv": "Ed25519", "use": "sig",
+                     "x": b64(key.raw_public_key().expect("raw")) }),
+    }
+}
