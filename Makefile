@@ -59,7 +59,7 @@ run: setup build ## The demo gateway: real Envoy + the filters + user/order/paym
 	@ENVOY=$(abspath $(ENVOY)) SERVICES=$(abspath target/debug/portcullis-services) envoy-config/run.sh
 
 bench: setup build ## Portcullis vs Envoy's native filters, side by side (BENCH_QUICK=1: smoke only)
-	PORTCULLIS_ENVOY=$(abspath $(ENVOY)) $(CARGO) run --release -q -p portcullis-tests --bin portcullis-bench
+	PORTCULLIS_ENVOY=$(abspath $(ENVOY)) BENCH_QUICK=$(BENCH_QUICK) $(CARGO) run $(if $(BENCH_QUICK),,--release) -q -p portcullis-tests --bin portcullis-bench
 
 clean: ## Remove build output
 	$(CARGO) clean

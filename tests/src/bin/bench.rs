@@ -246,7 +246,7 @@ fn envoy_version() -> String {
 }
 
 fn main() {
-    let quick = std::env::var_os("BENCH_QUICK").is_some();
+    let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
     let (concurrencies, rounds, seconds, warmup): (&[u32], usize, u64, u64) = if quick {
         (&[1], 1, 1, 0)
     } else {
