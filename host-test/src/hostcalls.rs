@@ -677,7 +677,8 @@ pub(crate) fn define(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
-/// Only the root context and the stream whose callback runs can be made effective here.
+/// Only the root context and the stream that is running (or waiting, during a tick) can be
+/// made effective here.
 fn set_effective_context(c: &mut Call, id: u32) -> Out {
     let stream_context = c
         .data()

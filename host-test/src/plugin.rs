@@ -397,6 +397,45 @@ impl Plugin {
         }
     }
 
+    /// While a stream waits: fires whichever comes first, the stream's next `http_call` answer
+    /// or the root context's next tick (run with the stream reachable, so the tick can act on
+    /// it through `set_effective_context`). `false` when neither can happen.
+    pub(crate) fn deliver_next_event(
+        &mut self,
+        context: u32,
+        stream: &Arc<Mutex<StreamState>>,
+    ) -> Result<bool, String> {
+        let call_due = self
+            .store
+            .data()
+            .pending_calls
+            .iter()
+            .filter(|c| c.context_id == context)
+            .map(|c| c.due_nanos)
+            .min();
+        let tick_due =
+            (self.store.data().tick_period_ms > 0).then_some(self.store.data().next_tick_nanos);
+        match (call_due, tick_due) {
+            (Some(call), Some(tick)) if tick < call => self.tick_with(stream, tick).map(|_| true),
+            (Some(_), _) => self.deliver_next_call(context, Some(stream)),
+            (None, Some(tick)) => self.tick_with(stream, tick).map(|_| true),
+            (None, None) => Ok(false),
+        }
+    }
+
+    /// Fires the root context's tick due at `due` with `stream` reachable.
+    fn tick_with(&mut self, stream: &Arc<Mutex<StreamState>>, due: u64) -> Result<(), String> {
+        self.set_clock(due);
+        let period = u64::from(self.store.data().tick_period_ms) * 1_000_000;
+        self.store.data_mut().next_tick_nanos = due + period;
+        let root = self.store.data().root_context;
+        self.store.data_mut().stream = Some(stream.clone());
+        let result = self.call::<i32, ()>("proxy_on_tick", root as i32);
+        self.store.data_mut().stream = None;
+        self.store.data_mut().current_context = root;
+        result
+    }
+
     /// Delivers the earliest pending `http_call` answer for `context`, moving the clock to its
     /// due time (time passes while a request waits). `false` when none is pending.
     pub(crate) fn deliver_next_call(

@@ -718,6 +718,9 @@ fn clear_continue(stream: &Arc<Mutex<StreamState>>, dir: Direction) {
     }
 }
 
+/// Root-context ticks a waiting request may sit through before it counts as stalled.
+const MAX_TICKS_WHILE_WAITING: u32 = 10_000;
+
 /// A filter paused: deliver its `http_call` answers until it continues, answers locally, or
 /// nothing is left that could resume it.
 fn wait(
@@ -727,6 +730,7 @@ fn wait(
     filter: usize,
     dir: Direction,
 ) -> Flow {
+    let mut ticks = 0u32;
     loop {
         if let Some(flow) = stopped(stream, filter) {
             return flow;
@@ -741,7 +745,16 @@ fn wait(
                 return Flow::Continue;
             }
         }
-        match plugin.deliver_next_call(context, Some(stream)) {
+        // Time passes while the request waits: the next of its own http_call answers and the
+        // root context's ticks, in time order (a tick may answer or resume the stream through
+        // set_effective_context). Bounded, so a filter that never resumes is a stall.
+        ticks += 1;
+        let next = if ticks > MAX_TICKS_WHILE_WAITING {
+            Ok(false)
+        } else {
+            plugin.deliver_next_event(context, stream)
+        };
+        match next {
             Ok(true) => {}
             Ok(false) => {
                 return Flow::Stalled(format!(

@@ -94,9 +94,14 @@ impl Counter {
 
 /// Current time from the host clock, in Unix seconds.
 pub fn now_secs() -> u64 {
+    now_millis() / 1000
+}
+
+/// Current time from the host clock, in Unix milliseconds.
+pub fn now_millis() -> u64 {
     hostcalls::get_current_time()
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs())
+        .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }

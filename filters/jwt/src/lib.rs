@@ -19,7 +19,8 @@ use portcullis_core::jwt::refresh::Trigger;
 use portcullis_core::jwt::sources::{strip_cookie, strip_query_param};
 use portcullis_core::jwt::{
     authenticate, Accepted, CryptoChoice, InModule, JwtPolicy, JwtPolicySet, KeyStore, PreparedKey,
-    Rejection, RoutePolicy, SignatureBackend, TokenCache, TokenLocation, TokenSources, Verifier,
+    Refusal, Rejection, RoutePolicy, SignatureBackend, TokenCache, TokenLocation, TokenSources,
+    Verifier,
 };
 use portcullis_core::UnixTime;
 use portcullis_glue::host::{self, log, Counter};
@@ -27,7 +28,7 @@ use portcullis_glue::host_crypto::{self, HostCrypto};
 
 proxy_wasm::main! {{
     portcullis_glue::start("jwt");
-    proxy_wasm::set_root_context(|_| Box::new(JwtRoot::default()));
+    proxy_wasm::set_root_context(|id| Box::new(JwtRoot { id, ..JwtRoot::default() }));
 }}
 
 /// Where signatures are checked, decided once at configure time.
@@ -90,7 +91,21 @@ struct Worker {
     keys: RefCell<KeyStore>,
     cache: RefCell<TokenCache>,
     metrics: Metrics,
+    /// Refusals held back by `failure_delay_ms`, answered by the root context's tick.
+    delayed: RefCell<Vec<Delayed>>,
+    /// The tick the root context needs without delayed refusals (remote JWKS refreshes).
+    normal_tick: Duration,
 }
+
+/// A refusal to send once `due_ms` (host clock, Unix milliseconds) has passed.
+struct Delayed {
+    due_ms: u64,
+    context: u32,
+    refusal: Refusal,
+}
+
+/// How often the root context looks for delayed refusals to send while any wait.
+const DELAY_TICK: Duration = Duration::from_millis(10);
 
 impl Worker {
     fn remote(&self, provider: &str) -> Option<&RemoteJwks> {
@@ -115,6 +130,7 @@ impl Worker {
 
 #[derive(Default)]
 struct JwtRoot {
+    id: u32,
     worker: Option<Rc<Worker>>,
     /// Fetches this root context dispatched: token → provider.
     fetches: HashMap<u32, String>,
@@ -154,17 +170,24 @@ impl RootContext for JwtRoot {
         };
         log(LogLevel::Info, &describe(&backend));
         let remote = policies.remote_jwks().count();
+        let normal_tick = if remote > 0 {
+            Duration::from_secs(1)
+        } else {
+            Duration::ZERO
+        };
         self.worker = Some(Rc::new(Worker {
             cache: RefCell::new(TokenCache::new(policies.token_cache_size())),
             policies,
             backend,
             keys: RefCell::new(KeyStore::new()),
             metrics: Metrics::define(),
+            delayed: RefCell::new(Vec::new()),
+            normal_tick,
         }));
         if remote > 0 {
             // Fetch at once, then look for due refreshes every second.
             self.on_tick();
-            let _ = hostcalls::set_tick_period(Duration::from_secs(1));
+            let _ = hostcalls::set_tick_period(normal_tick);
         }
         true
     }
@@ -173,6 +196,7 @@ impl RootContext for JwtRoot {
         let Some(worker) = self.worker.clone() else {
             return;
         };
+        self.send_delayed(&worker);
         let now = UnixTime(host::now_secs());
         for remote in worker.policies.remote_jwks() {
             jwks::sync(&mut worker.keys.borrow_mut(), &remote.provider);
@@ -198,9 +222,10 @@ impl RootContext for JwtRoot {
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         let worker = self.worker.clone()?;
         Some(Box::new(JwtFilter {
+            id: context_id,
             worker,
             waiting: None,
         }))
@@ -209,6 +234,37 @@ impl RootContext for JwtRoot {
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
+}
+
+impl JwtRoot {
+    /// Sends the delayed refusals that are due, each on its own stream; a stream that is
+    /// gone (the client left) is skipped. Back to the normal tick when none waits.
+    fn send_delayed(&self, worker: &Worker) {
+        let now = host::now_millis();
+        let due: Vec<Delayed> = {
+            let mut delayed = worker.delayed.borrow_mut();
+            let (due, waiting) = delayed.drain(..).partition(|d| d.due_ms <= now);
+            *delayed = waiting;
+            due
+        };
+        for d in due {
+            if hostcalls::set_effective_context(d.context).is_ok() {
+                respond(&d.refusal);
+            }
+        }
+        let _ = hostcalls::set_effective_context(self.id);
+        if worker.delayed.borrow().is_empty() {
+            let _ = hostcalls::set_tick_period(worker.normal_tick);
+        }
+    }
+}
+
+fn respond(refusal: &Refusal) {
+    host::respond_json(
+        u32::from(refusal.status),
+        &refusal.body,
+        &[("www-authenticate", &refusal.www_authenticate)],
+    );
 }
 
 fn describe(backend: &Backend) -> String {
@@ -256,6 +312,7 @@ struct Request {
 }
 
 struct JwtFilter {
+    id: u32,
     worker: Rc<Worker>,
     waiting: Option<Waiting>,
 }
@@ -425,11 +482,18 @@ impl JwtFilter {
             &format!("portcullis-jwt: rejected: {}", rejection.log_reason()),
         );
         let refusal = policy.refusal(rejection);
-        host::respond_json(
-            u32::from(refusal.status),
-            &refusal.body,
-            &[("www-authenticate", &refusal.www_authenticate)],
-        );
+        if refusal.delay_ms == 0 {
+            respond(&refusal);
+            return;
+        }
+        // Pingap's `delay`: answer later, from the root context's tick, so that a
+        // refusal takes as long whatever the reason (no timing oracle).
+        self.worker.delayed.borrow_mut().push(Delayed {
+            due_ms: host::now_millis() + refusal.delay_ms,
+            context: self.id,
+            refusal,
+        });
+        let _ = hostcalls::set_tick_period(DELAY_TICK);
     }
 }
 
