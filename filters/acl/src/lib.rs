@@ -1,6 +1,219 @@
-//! Portcullis acl filter. Scaffolding until the acl filter issue lands: it passes every
-//! request through unchanged (see `portcullis_glue::scaffold`).
+//! Portcullis acl filter: the proxy-wasm glue around `portcullis_core::acl`. The root context
+//! compiles the configuration; the HTTP context reads the route, the method and the identity
+//! the jwt filter left in filter state, asks the policy, and acts on the [`Decision`].
+
+use std::rc::Rc;
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
+
+use portcullis_core::acl::{AclPolicySet, Decision, DenyReason, RouteAcl};
+use portcullis_core::identity::{headers, Identity};
+use portcullis_glue::host::{self, log, Counter};
 
 proxy_wasm::main! {{
-    portcullis_glue::scaffold::register("acl");
+    portcullis_glue::start("acl");
+    proxy_wasm::set_root_context(|_| Box::new(AclRoot::default()));
 }}
+
+/// Counters for one route (or for the default policy).
+#[derive(Clone, Copy)]
+struct RouteCounters {
+    allowed: Counter,
+    denied: Counter,
+}
+
+/// Every counter, defined once at configure time.
+struct Metrics {
+    allowed: Counter,
+    /// Every refusal, 401 and 403.
+    denied: Counter,
+    unauthenticated: Counter,
+    not_in_allow: Counter,
+    in_deny: Counter,
+    /// Indexed like `AclPolicySet::routes`: the default first.
+    routes: Vec<RouteCounters>,
+}
+
+impl Metrics {
+    fn define(policy: &AclPolicySet) -> Metrics {
+        let routes = policy
+            .routes()
+            .map(|route| {
+                let prefix = match route.name() {
+                    None => "portcullis_acl_default".to_owned(),
+                    Some(name) => format!("portcullis_acl_route_{}", metric_safe(name)),
+                };
+                RouteCounters {
+                    allowed: Counter::define(&format!("{prefix}_allowed_total")),
+                    denied: Counter::define(&format!("{prefix}_denied_total")),
+                }
+            })
+            .collect();
+        Metrics {
+            allowed: Counter::define("portcullis_acl_allowed_total"),
+            denied: Counter::define("portcullis_acl_denied_total"),
+            unauthenticated: Counter::define("portcullis_acl_denied_unauthenticated_total"),
+            not_in_allow: Counter::define("portcullis_acl_denied_not_in_allow_total"),
+            in_deny: Counter::define("portcullis_acl_denied_in_deny_total"),
+            routes,
+        }
+    }
+
+    fn count(&self, route: usize, decision: &Decision) {
+        let per_route = self.routes.get(route).copied();
+        let (total, route_counter, reason) = match decision {
+            Decision::Allow { .. } => (self.allowed, per_route.map(|r| r.allowed), None),
+            Decision::Unauthenticated => (
+                self.denied,
+                per_route.map(|r| r.denied),
+                Some(self.unauthenticated),
+            ),
+            Decision::Deny { reason } => (
+                self.denied,
+                per_route.map(|r| r.denied),
+                Some(match reason {
+                    DenyReason::NotInAllow { .. } => self.not_in_allow,
+                    DenyReason::InDeny { .. } => self.in_deny,
+                }),
+            ),
+        };
+        total.inc();
+        route_counter
+            .into_iter()
+            .chain(reason)
+            .for_each(Counter::inc);
+    }
+}
+
+/// A route name as it may appear inside a metric name: letters, digits, `_` and `-` kept,
+/// anything else (dots would split Envoy's stat hierarchy) replaced by `_`.
+fn metric_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// What every HTTP context of one worker shares with the root context.
+struct Worker {
+    policy: AclPolicySet,
+    metrics: Metrics,
+}
+
+#[derive(Default)]
+struct AclRoot {
+    worker: Option<Rc<Worker>>,
+}
+
+impl Context for AclRoot {}
+
+impl RootContext for AclRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let Some(bytes) = portcullis_glue::plugin_configuration() else {
+            log(
+                LogLevel::Error,
+                "portcullis-acl: configuration refused: none given; set `allow` or `deny` \
+                 (or `any_consumer` / `public`)",
+            );
+            return false;
+        };
+        match AclPolicySet::from_json(&bytes) {
+            Ok(policy) => {
+                let metrics = Metrics::define(&policy);
+                self.worker = Some(Rc::new(Worker { policy, metrics }));
+                true
+            }
+            Err(e) => {
+                log(
+                    LogLevel::Error,
+                    &format!("portcullis-acl: configuration refused: {e}"),
+                );
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let worker = self.worker.clone()?;
+        Some(Box::new(AclFilter { worker }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct AclFilter {
+    worker: Rc<Worker>,
+}
+
+impl Context for AclFilter {}
+
+impl HttpContext for AclFilter {
+    fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        let worker = Rc::clone(&self.worker);
+        let route_name = host::route_name();
+        let (index, route) = worker.policy.route(route_name.as_deref());
+        let method = host::request_header(":method").unwrap_or_default();
+        let identity = match host::received_identity() {
+            Ok(identity) => identity,
+            Err(e) => {
+                // Fail closed: what jwt left cannot be read, so nobody is authenticated.
+                log(LogLevel::Warn, &format!("portcullis-acl: {e}"));
+                None
+            }
+        };
+        let decision = worker.policy.decide(route, &method, identity.as_ref());
+        worker.metrics.count(index, &decision);
+        if let Decision::Allow { groups_header } = &decision {
+            // Replaces (or removes) whatever arrived: a client's own copy never passes.
+            host::set_request_header(headers::CONSUMER_GROUPS, groups_header.as_deref());
+            return Action::Continue;
+        }
+        host::set_request_header(headers::CONSUMER_GROUPS, None);
+        log_refusal(
+            &decision,
+            identity.as_ref(),
+            route_name.as_deref(),
+            route,
+            &method,
+        );
+        host::respond_json(u32::from(decision.status()), decision.body(), &[]);
+        Action::Pause
+    }
+}
+
+/// One line per refusal: who, where, and why.
+fn log_refusal(
+    decision: &Decision,
+    identity: Option<&Identity>,
+    route_name: Option<&str>,
+    policy: &RouteAcl,
+    method: &str,
+) {
+    let consumer = identity
+        .and_then(|i| i.username.as_deref().or(i.consumer_id.as_deref()))
+        .unwrap_or("-");
+    let judged_by = if policy.name().is_some() {
+        ""
+    } else {
+        " (default policy)"
+    };
+    log(
+        LogLevel::Info,
+        &format!(
+            "portcullis-acl: {} consumer={consumer:?} route={:?}{judged_by} method={method:?} \
+             reason={}: {}",
+            decision.status(),
+            route_name.unwrap_or("-"),
+            decision.metric_label(),
+            decision.log_reason()
+        ),
+    );
+}

@@ -3,6 +3,7 @@
 //! Everything here is plain Rust with no proxy-wasm dependency, so it unit-tests natively
 //! with `cargo test`. The filters under `filters/` are thin glue around this crate.
 
+pub mod acl;
 pub mod envoy_foreign;
 pub mod identity;
 pub mod jwt;
