@@ -12,7 +12,7 @@ CARGO        ?= cargo
 APT_PACKAGES := wrk docker-registry redis-server libssl-dev pkg-config
 SUDO         := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help setup build check-targets lint test test-native run bench clean
+.PHONY: help setup build check-targets lint test test-native run bench oci push clean
 
 help: ## List the targets and what each does
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -60,6 +60,13 @@ run: setup build ## The demo gateway: real Envoy + the filters + user/order/paym
 
 bench: setup build ## Portcullis vs Envoy's native filters, side by side (BENCH_QUICK=1: smoke only)
 	PORTCULLIS_ENVOY=$(abspath $(ENVOY)) BENCH_QUICK=$(BENCH_QUICK) $(CARGO) run $(if $(BENCH_QUICK),,--release) -q -p portcullis-tests --bin portcullis-bench
+
+oci: build ## Package each filter as Wasm OCI images (compat + oci variants) in dist/oci/, and dist/*.wasm.sha256
+	$(CARGO) run -q -p portcullis-oci -- build --dist $(DIST) $(FILTERS)
+
+push: oci ## Push every filter: make push REGISTRY=host[:port]/repo [TAG=…] (compat as TAG, oci as TAG-oci)
+	@test -n "$(REGISTRY)" || { echo "push: set REGISTRY=host[:port]/repo, e.g. REGISTRY=127.0.0.1:5000/portcullis"; exit 2; }
+	$(CARGO) run -q -p portcullis-oci -- push --dist $(DIST) --registry $(REGISTRY) $(if $(TAG),--tag $(TAG)) $(FILTERS)
 
 clean: ## Remove build output
 	$(CARGO) clean

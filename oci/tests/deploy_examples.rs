@@ -1,0 +1,227 @@
+//! The Istio `WasmPlugin`s in `envoy-config/istio/` and the Envoy Gateway
+//! `EnvoyExtensionPolicy` in `envoy-config/envoy-gateway/` name the images `make push` pushes,
+//! with the root ids the images declare, in the demo's chain order, with the demo's policies.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::path::Path;
+
+use portcullis_oci::image::runtime_config;
+use portcullis_oci::registry::Registry;
+use portcullis_oci::{image_name, wasm_path, Plugin, Variant};
+use serde_json::Value;
+
+fn yaml(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// `envoy-config/policies/<filter>.json`: the demo's policy for the filter.
+fn demo_policy(filter: &str) -> Value {
+    let path = support::root().join(format!("envoy-config/policies/{filter}.json"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// The root ids the filter's image declares in its runtime config.
+fn root_ids(filter: &str) -> Vec<String> {
+    let wasm = std::fs::read(wasm_path(&support::dist(), filter)).unwrap();
+    let plugin = Plugin {
+        name: filter,
+        wasm: &wasm,
+        description: "",
+    };
+    runtime_config(&plugin).unwrap().config.root_ids
+}
+
+/// The `oci://` URL `make push REGISTRY=<prefix>` gives the filter's default (compat) image.
+fn pushed_url(prefix: &str, filter: &str) -> String {
+    let version = support::provenance().version;
+    let reference = Registry::new(prefix, false)
+        .unwrap()
+        .tagged(&image_name(filter), &Variant::Compat.tag(&version))
+        .unwrap();
+    format!("oci://{}", reference.whole())
+}
+
+/// The registry prefix (`host/repo`) an example URL uses for `filter`.
+fn prefix_of(url: &str, filter: &str) -> String {
+    let rest = url
+        .strip_prefix("oci://")
+        .unwrap_or_else(|| panic!("{url}: not oci://"));
+    let (prefix, image) = rest
+        .rsplit_once('/')
+        .unwrap_or_else(|| panic!("{url}: no repository"));
+    assert!(
+        image.starts_with(&format!("{}:", image_name(filter))),
+        "{url}: not the {filter} image"
+    );
+    prefix.to_owned()
+}
+
+fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no string at {pointer} in {v}"))
+}
+
+#[test]
+fn istio_wasm_plugins_reference_the_pushed_images_in_chain_order() {
+    let filters = support::filters();
+    let dir = support::root().join("envoy-config/istio");
+    let mut found: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    found.sort();
+    let mut expected: Vec<String> = filters.iter().map(|f| format!("{f}.yaml")).collect();
+    expected.sort();
+    assert_eq!(
+        found,
+        expected,
+        "one WasmPlugin per filter in {}",
+        dir.display()
+    );
+
+    let mut prefixes = Vec::new();
+    let mut order = Vec::new();
+    for filter in &filters {
+        let plugin = yaml(&dir.join(format!("{filter}.yaml")));
+        let name = format!("{filter}.yaml");
+        assert_eq!(
+            str_at(&plugin, "/apiVersion"),
+            "extensions.istio.io/v1alpha1",
+            "{name}"
+        );
+        assert_eq!(str_at(&plugin, "/kind"), "WasmPlugin", "{name}");
+        assert_eq!(
+            str_at(&plugin, "/metadata/name"),
+            image_name(filter),
+            "{name}"
+        );
+
+        let url = str_at(&plugin, "/spec/url");
+        let prefix = prefix_of(url, filter);
+        assert_eq!(url, pushed_url(&prefix, filter), "{name}");
+        prefixes.push(prefix);
+
+        assert_eq!(
+            root_ids(filter),
+            [str_at(&plugin, "/spec/pluginName")],
+            "{name}"
+        );
+        assert_eq!(
+            str_at(&plugin, "/spec/failStrategy"),
+            "FAIL_CLOSE",
+            "{name}"
+        );
+        assert_eq!(str_at(&plugin, "/spec/type"), "HTTP", "{name}");
+        assert_eq!(
+            plugin.pointer("/spec/pluginConfig"),
+            Some(&demo_policy(filter)),
+            "{name}: pluginConfig is not envoy-config/policies/{filter}.json: copy it over"
+        );
+
+        // Istio orders by phase, then by priority, highest first.
+        let phase = match str_at(&plugin, "/spec/phase") {
+            "AUTHN" => 1,
+            "AUTHZ" => 2,
+            "STATS" => 3,
+            other => panic!("{name}: phase {other}: pick AUTHN, AUTHZ or STATS"),
+        };
+        let priority = plugin
+            .pointer("/spec/priority")
+            .and_then(Value::as_i64)
+            .unwrap_or_else(|| panic!("{name}: set a priority, or Istio orders by name"));
+        order.push((phase, -priority, filter.clone()));
+    }
+    prefixes.dedup();
+    assert_eq!(
+        prefixes.len(),
+        1,
+        "every WasmPlugin names the same registry: {prefixes:?}"
+    );
+
+    order.sort();
+    for pair in order.windows(2) {
+        assert_ne!(
+            (pair[0].0, pair[0].1),
+            (pair[1].0, pair[1].1),
+            "{} and {} tie on phase and priority",
+            pair[0].2,
+            pair[1].2
+        );
+    }
+    let chain: Vec<String> = order.into_iter().map(|(_, _, f)| f).collect();
+    assert_eq!(chain, support::demo_chain(), "the demo's filter order");
+}
+
+#[test]
+fn envoy_gateway_policy_references_the_pushed_images_in_chain_order() {
+    let path = support::root().join("envoy-config/envoy-gateway/portcullis.yaml");
+    let policy = yaml(&path);
+    assert_eq!(
+        str_at(&policy, "/apiVersion"),
+        "gateway.envoyproxy.io/v1alpha1"
+    );
+    assert_eq!(str_at(&policy, "/kind"), "EnvoyExtensionPolicy");
+
+    let wasm = policy
+        .pointer("/spec/wasm")
+        .and_then(Value::as_array)
+        .expect("spec.wasm");
+    // Envoy Gateway runs a policy's extensions in list order.
+    let chain: Vec<String> = wasm
+        .iter()
+        .map(|w| str_at(w, "/rootID").to_owned())
+        .collect();
+    assert_eq!(chain, support::demo_chain(), "the demo's filter order");
+    let mut listed = chain.clone();
+    listed.sort();
+    let mut filters = support::filters();
+    filters.sort();
+    assert_eq!(listed, filters, "every filter once");
+
+    let mut prefixes = Vec::new();
+    for (w, filter) in wasm.iter().zip(&chain) {
+        assert_eq!(str_at(w, "/name"), image_name(filter));
+        assert_eq!(root_ids(filter), [str_at(w, "/rootID")]);
+        assert_eq!(str_at(w, "/code/type"), "Image", "{filter}");
+        let url = str_at(w, "/code/image/url");
+        let prefix = prefix_of(url, filter);
+        assert_eq!(url, pushed_url(&prefix, filter), "{filter}");
+        prefixes.push(prefix);
+        assert_eq!(
+            w.pointer("/failOpen"),
+            Some(&Value::Bool(false)),
+            "{filter}"
+        );
+        assert_eq!(
+            w.pointer("/config"),
+            Some(&demo_policy(filter)),
+            "{filter}: config is not envoy-config/policies/{filter}.json: copy it over"
+        );
+    }
+    prefixes.dedup();
+    assert_eq!(
+        prefixes.len(),
+        1,
+        "one registry for every extension: {prefixes:?}"
+    );
+}
+
+#[test]
+fn examples_use_the_same_registry_as_each_other() {
+    let istio = yaml(&support::root().join("envoy-config/istio/jwt.yaml"));
+    let eg = yaml(&support::root().join("envoy-config/envoy-gateway/portcullis.yaml"));
+    let eg_jwt = eg
+        .pointer("/spec/wasm")
+        .and_then(Value::as_array)
+        .and_then(|w| w.iter().find(|w| w["rootID"] == "jwt"))
+        .expect("jwt in the Envoy Gateway policy");
+    assert_eq!(
+        str_at(&istio, "/spec/url"),
+        str_at(eg_jwt, "/code/image/url")
+    );
+}
