@@ -156,17 +156,25 @@ fn the_demo_gateway_routes_each_path_to_its_service_through_the_filter_chain() {
             Some(body.as_bytes()),
         )
     };
-    let reply = login(r#"{"username":"mobile-app","password":"mobile-demo"}"#);
+    // A good login comes back as a token signed by the token-issuer; the jwt filter accepts
+    // it, with the groups the login service gave (acl: payments for admins only).
+    let token_of = |body: &str| -> String {
+        let reply = login(body);
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let answer = reply.json();
+        assert_eq!(answer["token_type"], "Bearer");
+        format!("Bearer {}", answer["token"].as_str().unwrap())
+    };
+    let admin = token_of(r#"{"username":"mobile-app","password":"mobile-demo"}"#);
+    let customer = token_of(r#"{"username":"web-app","password":"web-demo"}"#);
+    let reply = client::get(&envoy.url("/payments"), &[("authorization", &admin)]);
     assert_eq!(reply.status, 200, "{}", reply.text());
-    assert_eq!(
-        reply.json(),
-        serde_json::json!({
-            "sub": "123",
-            "username": "mobile-app",
-            "groups": ["admins"],
-            "email": "mobile-app@example.com",
-        })
-    );
+    let reply = client::get(&envoy.url("/payments"), &[("authorization", &customer)]);
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    assert_eq!(reply.json()["message"], "You cannot consume this service");
+    let reply = client::get(&envoy.url("/users"), &[("authorization", &customer)]);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["identity"]["x-consumer-username"], "web-app");
     let reply = login(r#"{"username":"web-app","password":"mobile-demo"}"#);
     assert_eq!(reply.status, 401, "{}", reply.text());
     assert_eq!(reply.json()["message"], "Invalid credentials");
@@ -174,18 +182,24 @@ fn the_demo_gateway_routes_each_path_to_its_service_through_the_filter_chain() {
     assert_eq!(reply.status, 400, "{}", reply.text());
 
     // What reached each service, in its own log.
-    let users = services.wait_for_lines("[user-service]", 2);
-    assert_eq!(users.len(), 2, "{users:?}");
-    for line in &users {
+    let users = services.wait_for_lines("[user-service]", 3);
+    assert_eq!(users.len(), 3, "{users:?}");
+    for line in &users[..2] {
         assert!(
             line.contains(r#"x-consumer-username="mobile-app""#),
             "{line}"
         );
     }
+    assert!(
+        users[2].contains(r#"x-consumer-username="web-app""#),
+        "{}",
+        users[2]
+    );
     assert_eq!(services.wait_for_lines("[order-service]", 1).len(), 1);
-    assert_eq!(services.wait_for_lines("[payment-service]", 1).len(), 1);
-    let logins = services.wait_for_lines("[login-service]", 3);
-    assert_eq!(logins.len(), 3, "{logins:?}");
+    // The customer's /payments never reached the service.
+    assert_eq!(services.wait_for_lines("[payment-service]", 2).len(), 2);
+    let logins = services.wait_for_lines("[login-service]", 4);
+    assert_eq!(logins.len(), 4, "{logins:?}");
     assert!(logins[0].ends_with(r#"-> 200 user="mobile-app" logged in"#));
 
     assert!(

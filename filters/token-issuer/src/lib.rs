@@ -1,6 +1,320 @@
-//! Portcullis token-issuer filter. Scaffolding until the token-issuer filter issue lands: it passes every
-//! request through unchanged (see `portcullis_glue::scaffold`).
+//! Portcullis token-issuer filter: the proxy-wasm glue around `portcullis_core::token_issuer`.
+//! A login request passes untouched; its successful JSON answer is buffered and replaced by
+//! a signed JWT. The filter also answers `jwks_path` with the public keys.
+//!
+//! How the body is replaced, given Envoy's rules (host-test/README.md): a header map is gone
+//! once its callback continues, and pausing response headers stops body delivery unless
+//! Envoy's `allow_on_headers_stop_iteration` is set. So by default the response headers
+//! continue with `content-length` removed (Envoy then frames the new body itself, chunked
+//! on HTTP/1.1) and the body is buffered and swapped. With `allow_on_headers_stop_iteration`
+//! the headers are held instead, and set at the end: exact `content-length`, `Set-Cookie`.
+
+mod signing;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+
+use portcullis_core::token_issuer::{
+    BodyOutcome, HeadDecision, Refusal, RequestRoute, ResponseHead, SignError, TokenIssuer,
+    NO_STORE,
+};
+use portcullis_core::UnixTime;
+use portcullis_glue::host::{self, log, Counter};
+use signing::Backend;
 
 proxy_wasm::main! {{
-    portcullis_glue::scaffold::register("token-issuer");
+    portcullis_glue::start("token-issuer");
+    proxy_wasm::set_root_context(|_| Box::new(IssuerRoot::default()));
 }}
+
+const NAME: &str = "portcullis-token-issuer";
+
+struct Metrics {
+    issued: Counter,
+    upstream_refusals: Counter,
+    passed_through: Counter,
+    rejected: Counter,
+    jwks_served: Counter,
+    /// One counter per rejection reason, defined on first use.
+    by_reason: RefCell<HashMap<&'static str, Counter>>,
+}
+
+impl Metrics {
+    fn define() -> Metrics {
+        Metrics {
+            issued: Counter::define("portcullis_token_issuer_issued"),
+            upstream_refusals: Counter::define("portcullis_token_issuer_upstream_refusals"),
+            passed_through: Counter::define("portcullis_token_issuer_passed_through"),
+            rejected: Counter::define("portcullis_token_issuer_rejected"),
+            jwks_served: Counter::define("portcullis_token_issuer_jwks_served"),
+            by_reason: RefCell::new(HashMap::new()),
+        }
+    }
+
+    fn rejected(&self, label: &'static str) {
+        self.rejected.inc();
+        self.by_reason
+            .borrow_mut()
+            .entry(label)
+            .or_insert_with(|| {
+                Counter::define(&format!("portcullis_token_issuer_rejected_{label}"))
+            })
+            .inc();
+    }
+}
+
+/// What every HTTP context of one worker shares with the root context.
+struct Worker {
+    issuer: TokenIssuer,
+    backend: Backend,
+    metrics: Metrics,
+}
+
+#[derive(Default)]
+struct IssuerRoot {
+    worker: Option<Rc<Worker>>,
+}
+
+impl Context for IssuerRoot {}
+
+impl RootContext for IssuerRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let bytes = portcullis_glue::plugin_configuration().unwrap_or_else(|| b"{}".to_vec());
+        let issuer = match TokenIssuer::from_json(&bytes) {
+            Ok(issuer) => issuer,
+            Err(e) => {
+                log(
+                    LogLevel::Error,
+                    &format!("{NAME}: configuration refused: {e}"),
+                );
+                return false;
+            }
+        };
+        if signing::jti().is_none() {
+            log(
+                LogLevel::Error,
+                &format!(
+                    "{NAME}: no random source for jti (WASI random_get): build for wasm32-wasip1"
+                ),
+            );
+            return false;
+        }
+        let (backend, why) = signing::choose(&issuer);
+        let key = issuer.active_key();
+        log(
+            LogLevel::Info,
+            &format!("{NAME}: signing {} (kid {}) {why}", key.alg(), key.kid()),
+        );
+        self.worker = Some(Rc::new(Worker {
+            issuer,
+            backend,
+            metrics: Metrics::define(),
+        }));
+        true
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let worker = self.worker.clone()?;
+        Some(Box::new(IssuerFilter {
+            worker,
+            state: State::Idle,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Not a login, or finished with it.
+    Idle,
+    /// A login request went upstream: look at its response.
+    Login,
+    /// A successful JSON answer is being buffered.
+    Buffering,
+}
+
+struct IssuerFilter {
+    worker: Rc<Worker>,
+    state: State,
+}
+
+impl Context for IssuerFilter {}
+
+impl HttpContext for IssuerFilter {
+    fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        let path = host::request_header(":path").unwrap_or_default();
+        if !self.worker.issuer.watches(&path) {
+            // Almost every request: one host call, then on its way.
+            return Action::Continue;
+        }
+        let method = host::request_header(":method").unwrap_or_default();
+        match self.worker.issuer.route(&method, &path) {
+            RequestRoute::Other => Action::Continue,
+            RequestRoute::Login => {
+                self.state = State::Login;
+                Action::Continue
+            }
+            RequestRoute::Jwks => {
+                self.worker.metrics.jwks_served.inc();
+                host::respond_json(
+                    200,
+                    self.worker.issuer.jwks(),
+                    &[("cache-control", "public, max-age=300")],
+                );
+                Action::Pause
+            }
+            RequestRoute::JwksMethodNotAllowed => {
+                host::respond_json(
+                    405,
+                    r#"{"message":"Method not allowed"}"#,
+                    &[("allow", "GET, HEAD")],
+                );
+                Action::Pause
+            }
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        if self.state != State::Login {
+            return Action::Continue;
+        }
+        self.state = State::Idle;
+        let (status, content_type, content_length, content_encoding) = (
+            response_header(":status"),
+            response_header("content-type"),
+            response_header("content-length"),
+            response_header("content-encoding"),
+        );
+        let head = ResponseHead {
+            status: status.as_deref(),
+            content_type: content_type.as_deref(),
+            content_length: content_length.as_deref(),
+            content_encoding: content_encoding.as_deref(),
+            end_of_stream,
+        };
+        let issuer = &self.worker.issuer;
+        match issuer.inspect(&head) {
+            HeadDecision::UpstreamRefusal => {
+                self.worker.metrics.upstream_refusals.inc();
+                Action::Continue
+            }
+            HeadDecision::PassThrough(why) => {
+                self.passed_through(why);
+                Action::Continue
+            }
+            HeadDecision::Refuse(refusal) => self.refuse(&refusal),
+            HeadDecision::Buffer if issuer.holds_headers() => {
+                // Envoy keeps the headers (StopIteration) and still delivers the body.
+                self.state = State::Buffering;
+                Action::Pause
+            }
+            HeadDecision::Buffer => {
+                // The headers leave now: no stale length, and never cached.
+                self.state = State::Buffering;
+                host::set_response_header("content-length", None);
+                for (name, value) in NO_STORE {
+                    host::set_response_header(name, Some(value));
+                }
+                Action::Continue
+            }
+        }
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.state != State::Buffering {
+            return Action::Continue;
+        }
+        let worker = self.worker.clone();
+        if let Err(refusal) = worker.issuer.check_size(body_size) {
+            self.state = State::Idle;
+            return self.refuse(&refusal);
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        self.state = State::Idle;
+        let body = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let Some(jti) = signing::jti() else {
+            let failed = SignError::Failed("no random bytes for jti".into());
+            return self.refuse(&Refusal::Signing(failed));
+        };
+        let now = UnixTime(host::now_secs());
+        match worker.issuer.issue(&body, now, jti, &worker.backend) {
+            BodyOutcome::Issued(issued) => {
+                let replaced = hostcalls::set_buffer(
+                    BufferType::HttpResponseBody,
+                    0,
+                    body_size,
+                    issued.body.as_bytes(),
+                );
+                if let Err(status) = replaced {
+                    // The profile must not reach the client in place of its token.
+                    let failed = SignError::Failed(format!("replacing the body: {status:?}"));
+                    return self.refuse(&Refusal::Signing(failed));
+                }
+                if worker.issuer.holds_headers() {
+                    for (name, value) in issued.headers() {
+                        host::set_response_header(name, Some(&value));
+                    }
+                }
+                worker.metrics.issued.inc();
+                Action::Continue
+            }
+            BodyOutcome::PassThrough(why) => {
+                self.passed_through(why);
+                Action::Continue
+            }
+            BodyOutcome::Refused(refusal) => self.refuse(&refusal),
+        }
+    }
+
+    fn on_http_response_trailers(&mut self, _trailers: usize) -> Action {
+        if self.state == State::Buffering {
+            // The body never ended on its own: trailers are not a login answer's shape.
+            self.state = State::Idle;
+            self.passed_through("trailers follow the body");
+        }
+        Action::Continue
+    }
+}
+
+impl IssuerFilter {
+    fn passed_through(&self, why: &str) {
+        self.worker.metrics.passed_through.inc();
+        log(
+            LogLevel::Debug,
+            &format!("{NAME}: login answer passed unchanged: {why}"),
+        );
+    }
+
+    /// Answers 502 in place of the upstream's answer; nothing of its body is sent.
+    fn refuse(&self, refusal: &Refusal) -> Action {
+        self.worker.metrics.rejected(refusal.metric_label());
+        log(
+            LogLevel::Info,
+            &format!("{NAME}: no token: {}", refusal.log_reason()),
+        );
+        host::respond_json(u32::from(refusal.status()), refusal.body(), &[]);
+        Action::Pause
+    }
+}
+
+/// A response header as text; `None` when absent, unreadable or not UTF-8 (the SDK's own
+/// getter panics on those).
+fn response_header(name: &str) -> Option<String> {
+    hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
+        .ok()
+        .flatten()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+}

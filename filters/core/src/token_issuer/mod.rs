@@ -1,0 +1,303 @@
+//! The token-issuer filter's whole policy (Pingap's `auth_path`, and more): which requests
+//! are logins, which login responses become tokens, the token's claims and signature, the
+//! answer that replaces the upstream's body, and the JWKS that publishes the public keys.
+//!
+//! The glue calls [`TokenIssuer::route`] on request headers, [`TokenIssuer::inspect`] on
+//! response headers, and [`TokenIssuer::issue`] once the whole body has arrived.
+
+pub mod claims;
+pub mod config;
+pub mod cookie;
+pub mod jws;
+pub mod keys;
+pub mod refusal;
+
+use serde_json::Value;
+
+pub use claims::{ClaimRules, Claims};
+pub use config::RawConfig;
+pub use cookie::{CookieRules, SameSite};
+pub use keys::{InModuleSigner, SignError, SigningBackend, SigningKey};
+pub use refusal::Refusal;
+
+use crate::jwt::token::strict_json;
+use crate::jwt::CryptoChoice;
+use crate::UnixTime;
+
+/// The text the start-up probe asks the host to sign.
+pub const PROBE_TEXT: &[u8] = b"portcullis token-issuer: host sign probe";
+
+/// One login endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthPath {
+    pub path: String,
+    /// `None`: every method.
+    pub methods: Option<Vec<String>>,
+}
+
+/// The compiled, immutable configuration.
+#[derive(Debug)]
+pub struct TokenIssuer {
+    pub(crate) auth_paths: Vec<AuthPath>,
+    pub(crate) rules: ClaimRules,
+    /// Signs new tokens.
+    pub(crate) active: SigningKey,
+    /// Kept for the JWKS: tokens they signed before a rotation still verify.
+    pub(crate) retired: Vec<SigningKey>,
+    pub(crate) cookie: Option<CookieRules>,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) jwks_path: Option<String>,
+    pub(crate) jwks: String,
+    pub(crate) crypto: CryptoChoice,
+    pub(crate) hold_headers: bool,
+}
+
+/// What a request is to the issuer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestRoute {
+    /// A login: pass it untouched and look at the response.
+    Login,
+    /// A GET or HEAD of `jwks_path`: answer with [`TokenIssuer::jwks`].
+    Jwks,
+    /// Another method on `jwks_path`: answer 405.
+    JwksMethodNotAllowed,
+    /// Nothing to do.
+    Other,
+}
+
+/// What the glue reads from a login response's headers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResponseHead<'a> {
+    pub status: Option<&'a str>,
+    pub content_type: Option<&'a str>,
+    pub content_length: Option<&'a str>,
+    pub content_encoding: Option<&'a str>,
+    /// The headers end the response (no body).
+    pub end_of_stream: bool,
+}
+
+/// What to do with a login response, decided on its headers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeadDecision {
+    /// Not 2xx: the upstream refused the login; it passes unchanged.
+    UpstreamRefusal,
+    /// 2xx, but nothing to sign; it passes unchanged. The reason is for the log.
+    PassThrough(&'static str),
+    /// Refuse now (a declared length over the limit).
+    Refuse(Refusal),
+    /// Buffer the body, then call [`TokenIssuer::issue`].
+    Buffer,
+}
+
+/// What became of a whole login body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BodyOutcome {
+    /// Replace the body (and, when held, the headers) with the token.
+    Issued(Issued),
+    /// Not a JSON object: the body passes unchanged. The reason is for the log.
+    PassThrough(&'static str),
+    /// Answer 502 instead.
+    Refused(Refusal),
+}
+
+/// A token and the answer that carries it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Issued {
+    pub token: String,
+    /// `{"token":"…","token_type":"Bearer","expires_in":N}`.
+    pub body: String,
+    pub expires_in: u64,
+    /// The `Set-Cookie` value, when a cookie is configured.
+    pub set_cookie: Option<String>,
+}
+
+/// Headers a token answer always carries (RFC 6749 §5.1): never cached.
+pub const NO_STORE: [(&str, &str); 2] = [("cache-control", "no-store"), ("pragma", "no-cache")];
+
+impl Issued {
+    /// Every response header to set when the headers were held until now: the type, the exact
+    /// length, no caching, and the cookie.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut headers = vec![
+            ("content-type", "application/json".to_owned()),
+            ("content-length", self.body.len().to_string()),
+        ];
+        headers.extend(NO_STORE.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        if let Some(cookie) = &self.set_cookie {
+            headers.push(("set-cookie", cookie.clone()));
+        }
+        headers
+    }
+}
+
+impl TokenIssuer {
+    /// Whether `path` (`:path`, query ignored) is a login or the JWKS path, whatever the
+    /// method: the cheap test every request takes before [`route`](Self::route).
+    pub fn watches(&self, path: &str) -> bool {
+        let path = without_query(path);
+        self.jwks_path.as_deref() == Some(path) || self.auth_paths.iter().any(|a| a.path == path)
+    }
+
+    /// What `method path` is; `path` is `:path`, whose query string is ignored.
+    pub fn route(&self, method: &str, path: &str) -> RequestRoute {
+        let path = without_query(path);
+        if self.jwks_path.as_deref() == Some(path) {
+            return match method {
+                "GET" | "HEAD" => RequestRoute::Jwks,
+                _ => RequestRoute::JwksMethodNotAllowed,
+            };
+        }
+        let login = self.auth_paths.iter().any(|a| {
+            a.path == path
+                && a.methods
+                    .as_ref()
+                    .is_none_or(|methods| methods.iter().any(|m| m == method))
+        });
+        if login {
+            RequestRoute::Login
+        } else {
+            RequestRoute::Other
+        }
+    }
+
+    /// Decides on a login response's headers whether its body may become a token.
+    pub fn inspect(&self, head: &ResponseHead<'_>) -> HeadDecision {
+        let two_hundreds = head
+            .status
+            .and_then(|s| s.parse::<u16>().ok())
+            .is_some_and(|s| (200..300).contains(&s));
+        if !two_hundreds {
+            return HeadDecision::UpstreamRefusal;
+        }
+        if head.end_of_stream {
+            return HeadDecision::PassThrough("no body");
+        }
+        if !head.content_type.is_some_and(is_json) {
+            return HeadDecision::PassThrough("not JSON (content-type)");
+        }
+        if head
+            .content_encoding
+            .is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"))
+        {
+            return HeadDecision::PassThrough("content-encoding");
+        }
+        if let Some(len) = head.content_length {
+            match len.trim().parse::<usize>() {
+                Ok(len) if len > self.max_body_bytes => {
+                    return HeadDecision::Refuse(self.too_large(len))
+                }
+                Ok(0) => return HeadDecision::PassThrough("no body"),
+                Ok(_) => {}
+                Err(_) => return HeadDecision::PassThrough("unreadable content-length"),
+            }
+        }
+        HeadDecision::Buffer
+    }
+
+    /// `Err` when `len` buffered bytes are already too many.
+    pub fn check_size(&self, len: usize) -> Result<(), Refusal> {
+        if len > self.max_body_bytes {
+            Err(self.too_large(len))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn too_large(&self, len: usize) -> Refusal {
+        Refusal::BodyTooLarge {
+            len,
+            max: self.max_body_bytes,
+        }
+    }
+
+    /// Turns a whole login body into a token at `now`, with `jti` from 16 random bytes,
+    /// signed by `backend` with the active key.
+    pub fn issue(
+        &self,
+        body: &[u8],
+        now: UnixTime,
+        jti: [u8; 16],
+        backend: &dyn SigningBackend,
+    ) -> BodyOutcome {
+        if let Err(refusal) = self.check_size(body.len()) {
+            return BodyOutcome::Refused(refusal);
+        }
+        let object = match strict_json(body) {
+            Ok(Value::Object(object)) => object,
+            Ok(_) => return BodyOutcome::PassThrough("not a JSON object"),
+            Err(_) => return BodyOutcome::PassThrough("not JSON (or a member repeats)"),
+        };
+        let claims = match claims::build(&object, &self.rules, now, jti) {
+            Ok(claims) => claims,
+            Err(refusal) => return BodyOutcome::Refused(refusal),
+        };
+        let token = match jws::compact(self.active_key(), &claims.claims, backend) {
+            Ok(token) => token,
+            Err(e) => return BodyOutcome::Refused(Refusal::Signing(e)),
+        };
+        // The token is base64url and dots: nothing in it needs escaping.
+        let body = format!(
+            r#"{{"token":"{token}","token_type":"Bearer","expires_in":{}}}"#,
+            claims.expires_in
+        );
+        let set_cookie = self
+            .cookie
+            .as_ref()
+            .map(|c| c.set_cookie(&token, claims.expires_in));
+        BodyOutcome::Issued(Issued {
+            token,
+            body,
+            expires_in: claims.expires_in,
+            set_cookie,
+        })
+    }
+
+    /// The key that signs new tokens.
+    pub fn active_key(&self) -> &SigningKey {
+        &self.active
+    }
+
+    /// Every configured key, the active one first.
+    pub fn keys(&self) -> impl Iterator<Item = &SigningKey> {
+        std::iter::once(&self.active).chain(&self.retired)
+    }
+
+    /// The JWKS document (`{"keys":[…]}`) served on `jwks_path`; empty without one.
+    pub fn jwks(&self) -> &str {
+        &self.jwks
+    }
+
+    /// Where signatures are made.
+    pub fn crypto(&self) -> CryptoChoice {
+        self.crypto
+    }
+
+    /// Whether the host holds response headers while the body is buffered (Envoy's
+    /// `allow_on_headers_stop_iteration`): then the glue pauses the headers and sets them with
+    /// [`Issued::headers`]; otherwise it lets them go with `content-length` removed.
+    pub fn holds_headers(&self) -> bool {
+        self.hold_headers
+    }
+
+    /// The largest body buffered.
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_body_bytes
+    }
+}
+
+fn without_query(path: &str) -> &str {
+    path.split_once('?').map_or(path, |(p, _)| p)
+}
+
+fn is_json(content_type: &str) -> bool {
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
+}
+
+#[cfg(test)]
+mod tests;
