@@ -142,6 +142,7 @@ cat <<EOF
 
 make run: the demo gateway is up on $gw (Envoy admin: http://$HOST:${PORT[admin]})
   filters: token-issuer -> jwt -> acl -> rate-limiting (policies: envoy-config/policies/*.json)
+  scenario: payments for admins only; 100 requests a minute per consumer, 20 on payments
 
   Without a token: 401 {"message":"Unauthorized"}
     curl -i $gw/users
@@ -152,7 +153,8 @@ make run: the demo gateway is up on $gw (Envoy admin: http://$HOST:${PORT[admin]
     curl -i $gw/orders -H "authorization: Bearer \$WEB"
     curl -i $gw/payments -H "authorization: Bearer \$MOBILE"
     curl -i $gw/payments -H "authorization: Bearer \$WEB"
-  Log in (demo users in services/fixtures/users.json):
+  Log in (demo users in services/fixtures/users.json); a good login answers a token signed by
+  the token-issuer filter, usable as above (mobile-app may pay, web-app may not):
     curl -i $gw/login -H 'content-type: application/json' -d '{"username":"mobile-app","password":"mobile-demo"}'
     curl -i $gw/login -H 'content-type: application/json' -d '{"username":"web-app","password":"web-demo"}'
     curl -i $gw/login -H 'content-type: application/json' -d '{"username":"web-app","password":"wrong"}'
