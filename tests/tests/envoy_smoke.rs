@@ -12,6 +12,7 @@ fn pass_through(filter: &str) -> &'static str {
     match filter {
         "jwt" => r#"{"consumers":[{"username":"guest","credentials":[]}],"anonymous":"guest"}"#,
         "acl" => r#"{"deny":["blocked"]}"#,
+        "rate-limiting" => r#"{"minute": 100000, "limit_by": "ip"}"#,
         "token-issuer" => {
             r#"{"auth_paths":[{"path":"/login"}],"iss":"portcullis-smoke","keys":[{"kid":"smoke","algorithm":"HS256","secret":"FVYGMY8NaopOclJ2MtJ8wat3RqUwqi83"}]}"#
         }

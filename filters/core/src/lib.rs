@@ -7,6 +7,7 @@ pub mod acl;
 pub mod envoy_foreign;
 pub mod identity;
 pub mod jwt;
+pub mod rate_limit;
 pub mod token_issuer;
 
 /// Seconds since the Unix epoch, as the host's clock reports them. Policy code never reads a

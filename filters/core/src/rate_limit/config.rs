@@ -1,0 +1,602 @@
+//! The rate-limiting filter's configuration as written (Kong's field names) and its
+//! compilation into a [`RateLimitPolicySet`]; every refusal names the JSON path it is about.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Deserialize;
+
+use super::counter::Algorithm;
+use super::key::LimitBy;
+use super::policy::{Policy, RateLimitPolicySet, ResponseSettings, RoutePolicies};
+use super::table::{DEFAULT_SLOTS, MAX_SLOTS, MIN_SLOTS};
+use super::window::Period;
+use crate::jwt::config::err;
+use crate::jwt::token::{strict_json, StrictError};
+use crate::jwt::ConfigError;
+
+/// Kong's default `error_message`.
+pub const DEFAULT_MESSAGE: &str = "API rate limit exceeded";
+/// Longest `error_message` accepted, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 1_024;
+/// Most `xff_num_trusted_hops` accepted.
+pub const MAX_TRUSTED_HOPS: u32 = 16;
+
+/// Kong's `limit_by` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawLimitBy {
+    Consumer,
+    Credential,
+    Ip,
+    Header,
+    Path,
+    Route,
+    Service,
+}
+
+/// Kong's `policy` values; only `local` is built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawPolicyKind {
+    Local,
+    Redis,
+    Cluster,
+}
+
+/// The configuration as written. The top level is the global policy, applied to every
+/// request; `routes` adds a policy per Envoy route name on top of it.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Requests allowed per UTC second (Kong). Every limit is a whole number ≥ 1, and a
+    /// longer window's limit may not be lower than a shorter one's (Kong refuses that too).
+    pub second: Option<u64>,
+    /// Requests per calendar minute.
+    pub minute: Option<u64>,
+    /// Requests per calendar hour.
+    pub hour: Option<u64>,
+    /// Requests per UTC day.
+    pub day: Option<u64>,
+    /// Requests per calendar month (28 to 31 days; Kong assumes 30).
+    pub month: Option<u64>,
+    /// Requests per calendar year. Pitfall: a client's slot is kept until its year (or,
+    /// sliding, the next one) ends, so year limits over many clients need many `slots`.
+    pub year: Option<u64>,
+    /// What a request is counted under (Kong, default `consumer`): `consumer`, `credential`,
+    /// `ip`, `header`, `path`, `route` or `service`. Whatever is missing from a request
+    /// falls back to the client IP, as in Kong.
+    pub limit_by: Option<RawLimitBy>,
+    /// The header `limit_by: header` counts by (required then).
+    pub header_name: Option<String>,
+    /// The path `limit_by: path` counts (required then; starts with `/`). Requests to any
+    /// other path are counted by IP, as in Kong.
+    pub path: Option<String>,
+    /// Proxies in front of Envoy whose `X-Forwarded-For` entries are trusted (Envoy's name,
+    /// default 0: the connection's peer is the client). Pitfall: a value higher than the
+    /// real number of proxies lets clients choose their IP; see `key::client_ip`.
+    pub xff_num_trusted_hops: Option<u32>,
+    /// `fixed` (Kong's rate-limiting, default) or `sliding` (no double burst across a window
+    /// edge). Also accepted as `window_type` (Kong rate-limiting-advanced).
+    #[serde(alias = "window_type")]
+    pub algorithm: Option<Algorithm>,
+    /// Where counters live: only `local` (Envoy shared data: exact across the workers of one
+    /// Envoy) for now. `redis` and `cluster` are refused until the cluster policy exists.
+    pub policy: Option<RawPolicyKind>,
+    /// When counting fails (shared data refused, contention past the retry budget) let the
+    /// request through, logged and counted (Kong, default true); false answers 500.
+    pub fault_tolerant: Option<bool>,
+    /// Leave out every rate-limit header, `Retry-After` included (Kong, default false).
+    pub hide_client_headers: Option<bool>,
+    /// Status of a limited request (default 429; 400..=599).
+    pub error_code: Option<u16>,
+    /// `message` of a limited request's JSON body (default `API rate limit exceeded`, at
+    /// most 1024 bytes).
+    pub error_message: Option<String>,
+    /// Size of the counter table in shared data (default 65536, 64..=1048576). Memory is
+    /// bounded by it (see the filter's README); each client of each policy holds one slot
+    /// while its windows last. Pitfall: changing it restarts every count.
+    pub slots: Option<u32>,
+    /// Envoy route name → a policy for that route, applied on top of the global one (both
+    /// count, both must admit). A route's entry sets its own limits; every other field it
+    /// leaves out is the top level's.
+    #[serde(default)]
+    pub routes: BTreeMap<String, RawRoute>,
+}
+
+/// A route's policy: its own limits, and overrides of the top level's other fields.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub second: Option<u64>,
+    pub minute: Option<u64>,
+    pub hour: Option<u64>,
+    pub day: Option<u64>,
+    pub month: Option<u64>,
+    pub year: Option<u64>,
+    pub limit_by: Option<RawLimitBy>,
+    pub header_name: Option<String>,
+    pub path: Option<String>,
+    pub xff_num_trusted_hops: Option<u32>,
+    #[serde(alias = "window_type")]
+    pub algorithm: Option<Algorithm>,
+    pub fault_tolerant: Option<bool>,
+    pub hide_client_headers: Option<bool>,
+    pub error_code: Option<u16>,
+    pub error_message: Option<String>,
+}
+
+impl RawConfig {
+    /// Reads the JSON configuration. Unknown fields, wrong types and repeated member names
+    /// are refused with their path.
+    pub fn from_json(bytes: &[u8]) -> Result<RawConfig, ConfigError> {
+        let value = strict_json(bytes).map_err(|e| match e {
+            StrictError::Syntax => err("", "not JSON"),
+            StrictError::Duplicate => err("", "a member name repeats"),
+        })?;
+        if !value.is_object() {
+            return Err(err("", "not a JSON object"));
+        }
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            err(
+                if path == "." { String::new() } else { path },
+                e.into_inner().to_string(),
+            )
+        })
+    }
+
+    /// The top level's fields as a route entry.
+    fn as_route(&self) -> RawRoute {
+        RawRoute {
+            second: self.second,
+            minute: self.minute,
+            hour: self.hour,
+            day: self.day,
+            month: self.month,
+            year: self.year,
+            limit_by: self.limit_by,
+            header_name: self.header_name.clone(),
+            path: self.path.clone(),
+            xff_num_trusted_hops: self.xff_num_trusted_hops,
+            algorithm: self.algorithm,
+            fault_tolerant: self.fault_tolerant,
+            hide_client_headers: self.hide_client_headers,
+            error_code: self.error_code,
+            error_message: self.error_message.clone(),
+        }
+    }
+}
+
+impl RawRoute {
+    fn limits(&self) -> [(Period, Option<u64>); 6] {
+        [
+            (Period::Second, self.second),
+            (Period::Minute, self.minute),
+            (Period::Hour, self.hour),
+            (Period::Day, self.day),
+            (Period::Month, self.month),
+            (Period::Year, self.year),
+        ]
+    }
+
+    /// This route's settings, each one it leaves out taken from `top`; limits never are.
+    fn over(&self, top: &RawRoute) -> RawRoute {
+        RawRoute {
+            limit_by: self.limit_by.or(top.limit_by),
+            header_name: self.header_name.clone().or_else(|| top.header_name.clone()),
+            path: self.path.clone().or_else(|| top.path.clone()),
+            xff_num_trusted_hops: self.xff_num_trusted_hops.or(top.xff_num_trusted_hops),
+            algorithm: self.algorithm.or(top.algorithm),
+            fault_tolerant: self.fault_tolerant.or(top.fault_tolerant),
+            hide_client_headers: self.hide_client_headers.or(top.hide_client_headers),
+            error_code: self.error_code.or(top.error_code),
+            error_message: self
+                .error_message
+                .clone()
+                .or_else(|| top.error_message.clone()),
+            ..self.clone()
+        }
+    }
+}
+
+impl RateLimitPolicySet {
+    /// Reads and compiles the JSON configuration in one step.
+    pub fn from_json(bytes: &[u8]) -> Result<RateLimitPolicySet, ConfigError> {
+        RateLimitPolicySet::try_from(RawConfig::from_json(bytes)?)
+    }
+}
+
+impl TryFrom<RawConfig> for RateLimitPolicySet {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawConfig) -> Result<RateLimitPolicySet, ConfigError> {
+        match raw.policy.unwrap_or(RawPolicyKind::Local) {
+            RawPolicyKind::Local => {}
+            other => {
+                return Err(err(
+                    "policy",
+                    format!(
+                        "{:?} is not available yet: only \"local\" (Envoy shared data, exact \
+                         across the workers of one Envoy)",
+                        format!("{other:?}").to_lowercase()
+                    ),
+                ))
+            }
+        }
+        let slots = raw.slots.unwrap_or(DEFAULT_SLOTS);
+        if !(MIN_SLOTS..=MAX_SLOTS).contains(&slots) {
+            return Err(err(
+                "slots",
+                format!("{slots} is outside {MIN_SLOTS}..={MAX_SLOTS}"),
+            ));
+        }
+        let top = raw.as_route();
+        let mut index = 0u32;
+        let global = if top.limits().iter().any(|(_, l)| l.is_some()) {
+            index += 1;
+            Some(compile_policy("", "global", 0, &top)?)
+        } else {
+            None
+        };
+        let default_response = compile_response("", &top)?;
+        let mut routes = HashMap::with_capacity(raw.routes.len());
+        for (name, route) in &raw.routes {
+            let prefix = format!("routes.{name}");
+            if name.is_empty() {
+                return Err(err("routes", "empty route name"));
+            }
+            if !route.limits().iter().any(|(_, l)| l.is_some()) {
+                return Err(err(prefix, no_limit_message()));
+            }
+            let merged = route.over(&top);
+            let policy = compile_policy(&prefix, &prefix, index, &merged)?;
+            index += 1;
+            let response = compile_response(&prefix, &merged)?;
+            routes.insert(name.clone(), RoutePolicies { policy, response });
+        }
+        if global.is_none() && routes.is_empty() {
+            return Err(err("", no_limit_message()));
+        }
+        Ok(RateLimitPolicySet::new(
+            global,
+            routes,
+            default_response,
+            slots,
+        ))
+    }
+}
+
+fn no_limit_message() -> String {
+    "set at least one limit: second, minute, hour, day, month or year".to_owned()
+}
+
+fn at(prefix: &str, field: &str) -> String {
+    if prefix.is_empty() {
+        field.to_owned()
+    } else {
+        format!("{prefix}.{field}")
+    }
+}
+
+fn compile_policy(
+    prefix: &str,
+    name: &str,
+    index: u32,
+    r: &RawRoute,
+) -> Result<Policy, ConfigError> {
+    let mut limits: Vec<(Period, u64)> = Vec::with_capacity(6);
+    for (period, limit) in r.limits() {
+        let Some(limit) = limit else { continue };
+        if limit == 0 {
+            return Err(err(at(prefix, period.name()), "must be at least 1"));
+        }
+        // Kong's rule: a longer window may not allow fewer requests than a shorter one.
+        if let Some((shorter, shorter_limit)) = limits.iter().find(|(_, l)| *l > limit) {
+            return Err(err(
+                at(prefix, period.name()),
+                format!(
+                    "the limit for {}({limit}) cannot be lower than the limit for {}({shorter_limit})",
+                    period.name(),
+                    shorter.name()
+                ),
+            ));
+        }
+        limits.push((period, limit));
+    }
+    let limit_by = match r.limit_by.unwrap_or(RawLimitBy::Consumer) {
+        RawLimitBy::Consumer => LimitBy::Consumer,
+        RawLimitBy::Credential => LimitBy::Credential,
+        RawLimitBy::Ip => LimitBy::Ip,
+        RawLimitBy::Route => LimitBy::Route,
+        RawLimitBy::Service => LimitBy::Service,
+        RawLimitBy::Header => {
+            let Some(name) = &r.header_name else {
+                return Err(err(
+                    at(prefix, "header_name"),
+                    "required when limit_by is \"header\"",
+                ));
+            };
+            if name.is_empty() || !name.bytes().all(is_token_char) {
+                return Err(err(
+                    at(prefix, "header_name"),
+                    format!("{name:?} is not a header name"),
+                ));
+            }
+            LimitBy::Header(name.to_ascii_lowercase())
+        }
+        RawLimitBy::Path => {
+            let Some(path) = &r.path else {
+                return Err(err(
+                    at(prefix, "path"),
+                    "required when limit_by is \"path\"",
+                ));
+            };
+            if !path.starts_with('/') || path.contains('?') {
+                return Err(err(
+                    at(prefix, "path"),
+                    format!("{path:?} is not a path (starts with '/', no query)"),
+                ));
+            }
+            LimitBy::Path(path.clone())
+        }
+    };
+    let trusted_hops = r.xff_num_trusted_hops.unwrap_or(0);
+    if trusted_hops > MAX_TRUSTED_HOPS {
+        return Err(err(
+            at(prefix, "xff_num_trusted_hops"),
+            format!("{trusted_hops} is outside 0..={MAX_TRUSTED_HOPS}"),
+        ));
+    }
+    Ok(Policy::new(
+        name.to_owned(),
+        index,
+        limits,
+        limit_by,
+        r.algorithm.unwrap_or_default(),
+        trusted_hops,
+    ))
+}
+
+fn compile_response(prefix: &str, r: &RawRoute) -> Result<ResponseSettings, ConfigError> {
+    let error_code = r.error_code.unwrap_or(429);
+    if !(400..=599).contains(&error_code) {
+        return Err(err(
+            at(prefix, "error_code"),
+            format!("{error_code} is outside 400..=599"),
+        ));
+    }
+    let message = r.error_message.as_deref().unwrap_or(DEFAULT_MESSAGE);
+    if message.len() > MAX_MESSAGE_BYTES {
+        return Err(err(
+            at(prefix, "error_message"),
+            format!("{} bytes, at most {MAX_MESSAGE_BYTES}", message.len()),
+        ));
+    }
+    Ok(ResponseSettings {
+        error_code,
+        error_body: serde_json::json!({ "message": message }).to_string(),
+        hide_client_headers: r.hide_client_headers.unwrap_or(false),
+        fault_tolerant: r.fault_tolerant.unwrap_or(true),
+    })
+}
+
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn compile(config: serde_json::Value) -> Result<RateLimitPolicySet, ConfigError> {
+        RateLimitPolicySet::from_json(config.to_string().as_bytes())
+    }
+
+    #[test]
+    fn the_scenario_compiles_to_a_global_and_a_route_policy() {
+        let set = compile(json!({
+            "minute": 100,
+            "limit_by": "ip",
+            "routes": {"payments": {"minute": 20}}
+        }))
+        .unwrap();
+        let on_payments = set.select(Some("payments"));
+        let names: Vec<&str> = on_payments
+            .policies
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        assert_eq!(names, ["global", "routes.payments"]);
+        assert_eq!(on_payments.policies[1].limits, [(Period::Minute, 20)]);
+        assert_eq!(on_payments.policies[1].limit_by, LimitBy::Ip, "inherited");
+        let elsewhere = set.select(Some("users"));
+        assert_eq!(elsewhere.policies.len(), 1);
+        assert_eq!(set.select(None).policies.len(), 1);
+        assert_eq!(elsewhere.response.error_code, 429);
+        assert_eq!(
+            elsewhere.response.error_body,
+            r#"{"message":"API rate limit exceeded"}"#
+        );
+        assert!(elsewhere.response.fault_tolerant);
+        assert!(!elsewhere.response.hide_client_headers);
+    }
+
+    #[test]
+    fn defaults_are_kongs() {
+        let set = compile(json!({"second": 5})).unwrap();
+        let global = &set.select(None).policies[0];
+        assert_eq!(global.limit_by, LimitBy::Consumer);
+        assert_eq!(global.algorithm, Algorithm::Fixed);
+        assert_eq!(global.trusted_hops, 0);
+        assert_eq!(set.slots(), DEFAULT_SLOTS);
+    }
+
+    #[test]
+    fn routes_alone_leave_other_routes_unlimited() {
+        let set =
+            compile(json!({"routes": {"payments": {"hour": 3, "limit_by": "route"}}})).unwrap();
+        assert!(set.select(Some("users")).policies.is_empty());
+        assert_eq!(
+            set.select(Some("payments")).policies[0].limit_by,
+            LimitBy::Route
+        );
+    }
+
+    #[test]
+    fn route_entries_override_every_field_but_the_limits() {
+        let set = compile(json!({
+            "minute": 10, "hour": 100, "limit_by": "header", "header_name": "X-Api-Key",
+            "algorithm": "sliding", "error_code": 503, "error_message": "slow down",
+            "hide_client_headers": true, "fault_tolerant": false,
+            "routes": {"login": {"second": 1, "limit_by": "ip", "error_message": "no \"brute\" force"}}
+        }))
+        .unwrap();
+        let login = set.select(Some("login"));
+        let route = &login.policies[1];
+        assert_eq!(route.limits, [(Period::Second, 1)]);
+        assert_eq!(route.limit_by, LimitBy::Ip);
+        assert_eq!(route.algorithm, Algorithm::Sliding);
+        assert_eq!(
+            login.policies[0].limit_by,
+            LimitBy::Header("x-api-key".into())
+        );
+        assert_eq!(login.response.error_code, 503);
+        assert_eq!(
+            login.response.error_body,
+            r#"{"message":"no \"brute\" force"}"#
+        );
+        assert!(login.response.hide_client_headers && !login.response.fault_tolerant);
+        assert_eq!(
+            set.select(None).response.error_body,
+            r#"{"message":"slow down"}"#
+        );
+    }
+
+    #[test]
+    fn window_type_is_accepted_for_algorithm() {
+        let set = compile(json!({"minute": 1, "window_type": "sliding"})).unwrap();
+        assert_eq!(set.select(None).policies[0].algorithm, Algorithm::Sliding);
+    }
+
+    #[test]
+    fn refuses_broken_configs_naming_the_field() {
+        let cases = [
+            (json!({}), "", "set at least one limit"),
+            (json!([]), "", "not a JSON object"),
+            (json!({"minute": 0}), "minute", "at least 1"),
+            (json!({"minute": -1}), "minute", "invalid value"),
+            (json!({"minute": 1.5}), "minute", "invalid type"),
+            (json!({"minute": "10"}), "minute", "invalid type"),
+            (
+                json!({"minute": 100, "hour": 50}),
+                "hour",
+                "the limit for hour(50) cannot be lower than the limit for minute(100)",
+            ),
+            (
+                json!({"second": 10, "minute": 20, "year": 5}),
+                "year",
+                "cannot be lower than the limit for second(10)",
+            ),
+            (
+                json!({"minute": 1, "limit_by": "consumer-group"}),
+                "limit_by",
+                "unknown variant",
+            ),
+            (
+                json!({"minute": 1, "limit_by": "header"}),
+                "header_name",
+                "required",
+            ),
+            (
+                json!({"minute": 1, "limit_by": "header", "header_name": "bad name"}),
+                "header_name",
+                "not a header name",
+            ),
+            (json!({"minute": 1, "limit_by": "path"}), "path", "required"),
+            (
+                json!({"minute": 1, "limit_by": "path", "path": "payments"}),
+                "path",
+                "not a path",
+            ),
+            (
+                json!({"minute": 1, "policy": "redis"}),
+                "policy",
+                "\"redis\" is not available yet",
+            ),
+            (
+                json!({"minute": 1, "policy": "memcached"}),
+                "policy",
+                "unknown variant",
+            ),
+            (
+                json!({"minute": 1, "algorithm": "leaky"}),
+                "algorithm",
+                "unknown variant",
+            ),
+            (
+                json!({"minute": 1, "error_code": 200}),
+                "error_code",
+                "outside 400..=599",
+            ),
+            (
+                json!({"minute": 1, "error_message": "x".repeat(1025)}),
+                "error_message",
+                "1025 bytes",
+            ),
+            (
+                json!({"minute": 1, "xff_num_trusted_hops": 17}),
+                "xff_num_trusted_hops",
+                "outside",
+            ),
+            (
+                json!({"minute": 1, "slots": 10}),
+                "slots",
+                "outside 64..=1048576",
+            ),
+            (
+                json!({"minute": 1, "sync_rate": 1}),
+                "sync_rate",
+                "unknown field `sync_rate`",
+            ),
+            (
+                json!({"minute": 1, "routes": {"": {"minute": 1}}}),
+                "routes",
+                "empty route name",
+            ),
+            (
+                json!({"routes": {"pay": {}}}),
+                "routes.pay",
+                "set at least one limit",
+            ),
+            (
+                json!({"routes": {"pay": {"minute": 5, "hour": 4}}}),
+                "routes.pay.hour",
+                "cannot be lower",
+            ),
+            (
+                json!({"routes": {"pay": {"slots": 100}}}),
+                "routes.pay.slots",
+                "unknown field `slots`",
+            ),
+            (
+                json!({"minute": 5, "routes": {"pay": {"second": 1, "limit_by": "header"}}}),
+                "routes.pay.header_name",
+                "required",
+            ),
+        ];
+        for (config, path, message) in cases {
+            let Err(e) = compile(config.clone()) else {
+                panic!("{config} was accepted");
+            };
+            assert_eq!(e.path, path, "{config}: {e}");
+            assert!(e.message.contains(message), "{config}: {e}");
+        }
+    }
+
+    #[test]
+    fn refuses_a_repeated_member() {
+        let e = RateLimitPolicySet::from_json(br#"{"minute": 1, "minute": 1000}"#).unwrap_err();
+        assert!(e.message.contains("repeats"), "{e}");
+    }
+}
