@@ -128,7 +128,7 @@ pub fn answered(
         (status, parsed) => {
             let why = match (status, parsed) {
                 (None, _) => "fetch failed (no answer)".to_string(),
-                (Some("200"), Err(e)) => format!("unusable document: {e:?}"),
+                (Some("200"), Err(e)) => format!("unusable document: {e}"),
                 (Some(code), _) => format!("status {code}"),
             };
             log(

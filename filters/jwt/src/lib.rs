@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
 
 use portcullis_core::jwt::crypto::{Algorithm, AlgorithmSet, CryptoError, SplitBackend};
 use portcullis_core::jwt::keyring::RemoteJwks;
@@ -185,8 +185,10 @@ impl RootContext for JwtRoot {
             normal_tick,
         }));
         if remote > 0 {
-            // Fetch at once, then look for due refreshes every second.
-            self.on_tick();
+            // Look for due refreshes every second. The first fetch is the first request's or
+            // the first tick's, not this callback's: Envoy also configures VMs on its main
+            // thread and may destroy one at once, losing a fetch started here while its
+            // claim kept every worker from fetching for twice the fetch timeout.
             let _ = hostcalls::set_tick_period(normal_tick);
         }
         true
@@ -337,7 +339,7 @@ impl Context for JwtFilter {
 
 impl HttpContext for JwtFilter {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        let headers = host::request_headers();
+        let headers = request_headers();
         // Client-sent identity headers never pass, authenticated or not.
         for name in self.worker.policies.headers_to_strip() {
             if headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
@@ -359,6 +361,22 @@ impl HttpContext for JwtFilter {
         };
         self.decide(request, true)
     }
+}
+
+/// Every request header, read once. A value that is not UTF-8 (obs-text is legal HTTP and
+/// Envoy passes it) is kept, decoded lossily: its name must still be seen so a forged
+/// identity header is stripped, and a token in it must count as present (and bad), never as
+/// absent — else a route with an anonymous consumer would let it pass as no token.
+fn request_headers() -> Vec<(String, String)> {
+    hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, value)| {
+            let value = String::from_utf8(value)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            (name, value)
+        })
+        .collect()
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -460,9 +478,7 @@ impl JwtFilter {
             );
         }
         if policy.hide_credentials() {
-            for location in &accepted.token_locations {
-                hide(location, headers);
-            }
+            hide(&accepted.token_locations, headers);
         }
         for (name, value) in &accepted.upstream_headers {
             host::set_request_header(name, Some(value));
@@ -497,19 +513,38 @@ impl JwtFilter {
     }
 }
 
-/// Removes the token from where it was found (Kong's `hide_credentials`).
-fn hide(location: &TokenLocation, headers: &[(String, String)]) {
-    match location {
-        TokenLocation::Header(name) => host::set_request_header(name, None),
-        TokenLocation::Query(param) => {
-            if let Some(path) = header(headers, ":path") {
-                host::set_request_header(":path", Some(&strip_query_param(path, param)));
+/// Removes the token from everywhere it was found (Kong's `hide_credentials`). Each change
+/// builds on the last, so a token under two parameter or cookie names loses both copies;
+/// cookies split over several `cookie` headers are joined, so no other cookie is lost.
+fn hide(locations: &[TokenLocation], headers: &[(String, String)]) {
+    let mut path: Option<String> = None;
+    let mut cookie: Option<Option<String>> = None;
+    for location in locations {
+        match location {
+            TokenLocation::Header(name) => host::set_request_header(name, None),
+            TokenLocation::Query(param) => {
+                let current = path
+                    .take()
+                    .or_else(|| header(headers, ":path").map(str::to_owned));
+                path = current.map(|p| strip_query_param(&p, param));
+            }
+            TokenLocation::Cookie(name) => {
+                let current = cookie.take().unwrap_or_else(|| {
+                    let all: Vec<&str> = headers
+                        .iter()
+                        .filter(|(k, _)| k.eq_ignore_ascii_case("cookie"))
+                        .map(|(_, v)| v.as_str())
+                        .collect();
+                    (!all.is_empty()).then(|| all.join("; "))
+                });
+                cookie = Some(current.and_then(|c| strip_cookie(&c, name)));
             }
         }
-        TokenLocation::Cookie(name) => {
-            if let Some(cookie) = header(headers, "cookie") {
-                host::set_request_header("cookie", strip_cookie(cookie, name).as_deref());
-            }
-        }
+    }
+    if let Some(path) = path {
+        host::set_request_header(":path", Some(&path));
+    }
+    if let Some(cookie) = cookie {
+        host::set_request_header("cookie", cookie.as_deref());
     }
 }

@@ -59,7 +59,15 @@ impl TokenSources {
                 .iter()
                 .find(|n| n.eq_ignore_ascii_case(name))
             {
-                if let Some(token) = header_token(wanted, value) {
+                // Envoy joins a repeated header into one value with ',' (as RFC 9110 allows),
+                // and a JWS never holds a comma: when every part is a token, each counts.
+                let parts: Vec<Option<&str>> =
+                    value.split(',').map(|p| header_token(wanted, p)).collect();
+                if parts.len() > 1 && parts.iter().all(Option::is_some) {
+                    for token in parts.into_iter().flatten() {
+                        sources.push(TokenLocation::Header(wanted.clone()), token);
+                    }
+                } else if let Some(token) = header_token(wanted, value) {
                     sources.push(TokenLocation::Header(wanted.clone()), token);
                 }
             }
@@ -285,6 +293,22 @@ mod tests {
         assert_eq!(
             found(&[(":path", "/?jwt=a&jwt=b")]).distinct(),
             vec!["a", "b"]
+        );
+    }
+
+    #[test]
+    fn a_repeated_header_joined_by_the_host_is_every_token_it_holds() {
+        let s = found(&[("authorization", "Bearer a,Bearer b")]);
+        assert_eq!(s.distinct(), vec!["a", "b"]);
+        assert_eq!(
+            found(&[("authorization", "bearer a, Bearer a")]).distinct(),
+            vec!["a"]
+        );
+        assert_eq!(found(&[("x-token", "a,b")]).distinct(), vec!["a", "b"]);
+        // A part that is no token leaves the value whole, to be refused as malformed.
+        assert_eq!(
+            found(&[("authorization", "Bearer a,junk")]).distinct(),
+            vec!["a,junk"]
         );
     }
 
