@@ -194,6 +194,8 @@ pub struct Request {
     pub source: String,
     pub destination: String,
     pub response: UpstreamResponse,
+    /// Envoy's `use_remote_address` (default false, as in Envoy): see [`Request::use_remote_address`].
+    pub use_remote_address: bool,
 }
 
 static NEXT_REQUEST_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -215,6 +217,7 @@ impl Request {
             source: "127.0.0.1:40000".into(),
             destination: "127.0.0.1:10000".into(),
             response: UpstreamResponse::new(200),
+            use_remote_address: false,
         }
     }
     pub fn get(path: &str) -> Self {
@@ -264,6 +267,13 @@ impl Request {
         self.source = address.to_string();
         self
     }
+    /// The connection manager's `use_remote_address`. With Envoy's default (false) a client's
+    /// `x-forwarded-for` decides `source.address`; true makes it the peer address.
+    pub fn use_remote_address(mut self, on: bool) -> Self {
+        self.use_remote_address = on;
+        self
+    }
+
     /// Any property by path, as `get_property` will return it.
     pub fn property(mut self, path: &[&str], value: &[u8]) -> Self {
         self.properties
@@ -438,11 +448,13 @@ pub fn send(filters: &mut [&mut Plugin], request: Request) -> Exchange {
     if let Some(dead) = filters.iter().find_map(|f| f.crashed().map(str::to_string)) {
         return crashed(ex, dead);
     }
+    let request_headers = connection_manager_headers(request.headers.clone());
+    let source = downstream_address(&request, &request_headers);
     let stream = Arc::new(Mutex::new(StreamState {
-        request_headers: connection_manager_headers(request.headers.clone()),
+        request_headers,
         request_trailers: request.trailers.clone(),
         properties: request.properties.iter().cloned().collect(),
-        source: request.source.clone(),
+        source,
         destination: request.destination.clone(),
         ..StreamState::default()
     }));
@@ -616,8 +628,35 @@ fn framing_error(headers: &Headers, body: usize, peer: &str) -> Option<String> {
     }
 }
 
-/// What Envoy's connection manager appends to a request before the filters see it.
-fn connection_manager_headers(mut headers: Headers) -> Headers {
+/// Envoy's "inline" request headers: a repeated one arrives as one header, its values joined
+/// with `,` (seen by the probe conformance test for `authorization`, `user-agent` and
+/// `x-forwarded-for`; `cookie` and other headers stay repeated).
+const COALESCED: [&str; 8] = [
+    "authorization",
+    "user-agent",
+    "x-forwarded-for",
+    "content-type",
+    "via",
+    "te",
+    "x-request-id",
+    "x-forwarded-host",
+];
+
+/// What Envoy's connection manager does to a request before the filters see it: repeated
+/// inline headers joined, `x-forwarded-proto` and `x-request-id` appended.
+fn connection_manager_headers(headers: Headers) -> Headers {
+    let mut joined = Headers::default();
+    for (name, value) in headers.pairs {
+        let inline = COALESCED.contains(&name.as_str());
+        match joined.pairs.iter_mut().find(|(k, _)| inline && *k == name) {
+            Some((_, existing)) => {
+                existing.push(b',');
+                existing.extend_from_slice(&value);
+            }
+            None => joined.pairs.push((name, value)),
+        }
+    }
+    let mut headers = joined;
     if headers.get("x-forwarded-proto").is_none() {
         headers.add("x-forwarded-proto", b"http");
     }
@@ -629,6 +668,21 @@ fn connection_manager_headers(mut headers: Headers) -> Headers {
         );
     }
     headers
+}
+
+/// `source.address` as Envoy's connection manager decides it: with its default
+/// `use_remote_address: false`, the last `x-forwarded-for` entry (no port) when there is
+/// one, which the client controls; the peer address otherwise.
+fn downstream_address(request: &Request, headers: &Headers) -> String {
+    if request.use_remote_address {
+        return request.source.clone();
+    }
+    headers
+        .get_str("x-forwarded-for")
+        .and_then(|xff| xff.rsplit(',').next().map(|ip| ip.trim().to_string()))
+        .filter(|ip| !ip.is_empty())
+        .map(|ip| format!("{ip}:0"))
+        .unwrap_or_else(|| request.source.clone())
 }
 
 fn crashed(mut ex: Exchange, why: String) -> Exchange {

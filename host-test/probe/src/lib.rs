@@ -226,6 +226,8 @@ impl HttpContext for Probe {
                 "plugin_name": self.property(&["plugin_name"]),
                 "plugin_root_id": self.property(&["plugin_root_id"]),
                 "plugin_vm_id": self.property(&["plugin_vm_id"]),
+                "source.address.host": self.property(&["source", "address"]).as_str().map(|a| a.rsplit_once(':').map_or(a, |(h, _)| h).to_string()),
+                "source.address.has_port": self.property(&["source", "address"]).as_str().map(|a| a.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok_and(|p| p > 0))),
                 "source.address.is_loopback": self.property(&["source", "address"]).as_str().map(|a| a.starts_with("127.0.0.1:")),
                 "source.port.positive": self.int_property(&["source", "port"]).as_i64().map(|p| p > 0),
                 "probe.state": self.property(&["probe.state"]),
