@@ -26,8 +26,9 @@ struct Row {
     native: Option<String>,
     filters: String,
     token: Option<String>,
-    /// The Portcullis filter configuration, for host-test's instruction counts.
-    portcullis: Option<(String, String)>,
+    /// The Portcullis filters and their configurations, in chain order, for host-test's
+    /// instruction counts.
+    portcullis: Vec<(String, String)>,
 }
 
 fn secret_for(alg: &str) -> &'static [u8] {
@@ -39,10 +40,49 @@ fn secret_for(alg: &str) -> &'static [u8] {
 }
 
 fn token(alg: &str) -> String {
-    // Valid for a day: longer than any bench.
+    // Valid for a day: longer than any bench. `groups` is for Envoy's rbac (Portcullis acl
+    // takes the consumer's configured groups).
     let exp = tokens::now() + 86_400;
-    tokens::token(alg, ISSUER, None, json!({ "exp": exp }), secret_for(alg))
+    tokens::token(
+        alg,
+        ISSUER,
+        None,
+        json!({ "exp": exp, "groups": ["admins"] }),
+        secret_for(alg),
+    )
 }
+
+const ACL: &str = r#"{"allow":["admins"]}"#;
+const RATE_LIMIT: &str = r#"{"minute":1000000000,"limit_by":"consumer"}"#;
+const RATE_LIMIT_IP: &str = r#"{"minute":1000000000,"limit_by":"ip"}"#;
+
+/// Envoy's rbac with the acl policy: the jwt payload's `groups` must hold `admins`.
+const NATIVE_RBAC: &str = r#"- name: envoy.filters.http.rbac
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC
+    rules:
+      action: ALLOW
+      policies:
+        admins:
+          permissions: [{ any: true }]
+          principals:
+          - metadata:
+              filter: envoy.filters.http.jwt_authn
+              path: [{ key: jwt_payload }, { key: groups }]
+              value: { list_match: { one_of: { string_match: { exact: admins } } } }"#;
+
+/// Envoy's local_ratelimit with a bucket that never runs dry.
+const NATIVE_RATE_LIMIT: &str = r#"- name: envoy.filters.http.local_ratelimit
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+    stat_prefix: bench
+    token_bucket: { max_tokens: 1000000000, tokens_per_fill: 1000000000, fill_interval: 1s }
+    filter_enabled:
+      runtime_key: bench_rl_enabled
+      default_value: { numerator: 100, denominator: HUNDRED }
+    filter_enforced:
+      runtime_key: bench_rl_enforced
+      default_value: { numerator: 100, denominator: HUNDRED }"#;
 
 fn portcullis_jwt_config(alg: &str, cache: bool, in_module: bool) -> String {
     let mut credential = json!({ "key": ISSUER, "algorithm": alg });
@@ -78,6 +118,7 @@ fn native_jwt(alg: &str, cache: bool) -> String {
       bench:
         issuer: {ISSUER}
         forward: true
+        payload_in_metadata: jwt_payload
         local_jwks: {{ inline_string: {jwks} }}{cache}
     rules:
     - match: {{ prefix: / }}
@@ -92,7 +133,7 @@ fn rows() -> Vec<Row> {
         native: None,
         filters: String::new(),
         token: None,
-        portcullis: None,
+        portcullis: Vec::new(),
     }];
     for alg in ALGORITHMS {
         let native = format!("native jwt_authn {alg}");
@@ -101,14 +142,14 @@ fn rows() -> Vec<Row> {
             native: None,
             filters: native_jwt(alg, false),
             token: Some(token(alg)),
-            portcullis: None,
+            portcullis: Vec::new(),
         });
         rows.push(Row {
             name: format!("native jwt_authn {alg} +cache"),
             native: None,
             filters: native_jwt(alg, true),
             token: Some(token(alg)),
-            portcullis: None,
+            portcullis: Vec::new(),
         });
         let variants: &[(&str, bool, bool)] = if alg == "HS256" || alg == "EdDSA" {
             &[("", false, false), (" +cache", true, false)]
@@ -126,10 +167,74 @@ fn rows() -> Vec<Row> {
                 native: Some(native.clone()),
                 filters: config::portcullis_filter("jwt", Some(&config)),
                 token: Some(token(alg)),
-                portcullis: Some(("jwt".into(), config)),
+                portcullis: vec![("jwt".into(), config)],
             });
         }
     }
+    // acl and rate-limiting, and the three chained, with HS256 tokens.
+    let jwt_native = native_jwt("HS256", false);
+    let jwt_portcullis = portcullis_jwt_config("HS256", true, false);
+    let chain = |filters: &[String]| filters.join("\n");
+    let mut add =
+        |name: &str, native: Option<&str>, filters: String, portcullis: &[(&str, &str)]| {
+            rows.push(Row {
+                name: name.into(),
+                native: native.map(str::to_owned),
+                filters,
+                token: Some(token("HS256")),
+                portcullis: portcullis
+                    .iter()
+                    .map(|(f, c)| (f.to_string(), c.to_string()))
+                    .collect(),
+            });
+        };
+    add(
+        "native local_ratelimit",
+        None,
+        NATIVE_RATE_LIMIT.into(),
+        &[],
+    );
+    add(
+        "portcullis rate-limiting (by ip)",
+        Some("native local_ratelimit"),
+        config::portcullis_filter("rate-limiting", Some(RATE_LIMIT_IP)),
+        &[("rate-limiting", RATE_LIMIT_IP)],
+    );
+    add(
+        "native jwt_authn + rbac",
+        None,
+        chain(&[jwt_native.clone(), NATIVE_RBAC.into()]),
+        &[],
+    );
+    add(
+        "portcullis jwt + acl",
+        Some("native jwt_authn + rbac"),
+        chain(&[
+            config::portcullis_filter("jwt", Some(&jwt_portcullis)),
+            config::portcullis_filter("acl", Some(ACL)),
+        ]),
+        &[("jwt", &jwt_portcullis), ("acl", ACL)],
+    );
+    add(
+        "native chain (jwt_authn + rbac + local_ratelimit)",
+        None,
+        chain(&[jwt_native, NATIVE_RBAC.into(), NATIVE_RATE_LIMIT.into()]),
+        &[],
+    );
+    add(
+        "portcullis chain (jwt + acl + rate-limiting)",
+        Some("native chain (jwt_authn + rbac + local_ratelimit)"),
+        chain(&[
+            config::portcullis_filter("jwt", Some(&jwt_portcullis)),
+            config::portcullis_filter("acl", Some(ACL)),
+            config::portcullis_filter("rate-limiting", Some(RATE_LIMIT)),
+        ]),
+        &[
+            ("jwt", &jwt_portcullis),
+            ("acl", ACL),
+            ("rate-limiting", RATE_LIMIT),
+        ],
+    );
     rows
 }
 
@@ -329,17 +434,20 @@ fn main() {
     println!("\n## wasm instructions per request (host-test)\n");
     println!("| row | first request | repeated request |");
     println!("|---|---:|---:|");
-    for row in &rows {
-        let Some((filter, config)) = &row.portcullis else {
-            continue;
-        };
+    for row in rows.iter().filter(|r| !r.portcullis.is_empty()) {
         let host = Host::new();
         host.set_unix_time(tokens::now());
-        let Ok(mut plugin) = host
-            .plugin(paths::wasm(filter))
-            .config(config.clone())
-            .start()
-        else {
+        let plugins: Result<Vec<_>, _> = row
+            .portcullis
+            .iter()
+            .map(|(filter, config)| {
+                host.plugin(paths::wasm(filter))
+                    .name(filter)
+                    .config(config.clone())
+                    .start()
+            })
+            .collect();
+        let Ok(mut plugins) = plugins else {
             println!("| {} | (failed to start) | |", row.name);
             continue;
         };
@@ -350,8 +458,9 @@ fn main() {
             }
             r
         };
-        let first = plugin.send(request());
-        let again = plugin.send(request());
+        let mut chain: Vec<&mut host_test::Plugin> = plugins.iter_mut().collect();
+        let first = host_test::send(&mut chain, request());
+        let again = host_test::send(&mut chain, request());
         let ok = first.reached_upstream() && again.reached_upstream();
         println!(
             "| {}{} | {} | {} |",
