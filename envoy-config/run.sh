@@ -5,14 +5,15 @@
 #
 # Environment: DEMO_PORT (8080), DEMO_ADMIN_PORT (9901), DEMO_USERS_PORT (18081),
 # DEMO_ORDERS_PORT (18082), DEMO_PAYMENTS_PORT (18083), DEMO_LOGIN_PORT (18084);
-# ENVOY and SERVICES, the two binaries (the Makefile sets both).
+# ENVOY and SERVICES, the two binaries (the Makefile sets both); DEMO_RUN_DIR (.run), where the
+# rendered config and the validation log go.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ENVOY=${ENVOY:-.venv/bin/envoy}
 SERVICES=${SERVICES:-target/debug/portcullis-services}
 HOST=127.0.0.1
-RUN_DIR=.run
+RUN_DIR=${DEMO_RUN_DIR:-.run}
 CONFIG=$RUN_DIR/demo.yaml
 
 # name, variable, port: every port the demo listens on.
@@ -128,7 +129,11 @@ gw="http://$HOST:${PORT[gateway]}"
 b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
 demo_token() { # consumer
   local secret now header payload sig
-  secret=$(sed -n "/\"key\": \"$1\"/s/.*\"secret\": \"\([^\"]*\)\".*/\1/p" envoy-config/policies/jwt.json)
+  # The credential's "secret", within the same object as its "key" (jwt.json spreads them
+  # over several lines, so join them first).
+  secret=$(tr -d '\n' <envoy-config/policies/jwt.json |
+    sed -n "s/.*\"key\": *\"$1\"[^}]*\"secret\": *\"\([^\"]*\)\".*/\1/p")
+  [[ -n $secret ]] || fail "no HS256 secret for the credential \"$1\" in envoy-config/policies/jwt.json"
   now=$(date +%s)
   header=$(printf '{"alg":"HS256","typ":"JWT"}' | b64url)
   payload=$(printf '{"iss":"%s","sub":"%s","iat":%d,"exp":%d}' "$1" "$1" "$now" $((now + 3600)) | b64url)
@@ -153,6 +158,8 @@ make run: the demo gateway is up on $gw (Envoy admin: http://$HOST:${PORT[admin]
     curl -i $gw/orders -H "authorization: Bearer \$WEB"
     curl -i $gw/payments -H "authorization: Bearer \$MOBILE"
     curl -i $gw/payments -H "authorization: Bearer \$WEB"
+  Payments beyond 20 in a minute are refused (429, with X-RateLimit-* and RateLimit-* headers):
+    for i in \$(seq 21); do curl -s -o /dev/null -w '%{http_code} ' $gw/payments -H "authorization: Bearer \$MOBILE"; done; echo
   Log in (demo users in services/fixtures/users.json); a good login answers a token signed by
   the token-issuer filter, usable as above (mobile-app may pay, web-app may not):
     curl -i $gw/login -H 'content-type: application/json' -d '{"username":"mobile-app","password":"mobile-demo"}'

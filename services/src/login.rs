@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::service::{Answer, Request};
+use crate::service::{self, Answer, Request};
 
 /// `services/fixtures/users.json`, built in: the default user list.
 pub const FIXTURE: &str = include_str!("../fixtures/users.json");
@@ -167,16 +167,22 @@ pub fn login<'u>(users: &'u Users, request: &Request) -> Result<&'u Profile, Ref
         })
 }
 
-/// The login service's answer to any request.
+/// The login service's answer to any request. Its log line also names any identity header
+/// that reached it (none should: the gateway removes a client's own), as the echo services do.
 pub fn answer(users: &Users, request: &Request) -> Answer {
-    match login(users, request) {
+    let mut answer = match login(users, request) {
         Ok(profile) => Answer::json(
             200,
             profile,
             format!("user={:?} logged in", profile.username),
         ),
         Err(refusal) => refusal.answer(),
+    };
+    let identity = service::identity(request.headers);
+    if !identity.is_empty() {
+        answer.log = format!("{} {}", answer.log, service::describe(&identity));
     }
+    answer
 }
 
 #[cfg(test)]
@@ -222,6 +228,27 @@ mod tests {
         );
         assert!(!answer.body.contains("mobile-demo"));
         assert_eq!(answer.log, r#"user="mobile-app" logged in"#);
+    }
+
+    #[test]
+    fn identity_headers_that_reach_the_login_service_show_in_its_log() {
+        let users = Users::fixture().unwrap();
+        let headers = [
+            ("x-consumer-username".to_owned(), "root".to_owned()),
+            ("content-type".to_owned(), "application/json".to_owned()),
+        ];
+        let request = Request {
+            method: "POST",
+            url: "/login",
+            headers: &headers,
+            body: br#"{"username":"web-app","password":"web-demo"}"#,
+        };
+        let answer = answer(&users, &request);
+        assert_eq!(answer.status, 200);
+        assert_eq!(
+            answer.log,
+            r#"user="web-app" logged in x-consumer-username="root""#
+        );
     }
 
     #[test]

@@ -119,6 +119,18 @@ pub fn identity(headers: &[(String, String)]) -> serde_json::Map<String, serde_j
     out
 }
 
+/// Identity headers as a log line shows them: `x-consumer-username="web-app" …`.
+pub fn describe(identity: &serde_json::Map<String, serde_json::Value>) -> String {
+    identity
+        .iter()
+        .map(|(name, value)| match value {
+            serde_json::Value::String(text) => format!("{name}={text:?}"),
+            other => format!("{name}={other}"),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[derive(Serialize)]
 struct Echo<'a> {
     service: &'static str,
@@ -139,14 +151,7 @@ pub fn echo(service: Service, request: &Request) -> Answer {
     let log = if identity.is_empty() {
         "(no identity headers)".to_owned()
     } else {
-        identity
-            .iter()
-            .map(|(name, value)| match value {
-                serde_json::Value::String(text) => format!("{name}={text:?}"),
-                other => format!("{name}={other}"),
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
+        describe(&identity)
     };
     let user = request
         .headers

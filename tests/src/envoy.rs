@@ -174,6 +174,9 @@ impl EnvoyBuilder {
             .args(["--log-level", &self.log_level])
             .arg("--admin-address-path")
             .arg(dir.path().join("admin.txt"))
+            // With hot restart on, Envoy is SIGTERMed when the thread that started it exits,
+            // which kills an Envoy one test thread starts and another uses.
+            .arg("--disable-hot-restart")
             .arg("--use-dynamic-base-id")
             .arg("--base-id-path")
             .arg(dir.path().join("base-id.txt"))

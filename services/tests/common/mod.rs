@@ -3,6 +3,9 @@
 // Each test file uses its own part of this module.
 #![allow(dead_code)]
 
+pub mod gateway;
+pub mod make_run;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -108,6 +111,35 @@ impl Services {
             if found.len() >= n || Instant::now() >= deadline {
                 return found;
             }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Services {
+    /// The lines printed so far that contain `needle`.
+    pub fn lines_containing(&self, needle: &str) -> Vec<String> {
+        self.lines()
+            .into_iter()
+            .filter(|line| line.contains(needle))
+            .collect()
+    }
+
+    /// The first line containing `needle`, waiting up to 5 s for it; panics, showing every
+    /// line, if none comes. A service prints a request's line before it answers, so once the
+    /// client has the answer to a request, waiting for its line also waits for the lines of
+    /// every request answered before it.
+    pub fn wait_for_line_containing(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(line) = self.lines_containing(needle).into_iter().next() {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no service printed a line with {needle:?} within 5 s; they printed:\n{}",
+                self.lines().join("\n")
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
