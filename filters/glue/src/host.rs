@@ -105,3 +105,14 @@ pub fn now_millis() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// The answer of a `dispatch_grpc_call`, read in `on_grpc_call_response`: `None` when
+/// there is none (size 0) or the host refuses (the SDK's own getter panics then).
+pub fn grpc_call_response(size: usize) -> Option<Vec<u8>> {
+    if size == 0 {
+        return None;
+    }
+    proxy_wasm::hostcalls::get_buffer(proxy_wasm::types::BufferType::GrpcReceiveBuffer, 0, size)
+        .ok()
+        .flatten()
+}

@@ -2,17 +2,22 @@
 //! The root context compiles the configuration and creates the counter table in shared data;
 //! the HTTP context hands the route, the request's facts and the clock to the limiter,
 //! answers a refusal with Kong's 429, and puts the rate-limit headers on the response.
+//! With `policy: redis` the request waits for the rate limit service instead (one gRPC
+//! call), and the local limiter counts it only when the service fails.
 
 mod shared;
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 use portcullis_core::identity::Identity;
+use portcullis_core::rate_limit::rls::{METHOD, SERVICE};
 use portcullis_core::rate_limit::{
-    Decision, Limiter, RateLimitPolicySet, RequestFacts, UnixMillis, FAULT_BODY,
+    Answer, Decision, Limiter, RateLimitPolicySet, Reply, RequestFacts, ServiceCall, UnixMillis,
+    FAULT_BODY,
 };
 use portcullis_glue::host::{self, log, Counter};
 
@@ -33,6 +38,8 @@ struct Metrics {
     faults: Counter,
     /// Requests counted in a shared overflow slot: the table is full around their key.
     overflowed: Counter,
+    /// `policy: redis`: the rate limit service failed and the request was counted locally.
+    service_fallbacks: Counter,
 }
 
 impl Metrics {
@@ -42,6 +49,7 @@ impl Metrics {
             limited: Counter::define("portcullis_rate_limiting_limited_total"),
             faults: Counter::define("portcullis_rate_limiting_faults_total"),
             overflowed: Counter::define("portcullis_rate_limiting_overflowed_total"),
+            service_fallbacks: Counter::define("portcullis_rate_limiting_service_fallbacks_total"),
         }
     }
 }
@@ -104,6 +112,16 @@ impl RootContext for RateLimitRoot {
                 ),
             ),
         }
+        if let Some(service) = limiter.policies().service() {
+            log(
+                LogLevel::Info,
+                &format!(
+                    "portcullis-rate-limiting: counting in the rate limit service of cluster \
+                     {:?} (domain {:?}, timeout {} ms); shared data only if it fails",
+                    service.cluster, service.domain, service.timeout_ms
+                ),
+            );
+        }
         self.worker = Some(Rc::new(Worker {
             limiter,
             metrics: Metrics::define(),
@@ -115,6 +133,7 @@ impl RootContext for RateLimitRoot {
         Some(Box::new(RateLimitRequest {
             worker: self.worker.clone(),
             response_headers: Vec::new(),
+            pending: None,
         }))
     }
 
@@ -128,9 +147,31 @@ struct RateLimitRequest {
     /// Decided with the request, set on the response: the request's header map is gone by
     /// then, and this one does not exist yet.
     response_headers: Vec<(&'static str, String)>,
+    /// `policy: redis`: the call out to the rate limit service, while the request waits.
+    pending: Option<ServiceCall>,
 }
 
-impl Context for RateLimitRequest {}
+impl Context for RateLimitRequest {
+    fn on_grpc_call_response(&mut self, _token_id: u32, status_code: u32, response_size: usize) {
+        let (Some(worker), Some(call)) = (self.worker.clone(), self.pending.take()) else {
+            return;
+        };
+        let body = if status_code == 0 {
+            host::grpc_call_response(response_size)
+        } else {
+            None
+        };
+        let reply = match status_code {
+            0 => Reply::Message(body.as_deref().unwrap_or_default()),
+            status => Reply::Failed(Some(status)),
+        };
+        let now = UnixMillis(host::now_millis());
+        let answer = worker.limiter.service_answer(&call, reply, &HostStore, now);
+        if let Action::Continue = self.answer(&worker, answer) {
+            self.resume_http_request();
+        }
+    }
+}
 
 impl HttpContext for RateLimitRequest {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
@@ -140,13 +181,94 @@ impl HttpContext for RateLimitRequest {
             return Action::Pause;
         };
         let route = host::route_name();
-        let now = UnixMillis(host::now_millis());
         let mut facts = HostFacts::default();
-        let metrics = &worker.metrics;
-        match worker
+        if let Some(service) = worker.limiter.policies().service() {
+            let Some(call) = worker
+                .limiter
+                .service_call(service, route.as_deref(), &mut facts)
+            else {
+                return Action::Continue;
+            };
+            let dispatched = self.dispatch_grpc_call(
+                &service.cluster,
+                SERVICE,
+                METHOD,
+                Vec::new(),
+                Some(&call.message),
+                Duration::from_millis(service.timeout_ms),
+            );
+            return match dispatched {
+                Ok(_) => {
+                    self.pending = Some(call);
+                    Action::Pause
+                }
+                Err(status) => {
+                    log(
+                        LogLevel::Warn,
+                        &format!(
+                            "portcullis-rate-limiting: no call to cluster {:?}: {status:?}",
+                            service.cluster
+                        ),
+                    );
+                    let now = UnixMillis(host::now_millis());
+                    let answer =
+                        worker
+                            .limiter
+                            .service_answer(&call, Reply::Failed(None), &HostStore, now);
+                    self.answer(&worker, answer)
+                }
+            };
+        }
+        let now = UnixMillis(host::now_millis());
+        let decision = worker
             .limiter
-            .decide(route.as_deref(), &mut facts, &HostStore, now)
-        {
+            .decide(route.as_deref(), &mut facts, &HostStore, now);
+        self.act(&worker, decision)
+    }
+
+    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        for (name, value) in self.response_headers.drain(..) {
+            host::set_response_header(name, Some(&value));
+        }
+        Action::Continue
+    }
+}
+
+impl RateLimitRequest {
+    /// Acts on the rate limit service's answer (or on the local limiter's, when it failed).
+    fn answer(&mut self, worker: &Worker, answer: Answer<'_>) -> Action {
+        match answer {
+            Answer::Decided(decision) => self.act(worker, decision),
+            Answer::Fallback { decision, error } => {
+                worker.metrics.service_fallbacks.inc();
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "portcullis-rate-limiting: rate limit service failed ({error}); counted \
+                         in shared data instead"
+                    ),
+                );
+                self.act(worker, decision)
+            }
+            Answer::Failed { error } => {
+                worker.metrics.faults.inc();
+                log(
+                    LogLevel::Error,
+                    &format!(
+                        "portcullis-rate-limiting: rate limit service failed ({error}), answered \
+                         500 (fault_tolerant is false)"
+                    ),
+                );
+                host::respond_json(500, FAULT_BODY, &[]);
+                Action::Pause
+            }
+        }
+    }
+
+    /// Lets the request through (keeping the headers for the response) or answers it.
+    fn act(&mut self, worker: &Worker, decision: Decision<'_>) -> Action {
+        let metrics = &worker.metrics;
+        match decision {
             Decision::NotLimited => Action::Continue,
             Decision::Allow {
                 headers,
@@ -194,13 +316,6 @@ impl HttpContext for RateLimitRequest {
                 }
             }
         }
-    }
-
-    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        for (name, value) in self.response_headers.drain(..) {
-            host::set_response_header(name, Some(&value));
-        }
-        Action::Continue
     }
 }
 

@@ -504,7 +504,7 @@ fn broken_configs_are_refused_naming_the_field() {
         ),
         (
             json!({"minute": 1, "policy": "redis"}),
-            "policy: \"redis\" is not available yet",
+            "rate_limit_service: required when policy is \"redis\"",
         ),
         (
             json!({"minute": 1, "redis_host": "localhost"}),

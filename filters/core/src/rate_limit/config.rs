@@ -8,6 +8,7 @@ use serde::Deserialize;
 use super::counter::Algorithm;
 use super::key::LimitBy;
 use super::policy::{Policy, RateLimitPolicySet, ResponseSettings, RoutePolicies};
+use super::rls::ServiceSettings;
 use super::table::{DEFAULT_SLOTS, MAX_SLOTS, MIN_SLOTS};
 use super::window::Period;
 use crate::jwt::config::err;
@@ -16,6 +17,12 @@ use crate::jwt::ConfigError;
 
 /// Kong's default `error_message`.
 pub const DEFAULT_MESSAGE: &str = "API rate limit exceeded";
+/// `rate_limit_service.domain` when left out.
+pub const DEFAULT_DOMAIN: &str = "portcullis";
+/// `rate_limit_service.timeout` when left out, in milliseconds.
+pub const DEFAULT_SERVICE_TIMEOUT_MS: u64 = 100;
+/// Longest `rate_limit_service.timeout` accepted, in milliseconds.
+pub const MAX_SERVICE_TIMEOUT_MS: u64 = 60_000;
 /// Longest `error_message` accepted, in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 1_024;
 /// Most `xff_num_trusted_hops` accepted.
@@ -34,7 +41,8 @@ pub enum RawLimitBy {
     Service,
 }
 
-/// Kong's `policy` values; only `local` is built.
+/// Kong's `policy` values: `local` (shared data) and `redis` (a rate limit service over
+/// Envoy's gRPC protocol, counting in Redis); `cluster` (Kong's database) is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RawPolicyKind {
@@ -79,9 +87,12 @@ pub struct RawConfig {
     /// edge). Also accepted as `window_type` (Kong rate-limiting-advanced).
     #[serde(alias = "window_type")]
     pub algorithm: Option<Algorithm>,
-    /// Where counters live: only `local` (Envoy shared data: exact across the workers of one
-    /// Envoy) for now. `redis` and `cluster` are refused until the cluster policy exists.
+    /// Where counters live: `local` (default; Envoy shared data: exact across the workers
+    /// of one Envoy) or `redis` (the rate limit service of `rate_limit_service`, which
+    /// counts in Redis: exact across every Envoy that asks it). `cluster` is refused.
     pub policy: Option<RawPolicyKind>,
+    /// The rate limit service `policy: redis` asks (required then, refused otherwise).
+    pub rate_limit_service: Option<RawService>,
     /// When counting fails (shared data refused, contention past the retry budget) let the
     /// request through, logged and counted (Kong, default true); false answers 500.
     pub fault_tolerant: Option<bool>,
@@ -101,6 +112,20 @@ pub struct RawConfig {
     /// leaves out is the top level's.
     #[serde(default)]
     pub routes: BTreeMap<String, RawRoute>,
+}
+
+/// Where the rate limit service is (`policy: redis`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    /// The Envoy cluster of the service (HTTP/2, as every gRPC cluster). Required.
+    pub cluster: String,
+    /// The descriptors' domain (default `portcullis`): filters sharing a service and a
+    /// domain share counters, so give each gateway deployment its own.
+    pub domain: Option<String>,
+    /// Milliseconds to wait for an answer (default 100, 1..=60000); past it the call has
+    /// failed and `fault_tolerant` decides.
+    pub timeout: Option<u64>,
 }
 
 /// A route's policy: its own limits, and overrides of the top level's other fields.
@@ -210,19 +235,7 @@ impl TryFrom<RawConfig> for RateLimitPolicySet {
     type Error = ConfigError;
 
     fn try_from(raw: RawConfig) -> Result<RateLimitPolicySet, ConfigError> {
-        match raw.policy.unwrap_or(RawPolicyKind::Local) {
-            RawPolicyKind::Local => {}
-            other => {
-                return Err(err(
-                    "policy",
-                    format!(
-                        "{:?} is not available yet: only \"local\" (Envoy shared data, exact \
-                         across the workers of one Envoy)",
-                        format!("{other:?}").to_lowercase()
-                    ),
-                ))
-            }
-        }
+        let service = compile_service(&raw)?;
         let slots = raw.slots.unwrap_or(DEFAULT_SLOTS);
         if !(MIN_SLOTS..=MAX_SLOTS).contains(&slots) {
             return Err(err(
@@ -257,13 +270,89 @@ impl TryFrom<RawConfig> for RateLimitPolicySet {
         if global.is_none() && routes.is_empty() {
             return Err(err("", no_limit_message()));
         }
-        Ok(RateLimitPolicySet::new(
-            global,
-            routes,
-            default_response,
-            slots,
-        ))
+        let set = RateLimitPolicySet::new(global, routes, default_response, slots, service);
+        if set.service().is_some() {
+            check_service_limits(&set)?;
+        }
+        Ok(set)
     }
+}
+
+/// `policy` and `rate_limit_service`, checked together.
+fn compile_service(raw: &RawConfig) -> Result<Option<ServiceSettings>, ConfigError> {
+    match (
+        raw.policy.unwrap_or(RawPolicyKind::Local),
+        &raw.rate_limit_service,
+    ) {
+        (RawPolicyKind::Local, None) => Ok(None),
+        (RawPolicyKind::Local, Some(_)) => {
+            Err(err("rate_limit_service", "only used with policy \"redis\""))
+        }
+        (RawPolicyKind::Cluster, _) => Err(err(
+            "policy",
+            "\"cluster\" (Kong's database) is not offered: use \"redis\" (a rate limit \
+             service counting in Redis, exact across Envoy nodes) or \"local\"",
+        )),
+        (RawPolicyKind::Redis, None) => Err(err(
+            "rate_limit_service",
+            "required when policy is \"redis\": {\"cluster\": \"<Envoy cluster of the rate \
+             limit service>\"}",
+        )),
+        (RawPolicyKind::Redis, Some(service)) => {
+            if service.cluster.is_empty() {
+                return Err(err("rate_limit_service.cluster", "empty cluster name"));
+            }
+            let domain = service.domain.as_deref().unwrap_or(DEFAULT_DOMAIN);
+            if domain.is_empty() || domain.chars().any(char::is_control) {
+                return Err(err(
+                    "rate_limit_service.domain",
+                    format!("{domain:?} is not a domain (non-empty, no control characters)"),
+                ));
+            }
+            let timeout_ms = service.timeout.unwrap_or(DEFAULT_SERVICE_TIMEOUT_MS);
+            if !(1..=MAX_SERVICE_TIMEOUT_MS).contains(&timeout_ms) {
+                return Err(err(
+                    "rate_limit_service.timeout",
+                    format!("{timeout_ms} is outside 1..={MAX_SERVICE_TIMEOUT_MS} (milliseconds)"),
+                ));
+            }
+            Ok(Some(ServiceSettings {
+                cluster: service.cluster.clone(),
+                domain: domain.to_owned(),
+                timeout_ms,
+            }))
+        }
+    }
+}
+
+/// What the rate limit service protocol can carry: limits as `uint32`, fixed windows.
+fn check_service_limits(set: &RateLimitPolicySet) -> Result<(), ConfigError> {
+    for policy in set.policies() {
+        let prefix = if policy.name == "global" {
+            ""
+        } else {
+            policy.name.as_str()
+        };
+        if policy.algorithm != Algorithm::Fixed {
+            return Err(err(
+                at(prefix, "algorithm"),
+                "\"sliding\" is counted in shared data only (policy \"local\"): the rate \
+                 limit service counts fixed windows",
+            ));
+        }
+        for (period, limit) in &policy.limits {
+            if *limit > u64::from(u32::MAX) {
+                return Err(err(
+                    at(prefix, period.name()),
+                    format!(
+                        "{limit} is over {} (the rate limit protocol's most)",
+                        u32::MAX
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn no_limit_message() -> String {
@@ -521,8 +610,64 @@ mod tests {
             ),
             (
                 json!({"minute": 1, "policy": "redis"}),
+                "rate_limit_service",
+                "required when policy is \"redis\"",
+            ),
+            (
+                json!({"minute": 1, "policy": "cluster"}),
                 "policy",
-                "\"redis\" is not available yet",
+                "\"cluster\" (Kong's database) is not offered",
+            ),
+            (
+                json!({"minute": 1, "rate_limit_service": {"cluster": "rls"}}),
+                "rate_limit_service",
+                "only used with policy \"redis\"",
+            ),
+            (
+                json!({"minute": 1, "policy": "redis", "rate_limit_service": {"cluster": ""}}),
+                "rate_limit_service.cluster",
+                "empty cluster name",
+            ),
+            (
+                json!({"minute": 1, "policy": "redis", "rate_limit_service": {}}),
+                "rate_limit_service",
+                "missing field `cluster`",
+            ),
+            (
+                json!({"minute": 1, "policy": "redis",
+                       "rate_limit_service": {"cluster": "rls", "host": "redis"}}),
+                "rate_limit_service.host",
+                "unknown field `host`",
+            ),
+            (
+                json!({"minute": 1, "policy": "redis",
+                       "rate_limit_service": {"cluster": "rls", "timeout": 0}}),
+                "rate_limit_service.timeout",
+                "outside 1..=60000",
+            ),
+            (
+                json!({"minute": 1, "policy": "redis",
+                       "rate_limit_service": {"cluster": "rls", "domain": ""}}),
+                "rate_limit_service.domain",
+                "not a domain",
+            ),
+            (
+                json!({"minute": 1, "policy": "redis", "algorithm": "sliding",
+                       "rate_limit_service": {"cluster": "rls"}}),
+                "algorithm",
+                "counted in shared data only",
+            ),
+            (
+                json!({"minute": 1, "policy": "redis", "rate_limit_service": {"cluster": "rls"},
+                       "routes": {"pay": {"minute": 1, "window_type": "sliding"}}}),
+                "routes.pay.algorithm",
+                "counted in shared data only",
+            ),
+            (
+                json!({"minute": 1, "hour": 5_000_000_000u64, "policy": "redis",
+                       "rate_limit_service": {"cluster": "rls"}}),
+                "hour",
+                "the rate limit protocol's most",
             ),
             (
                 json!({"minute": 1, "policy": "memcached"}),

@@ -180,17 +180,53 @@ impl Limiter {
         store: &dyn SharedStore,
         now: UnixMillis,
     ) -> Decision<'_> {
+        let keys = self.keys(route, facts);
+        self.decide_keyed(route, &keys, store, now)
+    }
+
+    /// The key the request counts under for each policy on `route`, in
+    /// [`RateLimitPolicySet::select`]'s order (none when no policy applies).
+    pub fn keys(&self, route: Option<&str>, facts: &mut dyn RequestFacts) -> Vec<LimitKey> {
+        self.set
+            .select(route)
+            .policies
+            .iter()
+            .map(|policy| policy.limit_by.key(route, facts, policy.trusted_hops))
+            .collect()
+    }
+
+    /// [`Limiter::decide`] with the keys already read (by [`Limiter::keys`]): the
+    /// rate limit service's fallback counts locally what it asked the service about.
+    pub fn decide_keyed(
+        &self,
+        route: Option<&str>,
+        keys: &[LimitKey],
+        store: &dyn SharedStore,
+        now: UnixMillis,
+    ) -> Decision<'_> {
         let selection = self.set.select(route);
         if selection.policies.is_empty() {
             return Decision::NotLimited;
         }
+        if selection.policies.len() != keys.len() {
+            // Keys read for another route: a bug, never admitted silently.
+            return Decision::Fault {
+                error: format!(
+                    "{} keys for {} policies",
+                    keys.len(),
+                    selection.policies.len()
+                ),
+                pass: selection.response.fault_tolerant,
+            };
+        }
         let subjects: Vec<Subject<'_>> = selection
             .policies
             .iter()
-            .map(|policy| {
-                let key = policy.limit_by.key(route, facts, policy.trusted_hops);
-                let owner = self.table.owner(policy, &key);
-                Subject { policy, key, owner }
+            .zip(keys)
+            .map(|(policy, key)| Subject {
+                policy,
+                key: key.clone(),
+                owner: self.table.owner(policy, key),
             })
             .collect();
         let response: &ResponseSettings = selection.response;

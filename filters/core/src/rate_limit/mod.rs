@@ -20,6 +20,7 @@
 //! | [`store`] | the shared-data trait and its in-memory double |
 //! | [`limiter`] | check all, count all, CAS retries, undo |
 //! | [`headers`] | Kong's and the IETF draft's response headers |
+//! | [`rls`] | `policy: redis`: Envoy's rate limit service protocol, and the local fallback |
 
 pub mod config;
 pub mod counter;
@@ -27,6 +28,7 @@ pub mod headers;
 pub mod key;
 pub mod limiter;
 pub mod policy;
+pub mod rls;
 pub mod slot;
 pub mod store;
 pub mod table;
@@ -37,6 +39,7 @@ pub use counter::Algorithm;
 pub use key::{LimitBy, RequestFacts};
 pub use limiter::{Decision, Limiter, FAULT_BODY};
 pub use policy::{Policy, RateLimitPolicySet};
+pub use rls::{Answer, Reply, ServiceCall, ServiceSettings};
 pub use store::{MemoryStore, SharedStore, StoreError, Written};
 pub use window::Period;
 

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use super::counter::Algorithm;
 use super::key::LimitBy;
+use super::rls::ServiceSettings;
 use super::slot::hash;
 use super::window::Period;
 
@@ -78,6 +79,7 @@ pub struct RateLimitPolicySet {
     routes: HashMap<String, RoutePolicies>,
     default_response: ResponseSettings,
     slots: u32,
+    service: Option<ServiceSettings>,
 }
 
 /// The policies that apply to one request, global first, and its response settings.
@@ -93,13 +95,20 @@ impl RateLimitPolicySet {
         routes: HashMap<String, RoutePolicies>,
         default_response: ResponseSettings,
         slots: u32,
+        service: Option<ServiceSettings>,
     ) -> RateLimitPolicySet {
         RateLimitPolicySet {
             global,
             routes,
             default_response,
             slots,
+            service,
         }
+    }
+
+    /// The rate limit service to count in (`policy: redis`), or `None`: shared data.
+    pub fn service(&self) -> Option<&ServiceSettings> {
+        self.service.as_ref()
     }
 
     /// The global policy (if it has limits) and the route's (if it has an entry): both count

@@ -1,0 +1,685 @@
+//! The `redis` policy: every window counted by a rate limit service, over Envoy's own gRPC
+//! protocol (`envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`), so one limit
+//! holds across every Envoy node that asks the same service. The project ships such a
+//! service (`services/ratelimit`, counters in Redis); envoyproxy/ratelimit and Limitador
+//! speak the same protocol.
+//!
+//! One request makes one call. Each window of each policy that applies is one descriptor:
+//! `portcullis_policy=<policy>`, `<key kind>=<key>` (what `limit_by` found), and the limit
+//! itself in the descriptor's `limit` override, so the service needs no copy of the policy.
+//! The service answers every descriptor at once; the filter turns the answer into Kong's
+//! 429 and headers with [`client_headers`], exactly as the local policy does.
+//!
+//! When the call fails (the service unreachable, slower than `timeout`, Redis down, an
+//! answer that does not fit the question), `fault_tolerant` decides: true counts the
+//! request in the local shared-data limiter instead ([`Answer::Fallback`]), false answers
+//! 500.
+
+use prost::Message;
+
+use super::config::DEFAULT_DOMAIN;
+use super::headers::{client_headers, WindowReport};
+use super::key::{LimitKey, RequestFacts};
+use super::limiter::{Decision, Limiter};
+use super::policy::ResponseSettings;
+use super::window::Period;
+use super::UnixMillis;
+
+/// The gRPC service and method called.
+pub const SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";
+pub const METHOD: &str = "ShouldRateLimit";
+/// The descriptor entry naming the policy (`global`, `routes.<name>`).
+pub const POLICY_ENTRY: &str = "portcullis_policy";
+
+/// Where the service is and how long to wait for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSettings {
+    /// The Envoy cluster (HTTP/2) of the rate limit service.
+    pub cluster: String,
+    /// The descriptors' domain: deployments sharing a service and a domain share counters.
+    pub domain: String,
+    /// Milliseconds before the call counts as failed.
+    pub timeout_ms: u64,
+}
+
+impl Default for ServiceSettings {
+    fn default() -> Self {
+        ServiceSettings {
+            cluster: String::new(),
+            domain: DEFAULT_DOMAIN.to_owned(),
+            timeout_ms: super::config::DEFAULT_SERVICE_TIMEOUT_MS,
+        }
+    }
+}
+
+/// `envoy.service.ratelimit.v3.RateLimitRequest`.
+#[derive(Clone, PartialEq, Message)]
+pub struct RateLimitRequest {
+    #[prost(string, tag = "1")]
+    pub domain: String,
+    #[prost(message, repeated, tag = "2")]
+    pub descriptors: Vec<RateLimitDescriptor>,
+    #[prost(uint32, tag = "3")]
+    pub hits_addend: u32,
+}
+
+/// `envoy.extensions.common.ratelimit.v3.RateLimitDescriptor`.
+#[derive(Clone, PartialEq, Message)]
+pub struct RateLimitDescriptor {
+    #[prost(message, repeated, tag = "1")]
+    pub entries: Vec<Entry>,
+    #[prost(message, optional, tag = "2")]
+    pub limit: Option<RateLimitOverride>,
+}
+
+/// `RateLimitDescriptor.Entry`.
+#[derive(Clone, PartialEq, Message)]
+pub struct Entry {
+    #[prost(string, tag = "1")]
+    pub key: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
+}
+
+/// `RateLimitDescriptor.RateLimitOverride`; `unit` is `envoy.type.v3.RateLimitUnit`.
+#[derive(Clone, PartialEq, Message)]
+pub struct RateLimitOverride {
+    #[prost(uint32, tag = "1")]
+    pub requests_per_unit: u32,
+    #[prost(int32, tag = "2")]
+    pub unit: i32,
+}
+
+/// `envoy.service.ratelimit.v3.RateLimitResponse` (the fields the filter reads; the
+/// others are skipped when decoding).
+#[derive(Clone, PartialEq, Message)]
+pub struct RateLimitResponse {
+    #[prost(int32, tag = "1")]
+    pub overall_code: i32,
+    #[prost(message, repeated, tag = "2")]
+    pub statuses: Vec<DescriptorStatus>,
+}
+
+/// `RateLimitResponse.DescriptorStatus`.
+#[derive(Clone, PartialEq, Message)]
+pub struct DescriptorStatus {
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    #[prost(message, optional, tag = "2")]
+    pub current_limit: Option<RateLimit>,
+    #[prost(uint32, tag = "3")]
+    pub limit_remaining: u32,
+    #[prost(message, optional, tag = "4")]
+    pub duration_until_reset: Option<ProtoDuration>,
+}
+
+/// `RateLimitResponse.RateLimit`.
+#[derive(Clone, PartialEq, Message)]
+pub struct RateLimit {
+    #[prost(string, tag = "3")]
+    pub name: String,
+    #[prost(uint32, tag = "1")]
+    pub requests_per_unit: u32,
+    #[prost(int32, tag = "2")]
+    pub unit: i32,
+}
+
+/// `google.protobuf.Duration`.
+#[derive(Clone, PartialEq, Message)]
+pub struct ProtoDuration {
+    #[prost(int64, tag = "1")]
+    pub seconds: i64,
+    #[prost(int32, tag = "2")]
+    pub nanos: i32,
+}
+
+/// `RateLimitResponse.Code`.
+pub const CODE_OK: i32 = 1;
+pub const CODE_OVER_LIMIT: i32 = 2;
+
+/// `envoy.type.v3.RateLimitUnit` of a period (the same numbers as [`Period::code`]).
+pub fn unit(period: Period) -> i32 {
+    i32::from(period.code())
+}
+
+/// One window asked about: which policy (index into the request's keys), which period,
+/// what limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Asked {
+    subject: usize,
+    period: Period,
+    limit: u64,
+}
+
+/// One request's question to the service, and what is needed to read the answer and, if
+/// the service fails, to count locally instead. Owned: it waits in the HTTP context while
+/// the call is out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceCall {
+    route: Option<String>,
+    keys: Vec<LimitKey>,
+    policy_names: Vec<String>,
+    asked: Vec<Asked>,
+    /// The encoded `RateLimitRequest`.
+    pub message: Vec<u8>,
+}
+
+/// What the gRPC call gave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reply<'a> {
+    /// gRPC status 0 and the response message.
+    Message(&'a [u8]),
+    /// A gRPC status other than OK (14 unavailable, 4 deadline exceeded, …), or the call
+    /// could not even be dispatched (`None`).
+    Failed(Option<u32>),
+}
+
+/// The request's fate once the service has answered (or failed to).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer<'a> {
+    /// The service decided (`Allow` or `Limit`).
+    Decided(Decision<'a>),
+    /// The service failed and the policy is fault tolerant: `decision` is the local
+    /// limiter's, `error` says why the service was not used (log it, count it).
+    Fallback {
+        decision: Decision<'a>,
+        error: String,
+    },
+    /// The service failed and the policy is not fault tolerant: answer 500.
+    Failed { error: String },
+}
+
+impl Limiter {
+    /// The call to make for a request on `route`, or `None` when no policy applies.
+    pub fn service_call(
+        &self,
+        settings: &ServiceSettings,
+        route: Option<&str>,
+        facts: &mut dyn RequestFacts,
+    ) -> Option<ServiceCall> {
+        let selection = self.policies().select(route);
+        if selection.policies.is_empty() {
+            return None;
+        }
+        let keys = self.keys(route, facts);
+        let mut asked = Vec::new();
+        let mut descriptors = Vec::new();
+        for (subject, (policy, key)) in selection.policies.iter().zip(&keys).enumerate() {
+            for (period, limit) in &policy.limits {
+                asked.push(Asked {
+                    subject,
+                    period: *period,
+                    limit: *limit,
+                });
+                descriptors.push(RateLimitDescriptor {
+                    entries: vec![
+                        Entry {
+                            key: POLICY_ENTRY.to_owned(),
+                            value: policy.name.clone(),
+                        },
+                        Entry {
+                            key: key.kind.tag().to_owned(),
+                            value: key.value.clone(),
+                        },
+                    ],
+                    limit: Some(RateLimitOverride {
+                        // Configuration refuses limits over u32::MAX with this policy.
+                        requests_per_unit: u32::try_from(*limit).unwrap_or(u32::MAX),
+                        unit: unit(*period),
+                    }),
+                });
+            }
+        }
+        let message = RateLimitRequest {
+            domain: settings.domain.clone(),
+            descriptors,
+            hits_addend: 1,
+        }
+        .encode_to_vec();
+        Some(ServiceCall {
+            route: route.map(str::to_owned),
+            policy_names: selection.policies.iter().map(|p| p.name.clone()).collect(),
+            keys,
+            asked,
+            message,
+        })
+    }
+
+    /// Reads the service's reply to `call`; on a failure, counts locally or refuses as
+    /// `fault_tolerant` says.
+    pub fn service_answer(
+        &self,
+        call: &ServiceCall,
+        reply: Reply<'_>,
+        store: &dyn super::store::SharedStore,
+        now: UnixMillis,
+    ) -> Answer<'_> {
+        let selection = self.policies().select(call.route.as_deref());
+        let response = selection.response;
+        let error = match reply {
+            Reply::Message(bytes) => match read(call, bytes, response, now) {
+                Ok(decision) => return Answer::Decided(decision),
+                Err(e) => e,
+            },
+            Reply::Failed(Some(status)) => format!("the service answered {}", grpc_status(status)),
+            Reply::Failed(None) => "the call could not be made".to_owned(),
+        };
+        if response.fault_tolerant {
+            Answer::Fallback {
+                decision: self.decide_keyed(call.route.as_deref(), &call.keys, store, now),
+                error,
+            }
+        } else {
+            Answer::Failed { error }
+        }
+    }
+}
+
+/// The service's answer as a decision, or why it cannot be one.
+fn read<'a>(
+    call: &ServiceCall,
+    bytes: &[u8],
+    response: &'a ResponseSettings,
+    now: UnixMillis,
+) -> Result<Decision<'a>, String> {
+    let answer = RateLimitResponse::decode(bytes)
+        .map_err(|e| format!("the service's answer is not a RateLimitResponse: {e}"))?;
+    if answer.statuses.len() != call.asked.len() {
+        return Err(format!(
+            "the service answered {} descriptors of {}",
+            answer.statuses.len(),
+            call.asked.len()
+        ));
+    }
+    let limited = match answer.overall_code {
+        CODE_OK => false,
+        CODE_OVER_LIMIT => true,
+        other => return Err(format!("the service answered overall code {other}")),
+    };
+    let reports: Vec<WindowReport> = call
+        .asked
+        .iter()
+        .zip(&answer.statuses)
+        .map(|(asked, status)| {
+            let exceeded = status.code == CODE_OVER_LIMIT;
+            WindowReport {
+                period: asked.period,
+                limit: asked.limit,
+                remaining: if exceeded {
+                    0
+                } else {
+                    u64::from(status.limit_remaining).min(asked.limit)
+                },
+                reset: reset_secs(status, asked.period, now),
+                exceeded,
+            }
+        })
+        .collect();
+    if limited && !reports.iter().any(|r| r.exceeded) {
+        return Err("the service answered over limit for no descriptor".to_owned());
+    }
+    let headers = if response.hide_client_headers {
+        Vec::new()
+    } else {
+        client_headers(&reports)
+    };
+    if !limited {
+        return Ok(Decision::Allow {
+            headers,
+            overflowed: false,
+        });
+    }
+    Ok(Decision::Limit {
+        status: response.error_code,
+        body: &response.error_body,
+        headers,
+        reason: reason(call, &reports),
+        overflowed: false,
+    })
+}
+
+/// Whole seconds until the window resets, rounded up and at least 1: the service's
+/// `duration_until_reset`, or (a service that leaves it out) the calendar window's end.
+fn reset_secs(status: &DescriptorStatus, period: Period, now: UnixMillis) -> u64 {
+    match &status.duration_until_reset {
+        Some(d) if d.seconds >= 0 => {
+            let secs = u64::try_from(d.seconds).unwrap_or(0);
+            let up = u64::from(d.nanos > 0);
+            (secs + up).max(1)
+        }
+        _ => period.window_at(now.secs()).secs_until_end(now),
+    }
+}
+
+/// The log line of a refusal: the key, the policy and the window that refused longest.
+fn reason(call: &ServiceCall, reports: &[WindowReport]) -> String {
+    let binding = call
+        .asked
+        .iter()
+        .zip(reports)
+        .filter(|(_, r)| r.exceeded)
+        .max_by_key(|(_, r)| r.reset);
+    match binding {
+        Some((asked, report)) => format!(
+            "{} by {} {}: limit {} reached (rate limit service), retry in {} s",
+            call.keys
+                .get(asked.subject)
+                .map_or_else(|| "unknown".to_owned(), LimitKey::describe),
+            call.policy_names
+                .get(asked.subject)
+                .map_or("?", String::as_str),
+            asked.period.name(),
+            asked.limit,
+            report.reset
+        ),
+        None => "over the limit (rate limit service)".to_owned(),
+    }
+}
+
+/// A gRPC status for a log line: `14 (unavailable)`.
+fn grpc_status(code: u32) -> String {
+    let name = match code {
+        1 => "cancelled",
+        2 => "unknown",
+        3 => "invalid argument",
+        4 => "deadline exceeded",
+        5 => "not found",
+        7 => "permission denied",
+        8 => "resource exhausted",
+        12 => "unimplemented",
+        13 => "internal",
+        14 => "unavailable",
+        16 => "unauthenticated",
+        _ => "error",
+    };
+    format!("gRPC status {code} ({name})")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::rate_limit::key::tests::Facts;
+    use crate::rate_limit::store::MemoryStore;
+    use crate::rate_limit::RateLimitPolicySet;
+
+    /// 2026-01-01T00:00:10Z.
+    const NOW: UnixMillis = UnixMillis(1_767_225_610_000);
+
+    fn limiter(config: serde_json::Value) -> (Limiter, ServiceSettings) {
+        let set = RateLimitPolicySet::from_json(config.to_string().as_bytes()).unwrap();
+        let settings = set.service().cloned().unwrap();
+        (Limiter::new(set, "rate-limiting"), settings)
+    }
+
+    fn scenario() -> (Limiter, ServiceSettings) {
+        limiter(json!({
+            "minute": 100,
+            "hour": 1000,
+            "limit_by": "ip",
+            "policy": "redis",
+            "rate_limit_service": {"cluster": "ratelimit", "domain": "shop", "timeout": 250},
+            "routes": {"payments": {"minute": 20}}
+        }))
+    }
+
+    fn status(code: i32, remaining: u32, reset: i64) -> DescriptorStatus {
+        DescriptorStatus {
+            code,
+            current_limit: None,
+            limit_remaining: remaining,
+            duration_until_reset: Some(ProtoDuration {
+                seconds: reset,
+                nanos: 0,
+            }),
+        }
+    }
+
+    fn answer(overall: i32, statuses: Vec<DescriptorStatus>) -> Vec<u8> {
+        RateLimitResponse {
+            overall_code: overall,
+            statuses,
+        }
+        .encode_to_vec()
+    }
+
+    fn headers(d: &Decision<'_>) -> Vec<(&'static str, String)> {
+        match d {
+            Decision::Allow { headers, .. } | Decision::Limit { headers, .. } => headers.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn header<'a>(h: &'a [(&'static str, String)], name: &str) -> Option<&'a str> {
+        h.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn a_request_asks_every_window_of_every_policy_with_its_limit() {
+        let (limiter, settings) = scenario();
+        assert_eq!(settings.cluster, "ratelimit");
+        assert_eq!(settings.timeout_ms, 250);
+        let call = limiter
+            .service_call(
+                &settings,
+                Some("payments"),
+                &mut Facts::from_ip("203.0.113.7"),
+            )
+            .unwrap();
+        let request = RateLimitRequest::decode(call.message.as_slice()).unwrap();
+        assert_eq!(request.domain, "shop");
+        assert_eq!(request.hits_addend, 1);
+        let seen: Vec<(String, String, u32, i32)> = request
+            .descriptors
+            .iter()
+            .map(|d| {
+                let limit = d.limit.clone().unwrap();
+                (
+                    d.entries[0].value.clone(),
+                    format!("{}={}", d.entries[1].key, d.entries[1].value),
+                    limit.requests_per_unit,
+                    limit.unit,
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("global".into(), "ip=203.0.113.7".into(), 100, 2),
+                ("global".into(), "ip=203.0.113.7".into(), 1000, 3),
+                ("routes.payments".into(), "ip=203.0.113.7".into(), 20, 2),
+            ]
+        );
+        assert!(request
+            .descriptors
+            .iter()
+            .all(|d| d.entries[0].key == POLICY_ENTRY));
+    }
+
+    #[test]
+    fn a_route_without_policies_makes_no_call() {
+        let (limiter, settings) = limiter(json!({
+            "policy": "redis",
+            "rate_limit_service": {"cluster": "ratelimit"},
+            "routes": {"payments": {"minute": 20}}
+        }));
+        assert_eq!(
+            limiter.service_call(&settings, Some("users"), &mut Facts::from_ip("10.0.0.1")),
+            None
+        );
+        assert_eq!(settings.domain, "portcullis");
+    }
+
+    #[test]
+    fn an_ok_answer_admits_with_the_headers_of_the_tightest_window() {
+        let (limiter, settings) = scenario();
+        let call = limiter
+            .service_call(&settings, Some("payments"), &mut Facts::from_ip("10.0.0.1"))
+            .unwrap();
+        let bytes = answer(
+            CODE_OK,
+            vec![status(1, 97, 50), status(1, 990, 3590), status(1, 17, 50)],
+        );
+        let store = MemoryStore::new();
+        let Answer::Decided(decision) =
+            limiter.service_answer(&call, Reply::Message(&bytes), &store, NOW)
+        else {
+            panic!("not decided")
+        };
+        assert!(matches!(decision, Decision::Allow { .. }));
+        let h = headers(&decision);
+        assert_eq!(header(&h, "x-ratelimit-limit-minute"), Some("20"));
+        assert_eq!(header(&h, "x-ratelimit-remaining-minute"), Some("17"));
+        assert_eq!(header(&h, "x-ratelimit-remaining-hour"), Some("990"));
+        assert_eq!(header(&h, "ratelimit-remaining"), Some("17"));
+        assert_eq!(header(&h, "ratelimit-reset"), Some("50"));
+        assert_eq!(header(&h, "retry-after"), None);
+        assert_eq!(store.len(), 0, "nothing counted locally");
+    }
+
+    #[test]
+    fn an_over_limit_answer_refuses_with_kongs_body_and_retry_after() {
+        let (limiter, settings) = scenario();
+        let call = limiter
+            .service_call(&settings, Some("payments"), &mut Facts::from_ip("10.0.0.1"))
+            .unwrap();
+        let bytes = answer(
+            CODE_OVER_LIMIT,
+            vec![status(1, 80, 50), status(1, 980, 3590), status(2, 0, 50)],
+        );
+        let store = MemoryStore::new();
+        let Answer::Decided(Decision::Limit {
+            status: code,
+            body,
+            headers,
+            reason,
+            ..
+        }) = limiter.service_answer(&call, Reply::Message(&bytes), &store, NOW)
+        else {
+            panic!("not limited")
+        };
+        assert_eq!(code, 429);
+        assert_eq!(body, r#"{"message":"API rate limit exceeded"}"#);
+        assert_eq!(header(&headers, "retry-after"), Some("50"));
+        assert_eq!(header(&headers, "x-ratelimit-remaining-minute"), Some("0"));
+        assert_eq!(header(&headers, "ratelimit-limit"), Some("20"));
+        assert!(
+            reason.contains("ip:10.0.0.1 by routes.payments minute"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn a_missing_reset_falls_back_to_the_calendar_window() {
+        let (limiter, settings) = scenario();
+        let call = limiter
+            .service_call(&settings, Some("users"), &mut Facts::from_ip("10.0.0.1"))
+            .unwrap();
+        let mut first = status(1, 5, 0);
+        first.duration_until_reset = None;
+        let bytes = answer(CODE_OK, vec![first, status(1, 6, 1)]);
+        let Answer::Decided(decision) =
+            limiter.service_answer(&call, Reply::Message(&bytes), &MemoryStore::new(), NOW)
+        else {
+            panic!()
+        };
+        let h = headers(&decision);
+        assert_eq!(
+            header(&h, "ratelimit-reset"),
+            Some("50"),
+            "minute ends at :60"
+        );
+    }
+
+    #[test]
+    fn answers_that_do_not_fit_the_question_are_faults_never_admissions() {
+        let (limiter, settings) = limiter(json!({
+            "minute": 1,
+            "limit_by": "ip",
+            "policy": "redis",
+            "fault_tolerant": false,
+            "rate_limit_service": {"cluster": "ratelimit"}
+        }));
+        let call = limiter
+            .service_call(&settings, None, &mut Facts::from_ip("10.0.0.1"))
+            .unwrap();
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("garbage", vec![0xff, 0xff, 0xff]),
+            ("too few statuses", answer(CODE_OK, vec![])),
+            (
+                "too many statuses",
+                answer(CODE_OK, vec![status(1, 1, 1), status(1, 1, 1)]),
+            ),
+            ("unknown overall code", answer(0, vec![status(1, 1, 1)])),
+            (
+                "over limit for nothing",
+                answer(CODE_OVER_LIMIT, vec![status(1, 1, 1)]),
+            ),
+        ];
+        for (name, bytes) in cases {
+            let got =
+                limiter.service_answer(&call, Reply::Message(&bytes), &MemoryStore::new(), NOW);
+            assert!(matches!(got, Answer::Failed { .. }), "{name}: {got:?}");
+        }
+        let got = limiter.service_answer(&call, Reply::Failed(Some(14)), &MemoryStore::new(), NOW);
+        let Answer::Failed { error } = got else {
+            panic!()
+        };
+        assert_eq!(error, "the service answered gRPC status 14 (unavailable)");
+    }
+
+    #[test]
+    fn a_failed_call_counts_locally_when_fault_tolerant() {
+        let (limiter, settings) = limiter(json!({
+            "minute": 2,
+            "limit_by": "ip",
+            "policy": "redis",
+            "rate_limit_service": {"cluster": "ratelimit"}
+        }));
+        let store = MemoryStore::new();
+        limiter.table().initialise(&store).unwrap();
+        let mut statuses = Vec::new();
+        for _ in 0..3 {
+            let call = limiter
+                .service_call(&settings, None, &mut Facts::from_ip("10.0.0.1"))
+                .unwrap();
+            match limiter.service_answer(&call, Reply::Failed(Some(4)), &store, NOW) {
+                Answer::Fallback { decision, error } => {
+                    assert_eq!(
+                        error,
+                        "the service answered gRPC status 4 (deadline exceeded)"
+                    );
+                    statuses.push(match decision {
+                        Decision::Allow { .. } => 200,
+                        Decision::Limit { status, .. } => status,
+                        other => panic!("{other:?}"),
+                    });
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(statuses, [200, 200, 429], "the local limit holds meanwhile");
+    }
+
+    #[test]
+    fn hidden_headers_stay_hidden() {
+        let (limiter, settings) = limiter(json!({
+            "minute": 5,
+            "limit_by": "ip",
+            "policy": "redis",
+            "hide_client_headers": true,
+            "rate_limit_service": {"cluster": "ratelimit"}
+        }));
+        let call = limiter
+            .service_call(&settings, None, &mut Facts::from_ip("10.0.0.1"))
+            .unwrap();
+        let bytes = answer(CODE_OVER_LIMIT, vec![status(2, 0, 3)]);
+        let got = limiter.service_answer(&call, Reply::Message(&bytes), &MemoryStore::new(), NOW);
+        let Answer::Decided(decision) = got else {
+            panic!()
+        };
+        assert!(matches!(decision, Decision::Limit { .. }));
+        assert!(headers(&decision).is_empty());
+    }
+}
