@@ -30,6 +30,8 @@ pub(crate) struct HostState {
     pub(crate) metrics: Mutex<Metrics>,
     pub(crate) logs: Mutex<Vec<LogEntry>>,
     pub(crate) upstreams: Mutex<HashMap<String, Upstream>>,
+    pub(crate) grpc_services: Mutex<HashMap<String, GrpcService>>,
+    pub(crate) grpc_calls: Mutex<Vec<GrpcRequest>>,
     pub(crate) foreign: Mutex<HashMap<String, ForeignFunction>>,
     pub(crate) rng: Mutex<u64>,
     pub(crate) log_level: Mutex<LogLevel>,
@@ -42,6 +44,10 @@ pub type ForeignFunction = Arc<dyn Fn(&[u8]) -> Result<Vec<u8>, Status> + Send +
 
 /// Answers the `http_call`s sent to one cluster.
 pub type Upstream = Box<dyn FnMut(&HttpCallRequest) -> HttpCallReply + Send>;
+
+/// Answers the unary gRPC calls sent to one cluster. `Fn` + `Send + Sync`: plugins on several
+/// threads may call it at once; keep state behind a `Mutex` or an atomic inside the closure.
+pub type GrpcService = Arc<dyn Fn(&GrpcRequest) -> GrpcAnswer + Send + Sync>;
 
 /// The time the filters see: `proxy_get_current_time_nanoseconds` and WASI's realtime clock
 /// read `realtime`; WASI's monotonic clock reads `monotonic`. Only the test moves them.
@@ -257,6 +263,76 @@ impl HttpCallReply {
     }
 }
 
+/// What a filter asked of a gRPC service through `dispatch_grpc_call` (`proxy_grpc_call`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrpcRequest {
+    /// The plugin (its name) that made the call.
+    pub plugin: String,
+    /// The cluster the call went to.
+    pub cluster: String,
+    /// The fully qualified service, e.g. `envoy.service.ratelimit.v3.RateLimitService`.
+    pub service: String,
+    pub method: String,
+    /// The initial metadata the filter gave (Envoy adds these to the call's HTTP/2 headers).
+    pub initial_metadata: Vec<(String, Vec<u8>)>,
+    /// The request message, serialized (without gRPC framing).
+    pub message: Vec<u8>,
+    /// The call's timeout; zero means none, as in Envoy.
+    pub timeout: Duration,
+}
+
+impl GrpcRequest {
+    /// The first initial metadata value named `name`, as text.
+    pub fn metadata(&self, name: &str) -> Option<String> {
+        self.initial_metadata
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+}
+
+/// How a scripted gRPC service answers a unary call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrpcAnswer {
+    pub outcome: GrpcOutcome,
+    /// How long the answer takes on the harness clock. Longer than the call's (non-zero)
+    /// timeout: the filter gets the timeout's status at the timeout instead, as from Envoy.
+    pub delay: Duration,
+}
+
+/// What a unary gRPC call ends with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GrpcOutcome {
+    /// `grpc-status: 0` with one response message (serialized, unframed): the filter gets
+    /// `proxy_on_grpc_receive` with it in `GrpcReceiveBuffer`.
+    Ok(Vec<u8>),
+    /// A gRPC status and message: the filter gets `proxy_on_grpc_close` with the code, and the
+    /// message through `proxy_get_status`. Status 0 here is "OK without a response message",
+    /// which Envoy turns into INTERNAL (13).
+    Status(u32, String),
+}
+
+impl GrpcAnswer {
+    /// Success with a response message.
+    pub fn ok(message: impl Into<Vec<u8>>) -> Self {
+        Self {
+            outcome: GrpcOutcome::Ok(message.into()),
+            delay: Duration::ZERO,
+        }
+    }
+    /// A gRPC error status (`grpc::Code` numbers: 14 UNAVAILABLE, 8 RESOURCE_EXHAUSTED, …).
+    pub fn status(code: u32, message: &str) -> Self {
+        Self {
+            outcome: GrpcOutcome::Status(code, message.to_string()),
+            delay: Duration::ZERO,
+        }
+    }
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+}
+
 impl Default for Host {
     fn default() -> Self {
         Self::new()
@@ -288,6 +364,8 @@ impl Host {
                 metrics: Mutex::new(Metrics::default()),
                 logs: Mutex::new(Vec::new()),
                 upstreams: Mutex::new(HashMap::new()),
+                grpc_services: Mutex::new(HashMap::new()),
+                grpc_calls: Mutex::new(Vec::new()),
                 foreign: Mutex::new(HashMap::new()),
                 rng: Mutex::new(0x853c_49e6_748f_ea9b),
                 log_level: Mutex::new(LogLevel::Info),
@@ -387,6 +465,24 @@ impl Host {
         answer: impl FnMut(&HttpCallRequest) -> HttpCallReply + Send + 'static,
     ) {
         lock(&self.inner.upstreams).insert(cluster.to_string(), Box::new(answer));
+    }
+
+    // ---- gRPC services for dispatch_grpc_call ----
+
+    /// Declares a cluster the filters may `dispatch_grpc_call` to, and how its service answers.
+    /// A call to an undeclared cluster is refused with `ParseFailure` at dispatch, as Envoy
+    /// refuses a cluster name it does not know.
+    pub fn grpc_service(
+        &self,
+        cluster: &str,
+        answer: impl Fn(&GrpcRequest) -> GrpcAnswer + Send + Sync + 'static,
+    ) {
+        lock(&self.inner.grpc_services).insert(cluster.to_string(), Arc::new(answer));
+    }
+
+    /// Every gRPC call any plugin of this host dispatched, in order (refused ones excluded).
+    pub fn grpc_calls(&self) -> Vec<GrpcRequest> {
+        lock(&self.inner.grpc_calls).clone()
     }
 
     // ---- foreign functions ----

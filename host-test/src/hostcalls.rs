@@ -7,8 +7,11 @@ use std::time::Duration;
 use wasmtime::{Caller, Linker};
 
 use crate::abi::{decode_pairs, encode_pairs, BufferType, LogLevel, MapType, MetricType, Status};
-use crate::host::{lock, HttpCallReply, HttpCallRequest};
-use crate::plugin::{PendingCall, VmState};
+use crate::host::{lock, GrpcOutcome, GrpcRequest, HttpCallReply, HttpCallRequest};
+use crate::plugin::{
+    PendingCall, PendingGrpc, VmState, CALLOUT_TOKEN_STEP, GRPC_CALL_TOKEN_TYPE,
+    GRPC_STREAM_TOKEN_TYPE,
+};
 use crate::stream::{Headers, LocalResponse};
 
 /// Why a host call did not succeed: a status for the module, or a trap.
@@ -103,6 +106,11 @@ fn stream_of(
 fn with_map<T>(c: &mut Call, map: i32, f: impl FnOnce(&mut Headers) -> T) -> Result<T, Fail> {
     let map = MapType::from_u32(map as u32).ok_or(Status::BadArgument)?;
     match map {
+        // Envoy fills these only during the metadata callbacks of gRPC *streams*; a unary call
+        // never has them, so the map is absent (`BadArgument`; pairs read as empty).
+        MapType::GrpcInitialMetadata | MapType::GrpcTrailingMetadata => {
+            Err(Status::BadArgument.into())
+        }
         MapType::HttpCallResponseHeaders | MapType::HttpCallResponseTrailers => {
             let reply = c.data().call_response.as_ref().ok_or(Status::BadArgument)?;
             let mut headers = Headers::default();
@@ -224,6 +232,12 @@ pub(crate) fn define(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
         "proxy_get_header_map_pairs",
         |mut c: Call, map: i32, ptr_ptr: i32, size_ptr: i32| {
             ret((|| {
+                let grpc_metadata =
+                    [MapType::GrpcInitialMetadata, MapType::GrpcTrailingMetadata].map(|m| m as i32);
+                if grpc_metadata.contains(&map) {
+                    // Envoy: an absent map reads as no pairs, with Ok.
+                    return return_bytes(&mut c, &[], ptr_ptr, size_ptr);
+                }
                 let pairs = with_map(&mut c, map, |h| encode_pairs(&h.pairs))?;
                 // Envoy hands an empty map back as no data at all.
                 let pairs = if pairs.len() == 4 { Vec::new() } else { pairs };
@@ -554,6 +568,107 @@ pub(crate) fn define(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
         },
     )?;
 
+    // ---- gRPC (unary calls; streams are not implemented and trap) ----
+    linker.func_wrap(
+        "env",
+        "proxy_grpc_call",
+        |mut c: Call,
+         service: i32,
+         service_len: i32,
+         service_name: i32,
+         service_name_len: i32,
+         method: i32,
+         method_len: i32,
+         metadata: i32,
+         metadata_len: i32,
+         message: i32,
+         message_len: i32,
+         timeout_ms: i32,
+         token_ptr: i32| {
+            ret((|| {
+                let target = read(&mut c, service, service_len)?;
+                let service = read(&mut c, service_name, service_name_len)?;
+                let method = read(&mut c, method, method_len)?;
+                let metadata = read(&mut c, metadata, metadata_len)?;
+                let message = read(&mut c, message, message_len)?;
+                let cluster = grpc_cluster(&c, &target)?;
+                let metadata = decode_pairs(&metadata).ok_or(Status::BadArgument)?;
+                let timeout = Duration::from_millis(u64::from(timeout_ms as u32));
+                let request = GrpcRequest {
+                    plugin: c.data().plugin_name.clone(),
+                    cluster: cluster.clone(),
+                    service: String::from_utf8_lossy(&service).into_owned(),
+                    method: String::from_utf8_lossy(&method).into_owned(),
+                    initial_metadata: metadata
+                        .into_iter()
+                        .map(|(k, v)| (String::from_utf8_lossy(&k).to_ascii_lowercase(), v))
+                        .collect(),
+                    message,
+                    timeout,
+                };
+                let handler = lock(&c.data().host.inner.grpc_services)
+                    .get(&cluster)
+                    .cloned()
+                    .ok_or(Status::InternalFailure)?;
+                lock(&c.data().host.inner.grpc_calls).push(request.clone());
+                // Called without a lock held: the handler may use the host.
+                let answer = handler(&request);
+                let (delay, outcome) = grpc_outcome(answer, timeout);
+                let now = c.data().host.now_nanos();
+                let state = c.data_mut();
+                state.next_grpc_token = state.next_grpc_token.wrapping_add(CALLOUT_TOKEN_STEP);
+                let token = state.next_grpc_token;
+                // Outside a stream's callback (start-up, ticks) the caller is the root context.
+                let origin = if state.stream.is_some() {
+                    state.current_context
+                } else {
+                    state.root_context
+                };
+                state.pending_grpc.push(PendingGrpc {
+                    token,
+                    origin,
+                    orphaned: false,
+                    due_nanos: now.saturating_add(delay.as_nanos() as u64),
+                    outcome,
+                });
+                write_u32(&mut c, token_ptr, token)
+            })())
+        },
+    )?;
+    // For a unary call, close and cancel are the same in Envoy: the call is dropped with no
+    // callback. A stream token is NotFound (host-test opens none); any other BadArgument.
+    for name in ["proxy_grpc_cancel", "proxy_grpc_close"] {
+        linker.func_wrap("env", name, |mut c: Call, token: i32| {
+            ret((|| {
+                let token = token as u32;
+                match token & 3 {
+                    GRPC_CALL_TOKEN_TYPE => {
+                        let calls = &mut c.data_mut().pending_grpc;
+                        let before = calls.len();
+                        calls.retain(|call| call.token != token);
+                        if calls.len() == before {
+                            return Err(Status::NotFound.into());
+                        }
+                        Ok(())
+                    }
+                    GRPC_STREAM_TOKEN_TYPE => Err(Status::NotFound.into()),
+                    _ => Err(Status::BadArgument.into()),
+                }
+            })())
+        })?;
+    }
+    linker.func_wrap(
+        "env",
+        "proxy_get_status",
+        |mut c: Call, code_ptr: i32, ptr_ptr: i32, size_ptr: i32| {
+            ret((|| {
+                let (code, message) = c.data().status.clone();
+                write_u32(&mut c, code_ptr, code)?;
+                return_bytes(&mut c, message.as_bytes(), ptr_ptr, size_ptr)
+            })())
+        },
+    )?;
+
     // ---- foreign functions ----
     linker.func_wrap(
         "env",
@@ -717,6 +832,66 @@ fn pairs_of(bytes: &[u8]) -> Result<Vec<(String, String)>, Fail> {
         .collect())
 }
 
+/// The gRPC status Envoy's async client reports when a unary call's timeout expires before
+/// its answer: the router's timeout local reply (504) turned into a gRPC status.
+pub(crate) const GRPC_TIMEOUT_STATUS: u32 = 4;
+/// INTERNAL: Envoy's status for a call that ended OK without a response message.
+const GRPC_INTERNAL: u32 = 13;
+
+/// When and how a scripted answer reaches the filter: a delay past a non-zero timeout ends
+/// the call at the timeout.
+fn grpc_outcome(answer: crate::host::GrpcAnswer, timeout: Duration) -> (Duration, GrpcOutcome) {
+    if !timeout.is_zero() && answer.delay > timeout {
+        let message = "upstream request timeout".to_string();
+        return (timeout, GrpcOutcome::Status(GRPC_TIMEOUT_STATUS, message));
+    }
+    let outcome = match answer.outcome {
+        GrpcOutcome::Status(0, _) => GrpcOutcome::Status(GRPC_INTERNAL, String::new()),
+        other => other,
+    };
+    (answer.delay, outcome)
+}
+
+/// `envoy.config.core.v3.GrpcService`, the fields host-test reads.
+#[derive(Clone, PartialEq, prost::Message)]
+struct GrpcServiceProto {
+    #[prost(message, optional, tag = "1")]
+    envoy_grpc: Option<EnvoyGrpcProto>,
+    #[prost(bytes = "vec", optional, tag = "2")]
+    google_grpc: Option<Vec<u8>>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct EnvoyGrpcProto {
+    #[prost(string, tag = "1")]
+    cluster_name: String,
+}
+
+/// The cluster of `proxy_grpc_call`'s first argument, by Envoy's rule (`Context::grpcCall`):
+/// bytes that parse as a serialized `GrpcService` are one; only bytes that do not parse are a
+/// plain cluster name, refused with `ParseFailure` when the cluster is unknown. A parsed
+/// service without `envoy_grpc` gets no client (`BadArgument`); one naming an unknown cluster
+/// fails to start (`InternalFailure`). Google gRPC services are not modelled (`BadArgument`).
+fn grpc_cluster(c: &Call, target: &[u8]) -> Result<String, Fail> {
+    use prost::Message;
+    let known = |name: &str| lock(&c.data().host.inner.grpc_services).contains_key(name);
+    match GrpcServiceProto::decode(target) {
+        Ok(service) => match service.envoy_grpc {
+            Some(envoy) if known(&envoy.cluster_name) => Ok(envoy.cluster_name),
+            Some(_) => Err(Status::InternalFailure.into()),
+            None => Err(Status::BadArgument.into()),
+        },
+        Err(_) => {
+            let name = String::from_utf8_lossy(target).into_owned();
+            if known(&name) {
+                Ok(name)
+            } else {
+                Err(Status::ParseFailure.into())
+            }
+        }
+    }
+}
+
 /// The bytes of a buffer as the current callback sees them.
 fn buffer(c: &Call, kind: BufferType) -> Result<Vec<u8>, Fail> {
     let state = c.data();
@@ -731,6 +906,8 @@ fn buffer(c: &Call, kind: BufferType) -> Result<Vec<u8>, Fail> {
                 reply.body.clone()
             }
         }
+        // Envoy's buffer holds the message only while `proxy_on_grpc_receive` runs.
+        BufferType::GrpcReceiveBuffer => state.grpc_message.clone().unwrap_or_default(),
         BufferType::RequestBody | BufferType::ResponseBody => {
             let stream = stream_of(c)?;
             let stream = lock(&stream);

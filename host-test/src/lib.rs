@@ -31,7 +31,8 @@ use std::path::PathBuf;
 
 pub use abi::{LogLevel, MetricType, Status};
 pub use host::{
-    Host, HttpCallReply, HttpCallRequest, LogEntry, Metric, SharedWriter, EPOCH_START_NANOS,
+    GrpcAnswer, GrpcOutcome, GrpcRequest, GrpcService, Host, HttpCallReply, HttpCallRequest,
+    LogEntry, Metric, SharedWriter, EPOCH_START_NANOS,
 };
 pub use plugin::{Plugin, PluginBuilder, StartError};
 pub use stream::{

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use wasmtime::{ExternType, Instance, Linker, Memory, Store, TypedFunc, WasmParams, WasmResults};
 
 use crate::abi::LogLevel;
-use crate::host::{lock, Host, HttpCallReply};
+use crate::host::{lock, GrpcOutcome, Host, HttpCallReply};
 use crate::stream::StreamState;
 
 /// Fuel handed to each callback: far more than any filter needs, small enough that a
@@ -123,6 +123,10 @@ impl PluginBuilder {
             call_response: None,
             pending_calls: Vec::new(),
             next_token: 0,
+            pending_grpc: Vec::new(),
+            next_grpc_token: GRPC_CALL_TOKEN_TYPE,
+            grpc_message: None,
+            status: (0, String::new()),
             tick_period_ms: 0,
             next_tick_nanos: 0,
             meter: Vec::new(),
@@ -219,6 +223,15 @@ pub(crate) struct VmState {
     pub(crate) call_response: Option<HttpCallReply>,
     pub(crate) pending_calls: Vec<PendingCall>,
     pub(crate) next_token: u32,
+    /// Unary gRPC calls on their way (`proxy_grpc_call`).
+    pub(crate) pending_grpc: Vec<PendingGrpc>,
+    /// The last gRPC call token handed out: Envoy's are 5, 9, 13, … (`token & 3 == 1`).
+    pub(crate) next_grpc_token: u32,
+    /// The response message while `proxy_on_grpc_receive` runs (`GrpcReceiveBuffer`).
+    pub(crate) grpc_message: Option<Vec<u8>>,
+    /// What `proxy_get_status` reads: the last gRPC close's code, and its message while
+    /// `proxy_on_grpc_close` runs (Envoy keeps both on the root context).
+    pub(crate) status: (u32, String),
     pub(crate) tick_period_ms: u32,
     pub(crate) next_tick_nanos: u64,
     /// Instructions per callback since the last drain: (callback, instructions).
@@ -232,6 +245,24 @@ pub(crate) struct PendingCall {
     pub(crate) context_id: u32,
     pub(crate) due_nanos: u64,
     pub(crate) reply: HttpCallReply,
+}
+
+/// Envoy numbers callouts by kind in the low two bits: http calls 0, gRPC calls 1, gRPC
+/// streams 2, each counter stepping by 4 (`Wasm::nextGrpcCallId` in proxy-wasm-cpp-host).
+pub(crate) const GRPC_CALL_TOKEN_TYPE: u32 = 1;
+pub(crate) const GRPC_STREAM_TOKEN_TYPE: u32 = 2;
+pub(crate) const CALLOUT_TOKEN_STEP: u32 = 4;
+
+/// A unary gRPC call on its way: ends at `due_nanos` on the harness clock with `outcome`.
+pub(crate) struct PendingGrpc {
+    pub(crate) token: u32,
+    /// The context whose callback dispatched it (the root context, or a stream's).
+    pub(crate) origin: u32,
+    /// The stream that dispatched it has ended. Envoy keeps the call (it belongs to the root
+    /// context) and still delivers its answer, which the SDK then drops.
+    pub(crate) orphaned: bool,
+    pub(crate) due_nanos: u64,
+    pub(crate) outcome: GrpcOutcome,
 }
 
 /// One running plugin: a VM instance with its root context. Several plugins of one [`Host`]
@@ -270,6 +301,12 @@ impl Plugin {
     /// `http_call`s dispatched and not answered yet.
     pub fn pending_http_calls(&self) -> usize {
         self.store.data().pending_calls.len()
+    }
+
+    /// Unary gRPC calls dispatched and not answered (or cancelled) yet, including those of
+    /// streams that have ended (Envoy still answers them).
+    pub fn pending_grpc_calls(&self) -> usize {
+        self.store.data().pending_grpc.len()
     }
 
     /// Instructions of the callbacks since the last call of this method (or of a request).
@@ -370,6 +407,21 @@ impl Plugin {
                 .filter(|c| c.context_id == root && c.due_nanos <= target)
                 .map(|c| c.due_nanos)
                 .min();
+            let grpc_due = self
+                .store
+                .data()
+                .pending_grpc
+                .iter()
+                .filter(|g| (g.origin == root || g.orphaned) && g.due_nanos <= target)
+                .map(|g| g.due_nanos)
+                .min();
+            // The earliest gRPC answer goes first when it is not later than the other events.
+            if let Some(g) = grpc_due {
+                if tick_due.is_none_or(|t| g <= t) && call_due.is_none_or(|c| g <= c) {
+                    self.deliver_next_grpc(|p| p.origin == root || p.orphaned, None)?;
+                    continue;
+                }
+            }
             let next = match (tick_due, call_due) {
                 (None, None) => break,
                 (Some(t), None) => (t, true),
@@ -415,6 +467,20 @@ impl Plugin {
             .min();
         let tick_due =
             (self.store.data().tick_period_ms > 0).then_some(self.store.data().next_tick_nanos);
+        let grpc_due = self
+            .store
+            .data()
+            .pending_grpc
+            .iter()
+            .filter(|g| g.origin == context && !g.orphaned)
+            .map(|g| g.due_nanos)
+            .min();
+        if let Some(g) = grpc_due {
+            if tick_due.is_none_or(|t| g <= t) && call_due.is_none_or(|c| g <= c) {
+                return self
+                    .deliver_next_grpc(|p| p.origin == context && !p.orphaned, Some(stream));
+            }
+        }
         match (call_due, tick_due) {
             (Some(call), Some(tick)) if tick < call => self.tick_with(stream, tick).map(|_| true),
             (Some(_), _) => self.deliver_next_call(context, Some(stream)),
@@ -478,6 +544,54 @@ impl Plugin {
         result.map(|_| true)
     }
 
+    /// Delivers the earliest pending gRPC answer among those `which` selects, as Envoy does for
+    /// a unary call: `proxy_on_grpc_receive(root, token, size)` with the message in
+    /// `GrpcReceiveBuffer` on success, else `proxy_on_grpc_close(root, token, status)`; no
+    /// metadata callbacks. The first argument is the root context, as Envoy makes every call on
+    /// it; the SDK finds the dispatching context by the token. `false` when none is pending.
+    pub(crate) fn deliver_next_grpc(
+        &mut self,
+        which: impl Fn(&PendingGrpc) -> bool,
+        stream: Option<&Arc<Mutex<StreamState>>>,
+    ) -> Result<bool, String> {
+        let calls = &mut self.store.data_mut().pending_grpc;
+        let Some(index) = calls
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| which(c))
+            .min_by_key(|(_, c)| c.due_nanos)
+            .map(|(i, _)| i)
+        else {
+            return Ok(false);
+        };
+        let call = calls.remove(index);
+        self.set_clock(call.due_nanos);
+        let root = self.store.data().root_context as i32;
+        let (export, last) = match call.outcome {
+            GrpcOutcome::Ok(message) => {
+                let size = message.len() as i32;
+                self.store.data_mut().grpc_message = Some(message);
+                ("proxy_on_grpc_receive", size)
+            }
+            GrpcOutcome::Status(code, message) => {
+                self.store.data_mut().status = (code, message);
+                ("proxy_on_grpc_close", code as i32)
+            }
+        };
+        let args = (root, call.token as i32, last);
+        let context = call.origin;
+        let result = match stream {
+            Some(stream) => self.with_stream(stream, context, |p| {
+                p.call_optional::<(i32, i32, i32), ()>(export, args)
+            }),
+            None => self.call_optional::<(i32, i32, i32), ()>(export, args),
+        };
+        // Envoy drops the buffer and the status message once the callback returns.
+        self.store.data_mut().grpc_message = None;
+        self.store.data_mut().status.1.clear();
+        result.map(|_| true)
+    }
+
     /// Tells the root context about each queue it registered that holds items, once per call.
     fn deliver_queue_ready(&mut self) -> Result<(), String> {
         let me = self.store.data().instance_id;
@@ -499,12 +613,16 @@ impl Plugin {
         Ok(())
     }
 
-    /// Drops the `http_call`s of a finished stream, as Envoy cancels them.
+    /// Drops the `http_call`s of a finished stream. Its gRPC calls live on, as in Envoy (they
+    /// belong to the root context): their answers come with `advance`/`run_due`.
     pub(crate) fn cancel_calls(&mut self, context: u32) {
-        self.store
-            .data_mut()
-            .pending_calls
-            .retain(|c| c.context_id != context);
+        let state = self.store.data_mut();
+        state.pending_calls.retain(|c| c.context_id != context);
+        for call in state.pending_grpc.iter_mut() {
+            if call.origin == context {
+                call.orphaned = true;
+            }
+        }
     }
 
     /// Ends the VM as Envoy does when a plugin is removed: `proxy_on_done` on the root context

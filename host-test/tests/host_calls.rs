@@ -434,13 +434,13 @@ fn shared_queues_wake_the_registering_root_context() {
 fn an_unimplemented_host_call_fails_loudly_with_its_name() {
     let host = Host::new();
     let mut probe = probe(&host);
-    let ex = probe.send(Request::get("/probe/grpc"));
+    let ex = probe.send(Request::get("/probe/grpc-stream"));
     let crash = ex
         .crash
         .clone()
         .expect("the call must not succeed silently");
     assert!(
-        crash.contains("env::proxy_grpc_call is not implemented"),
+        crash.contains("env::proxy_grpc_stream is not implemented"),
         "{crash}"
     );
     assert_eq!(ex.status(), 503);

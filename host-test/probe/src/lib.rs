@@ -8,6 +8,12 @@
 //! - `/probe/local`: answers 418 locally with a body and extra headers;
 //! - `/probe/call`: pauses, `dispatch_http_call`s the `probe_upstream` cluster, resumes;
 //! - `/probe/buffer`: pauses the request body until its end, then replaces it;
+//! - `/probe/grpc`: `dispatch_grpc_call`s a cluster (`x-probe-grpc-cluster`, default
+//!   `probe_grpc`) with the message in `x-probe-grpc-message` and a timeout of
+//!   `x-probe-grpc-timeout-ms` (default 1000), pauses until the answer, and echoes the outcome in
+//!   `x-probe-grpc-*` response headers; `x-probe-grpc-wait: no` continues at once instead (the
+//!   stream ends before the answer), `x-probe-grpc-cancel: yes` cancels the call right away;
+//! - `/probe/grpc-stream`: opens a gRPC stream (a host call host-test does not implement);
 //! - anything else: passes through, adding and changing headers both ways.
 
 use std::time::Duration;
@@ -19,7 +25,7 @@ use serde_json::{json, Value};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Trace);
-    proxy_wasm::set_root_context(|_| Box::new(ProbeRoot { passive: false, requests: 0, ticks: 0, queue_items: 0, queue: 0 }));
+    proxy_wasm::set_root_context(|_| Box::new(ProbeRoot { passive: false, requests: 0, ticks: 0, queue_items: 0, queue: 0, grpc_answers: 0 }));
 }}
 
 struct ProbeRoot {
@@ -28,9 +34,26 @@ struct ProbeRoot {
     ticks: u32,
     queue_items: u32,
     queue: u32,
+    grpc_answers: u32,
 }
 
-impl Context for ProbeRoot {}
+impl Context for ProbeRoot {
+    /// The answer to the root context's own gRPC call (config `grpc-root`): counted, and its
+    /// outcome kept in shared data under `probe.grpc.root`.
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        let _ = hostcalls::increment_metric(self.grpc_answers, 1);
+        let body = self
+            .get_grpc_call_response_body(0, response_size)
+            .unwrap_or_default();
+        let outcome = json!({
+            "token": token_id,
+            "status": status_code,
+            "body": String::from_utf8_lossy(&body),
+        });
+        let bytes = serde_json::to_vec(&outcome).unwrap_or_default();
+        let _ = hostcalls::set_shared_data("probe.grpc.root", Some(&bytes), None);
+    }
+}
 
 impl RootContext for ProbeRoot {
     fn on_vm_start(&mut self, _size: usize) -> bool {
@@ -53,6 +76,20 @@ impl RootContext for ProbeRoot {
         self.queue_items =
             hostcalls::define_metric(MetricType::Counter, "probe_queue_items").unwrap_or(0);
         self.queue = hostcalls::register_shared_queue("probe_queue").unwrap_or(0);
+        self.grpc_answers =
+            hostcalls::define_metric(MetricType::Counter, "probe_grpc_root_answers").unwrap_or(0);
+        if config.starts_with(b"grpc-root") {
+            // A call from the root context, answered on the harness clock.
+            let dispatched = self.dispatch_grpc_call(
+                "probe_grpc",
+                "probe.Root",
+                "Hello",
+                vec![("x-root", b"yes")],
+                Some(b"from root"),
+                Duration::from_secs(5),
+            );
+            log::info!("probe: root grpc call {dispatched:?}");
+        }
         // A passive probe only records: in a chain, another probe acts.
         self.passive = config.starts_with(b"passive");
         if config.starts_with(b"tick") {
@@ -78,6 +115,7 @@ impl RootContext for ProbeRoot {
             requests_metric: self.requests,
             passive: self.passive,
             function: String::new(),
+            grpc: Vec::new(),
         }))
     }
 
@@ -92,9 +130,50 @@ struct Probe {
     requests_metric: u32,
     passive: bool,
     function: String,
+    /// What the `/probe/grpc` call came to, echoed in the response headers.
+    grpc: Vec<(&'static str, String)>,
 }
 
 impl Probe {
+    fn grpc_call(&mut self) -> Action {
+        let header = |p: &Self, name: &str| p.get_http_request_header(name);
+        let cluster = header(self, "x-probe-grpc-cluster").unwrap_or_else(|| "probe_grpc".into());
+        let message = header(self, "x-probe-grpc-message").unwrap_or_default();
+        let timeout = header(self, "x-probe-grpc-timeout-ms")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(1000u64);
+        let wait = header(self, "x-probe-grpc-wait").as_deref() != Some("no");
+        let cancel = header(self, "x-probe-grpc-cancel").as_deref() == Some("yes");
+        let dispatched = self.dispatch_grpc_call(
+            &cluster,
+            "probe.Echo",
+            "Say",
+            vec![("x-probe-meta", b"m1")],
+            Some(message.as_bytes()),
+            Duration::from_millis(timeout),
+        );
+        let outcome = match dispatched {
+            Ok(_) => "Ok".to_string(),
+            Err(status) => format!("{status:?}"),
+        };
+        self.record(json!({ "event": "grpc_dispatch", "result": outcome }));
+        self.grpc.push(("x-probe-grpc-dispatch", outcome));
+        let Ok(token) = dispatched else {
+            return Action::Continue;
+        };
+        if cancel {
+            let first = hostcalls::cancel_grpc_call(token);
+            let again = hostcalls::cancel_grpc_call(token);
+            self.grpc
+                .push(("x-probe-grpc-cancel", format!("{first:?} then {again:?}")));
+            return Action::Continue;
+        }
+        if wait {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
+    }
     fn record(&self, event: Value) {
         let Some(id) = &self.id else { return };
         let key = format!("probe.record.{id}");
@@ -162,6 +241,29 @@ impl Probe {
 }
 
 impl Context for Probe {
+    fn on_grpc_call_response(&mut self, _token_id: u32, status_code: u32, response_size: usize) {
+        let body = self
+            .get_grpc_call_response_body(0, response_size)
+            .unwrap_or_default();
+        let (code, message) = hostcalls::get_grpc_status().unwrap_or((u32::MAX, None));
+        let body = String::from_utf8_lossy(&body).into_owned();
+        self.record(json!({
+            "event": "grpc_response",
+            "status": status_code,
+            "size": response_size,
+            "body": body,
+        }));
+        self.grpc
+            .push(("x-probe-grpc-status", status_code.to_string()));
+        self.grpc.push(("x-probe-grpc-body", body));
+        if status_code != 0 {
+            self.grpc.push(("x-probe-grpc-code", code.to_string()));
+            self.grpc
+                .push(("x-probe-grpc-message", message.unwrap_or_default()));
+        }
+        self.resume_http_request();
+    }
+
     fn on_http_call_response(
         &mut self,
         _token: u32,
@@ -274,15 +376,9 @@ impl HttpContext for Probe {
                 }
                 Action::Continue
             }
-            "/probe/grpc" => {
-                let _ = hostcalls::dispatch_grpc_call(
-                    "probe_upstream",
-                    "svc",
-                    "Method",
-                    vec![],
-                    None,
-                    Duration::from_secs(1),
-                );
+            "/probe/grpc" => self.grpc_call(),
+            "/probe/grpc-stream" => {
+                let _ = hostcalls::open_grpc_stream("probe_grpc", "svc", "Method", vec![]);
                 Action::Continue
             }
             "/probe/panic" => panic!("probe: panic requested by {}", self.path),
@@ -363,6 +459,9 @@ impl HttpContext for Probe {
     }
 
     fn on_http_response_headers(&mut self, _num: usize, end_of_stream: bool) -> Action {
+        for (name, value) in std::mem::take(&mut self.grpc) {
+            self.add_http_response_header(name, &value);
+        }
         if self.id.is_none() {
             return Action::Continue;
         }
