@@ -1,6 +1,8 @@
 //! A recording upstream: a real HTTP/1.1 server on a free loopback port that remembers every
 //! request Envoy forwards to it and answers with a response the test chooses.
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -45,6 +47,9 @@ pub struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Sent with `transfer-encoding: chunked` (in chunks of at most 16 KiB) instead of
+    /// `content-length`.
+    pub chunked: bool,
 }
 
 impl Response {
@@ -53,7 +58,14 @@ impl Response {
             status,
             headers: Vec::new(),
             body: Vec::new(),
+            chunked: false,
         }
+    }
+
+    /// Sends the body chunked, without `content-length`.
+    pub fn chunked(mut self) -> Self {
+        self.chunked = true;
+        self
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Self {
@@ -102,47 +114,46 @@ impl Shared {
 }
 
 /// A recording HTTP/1.1 upstream on `127.0.0.1:<free port>`; stops when dropped.
+///
+/// Each connection is served by its own thread, keep-alive and all, so however many
+/// connections Envoy opens to it (a load test through `--concurrency 2`), none waits on
+/// another.
 pub struct Upstream {
     name: String,
     port: u16,
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
-    workers: Vec<JoinHandle<()>>,
+    acceptor: Option<JoinHandle<()>>,
 }
 
 impl Upstream {
     /// Starts serving at once on a port the kernel picks. `name` is the cluster name the
     /// config templates use for it and appears in the default response.
     pub fn start(name: &str) -> Self {
-        let server = match tiny_http::Server::http("127.0.0.1:0") {
-            Ok(server) => Arc::new(server),
+        let listener = match TcpListener::bind("127.0.0.1:0") {
+            Ok(listener) => listener,
             Err(e) => panic!("upstream {name}: cannot listen on 127.0.0.1:0: {e}"),
         };
-        let port = server
-            .server_addr()
-            .to_ip()
-            .map(|addr| addr.port())
-            .unwrap_or_else(|| panic!("upstream {name}: not listening on an IP address"));
+        let port = match listener.local_addr() {
+            Ok(addr) => addr.port(),
+            Err(e) => panic!("upstream {name}: no local address: {e}"),
+        };
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             arrived: Condvar::new(),
         });
         let stop = Arc::new(AtomicBool::new(false));
-        // tiny_http reads each connection on its own thread; these two only answer, so one
-        // slow answer (a test-chosen body) does not hold up the other connections.
-        let workers = (0..2)
-            .map(|_| {
-                let (server, shared, stop) = (server.clone(), shared.clone(), stop.clone());
-                let name = name.to_owned();
-                std::thread::spawn(move || serve(&name, &server, &shared, &stop))
-            })
-            .collect();
+        let acceptor = {
+            let (shared, stop) = (shared.clone(), stop.clone());
+            let name = name.to_owned();
+            std::thread::spawn(move || accept(&name, &listener, &shared, &stop))
+        };
         Self {
             name: name.to_owned(),
             port,
             shared,
             stop,
-            workers,
+            acceptor: Some(acceptor),
         }
     }
 
@@ -204,33 +215,47 @@ impl Upstream {
 impl Drop for Upstream {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        for worker in self.workers.drain(..) {
-            let _ = worker.join();
+        // Wake the acceptor, blocked in accept().
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
         }
     }
 }
 
-fn serve(name: &str, server: &tiny_http::Server, shared: &Shared, stop: &AtomicBool) {
-    while !stop.load(Ordering::Relaxed) {
-        let mut request = match server.recv_timeout(Duration::from_millis(50)) {
-            Ok(Some(request)) => request,
-            Ok(None) => continue,
-            Err(_) => break,
-        };
-        let mut body = Vec::new();
-        let _ = request.as_reader().read_to_end(&mut body);
-        let recorded = Recorded {
-            method: request.method().as_str().to_owned(),
-            path: request.url().to_owned(),
-            headers: request
-                .headers()
-                .iter()
-                .map(|h| {
-                    let name = h.field.as_str().as_str().to_ascii_lowercase();
-                    (name, h.value.as_str().to_owned())
-                })
-                .collect(),
-            body,
+/// Longest request head (request line and headers) read, in bytes.
+const MAX_HEAD: usize = 64 * 1024;
+/// How often an idle connection looks at the stop flag.
+const IDLE_POLL: Duration = Duration::from_millis(200);
+
+fn accept(name: &str, listener: &TcpListener, shared: &Arc<Shared>, stop: &Arc<AtomicBool>) {
+    for stream in listener.incoming() {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let Ok(stream) = stream else { continue };
+        let (name, shared, stop) = (name.to_owned(), shared.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let _ = serve_connection(&name, stream, &shared, &stop);
+        });
+    }
+}
+
+/// Serves one connection's requests in turn until the client closes it, asks to, or the
+/// upstream stops.
+fn serve_connection(
+    name: &str,
+    stream: TcpStream,
+    shared: &Shared,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(IDLE_POLL))?;
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    loop {
+        let Some((recorded, close)) = read_request(&mut reader, stop)? else {
+            return Ok(());
         };
         let response = {
             let mut state = shared.lock();
@@ -242,8 +267,165 @@ fn serve(name: &str, server: &tiny_http::Server, shared: &Shared, stop: &AtomicB
             shared.arrived.notify_all();
             response
         };
-        let _ = request.respond(into_tiny(name, response));
+        writer.write_all(&encode(name, &response, close))?;
+        if close {
+            return Ok(());
+        }
     }
+}
+
+/// Reads one request; `None` when the connection ends (or the upstream stops) before one
+/// begins. The flag says the client asked to close after it.
+fn read_request(
+    reader: &mut BufReader<TcpStream>,
+    stop: &AtomicBool,
+) -> std::io::Result<Option<(Recorded, bool)>> {
+    let mut head: Vec<String> = Vec::new();
+    let mut size = 0;
+    loop {
+        let mut line = Vec::new();
+        match read_line(reader, &mut line, stop, head.is_empty()) {
+            Ok(0) => return Ok(None),
+            Ok(n) => size += n,
+            Err(e) => return Err(e),
+        }
+        if size > MAX_HEAD {
+            return Err(invalid("request head too long"));
+        }
+        let text = String::from_utf8_lossy(&line)
+            .trim_end_matches(['\r', '\n'])
+            .to_owned();
+        if text.is_empty() {
+            if head.is_empty() {
+                continue; // a stray CRLF between requests
+            }
+            break;
+        }
+        head.push(text);
+    }
+    let mut request_line = head.first().map(|l| l.split(' ')).into_iter().flatten();
+    let method = request_line.next().unwrap_or_default().to_owned();
+    let path = request_line.next().unwrap_or_default().to_owned();
+    let version = request_line.next().unwrap_or_default().to_owned();
+    let headers: Vec<(String, String)> = head
+        .iter()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let value = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.to_ascii_lowercase())
+    };
+    let chunked = value("transfer-encoding").is_some_and(|v| v.contains("chunked"));
+    let body = if chunked {
+        read_chunked(reader)?
+    } else {
+        let length = value("content-length")
+            .map(|v| {
+                v.parse::<usize>()
+                    .map_err(|_| invalid("bad content-length"))
+            })
+            .transpose()?
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        read_exact(reader, &mut body)?;
+        body
+    };
+    let close = match value("connection") {
+        Some(v) if v.contains("close") => true,
+        Some(v) if v.contains("keep-alive") => false,
+        _ => version != "HTTP/1.1",
+    };
+    let recorded = Recorded {
+        method,
+        path,
+        headers,
+        body,
+    };
+    Ok(Some((recorded, close)))
+}
+
+/// One line, `\n` included; waits across read timeouts while `idle` (between requests)
+/// unless the upstream stops, and treats them as errors mid-request only after a while.
+fn read_line(
+    reader: &mut BufReader<TcpStream>,
+    line: &mut Vec<u8>,
+    stop: &AtomicBool,
+    idle: bool,
+) -> std::io::Result<usize> {
+    let mut waited = Duration::ZERO;
+    loop {
+        match reader.read_until(b'\n', line) {
+            Ok(n) => return Ok(n),
+            Err(e) if is_timeout(&e) => {
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(0);
+                }
+                waited += IDLE_POLL;
+                if !idle && waited > Duration::from_secs(30) {
+                    return Err(e);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn read_exact(reader: &mut BufReader<TcpStream>, buf: &mut [u8]) -> std::io::Result<()> {
+    let mut filled = 0;
+    let mut waited = Duration::ZERO;
+    while filled < buf.len() {
+        match reader.read(buf.get_mut(filled..).unwrap_or_default()) {
+            Ok(0) => return Err(invalid("connection closed inside a body")),
+            Ok(n) => filled += n,
+            Err(e) if is_timeout(&e) && waited < Duration::from_secs(30) => waited += IDLE_POLL,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// A chunked body, trailers skipped.
+fn read_chunked(reader: &mut BufReader<TcpStream>) -> std::io::Result<Vec<u8>> {
+    let never = AtomicBool::new(false);
+    let mut body = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        read_line(reader, &mut line, &never, false)?;
+        let text = String::from_utf8_lossy(&line);
+        let size = text.trim().split(';').next().unwrap_or_default();
+        let size = usize::from_str_radix(size, 16).map_err(|_| invalid("bad chunk size"))?;
+        if size == 0 {
+            loop {
+                let mut trailer = Vec::new();
+                if read_line(reader, &mut trailer, &never, false)? == 0
+                    || trailer == b"\r\n"
+                    || trailer == b"\n"
+                {
+                    return Ok(body);
+                }
+            }
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        read_exact(reader, body.get_mut(start..).unwrap_or_default())?;
+        let mut crlf = Vec::new();
+        read_line(reader, &mut crlf, &never, false)?;
+    }
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
+fn invalid(what: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned())
 }
 
 /// The default answer: 200 with a small JSON body naming the upstream and the request, and
@@ -266,13 +448,63 @@ fn echo(name: &str, request: &Recorded) -> Response {
     )
 }
 
-fn into_tiny(name: &str, response: Response) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
-    let mut out = tiny_http::Response::from_data(response.body).with_status_code(response.status);
-    let named = std::iter::once(("x-upstream".to_owned(), name.to_owned()));
-    for (n, v) in named.chain(response.headers) {
-        if let Ok(header) = tiny_http::Header::from_bytes(n.as_bytes(), v.as_bytes()) {
-            out.add_header(header);
+/// The response on the wire: the test's headers, `x-upstream`, and `content-length`.
+fn encode(name: &str, response: &Response, close: bool) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\n",
+        response.status,
+        reason(response.status)
+    );
+    let named = std::iter::once(("x-upstream", name));
+    let chosen = response
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()));
+    for (n, v) in named.chain(chosen) {
+        if n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("connection") {
+            continue;
         }
+        if n.bytes().chain(v.bytes()).any(|b| b == b'\r' || b == b'\n') {
+            continue;
+        }
+        out.push_str(&format!("{n}: {v}\r\n"));
     }
-    out
+    if response.chunked {
+        out.push_str("transfer-encoding: chunked\r\n");
+    } else {
+        out.push_str(&format!("content-length: {}\r\n", response.body.len()));
+    }
+    if close {
+        out.push_str("connection: close\r\n");
+    }
+    out.push_str("\r\n");
+    let mut bytes = out.into_bytes();
+    if response.chunked {
+        for chunk in response.body.chunks(16 * 1024) {
+            bytes.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+            bytes.extend_from_slice(chunk);
+            bytes.extend_from_slice(b"\r\n");
+        }
+        bytes.extend_from_slice(b"0\r\n\r\n");
+    } else {
+        bytes.extend_from_slice(&response.body);
+    }
+    bytes
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
 }

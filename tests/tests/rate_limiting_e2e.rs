@@ -13,38 +13,13 @@ use portcullis_tests::{client, Envoy, Gateway, Reply, Upstream};
 use serde_json::{json, Value};
 
 /// Concurrent connections in a burst.
-const CONNECTIONS: usize = 16;
+const CONNECTIONS: usize = 32;
 
 fn start(gateway: &Gateway) -> Envoy {
-    Envoy::builder(one_request_per_upstream_connection(&gateway.render()))
+    Envoy::builder(gateway.render())
         .concurrency(2)
         .start()
         .unwrap_or_else(|e| panic!("{e:#}"))
-}
-
-/// The gateway's YAML with every cluster closing its upstream connection after one request.
-///
-/// Why: the recording upstream (tiny_http 0.12) serves each connection on a pooled thread
-/// for the connection's lifetime, and its pool can lose a wake-up when two connections
-/// arrive together; with Envoy keeping upstream connections alive, a connection queued that
-/// way is never served and its request hangs (seen with 16 concurrent clients, with or
-/// without any filter). One request per connection frees the pool's threads at once.
-fn one_request_per_upstream_connection(yaml: &str) -> String {
-    const CLUSTER_LINE: &str = "    connect_timeout: 2s\n";
-    assert!(
-        yaml.contains(CLUSTER_LINE),
-        "the gateway's cluster layout changed:\n{yaml}"
-    );
-    yaml.replace(
-        CLUSTER_LINE,
-        "    connect_timeout: 2s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        common_http_protocol_options: { max_requests_per_connection: 1 }
-        explicit_http_config: { http_protocol_options: {} }
-",
-    )
 }
 
 fn rate_limiting(config: &Value) -> String {

@@ -77,8 +77,7 @@ fn wait_for_names_the_shortfall_when_requests_do_not_arrive() {
 #[test]
 fn send_raw_repeats_any_header_and_reads_a_chunked_reply() {
     let upstream = Upstream::start("raw");
-    // Past tiny_http's 32 KiB threshold, so the upstream answers chunked.
-    upstream.set_response(Response::new(401).body(vec![b'x'; 40_000]));
+    upstream.set_response(Response::new(401).body(vec![b'x'; 40_000]).chunked());
     let reply = client::send_raw(
         upstream.port(),
         b"GET /raw HTTP/1.1\r\nhost: here\r\nauthorization: one\r\nauthorization: two\r\n\
@@ -91,4 +90,58 @@ fn send_raw_repeats_any_header_and_reads_a_chunked_reply() {
         upstream.requests()[0].header_all("authorization"),
         ["one", "two"]
     );
+}
+
+#[test]
+fn many_keep_alive_connections_are_served_at_once() {
+    use std::io::{Read, Write};
+    let upstream = Upstream::start("busy");
+    let port = upstream.port();
+    // 64 connections open at once, each sending several requests on the same connection:
+    // none may wait on another.
+    let clients: Vec<_> = (0..64)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                for i in 0..5 {
+                    let body = format!("{c}-{i}");
+                    write!(
+                        stream,
+                        "POST /k/{c}/{i} HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .unwrap();
+                    // Read exactly one response: head, then content-length bytes.
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        stream.read_exact(&mut byte).unwrap();
+                        head.push(byte[0]);
+                    }
+                    let head = String::from_utf8(head).unwrap();
+                    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .unwrap()
+                        .trim()
+                        .parse()
+                        .unwrap();
+                    let mut body = vec![0; length];
+                    stream.read_exact(&mut body).unwrap();
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
+    }
+    let requests = upstream.wait_for(320, Duration::from_secs(5));
+    assert_eq!(requests.len(), 320);
+    assert!(requests
+        .iter()
+        .any(|r| r.path == "/k/63/4" && r.body_text() == "63-4"));
 }
