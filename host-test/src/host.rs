@@ -296,7 +296,8 @@ impl GrpcRequest {
 pub struct GrpcAnswer {
     pub outcome: GrpcOutcome,
     /// How long the answer takes on the harness clock. Longer than the call's (non-zero)
-    /// timeout: the filter gets the timeout's status at the timeout instead, as from Envoy.
+    /// timeout: at the timeout the filter gets what Envoy 1.40 gives, `proxy_on_grpc_close`
+    /// with UNAVAILABLE (14) and "upstream request timeout{response_timeout}".
     pub delay: Duration,
 }
 

@@ -832,9 +832,12 @@ fn pairs_of(bytes: &[u8]) -> Result<Vec<(String, String)>, Fail> {
         .collect())
 }
 
-/// The gRPC status Envoy's async client reports when a unary call's timeout expires before
-/// its answer: the router's timeout local reply (504) turned into a gRPC status.
-pub(crate) const GRPC_TIMEOUT_STATUS: u32 = 4;
+/// What a unary call whose timeout expires ends with in Envoy 1.40 (seen by
+/// `tests/tests/conformance_grpc.rs`): the router's timeout local reply (504), which a gRPC
+/// request gets as `grpc-status` UNAVAILABLE (14, Envoy's `httpToGrpcStatus(504)`), not
+/// DEADLINE_EXCEEDED; the message carries the response code details.
+pub(crate) const GRPC_TIMEOUT_STATUS: u32 = 14;
+const GRPC_TIMEOUT_MESSAGE: &str = "upstream request timeout{response_timeout}";
 /// INTERNAL: Envoy's status for a call that ended OK without a response message.
 const GRPC_INTERNAL: u32 = 13;
 
@@ -842,7 +845,7 @@ const GRPC_INTERNAL: u32 = 13;
 /// the call at the timeout.
 fn grpc_outcome(answer: crate::host::GrpcAnswer, timeout: Duration) -> (Duration, GrpcOutcome) {
     if !timeout.is_zero() && answer.delay > timeout {
-        let message = "upstream request timeout".to_string();
+        let message = GRPC_TIMEOUT_MESSAGE.to_string();
         return (timeout, GrpcOutcome::Status(GRPC_TIMEOUT_STATUS, message));
     }
     let outcome = match answer.outcome {

@@ -92,7 +92,12 @@ fn an_answer_later_than_the_timeout_ends_the_call_at_the_timeout() {
     let before = host.now_nanos();
     let ex = probe.send(grpc("x").header("x-probe-grpc-timeout-ms", "200"));
     assert_eq!(ex.status(), 200, "{ex:?}");
-    assert_eq!(ex.header("x-probe-grpc-status").as_deref(), Some("4"));
+    // Envoy 1.40 ends a timed-out call UNAVAILABLE, not DEADLINE_EXCEEDED (conformance_grpc).
+    assert_eq!(ex.header("x-probe-grpc-status").as_deref(), Some("14"));
+    assert_eq!(
+        ex.header("x-probe-grpc-message").as_deref(),
+        Some("upstream request timeout{response_timeout}")
+    );
     assert_eq!(ex.header("x-probe-grpc-body").as_deref(), Some(""));
     assert_eq!(host.now_nanos() - before, 200_000_000);
     assert_eq!(probe.pending_grpc_calls(), 0);
