@@ -207,9 +207,9 @@ fn prometheus_stats_count_what_each_filter_did() {
     // Its own Envoy, so every count is this test's.
     let gateway = Gateway::start();
     let series = [
-        "portcullis_token_issuer_issued{}",
-        "portcullis_jwt_accepted{}",
-        "portcullis_jwt_rejected{}",
+        "portcullis_token_issuer_issued_total{}",
+        "portcullis_jwt_accepted_total{}",
+        "portcullis_jwt_rejected_total{}",
         "portcullis_acl_allowed_total{}",
         "portcullis_acl_denied_total{}",
         "portcullis_rate_limiting_allowed_total{}",
@@ -266,8 +266,8 @@ fn prometheus_stats_count_what_each_filter_did() {
     assert_eq!(got, want);
     // And why jwt refused, by reason.
     for (name, value) in [
-        ("portcullis_jwt_rejected_missing{}", 1.0),
-        ("portcullis_jwt_rejected_malformed{}", 1.0),
+        ("portcullis_jwt_rejected_missing_total{}", 1.0),
+        ("portcullis_jwt_rejected_malformed_total{}", 1.0),
         ("portcullis_acl_route_payments_denied_total{}", 1.0),
     ] {
         assert_eq!(gateway.metric(name), value, "{name}");

@@ -147,12 +147,12 @@ fn tokens_of_every_family_pass_with_kongs_headers_and_the_host_checks_rs_and_es(
     }
     assert_eq!(orders.count(), ALGORITHMS.len());
     assert_eq!(
-        metric(&envoy, "portcullis_jwt_accepted"),
+        metric(&envoy, "portcullis_jwt_accepted_total"),
         ALGORITHMS.len() as f64,
         "{}",
         envoy.stats_prometheus()
     );
-    assert_eq!(metric(&envoy, "portcullis_jwt_rejected"), 0.0);
+    assert_eq!(metric(&envoy, "portcullis_jwt_rejected_total"), 0.0);
 }
 
 #[test]
@@ -392,7 +392,7 @@ fn each_rejection_class_is_stopped_before_the_upstream() {
         ),
     ];
     for (what, token, body, label) in &cases {
-        let before = metric(&envoy, &format!("portcullis_jwt_rejected_{label}"));
+        let before = metric(&envoy, &format!("portcullis_jwt_rejected_{label}_total"));
         let headers: Vec<(&str, String)> = token
             .iter()
             .map(|t| ("authorization", format!("Bearer {t}")))
@@ -413,7 +413,7 @@ fn each_rejection_class_is_stopped_before_the_upstream() {
         };
         assert_eq!(reply.header("www-authenticate"), Some(challenge), "{what}");
         assert_eq!(
-            metric(&envoy, &format!("portcullis_jwt_rejected_{label}")),
+            metric(&envoy, &format!("portcullis_jwt_rejected_{label}_total")),
             before + 1.0,
             "{what}"
         );
@@ -432,7 +432,7 @@ fn each_rejection_class_is_stopped_before_the_upstream() {
 
     assert_eq!(orders.count(), 0, "a refused request reached the upstream");
     assert_eq!(
-        metric(&envoy, "portcullis_jwt_rejected"),
+        metric(&envoy, "portcullis_jwt_rejected_total"),
         (cases.len() + 1) as f64,
         "{}",
         envoy.stats_prometheus()
@@ -583,7 +583,7 @@ fn a_remote_jwks_is_fetched_through_a_cluster_rotated_and_kept_through_an_outage
         (1..=3).contains(&fetches_at_start),
         "{fetches_at_start} fetches at start"
     );
-    assert!(metric(&envoy, "portcullis_jwt_jwks_fetched") >= 1.0);
+    assert!(metric(&envoy, "portcullis_jwt_jwks_fetched_total") >= 1.0);
 
     // Rotation: the issuer publishes k2; past the 1 s floor the first k2 token fetches and
     // passes, on whichever worker it lands.
@@ -638,7 +638,7 @@ fn a_remote_jwks_is_fetched_through_a_cluster_rotated_and_kept_through_an_outage
         );
     }
     assert!(
-        metric(&envoy, "portcullis_jwt_jwks_fetch_failed") >= 2.0,
+        metric(&envoy, "portcullis_jwt_jwks_fetch_failed_total") >= 2.0,
         "{}",
         envoy.stats_prometheus()
     );

@@ -417,16 +417,16 @@ fn login_token_then_protected_route_with_keys_from_the_issuers_own_jwks() {
     );
     assert!(envoy.wait_for_log("portcullis-token-issuer: no token: login response of"));
 
-    assert_eq!(scene.metric("portcullis_token_issuer_issued"), 2.0);
+    assert_eq!(scene.metric("portcullis_token_issuer_issued_total"), 2.0);
     assert_eq!(
-        scene.metric("portcullis_token_issuer_upstream_refusals"),
+        scene.metric("portcullis_token_issuer_upstream_refusals_total"),
         1.0
     );
     assert_eq!(
-        scene.metric("portcullis_token_issuer_rejected_too_large"),
+        scene.metric("portcullis_token_issuer_rejected_too_large_total"),
         2.0
     );
-    assert!(scene.metric("portcullis_token_issuer_jwks_served") >= 2.0);
+    assert!(scene.metric("portcullis_token_issuer_jwks_served_total") >= 2.0);
 }
 
 #[test]

@@ -65,11 +65,11 @@ struct Metrics {
 impl Metrics {
     fn define() -> Metrics {
         Metrics {
-            accepted: Counter::define("portcullis_jwt_accepted"),
-            rejected: Counter::define("portcullis_jwt_rejected"),
-            cache_hits: Counter::define("portcullis_jwt_cache_hits"),
-            jwks_fetched: Counter::define("portcullis_jwt_jwks_fetched"),
-            jwks_failed: Counter::define("portcullis_jwt_jwks_fetch_failed"),
+            accepted: Counter::define("portcullis_jwt_accepted_total"),
+            rejected: Counter::define("portcullis_jwt_rejected_total"),
+            cache_hits: Counter::define("portcullis_jwt_cache_hits_total"),
+            jwks_fetched: Counter::define("portcullis_jwt_jwks_fetched_total"),
+            jwks_failed: Counter::define("portcullis_jwt_jwks_fetch_failed_total"),
             by_reason: RefCell::new(HashMap::new()),
         }
     }
@@ -79,7 +79,7 @@ impl Metrics {
         let mut by_reason = self.by_reason.borrow_mut();
         by_reason
             .entry(label)
-            .or_insert_with(|| Counter::define(&format!("portcullis_jwt_rejected_{label}")))
+            .or_insert_with(|| Counter::define(&format!("portcullis_jwt_rejected_{label}_total")))
             .inc();
     }
 }

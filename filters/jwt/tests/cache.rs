@@ -17,18 +17,18 @@ fn a_repeated_token_is_a_cache_hit_that_costs_fewer_instructions() {
     let mut jwt = start(&host, &config());
     for alg in ["HS256", "RS256", "PS256", "ES256", "EdDSA"] {
         let token = token(alg);
-        let hits = host.metric_value("portcullis_jwt_cache_hits");
+        let hits = host.metric_value("portcullis_jwt_cache_hits_total");
         let first = jwt.send(bearer(&token));
         assert_accepted(&first, alg);
         assert_eq!(
-            host.metric_value("portcullis_jwt_cache_hits"),
+            host.metric_value("portcullis_jwt_cache_hits_total"),
             hits,
             "{alg}: first"
         );
         let second = jwt.send(bearer(&token));
         assert_accepted(&second, alg);
         assert_eq!(
-            host.metric_value("portcullis_jwt_cache_hits"),
+            host.metric_value("portcullis_jwt_cache_hits_total"),
             hits + 1,
             "{alg}: second"
         );
@@ -60,7 +60,7 @@ fn expiry_and_nbf_are_still_enforced_on_a_cache_hit() {
     let token = token_with("RS256", json!({"exp": NOW + 120}));
     assert_accepted(&jwt.send(bearer(&token)), "fresh");
     assert_accepted(&jwt.send(bearer(&token)), "cached");
-    assert_eq!(host.metric_value("portcullis_jwt_cache_hits"), 1);
+    assert_eq!(host.metric_value("portcullis_jwt_cache_hits_total"), 1);
     // exp + 60 s of leeway.
     host.advance(Duration::from_secs(180));
     assert_refused(
@@ -187,7 +187,10 @@ fn the_cache_never_changes_a_verdict() {
                 ));
             }
         }
-        (verdicts, host.metric_value("portcullis_jwt_cache_hits"))
+        (
+            verdicts,
+            host.metric_value("portcullis_jwt_cache_hits_total"),
+        )
     };
     let (cached, hits) = run(1024);
     let (uncached, no_hits) = run(0);

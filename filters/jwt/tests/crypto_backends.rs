@@ -128,7 +128,7 @@ fn a_host_check_that_fails_refuses_the_request_it_never_lets_it_through() {
         message("An unexpected error occurred")
     );
     assert_eq!(
-        host.metric_value("portcullis_jwt_rejected_verifier_error"),
+        host.metric_value("portcullis_jwt_rejected_verifier_error_total"),
         1
     );
     // What the module checks itself still works.

@@ -140,8 +140,11 @@ fn the_first_request_fetches_the_key_set_through_the_cluster_and_waits_for_it() 
         assert_corp(&jwt.send(bearer(&corp("k1"))), "k1 again");
     }
     assert_eq!(server.fetches(), 1, "fetched again without a reason");
-    assert_eq!(host.metric_value("portcullis_jwt_jwks_fetched"), 1);
-    assert_eq!(host.metric_value("portcullis_jwt_jwks_fetch_failed"), 0);
+    assert_eq!(host.metric_value("portcullis_jwt_jwks_fetched_total"), 1);
+    assert_eq!(
+        host.metric_value("portcullis_jwt_jwks_fetch_failed_total"),
+        0
+    );
     // One copy in shared data for every worker of this VM id.
     assert!(host
         .shared_data("portcullis-jwt", "portcullis.jwt.jwks.corp")
@@ -233,7 +236,7 @@ fn a_new_kid_makes_a_request_refetch_and_wait_but_never_more_often_than_the_floo
     );
     assert_eq!(server.fetches(), 3);
     assert_corp(&jwt.send(bearer(&corp("k2"))), "k2 after k1 retired");
-    assert_eq!(host.metric_value("portcullis_jwt_jwks_fetched"), 3);
+    assert_eq!(host.metric_value("portcullis_jwt_jwks_fetched_total"), 3);
 }
 
 #[test]
@@ -272,7 +275,7 @@ fn a_key_replaced_under_the_same_kid_no_longer_verifies_what_it_used_to() {
     let token = corp("k1");
     assert_corp(&jwt.send(bearer(&token)), "k1");
     assert_corp(&jwt.send(bearer(&token)), "k1, from the cache");
-    assert_eq!(host.metric_value("portcullis_jwt_cache_hits"), 1);
+    assert_eq!(host.metric_value("portcullis_jwt_cache_hits_total"), 1);
     // The issuer replaces the key material behind k1 (a compromised key, say).
     server.answer(jwks(&[rsa_jwk_of_private("rsa2048-other.key.pem", "k1")]));
     host.advance(Duration::from_secs(60));
@@ -344,7 +347,7 @@ fn an_outage_keeps_the_last_good_key_set() {
             host.logs()
         );
         assert_eq!(
-            host.metric_value("portcullis_jwt_jwks_fetch_failed"),
+            host.metric_value("portcullis_jwt_jwks_fetch_failed_total"),
             1 + i as i64,
             "{what}"
         );
@@ -353,7 +356,7 @@ fn an_outage_keeps_the_last_good_key_set() {
     server.answer(jwks(&[k1(), k2()]));
     host.advance(Duration::from_secs(30));
     assert_corp(&jwt.send(bearer(&corp("k2"))), "k2 once the issuer is back");
-    assert_eq!(host.metric_value("portcullis_jwt_jwks_fetched"), 2);
+    assert_eq!(host.metric_value("portcullis_jwt_jwks_fetched_total"), 2);
 }
 
 #[test]

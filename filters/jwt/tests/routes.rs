@@ -154,7 +154,7 @@ fn without_a_token_the_anonymous_consumer_stands_in_but_a_bad_token_is_still_ref
             what,
         );
     }
-    assert_eq!(host.metric_value("portcullis_jwt_accepted"), 2);
+    assert_eq!(host.metric_value("portcullis_jwt_accepted_total"), 2);
 }
 
 fn resign_flipped(token: &str) -> String {

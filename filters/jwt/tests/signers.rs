@@ -75,10 +75,10 @@ fn every_algorithm_is_accepted_with_kongs_headers_upstream_and_the_identity_in_f
         assert_eq!(identity(&exchange), expected, "{alg}");
     }
     assert_eq!(
-        host.metric_value("portcullis_jwt_accepted"),
+        host.metric_value("portcullis_jwt_accepted_total"),
         ALGORITHMS.len() as i64
     );
-    assert_eq!(host.metric_value("portcullis_jwt_rejected"), 0);
+    assert_eq!(host.metric_value("portcullis_jwt_rejected_total"), 0);
 }
 
 #[test]

@@ -47,11 +47,11 @@ struct Metrics {
 impl Metrics {
     fn define() -> Metrics {
         Metrics {
-            issued: Counter::define("portcullis_token_issuer_issued"),
-            upstream_refusals: Counter::define("portcullis_token_issuer_upstream_refusals"),
-            passed_through: Counter::define("portcullis_token_issuer_passed_through"),
-            rejected: Counter::define("portcullis_token_issuer_rejected"),
-            jwks_served: Counter::define("portcullis_token_issuer_jwks_served"),
+            issued: Counter::define("portcullis_token_issuer_issued_total"),
+            upstream_refusals: Counter::define("portcullis_token_issuer_upstream_refusals_total"),
+            passed_through: Counter::define("portcullis_token_issuer_passed_through_total"),
+            rejected: Counter::define("portcullis_token_issuer_rejected_total"),
+            jwks_served: Counter::define("portcullis_token_issuer_jwks_served_total"),
             by_reason: RefCell::new(HashMap::new()),
         }
     }
@@ -62,7 +62,7 @@ impl Metrics {
             .borrow_mut()
             .entry(label)
             .or_insert_with(|| {
-                Counter::define(&format!("portcullis_token_issuer_rejected_{label}"))
+                Counter::define(&format!("portcullis_token_issuer_rejected_{label}_total"))
             })
             .inc();
     }

@@ -44,7 +44,7 @@ fn a_successful_login_answer_becomes_a_token() {
         verify(&jwt_config("ES256", Some(&jwks(&mut issuer))), &token, NOW).as_deref(),
         Ok("123")
     );
-    assert_eq!(host.metric_value("portcullis_token_issuer_issued"), 1);
+    assert_eq!(host.metric_value("portcullis_token_issuer_issued_total"), 1);
 }
 
 #[test]
@@ -118,10 +118,10 @@ fn a_refused_login_passes_through_unchanged() {
         );
     }
     assert_eq!(
-        host.metric_value("portcullis_token_issuer_upstream_refusals"),
+        host.metric_value("portcullis_token_issuer_upstream_refusals_total"),
         5
     );
-    assert_eq!(host.metric_value("portcullis_token_issuer_issued"), 0);
+    assert_eq!(host.metric_value("portcullis_token_issuer_issued_total"), 0);
 }
 
 #[test]
@@ -138,7 +138,7 @@ fn an_answer_that_is_not_json_passes_through_unchanged() {
     let ex = issuer.send(login(compressed));
     assert_eq!(ex.body_json(), profile());
     assert_eq!(
-        host.metric_value("portcullis_token_issuer_passed_through"),
+        host.metric_value("portcullis_token_issuer_passed_through_total"),
         2
     );
 }
@@ -163,7 +163,7 @@ fn a_json_answer_that_is_not_an_object_passes_through_unchanged() {
         assert_eq!(ex.response.body, body);
     }
     assert_eq!(
-        host.metric_value("portcullis_token_issuer_passed_through"),
+        host.metric_value("portcullis_token_issuer_passed_through_total"),
         4
     );
 }
@@ -194,9 +194,12 @@ fn an_answer_over_the_limit_is_refused_and_none_of_it_leaks() {
             Some("token-issuer")
         );
     }
-    assert_eq!(host.metric_value("portcullis_token_issuer_rejected"), 2);
     assert_eq!(
-        host.metric_value("portcullis_token_issuer_rejected_too_large"),
+        host.metric_value("portcullis_token_issuer_rejected_total"),
+        2
+    );
+    assert_eq!(
+        host.metric_value("portcullis_token_issuer_rejected_too_large_total"),
         2
     );
     assert!(host.logged(LogLevel::Info, "limit 256"));
@@ -283,7 +286,7 @@ fn only_the_configured_paths_and_methods_are_logins() {
         ex.body_json().get("token").is_some(),
         "the query string is ignored"
     );
-    assert_eq!(host.metric_value("portcullis_token_issuer_issued"), 1);
+    assert_eq!(host.metric_value("portcullis_token_issuer_issued_total"), 1);
 }
 
 #[test]
@@ -336,7 +339,10 @@ fn the_jwks_endpoint_publishes_the_public_keys() {
     assert_eq!(post.status(), 405);
     assert_eq!(post.header("allow").as_deref(), Some("GET, HEAD"));
     assert!(!post.reached_upstream());
-    assert_eq!(host.metric_value("portcullis_token_issuer_jwks_served"), 1);
+    assert_eq!(
+        host.metric_value("portcullis_token_issuer_jwks_served_total"),
+        1
+    );
 }
 
 /// The issuer's JWKS, as its endpoint serves it.

@@ -127,7 +127,7 @@ impl Gateway {
         format!("Bearer {token}")
     }
 
-    /// The value of one Prometheus series (`portcullis_jwt_accepted{}`); panics if Envoy
+    /// The value of one Prometheus series (`portcullis_jwt_accepted_total{}`); panics if Envoy
     /// does not list it.
     pub fn metric(&self, series: &str) -> f64 {
         self.envoy.metric(series).unwrap_or_else(|| {

@@ -36,7 +36,7 @@ impl Refusal {
         }
     }
 
-    /// The suffix of the `portcullis_token_issuer_rejected_<label>` counter.
+    /// The suffix of the `portcullis_token_issuer_rejected_<label>_total` counter.
     pub fn metric_label(&self) -> &'static str {
         match self {
             Refusal::BodyTooLarge { .. } => "too_large",

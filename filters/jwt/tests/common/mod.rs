@@ -159,7 +159,7 @@ pub const INVALID_TOKEN: &str = r#"Bearer realm="portcullis", error="invalid_tok
 
 /// Sends `request` and asserts the refusal a client sees — 401, exactly `body`, JSON,
 /// `WWW-Authenticate` — that nothing reached the upstream, and that the counters
-/// `portcullis_jwt_rejected` and `portcullis_jwt_rejected_<label>` each moved by one.
+/// `portcullis_jwt_rejected_total` and `portcullis_jwt_rejected_<label>_total` each moved by one.
 pub fn assert_refused(
     jwt: &mut Plugin,
     request: Request,
@@ -168,9 +168,9 @@ pub fn assert_refused(
     what: &str,
 ) -> Exchange {
     let host = jwt.host().clone();
-    let metric = format!("portcullis_jwt_rejected_{label}");
+    let metric = format!("portcullis_jwt_rejected_{label}_total");
     let (total, reason) = (
-        host.metric_value("portcullis_jwt_rejected"),
+        host.metric_value("portcullis_jwt_rejected_total"),
         host.metric_value(&metric),
     );
     let exchange = jwt.send(request);
@@ -205,9 +205,9 @@ pub fn assert_refused(
         "{what}"
     );
     assert_eq!(
-        host.metric_value("portcullis_jwt_rejected"),
+        host.metric_value("portcullis_jwt_rejected_total"),
         total + 1,
-        "{what}: portcullis_jwt_rejected did not move"
+        "{what}: portcullis_jwt_rejected_total did not move"
     );
     assert_eq!(
         host.metric_value(&metric),
