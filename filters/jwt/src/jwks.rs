@@ -53,7 +53,22 @@ pub fn sync(store: &mut KeyStore, provider: &str) -> bool {
 /// Claims the right to fetch now if one is due; the caller then dispatches [`fetch`].
 pub fn claim(remote: &RemoteJwks, now: UnixTime, trigger: Trigger) -> bool {
     let key = refresh_key(&remote.provider);
-    let (bytes, cas) = hostcalls::get_shared_data(&key).unwrap_or((None, None));
+    let (mut bytes, mut cas) = hostcalls::get_shared_data(&key).unwrap_or((None, None));
+    if cas.is_none() {
+        // The ABI has no create-if-absent: a write without a CAS always succeeds, so two
+        // workers could both claim a key that does not exist yet. Create it (unclaimed)
+        // first, then claim with the CAS that creation gave. (Only a worker creating it
+        // while another has just claimed can still overwrite that claim: one extra fetch,
+        // once, at start.)
+        if !RefreshState::default().due(remote, now, trigger) {
+            return false;
+        }
+        let _ = hostcalls::set_shared_data(&key, Some(&RefreshState::default().encode()), None);
+        (bytes, cas) = hostcalls::get_shared_data(&key).unwrap_or((None, None));
+        if cas.is_none() {
+            return false;
+        }
+    }
     let state = RefreshState::decode(bytes.as_deref().unwrap_or_default());
     if !state.due(remote, now, trigger) {
         return false;

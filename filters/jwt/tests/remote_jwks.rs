@@ -388,3 +388,28 @@ fn two_workers_share_one_fetched_copy() {
     assert_corp(&other.send(bearer(&corp("k2"))), "another VM id");
     assert_eq!(server.fetches(), 3);
 }
+
+#[test]
+fn a_worker_whose_claim_loses_its_cas_does_not_fetch_even_the_first_time() {
+    use portcullis_core::jwt::refresh::RefreshState;
+    use portcullis_core::UnixTime;
+    let host = Host::new();
+    let server = JwksServer::serve(&host, jwks(&[k1()]).delay(Duration::from_millis(200)));
+    let mut jwt = start(&host, &remote_config());
+    // Another worker claims the very first fetch between this worker's read of the refresh
+    // state and its write. The ABI has no create-if-absent, so a claim written while the
+    // key did not exist yet would succeed whatever happened meanwhile: the filter creates
+    // the key first and claims with a CAS.
+    let now = UnixTime(host.now_nanos() / 1_000_000_000 + 1);
+    host.on_shared_get(move |key, writer| {
+        if key == "portcullis.jwt.refresh.corp" && writer.get(key).is_some() {
+            let claimed = RefreshState::default().started(now).encode();
+            if writer.get(key) != Some(&claimed[..]) {
+                writer.set(key, &claimed);
+            }
+        }
+    });
+    jwt.advance(Duration::from_secs(1)).unwrap();
+    assert_eq!(server.fetches(), 0, "the other worker's claim stands");
+    host.clear_shared_get_hook();
+}
