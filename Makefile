@@ -32,8 +32,9 @@ setup: ## Install everything the project needs (idempotent): wasm targets, Envoy
 	fi
 	@echo "setup: ok ($$($(ENVOY) --version | grep -o 'version: [^ ]*'))"
 
-build: ## Build every filter to dist/portcullis-<filter>.wasm (and the host-test probe fixture)
+build: ## Build every filter to dist/portcullis-<filter>.wasm (and the host-test probe fixture), and the rate limit service
 	$(CARGO) build --release --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p portcullis-$(f)) -p portcullis-probe
+	$(CARGO) build -p portcullis-ratelimit
 	@mkdir -p $(DIST)/fixtures
 	@for f in $(FILTERS); do \
 	  cp target/$(WASM_TARGET)/release/portcullis_$$(echo $$f | tr - _).wasm $(DIST)/portcullis-$$f.wasm; \

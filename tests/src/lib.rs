@@ -20,6 +20,8 @@ pub mod client;
 pub mod config;
 pub mod envoy;
 pub mod paths;
+pub mod ratelimit_service;
+pub mod redis;
 pub mod tokens;
 pub mod upstream;
 

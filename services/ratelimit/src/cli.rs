@@ -1,0 +1,122 @@
+//! The command line: where to listen, which Redis, how long to wait for it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub const USAGE: &str = "\
+usage: portcullis-ratelimit [--listen ADDR:PORT] [--redis-url URL] [--redis-timeout-ms MS]
+
+Envoy's rate limit service (envoy.service.ratelimit.v3.RateLimitService) over gRPC, with
+every counter in Redis. Each descriptor carries its limit in its `limit` override.
+
+  --listen ADDR:PORT      gRPC address (HTTP/2 cleartext); port 0 picks a free one.
+                          Default 127.0.0.1:8081. The bound address is printed on stdout:
+                          `portcullis-ratelimit listening on ADDR:PORT`.
+  --redis-url URL         redis://[user:pass@]host:port/db, rediss:// is not built in.
+                          Default redis://127.0.0.1:6379/0.
+  --redis-timeout-ms MS   the most one call waits on Redis, connecting included; past it
+                          the call fails with gRPC UNAVAILABLE. Default 100.
+";
+
+/// What the command line asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    pub listen: SocketAddr,
+    pub redis_url: String,
+    pub redis_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            redis_url: "redis://127.0.0.1:6379/0".to_owned(),
+            redis_timeout: Duration::from_millis(100),
+        }
+    }
+}
+
+/// The options in `args` (program name excluded); `Ok(None)` for `--help`. Every flag
+/// takes its value as the next argument or after `=`.
+pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, String> {
+    let mut options = Options::default();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        if arg == "--help" || arg == "-h" {
+            return Ok(None);
+        }
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) => (flag.to_owned(), Some(value.to_owned())),
+            None => (arg, None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "--listen" => {
+                let text = value()?;
+                options.listen = text
+                    .parse()
+                    .map_err(|e| format!("--listen {text}: {e} (want ADDR:PORT)"))?;
+            }
+            "--redis-url" => options.redis_url = value()?,
+            "--redis-timeout-ms" => {
+                let text = value()?;
+                let millis: u64 = text.parse().ok().filter(|ms| *ms > 0).ok_or_else(|| {
+                    format!("--redis-timeout-ms {text}: want a number of milliseconds above 0")
+                })?;
+                options.redis_timeout = Duration::from_millis(millis);
+            }
+            _ => return Err(format!("unknown argument {flag}")),
+        }
+    }
+    Ok(Some(options))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(text: &str) -> Vec<String> {
+        text.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn defaults_suit_a_local_redis() {
+        assert_eq!(parse(args("")), Ok(Some(Options::default())));
+    }
+
+    #[test]
+    fn reads_every_flag_in_both_spellings() {
+        let options = parse(args(
+            "--listen 127.0.0.1:0 --redis-url=redis://10.0.0.2:7000/1 --redis-timeout-ms 250",
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!(options.listen, SocketAddr::from(([127, 0, 0, 1], 0)));
+        assert_eq!(options.redis_url, "redis://10.0.0.2:7000/1");
+        assert_eq!(options.redis_timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn refuses_what_it_does_not_understand() {
+        let rows = [
+            (
+                "--listen localhost",
+                "--listen localhost: invalid socket address syntax (want ADDR:PORT)",
+            ),
+            (
+                "--redis-timeout-ms 0",
+                "--redis-timeout-ms 0: want a number of milliseconds above 0",
+            ),
+            ("--redis-url", "--redis-url needs a value"),
+            ("--port 1", "unknown argument --port"),
+        ];
+        for (line, message) in rows {
+            assert_eq!(parse(args(line)), Err(message.to_owned()), "{line}");
+        }
+    }
+}

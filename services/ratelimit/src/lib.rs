@@ -1,0 +1,26 @@
+//! `portcullis-ratelimit`: Envoy's rate limit service
+//! (`envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`) with every counter in
+//! Redis. It holds no policy — each descriptor carries its limit in its `limit` override —
+//! and no state, so any number of replicas on one Redis count exactly.
+//!
+//! | module | holds |
+//! |---|---|
+//! | [`cli`] | the command line |
+//! | [`window`] | Envoy's units as calendar UTC windows |
+//! | [`key`] | counter keys and their escaping |
+//! | [`plan`] | a request checked and turned into counters |
+//! | [`script`] | the one atomic Lua script, its arguments and reply |
+//! | [`reply`] | the response for what was counted |
+//! | [`store`] | the Redis connection: reconnects, timeouts |
+//! | [`service`] | the gRPC service: the clock, then the functions above |
+//! | [`failure`] | why a call fails, and its gRPC status |
+
+pub mod cli;
+pub mod failure;
+pub mod key;
+pub mod plan;
+pub mod reply;
+pub mod script;
+pub mod service;
+pub mod store;
+pub mod window;

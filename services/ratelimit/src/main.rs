@@ -1,0 +1,102 @@
+//! `portcullis-ratelimit`: parses the command line, binds, prints the address it listens
+//! on, and serves until SIGTERM or SIGINT. Logs go to stderr.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
+use portcullis_ratelimit::cli::{self, Options, USAGE};
+use portcullis_ratelimit::service::{system_clock, RateLimiter};
+use portcullis_ratelimit::store::Store;
+use tonic::transport::server::TcpIncoming;
+
+/// How long a stop signal waits for open connections to close.
+const GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn main() -> ExitCode {
+    let options = match cli::parse(std::env::args().skip(1)) {
+        Ok(Some(options)) => options,
+        Ok(None) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(why) => {
+            eprintln!("portcullis-ratelimit: {why}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("portcullis-ratelimit: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("portcullis-ratelimit: {why}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(options: Options) -> Result<(), String> {
+    let store = Store::new(&options.redis_url, options.redis_timeout)?;
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|e| format!("--listen {}: {e}", options.listen))?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| format!("--listen {}: {e}", options.listen))?;
+    // Tests and scripts read the port from this line: print it whole, then flush.
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(stdout, "portcullis-ratelimit listening on {address}");
+    let _ = stdout.flush();
+    eprintln!(
+        "portcullis-ratelimit: serving on {address}, counters in {} (timeout {} ms)",
+        options.redis_url,
+        options.redis_timeout.as_millis()
+    );
+    let service = RateLimitServiceServer::new(RateLimiter::new(store, system_clock));
+    let (stopping, stopped) = tokio::sync::oneshot::channel();
+    let server = tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
+            shutdown().await;
+            let _ = stopping.send(());
+        });
+    // Graceful, within bounds: calls in flight finish, but a client that keeps its
+    // connection open after the GOAWAY does not hold the exit up past GRACE.
+    tokio::select! {
+        served = server => served.map_err(|e| format!("serving: {e}"))?,
+        _ = async {
+            let _ = stopped.await;
+            tokio::time::sleep(GRACE).await;
+        } => eprintln!(
+            "portcullis-ratelimit: connections still open {} ms after the signal, closing them",
+            GRACE.as_millis()
+        ),
+    }
+    eprintln!("portcullis-ratelimit: stopped");
+    Ok(())
+}
+
+/// Resolves on the first SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        eprintln!("portcullis-ratelimit: cannot watch for signals; stop it with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => eprintln!("portcullis-ratelimit: SIGTERM, stopping"),
+        _ = int.recv() => eprintln!("portcullis-ratelimit: SIGINT, stopping"),
+    }
+}

@@ -1,0 +1,252 @@
+//! A request checked and turned into the counters it touches: one [`Check`] per descriptor
+//! that carries a limit override, with its key, window and hits.
+
+use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
+use portcullis_core::rate_limit::window::Window;
+use portcullis_core::rate_limit::UnixMillis;
+
+use crate::failure::Failure;
+use crate::key::counter_key;
+use crate::window::CountUnit;
+
+/// At most this many descriptors per request: the client controls the count, and every one
+/// is a key in one Redis script.
+pub const MAX_DESCRIPTORS: usize = 64;
+/// At most this many bytes per counter key.
+pub const MAX_KEY_BYTES: usize = 4_096;
+
+/// One counter one request touches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Check {
+    /// The descriptor's position in the request (and in the response's `statuses`).
+    pub descriptor: usize,
+    pub key: String,
+    /// `requests_per_unit`: the request is over when the count plus its hits exceeds it.
+    pub limit: u32,
+    pub unit: CountUnit,
+    /// The window `now` falls in.
+    pub window: Window,
+    /// What the request adds to the counter when admitted; 0 checks without counting.
+    pub hits: u64,
+}
+
+/// What one request asks of the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// How many descriptors the request has: the response has a status for each.
+    pub descriptors: usize,
+    /// The limited descriptors, in request order. Descriptors without a `limit` override
+    /// have none: this service holds no policy, so they are always OK.
+    pub checks: Vec<Check>,
+}
+
+/// Checks `request` and plans its counters at `now`.
+///
+/// Hits: a descriptor's own `hits_addend` wins; else the request's, where 0 means 1 (Envoy's
+/// rule). `is_negative_hits` is refused.
+pub fn plan(request: &RateLimitRequest, now: UnixMillis) -> Result<Plan, Failure> {
+    if request.domain.is_empty() {
+        return Err(Failure::EmptyDomain);
+    }
+    if request.descriptors.is_empty() {
+        return Err(Failure::NoDescriptors);
+    }
+    if request.descriptors.len() > MAX_DESCRIPTORS {
+        return Err(Failure::TooManyDescriptors(request.descriptors.len()));
+    }
+    let request_hits = u64::from(request.hits_addend.max(1));
+    let mut checks = Vec::with_capacity(request.descriptors.len());
+    for (index, descriptor) in request.descriptors.iter().enumerate() {
+        let Some(limit) = &descriptor.limit else {
+            continue;
+        };
+        let unit = CountUnit::from_envoy(limit.unit).ok_or(Failure::UnknownUnit {
+            descriptor: index,
+            unit: limit.unit,
+        })?;
+        if descriptor.is_negative_hits {
+            return Err(Failure::NegativeHits { descriptor: index });
+        }
+        let hits = descriptor
+            .hits_addend
+            .map_or(request_hits, |addend| addend.value);
+        if hits > u64::from(u32::MAX) {
+            return Err(Failure::HitsTooLarge {
+                descriptor: index,
+                hits,
+            });
+        }
+        let window = unit.window_at(now.secs());
+        let key = counter_key(&request.domain, &descriptor.entries, unit, window.start);
+        if key.len() > MAX_KEY_BYTES {
+            return Err(Failure::KeyTooLong {
+                descriptor: index,
+                bytes: key.len(),
+            });
+        }
+        checks.push(Check {
+            descriptor: index,
+            key,
+            limit: limit.requests_per_unit,
+            unit,
+            window,
+            hits,
+        });
+    }
+    Ok(Plan {
+        descriptors: request.descriptors.len(),
+        checks,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::{
+        Entry, RateLimitOverride,
+    };
+    use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+    use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_limit::Unit;
+    use envoy_types::pb::google::protobuf::UInt64Value;
+    use portcullis_core::rate_limit::Period;
+
+    /// 2026-11-25T16:30:20.500Z.
+    pub const NOW: UnixMillis = UnixMillis(1_795_624_220_500);
+
+    pub fn descriptor(pairs: &[(&str, &str)], limit: Option<(u32, Unit)>) -> RateLimitDescriptor {
+        RateLimitDescriptor {
+            entries: pairs
+                .iter()
+                .map(|(key, value)| Entry {
+                    key: key.to_string(),
+                    value: value.to_string(),
+                })
+                .collect(),
+            limit: limit.map(|(requests_per_unit, unit)| RateLimitOverride {
+                requests_per_unit,
+                unit: unit as i32,
+            }),
+            hits_addend: None,
+            is_negative_hits: false,
+        }
+    }
+
+    pub fn request(descriptors: Vec<RateLimitDescriptor>) -> RateLimitRequest {
+        RateLimitRequest {
+            domain: "edge".to_owned(),
+            descriptors,
+            hits_addend: 0,
+        }
+    }
+
+    #[test]
+    fn an_overridden_descriptor_becomes_a_check_in_its_window() {
+        let req = request(vec![descriptor(
+            &[("route", "users")],
+            Some((10, Unit::Minute)),
+        )]);
+        let plan = plan(&req, NOW).unwrap();
+        assert_eq!(plan.descriptors, 1);
+        let check = &plan.checks[0];
+        assert_eq!(check.key, "{edge}:route=users:minute:1795624200");
+        assert_eq!(check.limit, 10);
+        assert_eq!(check.unit, CountUnit::Calendar(Period::Minute));
+        assert_eq!(
+            check.window,
+            Window {
+                start: 1_795_624_200,
+                end: 1_795_624_260
+            }
+        );
+        assert_eq!(check.hits, 1);
+    }
+
+    #[test]
+    fn descriptors_without_override_have_no_check_but_keep_their_place() {
+        let req = request(vec![
+            descriptor(&[("a", "1")], None),
+            descriptor(&[("b", "2")], Some((5, Unit::Second))),
+        ]);
+        let plan = plan(&req, NOW).unwrap();
+        assert_eq!(plan.descriptors, 2);
+        assert_eq!(plan.checks.len(), 1);
+        assert_eq!(plan.checks[0].descriptor, 1);
+    }
+
+    #[test]
+    fn request_hits_of_zero_mean_one_and_the_descriptors_own_hits_win() {
+        let mut req = request(vec![
+            descriptor(&[("a", "1")], Some((5, Unit::Second))),
+            descriptor(&[("b", "2")], Some((5, Unit::Second))),
+        ]);
+        req.hits_addend = 3;
+        req.descriptors[1].hits_addend = Some(UInt64Value { value: 0 });
+        let plan = plan(&req, NOW).unwrap();
+        assert_eq!(plan.checks[0].hits, 3);
+        assert_eq!(plan.checks[1].hits, 0);
+        req.hits_addend = 0;
+        assert_eq!(super::plan(&req, NOW).unwrap().checks[0].hits, 1);
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_count() {
+        let ok = descriptor(&[("a", "1")], Some((5, Unit::Second)));
+        let mut unknown = ok.clone();
+        unknown.limit = Some(RateLimitOverride {
+            requests_per_unit: 5,
+            unit: 0,
+        });
+        let mut negative = ok.clone();
+        negative.is_negative_hits = true;
+        let mut huge = ok.clone();
+        huge.hits_addend = Some(UInt64Value { value: 1 << 32 });
+        let long = descriptor(
+            &[("a", &"x".repeat(MAX_KEY_BYTES))],
+            Some((5, Unit::Second)),
+        );
+        let mut empty_domain = request(vec![ok.clone()]);
+        empty_domain.domain.clear();
+        let rows: Vec<(&str, RateLimitRequest, Failure)> = vec![
+            ("empty domain", empty_domain, Failure::EmptyDomain),
+            ("no descriptors", request(vec![]), Failure::NoDescriptors),
+            (
+                "too many",
+                request(vec![ok.clone(); MAX_DESCRIPTORS + 1]),
+                Failure::TooManyDescriptors(MAX_DESCRIPTORS + 1),
+            ),
+            (
+                "unknown unit",
+                request(vec![ok.clone(), unknown]),
+                Failure::UnknownUnit {
+                    descriptor: 1,
+                    unit: 0,
+                },
+            ),
+            (
+                "negative",
+                request(vec![negative]),
+                Failure::NegativeHits { descriptor: 0 },
+            ),
+            (
+                "huge hits",
+                request(vec![huge]),
+                Failure::HitsTooLarge {
+                    descriptor: 0,
+                    hits: 1 << 32,
+                },
+            ),
+            (
+                "long key",
+                request(vec![long]),
+                Failure::KeyTooLong {
+                    descriptor: 0,
+                    bytes: MAX_KEY_BYTES + 27,
+                },
+            ),
+        ];
+        for (name, req, failure) in rows {
+            assert_eq!(plan(&req, NOW), Err(failure.clone()), "{name}");
+            assert_eq!(failure.code(), tonic::Code::InvalidArgument, "{name}");
+        }
+    }
+}
