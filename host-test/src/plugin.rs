@@ -25,6 +25,7 @@ pub struct PluginBuilder {
     vm_id: String,
     vm_config: Vec<u8>,
     plugin_config: Vec<u8>,
+    allow_on_headers_stop_iteration: bool,
 }
 
 /// Why a plugin did not start: the module did not load, a start-up callback returned false
@@ -57,6 +58,7 @@ impl PluginBuilder {
             name,
             vm_config: Vec::new(),
             plugin_config: Vec::new(),
+            allow_on_headers_stop_iteration: false,
         }
     }
 
@@ -81,6 +83,16 @@ impl PluginBuilder {
     /// The plugin configuration, handed to `on_configure`.
     pub fn config(mut self, bytes: impl Into<Vec<u8>>) -> Self {
         self.plugin_config = bytes.into();
+        self
+    }
+    /// Envoy's `PluginConfig.allow_on_headers_stop_iteration` (Envoy >= 1.35; default false,
+    /// as in Envoy). False: a Pause from `on_http_{request,response}_headers` stops the whole
+    /// stream in that direction (proxy-wasm-cpp-host turns StopIteration into
+    /// StopAllIterationAndWatermark) and the filter gets no body until it resumes itself.
+    /// True: the headers are held, the body still comes to the filter, and the headers go on
+    /// when a body (or trailers) callback answers Continue or the filter resumes.
+    pub fn allow_on_headers_stop_iteration(mut self, allow: bool) -> Self {
+        self.allow_on_headers_stop_iteration = allow;
         self
     }
     /// The plugin configuration as JSON.
@@ -115,6 +127,7 @@ impl PluginBuilder {
             instance_id: NEXT_INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             vm_config: self.vm_config,
             plugin_config: self.plugin_config,
+            allow_on_headers_stop_iteration: self.allow_on_headers_stop_iteration,
             memory: None,
             alloc: None,
             stream: None,
@@ -210,6 +223,7 @@ pub(crate) struct VmState {
     pub(crate) plugin_name: String,
     pub(crate) root_id: String,
     pub(crate) vm_id: String,
+    pub(crate) allow_on_headers_stop_iteration: bool,
     pub(crate) instance_id: u64,
     pub(crate) vm_config: Vec<u8>,
     pub(crate) plugin_config: Vec<u8>,
@@ -286,6 +300,11 @@ impl Plugin {
 
     pub fn name(&self) -> &str {
         &self.store.data().plugin_name
+    }
+
+    /// Whether this plugin runs with Envoy's `allow_on_headers_stop_iteration`.
+    pub fn allows_on_headers_stop_iteration(&self) -> bool {
+        self.store.data().allow_on_headers_stop_iteration
     }
 
     /// The crash that killed this VM, if one did; a dead VM answers every request with 503.

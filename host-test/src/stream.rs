@@ -82,6 +82,9 @@ pub(crate) struct StreamState {
     pub(crate) continued_request: bool,
     pub(crate) continued_response: bool,
     pub(crate) reset: bool,
+    /// The response headers have passed the last encoder: they are on their way to the
+    /// client, and a local reply can no longer replace them (Envoy resets the stream).
+    pub(crate) response_headers_sent: bool,
     pub(crate) contexts: Vec<(String, u32)>,
     pub(crate) source: String,
     pub(crate) destination: String,
@@ -376,7 +379,9 @@ pub struct Exchange {
     pub stalled: Option<String>,
     /// Set when a VM trapped (a panic): Envoy would answer 503 and the VM stays dead.
     pub crash: Option<String>,
-    /// A filter reset the stream with `close_stream`.
+    /// The stream was reset: a filter called `close_stream`, or sent a local response after
+    /// the response headers had already gone to the client (Envoy can only reset then; the
+    /// client sees the stream aborted, with no status and no body: `response` is empty).
     pub reset: bool,
     pub metering: Vec<Metered>,
     /// Filter state at the end of the request (`set_property` values by key).
@@ -395,6 +400,10 @@ impl Exchange {
     }
     pub fn body_json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.response.body).unwrap_or(serde_json::Value::Null)
+    }
+    /// Whether the client saw the stream reset instead of a response.
+    pub fn was_reset(&self) -> bool {
+        self.reset
     }
     pub fn reached_upstream(&self) -> bool {
         self.upstream.is_some()
@@ -422,6 +431,9 @@ enum Flow {
     Stalled(String),
     Crashed(String),
     Reset,
+    /// A filter of a plugin with `allow_on_headers_stop_iteration` paused the headers at this
+    /// position of the chain order: they are held there while the body still comes to it.
+    Held(usize),
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -483,7 +495,7 @@ pub fn send(filters: &mut [&mut Plugin], request: Request) -> Exchange {
         !has_body && !has_trailers,
     );
     let mut body = Vec::new();
-    if matches!(flow, Flow::Continue) && has_body {
+    if matches!(flow, Flow::Continue | Flow::Held(_)) && has_body {
         let frames = http1_frames(&request.body, has_trailers);
         (flow, body) = body_phase(
             filters,
@@ -492,7 +504,11 @@ pub fn send(filters: &mut [&mut Plugin], request: Request) -> Exchange {
             &order,
             &frames,
             Direction::Request,
+            flow,
         );
+    }
+    if let Flow::Held(pos) = flow {
+        flow = resume_held(filters, &contexts, &stream, &order, pos, Direction::Request);
     }
     if matches!(flow, Flow::Continue) && has_trailers {
         flow = trailers_phase(filters, &contexts, &stream, &order, Direction::Request);
@@ -525,6 +541,11 @@ pub fn send(filters: &mut [&mut Plugin], request: Request) -> Exchange {
                 response_phases(filters, &contexts, &stream, &encoders, &frames, trailers);
             flow = f;
             body = out;
+            if let Flow::Local(sender) = flow {
+                // A local reply from an encoder callback: the response headers exist, so Envoy
+                // never runs it through the filters (`FilterManager::sendLocalReply`).
+                flow = late_local_reply(&stream, &mut ex, filters[sender].name(), &mut body);
+            }
         }
         Flow::Local(_) => {}
         _ => {}
@@ -572,6 +593,9 @@ pub fn send(filters: &mut [&mut Plugin], request: Request) -> Exchange {
         Flow::Stalled(why) => ex.stalled = Some(why),
         Flow::Crashed(why) => ex.crash = Some(why),
         Flow::Reset => ex.reset = true,
+        Flow::Held(_) => {
+            ex.stalled = Some("a filter held the headers with nothing left to resume them".into())
+        }
         Flow::Continue | Flow::Local(_) => {}
     }
     {
@@ -736,7 +760,7 @@ fn response_phases(
         frames.is_empty() && !trailers,
     );
     let mut body = Vec::new();
-    if matches!(flow, Flow::Continue) && !frames.is_empty() {
+    if matches!(flow, Flow::Continue | Flow::Held(_)) && !frames.is_empty() {
         (flow, body) = body_phase(
             filters,
             contexts,
@@ -744,7 +768,11 @@ fn response_phases(
             order,
             frames,
             Direction::Response,
+            flow,
         );
+    }
+    if let Flow::Held(pos) = flow {
+        flow = resume_held(filters, contexts, stream, order, pos, Direction::Response);
     }
     if matches!(flow, Flow::Continue) && trailers {
         flow = trailers_phase(filters, contexts, stream, order, Direction::Response);
@@ -842,7 +870,7 @@ fn headers_phase(
     end_of_stream: bool,
 ) -> Flow {
     let name = callback_name(dir, "headers");
-    for &i in order {
+    for (pos, &i) in order.iter().enumerate() {
         let count = {
             let s = lock(stream);
             match dir {
@@ -866,6 +894,12 @@ fn headers_phase(
             return flow;
         }
         if action == Action::Pause {
+            // proxy-wasm-cpp-host (`convertVmCallResultToFilterHeadersStatus`) passes
+            // StopIteration on only with Envoy's flag; otherwise it becomes
+            // StopAllIterationAndWatermark: no body until the filter resumes itself.
+            if !end_of_stream && filters[i].allows_on_headers_stop_iteration() {
+                return Flow::Held(pos);
+            }
             match wait(filters[i], ctx, stream, i, dir) {
                 Flow::Continue => {}
                 other => return other,
@@ -874,6 +908,53 @@ fn headers_phase(
             release(stream, filters[i], ctx, dir, false);
         }
     }
+    if dir == Direction::Response {
+        lock(stream).response_headers_sent = true;
+    }
+    Flow::Continue
+}
+
+/// Headers held at `order[pos]` go on: the filter continued its body (or the body ended).
+/// The later filters get them with `end_of_stream` false, as body follows; one of them may
+/// hold them again (the position returned is in `order`).
+fn resume_held(
+    filters: &mut [&mut Plugin],
+    contexts: &[u32],
+    stream: &Arc<Mutex<StreamState>>,
+    order: &[usize],
+    pos: usize,
+    dir: Direction,
+) -> Flow {
+    let rest = order.get(pos + 1..).unwrap_or_default();
+    match headers_phase(filters, contexts, stream, rest, dir, false) {
+        Flow::Held(p) => Flow::Held(pos + 1 + p),
+        other => other,
+    }
+}
+
+/// A filter sent a local response from an encoder callback. Envoy's
+/// `FilterManager::sendLocalReply`: while the response headers have not reached the codec,
+/// the reply goes straight to the client, bypassing the filters (`sendDirectLocalReply`);
+/// once they have, "Prior headers have already been sent" and the stream is reset.
+fn late_local_reply(
+    stream: &Arc<Mutex<StreamState>>,
+    ex: &mut Exchange,
+    sender: &str,
+    body: &mut Vec<u8>,
+) -> Flow {
+    let mut s = lock(stream);
+    let Some(local) = s.local_response.take() else {
+        return Flow::Continue;
+    };
+    ex.local_response = Some((sender.to_string(), local.clone()));
+    if s.response_headers_sent {
+        return Flow::Reset;
+    }
+    s.response_headers = local_response_headers(&local);
+    s.response_trailers = Headers::default();
+    s.response_code = Some(local.status);
+    s.response_headers_sent = true;
+    *body = local.body;
     Flow::Continue
 }
 
@@ -956,8 +1037,14 @@ fn body_phase(
     order: &[usize],
     frames: &[(Vec<u8>, bool)],
     dir: Direction,
+    headers: Flow,
 ) -> (Flow, Vec<u8>) {
     let name = callback_name(dir, "body");
+    // Where the headers are held, if they are: data goes no further until they go on.
+    let mut held = match headers {
+        Flow::Held(pos) => Some(pos),
+        _ => None,
+    };
     let mut pending: Vec<Vec<u8>> = vec![Vec::new(); order.len()];
     let mut out = Vec::new();
     let swap = |s: &mut StreamState, data: &mut Vec<u8>| match dir {
@@ -999,6 +1086,15 @@ fn body_phase(
                 }
             }
             swap(&mut lock(stream), &mut pending[pos]);
+            if held == Some(pos) {
+                // Continue from the body of a filter holding the headers: they go on first.
+                held = None;
+                match resume_held(filters, contexts, stream, order, pos, dir) {
+                    Flow::Continue => {}
+                    Flow::Held(p) => held = Some(p),
+                    other => return (other, out),
+                }
+            }
             data = std::mem::take(&mut pending[pos]);
         }
         if reached_end {
@@ -1009,5 +1105,8 @@ fn body_phase(
     for rest in pending {
         out.extend_from_slice(&rest);
     }
-    (Flow::Continue, out)
+    match held {
+        Some(pos) => (Flow::Held(pos), out),
+        None => (Flow::Continue, out),
+    }
 }
