@@ -14,6 +14,14 @@
 //!   `x-probe-grpc-*` response headers; `x-probe-grpc-wait: no` continues at once instead (the
 //!   stream ends before the answer), `x-probe-grpc-cancel: yes` cancels the call right away;
 //! - `/probe/grpc-stream`: opens a gRPC stream (a host call host-test does not implement);
+//! - `/probe/hold-request`: pauses the request headers and its body until the body's end, then
+//!   adds `x-probe-held: yes` to the (still held) request headers and continues;
+//! - `/probe/hold-response`: the same for the response: pauses its headers, buffers its body,
+//!   then sets `x-probe-held: yes`, replaces the body with `HELD` and fixes its length;
+//! - `/probe/late-local`: lets the response headers go, then answers 502 locally from the
+//!   response body (too late: the headers have left);
+//! - `/probe/held-local`: pauses the response headers, then answers 502 locally from the
+//!   response body's end;
 //! - anything else: passes through, adding and changing headers both ways.
 
 use std::time::Duration;
@@ -382,6 +390,7 @@ impl HttpContext for Probe {
                 Action::Continue
             }
             "/probe/panic" => panic!("probe: panic requested by {}", self.path),
+            "/probe/hold-request" if !end_of_stream => Action::Pause,
             "/probe/local" => {
                 self.send_http_response(
                     418,
@@ -436,6 +445,13 @@ impl HttpContext for Probe {
             }));
             return Action::Continue;
         }
+        if self.path == "/probe/hold-request" && !self.passive {
+            if !end_of_stream {
+                return Action::Pause;
+            }
+            self.set_http_request_header("x-probe-held", Some("yes"));
+            return Action::Continue;
+        }
         let buffering = self.path == "/probe/buffer" && !self.passive;
         if buffering && !end_of_stream {
             self.record(json!({ "event": "request_body", "buffering": true }));
@@ -459,6 +475,15 @@ impl HttpContext for Probe {
     }
 
     fn on_http_response_headers(&mut self, _num: usize, end_of_stream: bool) -> Action {
+        if !self.passive
+            && !end_of_stream
+            && matches!(
+                self.path.as_str(),
+                "/probe/hold-response" | "/probe/held-local"
+            )
+        {
+            return Action::Pause;
+        }
         for (name, value) in std::mem::take(&mut self.grpc) {
             self.add_http_response_header(name, &value);
         }
@@ -476,6 +501,28 @@ impl HttpContext for Probe {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !self.passive {
+            match self.path.as_str() {
+                "/probe/late-local" => {
+                    self.send_http_response(502, vec![], Some(b"late"));
+                    return Action::Pause;
+                }
+                "/probe/hold-response" | "/probe/held-local" if !end_of_stream => {
+                    return Action::Pause;
+                }
+                "/probe/held-local" => {
+                    self.send_http_response(502, vec![], Some(b"held"));
+                    return Action::Pause;
+                }
+                "/probe/hold-response" => {
+                    self.set_http_response_header("x-probe-held", Some("yes"));
+                    self.set_http_response_header("content-length", Some("4"));
+                    self.set_http_response_body(0, body_size, b"HELD");
+                    return Action::Continue;
+                }
+                _ => {}
+            }
+        }
         if self.id.is_none() {
             return Action::Continue;
         }
