@@ -1,0 +1,251 @@
+//! Interoperability: Envoy's own native `envoy.filters.http.ratelimit` filter — a client
+//! nobody here wrote — against the project's rate limit service and a real Redis.
+//!
+//! Envoy carries the limit the way Portcullis does, in each descriptor's `limit` override:
+//! `envoy.filters.http.set_metadata` puts `{requests_per_unit, unit}` in the request's dynamic
+//! metadata, and the route's `rate_limits[].limit.dynamic_metadata` reads it from there.
+//! Proven: exactly the limit reaches the upstream, sequentially and concurrently; the rest get
+//! Envoy's 429 with `x-envoy-ratelimited`; Envoy's draft-03 `x-ratelimit-*` headers carry the
+//! service's `current_limit`, `limit_remaining` and `duration_until_reset`; a descriptor
+//! without a limit passes uncounted; Redis down is the service's `UNAVAILABLE`, which Envoy's
+//! `failure_mode_deny` turns into a 500, and counting resumes when Redis is back.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use portcullis_tests::client;
+use portcullis_tests::ratelimit_service::{ratelimit_binary, RateLimitService};
+use portcullis_tests::redis::RedisServer;
+use portcullis_tests::{Envoy, Upstream};
+
+const CONFIG: &str = r#"static_resources:
+  listeners:
+  - name: main
+    address:
+      socket_address: { address: 127.0.0.1, port_value: 0 }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: gateway
+          route_config:
+            name: gateway
+            virtual_hosts:
+            - name: gateway
+              domains: ["*"]
+              routes:
+              - name: free
+                match: { prefix: /free }
+                route:
+                  cluster: users
+                  rate_limits:
+                  - actions:
+                    - generic_key: { descriptor_value: free }
+              - name: users
+                match: { prefix: /users }
+                route:
+                  cluster: users
+                  rate_limits:
+                  - actions:
+                    - generic_key: { descriptor_value: users }
+                    limit:
+                      dynamic_metadata:
+                        metadata_key:
+                          key: portcullis.ratelimit
+                          path: [ { key: users } ]
+          http_filters:
+          - name: envoy.filters.http.set_metadata
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.set_metadata.v3.Config
+              metadata:
+              - metadata_namespace: portcullis.ratelimit
+                value:
+                  users: { requests_per_unit: {{LIMIT}}, unit: HOUR }
+          - name: envoy.filters.http.ratelimit
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit
+              domain: interop
+              failure_mode_deny: true
+              timeout: 2s
+              enable_x_ratelimit_headers: DRAFT_VERSION_03
+              rate_limit_service:
+                transport_api_version: V3
+                grpc_service:
+                  envoy_grpc: { cluster_name: ratelimit }
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: users
+    type: STATIC
+    connect_timeout: 2s
+    load_assignment:
+      cluster_name: users
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: { address: 127.0.0.1, port_value: {{USERS_PORT}} }
+  - name: ratelimit
+    type: STATIC
+    connect_timeout: 2s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config:
+          http2_protocol_options: {}
+    load_assignment:
+      cluster_name: ratelimit
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: { address: 127.0.0.1, port_value: {{RATELIMIT_PORT}} }
+"#;
+
+struct Setup {
+    users: Upstream,
+    envoy: Envoy,
+    redis: RedisServer,
+    _service: RateLimitService,
+}
+
+fn setup(limit: u32) -> Setup {
+    let redis = RedisServer::start().unwrap();
+    let service = RateLimitService::start(&ratelimit_binary(), &redis.url()).unwrap();
+    let users = Upstream::start("users");
+    let envoy = Envoy::builder(CONFIG)
+        .var("LIMIT", limit.to_string())
+        .var("USERS_PORT", users.port().to_string())
+        .var("RATELIMIT_PORT", service.port().to_string())
+        .component_log_level("main:warning")
+        .start()
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    Setup {
+        users,
+        envoy,
+        redis,
+        _service: service,
+    }
+}
+
+#[test]
+fn envoys_ratelimit_filter_admits_the_limit_then_answers_429() {
+    let Setup {
+        users,
+        envoy,
+        redis,
+        _service,
+    } = setup(3);
+    for left in [2, 1, 0] {
+        let reply = client::get(&envoy.url("/users"), &[]);
+        assert_eq!(reply.status, 200, "{}", envoy.log());
+        // Envoy's draft-03 headers, computed from the service's current_limit,
+        // limit_remaining and duration_until_reset.
+        assert_eq!(reply.header("x-ratelimit-limit"), Some("3, 3;w=3600"));
+        assert_eq!(
+            reply.header("x-ratelimit-remaining"),
+            Some(left.to_string().as_str())
+        );
+        let reset: u64 = reply.header("x-ratelimit-reset").unwrap().parse().unwrap();
+        assert!((1..=3600).contains(&reset), "reset {reset}");
+    }
+    for _ in 0..3 {
+        let reply = client::get(&envoy.url("/users"), &[]);
+        assert_eq!(reply.status, 429, "{}", envoy.log());
+        assert_eq!(reply.header("x-envoy-ratelimited"), Some("true"));
+        assert_eq!(reply.header("x-ratelimit-remaining"), Some("0"));
+    }
+    assert_eq!(users.count(), 3);
+    // Refused requests counted nowhere: the one counter holds exactly the limit.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let counter = format!("{{interop}}:generic_key=users:hour:{}", now - now % 3600);
+    assert_eq!(redis.integer(&["GET", &counter]).unwrap(), Some(3));
+    assert_eq!(redis.integer(&["DBSIZE"]).unwrap(), Some(1));
+}
+
+#[test]
+fn envoys_ratelimit_filter_admits_exactly_the_limit_of_concurrent_requests() {
+    let Setup {
+        users,
+        envoy,
+        redis: _redis,
+        _service,
+    } = setup(25);
+    let url = envoy.url("/users");
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..6)
+            .map(|_| {
+                scope.spawn(|| {
+                    (0..10)
+                        .map(|_| client::get(&url, &[]))
+                        .map(|reply| {
+                            if reply.status == 429 {
+                                assert_eq!(reply.header("x-envoy-ratelimited"), Some("true"));
+                            }
+                            reply.status
+                        })
+                        .collect::<Vec<u16>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| worker.join().unwrap())
+            .collect()
+    });
+    let admitted = statuses.iter().filter(|status| **status == 200).count();
+    let refused = statuses.iter().filter(|status| **status == 429).count();
+    assert_eq!((admitted, refused), (25, 35), "{statuses:?}");
+    assert_eq!(users.wait_for(25, Duration::from_secs(2)).len(), 25);
+}
+
+#[test]
+fn a_descriptor_without_a_limit_is_let_through_and_counted_nowhere() {
+    let Setup {
+        users,
+        envoy,
+        redis,
+        _service,
+    } = setup(1);
+    for _ in 0..3 {
+        let reply = client::get(&envoy.url("/free"), &[]);
+        assert_eq!(reply.status, 200, "{}", envoy.log());
+        assert_eq!(reply.header("x-envoy-ratelimited"), None);
+    }
+    assert_eq!(users.count(), 3);
+    assert_eq!(redis.integer(&["DBSIZE"]).unwrap(), Some(0));
+}
+
+#[test]
+fn redis_down_answers_unavailable_and_envoy_applies_failure_mode_deny() {
+    let Setup {
+        users,
+        envoy,
+        mut redis,
+        _service,
+    } = setup(2);
+    assert_eq!(client::get(&envoy.url("/users"), &[]).status, 200);
+    redis.stop();
+    // failure_mode_deny: true — the service's UNAVAILABLE becomes Envoy's 500, not a pass.
+    let reply = client::get(&envoy.url("/users"), &[]);
+    assert_eq!(reply.status, 500, "{}", envoy.log());
+    assert_eq!(reply.header("x-envoy-ratelimited"), None);
+    redis.start_again().unwrap();
+    // Back, empty: the service reconnects by itself (within its 100 ms back-off).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut reply = client::get(&envoy.url("/users"), &[]);
+    while reply.status == 500 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        reply = client::get(&envoy.url("/users"), &[]);
+    }
+    assert_eq!(reply.status, 200);
+    assert_eq!(client::get(&envoy.url("/users"), &[]).status, 200);
+    assert_eq!(client::get(&envoy.url("/users"), &[]).status, 429);
+    assert_eq!(users.count(), 3);
+}
