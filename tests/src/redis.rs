@@ -1,6 +1,7 @@
 //! A real Redis for the tests: Debian's `/usr/bin/redis-server` on a free loopback port,
 //! its files in a scratch directory, nothing saved to disk, killed on drop. It can be stopped
-//! and started again on the same port, for outage tests.
+//! and started again on the same port, for outage tests, and paused. [`RedisServer::sentinel`]
+//! runs a Sentinel, [`RedisCluster`] a Redis Cluster of several such servers.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -29,15 +30,43 @@ pub struct RedisServer {
     port: u16,
     dir: ScratchDir,
     child: Option<Child>,
+    /// A config file written into the scratch directory and passed first (Sentinel's).
+    config: Option<String>,
+    /// Arguments after the defaults.
+    args: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts Redis on a free loopback port and waits until it answers PING.
     pub fn start() -> anyhow::Result<RedisServer> {
+        Self::start_with(&[])
+    }
+
+    /// Like [`start`](Self::start), with more `redis-server` arguments (`--replicaof`,
+    /// `--cluster-enabled yes`, …), kept for [`start_again`](Self::start_again).
+    pub fn start_with(args: &[&str]) -> anyhow::Result<RedisServer> {
+        Self::launch(None, args)
+    }
+
+    /// Starts a Sentinel (`redis-server sentinel.conf --sentinel`) watching the primary on
+    /// `127.0.0.1:primary_port` as `master`, with quorum 1 and a primary declared down after
+    /// 1 s, so one Sentinel fails over alone.
+    pub fn sentinel(master: &str, primary_port: u16) -> anyhow::Result<RedisServer> {
+        let config = format!(
+            "sentinel monitor {master} 127.0.0.1 {primary_port} 1\n\
+             sentinel down-after-milliseconds {master} 1000\n\
+             sentinel failover-timeout {master} 5000\n"
+        );
+        Self::launch(Some(config), &["--sentinel"])
+    }
+
+    fn launch(config: Option<String>, args: &[&str]) -> anyhow::Result<RedisServer> {
         let mut server = RedisServer {
             port: 0,
             dir: ScratchDir::new("redis").context("scratch directory for Redis")?,
             child: None,
+            config,
+            args: args.iter().map(|arg| arg.to_string()).collect(),
         };
         // The port is free when asked for, but another process may take it before Redis
         // binds it: try a few.
@@ -96,7 +125,16 @@ impl RedisServer {
     pub fn start_again(&mut self) -> anyhow::Result<()> {
         self.stop();
         let log = self.dir.path().join("redis.log");
-        let child = Command::new(redis_server_binary())
+        let mut command = Command::new(redis_server_binary());
+        if let Some(config) = &self.config {
+            // Sentinel rewrites its file with what it learns: write it only the first time.
+            let path = self.dir.path().join("redis.conf");
+            if !path.exists() {
+                std::fs::write(&path, config).context("writing the Redis config")?;
+            }
+            command.arg(path);
+        }
+        let child = command
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .arg("--dir")
@@ -106,6 +144,7 @@ impl RedisServer {
             .args(["--daemonize", "no"])
             .arg("--logfile")
             .arg(&log)
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -196,4 +235,90 @@ impl Drop for RedisServer {
 pub fn free_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(listener.local_addr()?.port())
+}
+
+/// A Redis Cluster of `masters` primaries (no replicas), each a [`RedisServer`] with
+/// `--cluster-enabled yes`, joined by `redis-cli --cluster create`, all slots covered.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts the nodes, creates the cluster and waits until every node says
+    /// `cluster_state:ok`. Redis Cluster needs at least 3 primaries.
+    pub fn start(masters: usize) -> anyhow::Result<RedisCluster> {
+        let nodes = (0..masters)
+            .map(|_| {
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-node-timeout",
+                    "2000",
+                ])
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .context("running redis-cli --cluster create")?;
+        if !created.status.success() {
+            bail!(
+                "redis-cli --cluster create failed:\n{}{}",
+                String::from_utf8_lossy(&created.stdout),
+                String::from_utf8_lossy(&created.stderr)
+            );
+        }
+        let cluster = RedisCluster { nodes };
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !cluster.nodes.iter().all(|node| {
+            node.command(&["CLUSTER", "INFO"])
+                .is_ok_and(|info| info == "cluster_state:ok")
+        }) {
+            if Instant::now() > deadline {
+                bail!("the cluster on {addresses:?} did not reach cluster_state:ok");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(cluster)
+    }
+
+    /// Every node's `redis://127.0.0.1:<port>` (no database: a cluster has only 0).
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|node| format!("redis://127.0.0.1:{}", node.port()))
+            .collect()
+    }
+
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
+    /// Runs `args` on the node that owns their key: the first whose reply is not `-MOVED`.
+    pub fn command(&self, args: &[&str]) -> anyhow::Result<String> {
+        for node in &self.nodes {
+            let reply = node.command(args)?;
+            if !reply.starts_with("-MOVED") {
+                return Ok(reply);
+            }
+        }
+        bail!("no node owns {args:?}")
+    }
+
+    /// Like [`RedisServer::integer`], on the node that owns the key.
+    pub fn integer(&self, args: &[&str]) -> anyhow::Result<Option<i64>> {
+        for node in &self.nodes {
+            if !node.command(args)?.starts_with("-MOVED") {
+                return node.integer(args);
+            }
+        }
+        bail!("no node owns {args:?}")
+    }
 }

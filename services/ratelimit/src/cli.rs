@@ -3,8 +3,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::store::Target;
+
 pub const USAGE: &str = "\
-usage: portcullis-ratelimit [--listen ADDR:PORT] [--redis-url URL] [--redis-timeout-ms MS]
+usage: portcullis-ratelimit [--listen ADDR:PORT] [--redis-timeout-ms MS]
+         [--redis-url URL | --redis-cluster URL,URL… | --redis-sentinel MASTER,URL,URL…]
 
 Envoy's rate limit service (envoy.service.ratelimit.v3.RateLimitService) over gRPC, with
 every counter in Redis. Each descriptor carries its limit in its `limit` override.
@@ -12,8 +15,11 @@ every counter in Redis. Each descriptor carries its limit in its `limit` overrid
   --listen ADDR:PORT      gRPC address (HTTP/2 cleartext); port 0 picks a free one.
                           Default 127.0.0.1:8081. The bound address is printed on stdout:
                           `portcullis-ratelimit listening on ADDR:PORT`.
-  --redis-url URL         redis://[user:pass@]host:port/db, rediss:// is not built in.
+  --redis-url URL         one Redis server: redis://[user:pass@]host:port/db (no TLS).
                           Default redis://127.0.0.1:6379/0.
+  --redis-cluster URLS    a Redis Cluster, found from any of these nodes (comma-separated).
+  --redis-sentinel M,URLS the primary that these Sentinels call M, e.g.
+                          mymaster,redis://10.0.0.1:26379,redis://10.0.0.2:26379
   --redis-timeout-ms MS   the most one call waits on Redis, connecting included; past it
                           the call fails with gRPC UNAVAILABLE. Default 100.
 ";
@@ -22,7 +28,7 @@ every counter in Redis. Each descriptor carries its limit in its `limit` overrid
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
     pub listen: SocketAddr,
-    pub redis_url: String,
+    pub redis: Target,
     pub redis_timeout: Duration,
 }
 
@@ -30,16 +36,18 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
-            redis_url: "redis://127.0.0.1:6379/0".to_owned(),
+            redis: Target::Server("redis://127.0.0.1:6379/0".to_owned()),
             redis_timeout: Duration::from_millis(100),
         }
     }
 }
 
 /// The options in `args` (program name excluded); `Ok(None)` for `--help`. Every flag
-/// takes its value as the next argument or after `=`.
+/// takes its value as the next argument or after `=`. At most one of `--redis-url`,
+/// `--redis-cluster` and `--redis-sentinel`.
 pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, String> {
     let mut options = Options::default();
+    let mut redis_flag: Option<String> = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         if arg == "--help" || arg == "-h" {
@@ -62,7 +70,12 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, 
                     .parse()
                     .map_err(|e| format!("--listen {text}: {e} (want ADDR:PORT)"))?;
             }
-            "--redis-url" => options.redis_url = value()?,
+            "--redis-url" | "--redis-cluster" | "--redis-sentinel" => {
+                if let Some(earlier) = redis_flag.replace(flag.clone()) {
+                    return Err(format!("{flag}: {earlier} already says which Redis"));
+                }
+                options.redis = target(&flag, &value()?)?;
+            }
             "--redis-timeout-ms" => {
                 let text = value()?;
                 let millis: u64 = text.parse().ok().filter(|ms| *ms > 0).ok_or_else(|| {
@@ -74,6 +87,31 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, 
         }
     }
     Ok(Some(options))
+}
+
+fn target(flag: &str, value: &str) -> Result<Target, String> {
+    let list: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_owned)
+        .collect();
+    match flag {
+        "--redis-cluster" if !list.is_empty() => Ok(Target::Cluster(list)),
+        "--redis-cluster" => Err(format!("{flag}: want one node URL or more")),
+        "--redis-sentinel" => match list.split_first() {
+            Some((master, sentinels)) if !sentinels.is_empty() && !master.contains("://") => {
+                Ok(Target::Sentinel {
+                    master: master.clone(),
+                    sentinels: sentinels.to_vec(),
+                })
+            }
+            _ => Err(format!(
+                "{flag} {value}: want MASTER,URL[,URL…], e.g. mymaster,redis://127.0.0.1:26379"
+            )),
+        },
+        _ => Ok(Target::Server(value.to_owned())),
+    }
 }
 
 #[cfg(test)]
@@ -97,8 +135,33 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(options.listen, SocketAddr::from(([127, 0, 0, 1], 0)));
-        assert_eq!(options.redis_url, "redis://10.0.0.2:7000/1");
+        assert_eq!(
+            options.redis,
+            Target::Server("redis://10.0.0.2:7000/1".to_owned())
+        );
         assert_eq!(options.redis_timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn reads_a_cluster_and_a_sentinel_set() {
+        let cluster = parse(args("--redis-cluster redis://a:7000,redis://b:7001"));
+        assert_eq!(
+            cluster.unwrap().unwrap().redis,
+            Target::Cluster(vec![
+                "redis://a:7000".to_owned(),
+                "redis://b:7001".to_owned()
+            ])
+        );
+        let sentinel = parse(args(
+            "--redis-sentinel mymaster,redis://s1:26379,redis://s2:26379",
+        ));
+        assert_eq!(
+            sentinel.unwrap().unwrap().redis,
+            Target::Sentinel {
+                master: "mymaster".to_owned(),
+                sentinels: vec!["redis://s1:26379".to_owned(), "redis://s2:26379".to_owned()],
+            }
+        );
     }
 
     #[test]
@@ -114,6 +177,15 @@ mod tests {
             ),
             ("--redis-url", "--redis-url needs a value"),
             ("--port 1", "unknown argument --port"),
+            (
+                "--redis-url redis://a --redis-cluster redis://b",
+                "--redis-cluster: --redis-url already says which Redis",
+            ),
+            ("--redis-cluster ,", "--redis-cluster: want one node URL or more"),
+            (
+                "--redis-sentinel redis://s1:26379",
+                "--redis-sentinel redis://s1:26379: want MASTER,URL[,URL…], e.g. mymaster,redis://127.0.0.1:26379",
+            ),
         ];
         for (line, message) in rows {
             assert_eq!(parse(args(line)), Err(message.to_owned()), "{line}");

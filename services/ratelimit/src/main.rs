@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 use portcullis_ratelimit::cli::{self, Options, USAGE};
 use portcullis_ratelimit::service::{system_clock, RateLimiter};
-use portcullis_ratelimit::store::Store;
+use portcullis_ratelimit::store::{describe, Store};
 use tonic::transport::server::TcpIncoming;
 
 /// How long a stop signal waits for open connections to close.
@@ -45,7 +45,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(options: Options) -> Result<(), String> {
-    let store = Store::new(&options.redis_url, options.redis_timeout)?;
+    let store = Store::new(&options.redis, options.redis_timeout)?;
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|e| format!("--listen {}: {e}", options.listen))?;
@@ -58,7 +58,7 @@ async fn serve(options: Options) -> Result<(), String> {
     let _ = stdout.flush();
     eprintln!(
         "portcullis-ratelimit: serving on {address}, counters in {} (timeout {} ms)",
-        options.redis_url,
+        describe(&options.redis),
         options.redis_timeout.as_millis()
     );
     let service = RateLimitServiceServer::new(RateLimiter::new(store, system_clock));

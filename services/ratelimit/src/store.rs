@@ -1,14 +1,18 @@
-//! The connection to Redis: made on first use, remade after any failure, and every call
-//! bounded by one timeout, so a request never waits on Redis longer than that.
+//! The connection to Redis — one server, a Redis Cluster, or the primary that Sentinels name —
+//! made on first use, remade after any failure, and every call bounded by one timeout, so a
+//! request never waits on Redis longer than that.
 //!
 //! The service starts whether Redis is up or not. While Redis is down every call fails
-//! fast with [`Failure::Unavailable`]; at most one connection attempt runs at a time and, after
-//! one fails, calls fail at once for [`RETRY_AFTER`] without trying again.
+//! fast with [`Failure::Unavailable`]; at most one connection attempt runs at a time and,
+//! after one fails, calls fail at once for [`RETRY_AFTER`] without trying again.
 
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use redis::AsyncConnectionConfig;
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelServerType};
+use redis::{AsyncConnectionConfig, RedisResult};
 use tokio::sync::Mutex;
 
 use crate::failure::Failure;
@@ -18,35 +22,107 @@ use crate::script;
 /// How long after a failed connection attempt calls fail without trying again.
 pub const RETRY_AFTER: Duration = Duration::from_millis(100);
 
+/// Which Redis holds the counters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// One server (or a proxy in front of several): `redis://host:port/db`.
+    Server(String),
+    /// A Redis Cluster, discovered from any of these nodes. Every key of one request shares
+    /// the hash tag `{<domain>}`, so the script runs on the one node that owns its slot.
+    Cluster(Vec<String>),
+    /// The primary that these Sentinels know as `master`, asked again on every reconnection,
+    /// so a fail-over is followed.
+    Sentinel {
+        master: String,
+        sentinels: Vec<String>,
+    },
+}
+
 /// Redis, as the service uses it: one script per request.
 pub struct Store {
-    client: redis::Client,
-    config: AsyncConnectionConfig,
     timeout: Duration,
     script: redis::Script,
     state: Mutex<State>,
 }
 
-#[derive(Default)]
 struct State {
-    live: Option<MultiplexedConnection>,
+    connector: Connector,
+    live: Option<Live>,
     /// When the last connection attempt failed, and why.
     failed: Option<(Instant, String)>,
 }
 
+enum Connector {
+    Server(redis::Client, AsyncConnectionConfig),
+    Cluster(ClusterClient),
+    Sentinel(Box<SentinelClient>, AsyncConnectionConfig),
+}
+
+#[derive(Clone)]
+enum Live {
+    Server(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl Connector {
+    fn new(target: &Target, timeout: Duration) -> RedisResult<Connector> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout));
+        Ok(match target {
+            Target::Server(url) => Connector::Server(redis::Client::open(url.as_str())?, config),
+            Target::Cluster(nodes) => Connector::Cluster(
+                ClusterClient::builder(nodes.iter().map(String::as_str))
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout)
+                    .build()?,
+            ),
+            Target::Sentinel { master, sentinels } => Connector::Sentinel(
+                Box::new(SentinelClient::build(
+                    sentinels.iter().map(String::as_str).collect(),
+                    master.clone(),
+                    None,
+                    SentinelServerType::Master,
+                )?),
+                config,
+            ),
+        })
+    }
+
+    async fn connect(&mut self) -> RedisResult<Live> {
+        Ok(match self {
+            Connector::Server(client, config) => Live::Server(
+                client
+                    .get_multiplexed_async_connection_with_config(config)
+                    .await?,
+            ),
+            Connector::Cluster(client) => Live::Cluster(client.get_async_connection().await?),
+            Connector::Sentinel(sentinel, config) => {
+                let primary = sentinel.async_get_client().await?;
+                Live::Server(
+                    primary
+                        .get_multiplexed_async_connection_with_config(config)
+                        .await?,
+                )
+            }
+        })
+    }
+}
+
 impl Store {
-    /// A store on `url` (`redis://host:port/db`, `rediss://…`, `redis+unix:///path`)
-    /// whose every call takes at most `timeout`. Connects on first use.
-    pub fn new(url: &str, timeout: Duration) -> Result<Store, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("--redis-url {url}: {e}"))?;
+    /// A store on `target` whose every call takes at most `timeout`. Connects on first use;
+    /// fails only on a malformed URL.
+    pub fn new(target: &Target, timeout: Duration) -> Result<Store, String> {
+        let connector =
+            Connector::new(target, timeout).map_err(|e| format!("{}: {e}", describe(target)))?;
         Ok(Store {
-            client,
-            config: AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(timeout))
-                .set_response_timeout(Some(timeout)),
             timeout,
             script: redis::Script::new(script::LUA),
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                connector,
+                live: None,
+                failed: None,
+            }),
         })
     }
 
@@ -74,7 +150,7 @@ impl Store {
     }
 
     async fn run(&self, checks: &[Check], now_secs: u64) -> Result<Vec<i64>, Failure> {
-        let mut connection = self.connection().await?;
+        let live = self.connection().await?;
         let mut invocation = self.script.prepare_invoke();
         for check in checks {
             invocation.key(&check.key);
@@ -82,27 +158,32 @@ impl Store {
         for argument in script::arguments(checks, now_secs) {
             invocation.arg(argument);
         }
-        match invocation.invoke_async(&mut connection).await {
-            Ok(reply) => Ok(reply),
-            Err(error) => {
-                let broken = error.is_io_error()
-                    || error.is_connection_dropped()
-                    || error.is_timeout()
-                    || error.is_unrecoverable_error();
-                if broken && self.state.lock().await.live.take().is_some() {
-                    eprintln!("portcullis-ratelimit: Redis connection lost: {error}");
+        let answer = match live {
+            Live::Server(mut connection) => invocation.invoke_async(&mut connection).await,
+            Live::Cluster(mut connection) => invocation.invoke_async(&mut connection).await,
+        };
+        answer.map_err(|error| {
+            let broken = error.is_io_error()
+                || error.is_connection_dropped()
+                || error.is_timeout()
+                || error.is_unrecoverable_error();
+            if broken {
+                if let Ok(mut state) = self.state.try_lock() {
+                    if state.live.take().is_some() {
+                        eprintln!("portcullis-ratelimit: Redis connection lost: {error}");
+                    }
                 }
-                Err(Failure::Unavailable(if error.is_timeout() {
-                    self.silent()
-                } else {
-                    format!("Redis failed the call: {error}")
-                }))
             }
-        }
+            Failure::Unavailable(if error.is_timeout() {
+                self.silent()
+            } else {
+                format!("Redis failed the call: {error}")
+            })
+        })
     }
 
     /// The live connection, made now if there is none and the last attempt is not too recent.
-    async fn connection(&self) -> Result<MultiplexedConnection, Failure> {
+    async fn connection(&self) -> Result<Live, Failure> {
         let mut state = self.state.lock().await;
         if let Some(live) = &state.live {
             return Ok(live.clone());
@@ -112,11 +193,7 @@ impl Store {
                 return Err(Failure::Unavailable(why.clone()));
             }
         }
-        match self
-            .client
-            .get_multiplexed_async_connection_with_config(&self.config)
-            .await
-        {
+        match state.connector.connect().await {
             Ok(live) => {
                 if state.failed.take().is_some() {
                     eprintln!("portcullis-ratelimit: connected to Redis again");
@@ -132,6 +209,17 @@ impl Store {
                 state.failed = Some((Instant::now(), why.clone()));
                 Err(Failure::Unavailable(why))
             }
+        }
+    }
+}
+
+/// The target as the command line spells it, for messages.
+pub fn describe(target: &Target) -> String {
+    match target {
+        Target::Server(url) => format!("--redis-url {url}"),
+        Target::Cluster(nodes) => format!("--redis-cluster {}", nodes.join(",")),
+        Target::Sentinel { master, sentinels } => {
+            format!("--redis-sentinel {master},{}", sentinels.join(","))
         }
     }
 }

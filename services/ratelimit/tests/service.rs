@@ -419,3 +419,32 @@ async fn stops_cleanly_on_sigterm() {
     assert!(service.stop(), "exit on SIGTERM; log:\n{}", service.log());
     assert!(service.log().contains("SIGTERM"), "{}", service.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_counter_listed_twice_in_one_request_sees_both_hits() {
+    let redis = RedisServer::start().unwrap();
+    let service = RateLimitService::start(binary(), &redis.url()).unwrap();
+    let mut client = client(&service).await;
+    // The same entries twice: one counter, two hits per request, limit 3.
+    let twice = descriptor(&[("route", "users")], Some((3, Unit::Day)));
+    let req = request(vec![twice.clone(), twice]);
+    let first = ask(&mut client, &req).await;
+    assert_eq!(first.overall_code, Code::Ok as i32);
+    assert_eq!(
+        redis
+            .integer(&["GET", &key("route=users", Period::Day)])
+            .unwrap(),
+        Some(2)
+    );
+    // 2 + 1 fits, 2 + 1 + 1 does not: refused, nothing counted.
+    let second = ask(&mut client, &req).await;
+    assert_eq!(second.overall_code, Code::OverLimit as i32);
+    assert_eq!(second.statuses[0].code, Code::Ok as i32);
+    assert_eq!(second.statuses[1].code, Code::OverLimit as i32);
+    assert_eq!(
+        redis
+            .integer(&["GET", &key("route=users", Period::Day)])
+            .unwrap(),
+        Some(2)
+    );
+}
