@@ -4,7 +4,8 @@
 //! Envoy carries the limit the way Portcullis does, in each descriptor's `limit` override:
 //! `envoy.filters.http.set_metadata` puts `{requests_per_unit, unit}` in the request's dynamic
 //! metadata, and the route's `rate_limits[].limit.dynamic_metadata` reads it from there.
-//! Proven: exactly the limit reaches the upstream, sequentially and concurrently; the rest get
+//! Proven: exactly the limit reaches the upstream, sequentially, concurrently, and through two
+//! Envoys on two service replicas sharing one Redis; the rest get
 //! Envoy's 429 with `x-envoy-ratelimited`; Envoy's draft-03 `x-ratelimit-*` headers carry the
 //! service's `current_limit`, `limit_remaining` and `duration_until_reset`; a descriptor
 //! without a limit passes uncounted; Redis down is the service's `UNAVAILABLE`, which Envoy's
@@ -248,4 +249,48 @@ fn redis_down_answers_unavailable_and_envoy_applies_failure_mode_deny() {
     assert_eq!(client::get(&envoy.url("/users"), &[]).status, 200);
     assert_eq!(client::get(&envoy.url("/users"), &[]).status, 429);
     assert_eq!(users.count(), 3);
+}
+
+#[test]
+fn two_envoys_and_two_service_replicas_share_one_limit_exactly() {
+    let redis = RedisServer::start().unwrap();
+    let users = Upstream::start("users");
+    let replicas: Vec<RateLimitService> = (0..2)
+        .map(|_| RateLimitService::start(&ratelimit_binary(), &redis.url()).unwrap())
+        .collect();
+    // Two gateway nodes, two workers each, each with its own service replica.
+    let envoys: Vec<Envoy> = replicas
+        .iter()
+        .map(|service| {
+            Envoy::builder(CONFIG)
+                .var("LIMIT", "30")
+                .var("USERS_PORT", users.port().to_string())
+                .var("RATELIMIT_PORT", service.port().to_string())
+                .concurrency(2)
+                .component_log_level("main:warning")
+                .start()
+                .unwrap_or_else(|e| panic!("{e:#}"))
+        })
+        .collect();
+    let urls: Vec<String> = envoys.iter().map(|envoy| envoy.url("/users")).collect();
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..8)
+            .map(|n| {
+                let url = &urls[n % 2];
+                scope.spawn(move || {
+                    (0..10)
+                        .map(|_| client::get(url, &[]).status)
+                        .collect::<Vec<u16>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| worker.join().unwrap())
+            .collect()
+    });
+    let admitted = statuses.iter().filter(|status| **status == 200).count();
+    let refused = statuses.iter().filter(|status| **status == 429).count();
+    assert_eq!((admitted, refused), (30, 50), "{statuses:?}");
+    assert_eq!(users.wait_for(30, Duration::from_secs(2)).len(), 30);
 }
