@@ -1,12 +1,13 @@
 //! The command line: where to listen, which Redis, how long to wait for it.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::store::Target;
 
 pub const USAGE: &str = "\
-usage: portcullis-ratelimit [--listen ADDR:PORT] [--redis-timeout-ms MS]
+usage: portcullis-ratelimit [--listen ADDR:PORT] [--redis-timeout-ms MS] [--config FILE]
          [--redis-url URL | --redis-cluster URL,URL… | --redis-sentinel MASTER,URL,URL…]
 
 Envoy's rate limit service (envoy.service.ratelimit.v3.RateLimitService) over gRPC, with
@@ -22,6 +23,8 @@ every counter in Redis. Each descriptor carries its limit in its `limit` overrid
                           mymaster,redis://10.0.0.1:26379,redis://10.0.0.2:26379
   --redis-timeout-ms MS   the most one call waits on Redis, connecting included; past it
                           the call fails with gRPC UNAVAILABLE. Default 100.
+  --config FILE           JSON limits for descriptors that come without an override
+                          (see the README, Static limits). Without it such descriptors are OK.
 ";
 
 /// What the command line asks for.
@@ -30,6 +33,8 @@ pub struct Options {
     pub listen: SocketAddr,
     pub redis: Target,
     pub redis_timeout: Duration,
+    /// The static limits file, if any.
+    pub config: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -38,6 +43,7 @@ impl Default for Options {
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             redis: Target::Server("redis://127.0.0.1:6379/0".to_owned()),
             redis_timeout: Duration::from_millis(100),
+            config: None,
         }
     }
 }
@@ -70,6 +76,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, 
                     .parse()
                     .map_err(|e| format!("--listen {text}: {e} (want ADDR:PORT)"))?;
             }
+            "--config" => options.config = Some(PathBuf::from(value()?)),
             "--redis-url" | "--redis-cluster" | "--redis-sentinel" => {
                 if let Some(earlier) = redis_flag.replace(flag.clone()) {
                     return Err(format!("{flag}: {earlier} already says which Redis"));
@@ -130,7 +137,7 @@ mod tests {
     #[test]
     fn reads_every_flag_in_both_spellings() {
         let options = parse(args(
-            "--listen 127.0.0.1:0 --redis-url=redis://10.0.0.2:7000/1 --redis-timeout-ms 250",
+            "--listen 127.0.0.1:0 --redis-url=redis://10.0.0.2:7000/1 --redis-timeout-ms 250 --config limits.json",
         ))
         .unwrap()
         .unwrap();
@@ -140,6 +147,7 @@ mod tests {
             Target::Server("redis://10.0.0.2:7000/1".to_owned())
         );
         assert_eq!(options.redis_timeout, Duration::from_millis(250));
+        assert_eq!(options.config, Some(PathBuf::from("limits.json")));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! | module | holds |
 //! |---|---|
 //! | [`cli`] | the command line |
+//! | [`config`] | the optional static limits for descriptors without an override |
 //! | [`window`] | Envoy's units as calendar UTC windows |
 //! | [`key`] | counter keys and their escaping |
 //! | [`plan`] | a request checked and turned into counters |
@@ -16,6 +17,7 @@
 //! | [`failure`] | why a call fails, and its gRPC status |
 
 pub mod cli;
+pub mod config;
 pub mod failure;
 pub mod key;
 pub mod plan;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 use portcullis_ratelimit::cli::{self, Options, USAGE};
+use portcullis_ratelimit::config::Limits;
 use portcullis_ratelimit::service::{system_clock, RateLimiter};
 use portcullis_ratelimit::store::{describe, Store};
 use tonic::transport::server::TcpIncoming;
@@ -45,6 +46,14 @@ fn main() -> ExitCode {
 }
 
 async fn serve(options: Options) -> Result<(), String> {
+    let limits = match &options.config {
+        Some(path) => {
+            let bytes =
+                std::fs::read(path).map_err(|e| format!("--config {}: {e}", path.display()))?;
+            Limits::from_json(&bytes).map_err(|e| format!("--config {}: {e}", path.display()))?
+        }
+        None => Limits::default(),
+    };
     let store = Store::new(&options.redis, options.redis_timeout)?;
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
@@ -57,11 +66,12 @@ async fn serve(options: Options) -> Result<(), String> {
     let _ = writeln!(stdout, "portcullis-ratelimit listening on {address}");
     let _ = stdout.flush();
     eprintln!(
-        "portcullis-ratelimit: serving on {address}, counters in {} (timeout {} ms)",
+        "portcullis-ratelimit: serving on {address}, counters in {} (timeout {} ms), {} static limits",
         describe(&options.redis),
-        options.redis_timeout.as_millis()
+        options.redis_timeout.as_millis(),
+        limits.len()
     );
-    let service = RateLimitServiceServer::new(RateLimiter::new(store, system_clock));
+    let service = RateLimitServiceServer::new(RateLimiter::new(store, limits, system_clock));
     let (stopping, stopped) = tokio::sync::oneshot::channel();
     let server = tonic::transport::Server::builder()
         .add_service(service)

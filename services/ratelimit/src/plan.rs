@@ -5,6 +5,7 @@ use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
 use portcullis_core::rate_limit::window::Window;
 use portcullis_core::rate_limit::UnixMillis;
 
+use crate::config::Limits;
 use crate::failure::Failure;
 use crate::key::counter_key;
 use crate::window::CountUnit;
@@ -36,15 +37,16 @@ pub struct Plan {
     /// How many descriptors the request has: the response has a status for each.
     pub descriptors: usize,
     /// The limited descriptors, in request order. Descriptors without a `limit` override
-    /// have none: this service holds no policy, so they are always OK.
+    /// and without a rule in the static limits have none: they are always OK.
     pub checks: Vec<Check>,
 }
 
-/// Checks `request` and plans its counters at `now`.
+/// Checks `request` and plans its counters at `now`. A descriptor's limit is its override,
+/// else the first matching rule of `limits` (usually none: the service holds no policy).
 ///
 /// Hits: a descriptor's own `hits_addend` wins; else the request's, where 0 means 1 (Envoy's
 /// rule). `is_negative_hits` is refused.
-pub fn plan(request: &RateLimitRequest, now: UnixMillis) -> Result<Plan, Failure> {
+pub fn plan(request: &RateLimitRequest, limits: &Limits, now: UnixMillis) -> Result<Plan, Failure> {
     if request.domain.is_empty() {
         return Err(Failure::EmptyDomain);
     }
@@ -57,13 +59,19 @@ pub fn plan(request: &RateLimitRequest, now: UnixMillis) -> Result<Plan, Failure
     let request_hits = u64::from(request.hits_addend.max(1));
     let mut checks = Vec::with_capacity(request.descriptors.len());
     for (index, descriptor) in request.descriptors.iter().enumerate() {
-        let Some(limit) = &descriptor.limit else {
-            continue;
+        let (limit, unit) = match &descriptor.limit {
+            Some(limit) => {
+                let unit = CountUnit::from_envoy(limit.unit).ok_or(Failure::UnknownUnit {
+                    descriptor: index,
+                    unit: limit.unit,
+                })?;
+                (limit.requests_per_unit, unit)
+            }
+            None => match limits.find(&request.domain, &descriptor.entries) {
+                Some(found) => found,
+                None => continue,
+            },
         };
-        let unit = CountUnit::from_envoy(limit.unit).ok_or(Failure::UnknownUnit {
-            descriptor: index,
-            unit: limit.unit,
-        })?;
         if descriptor.is_negative_hits {
             return Err(Failure::NegativeHits { descriptor: index });
         }
@@ -87,7 +95,7 @@ pub fn plan(request: &RateLimitRequest, now: UnixMillis) -> Result<Plan, Failure
         checks.push(Check {
             descriptor: index,
             key,
-            limit: limit.requests_per_unit,
+            limit,
             unit,
             window,
             hits,
@@ -145,7 +153,7 @@ pub(crate) mod tests {
             &[("route", "users")],
             Some((10, Unit::Minute)),
         )]);
-        let plan = plan(&req, NOW).unwrap();
+        let plan = plan(&req, &Limits::default(), NOW).unwrap();
         assert_eq!(plan.descriptors, 1);
         let check = &plan.checks[0];
         assert_eq!(check.key, "{edge}:route=users:minute:1795624200");
@@ -167,7 +175,7 @@ pub(crate) mod tests {
             descriptor(&[("a", "1")], None),
             descriptor(&[("b", "2")], Some((5, Unit::Second))),
         ]);
-        let plan = plan(&req, NOW).unwrap();
+        let plan = plan(&req, &Limits::default(), NOW).unwrap();
         assert_eq!(plan.descriptors, 2);
         assert_eq!(plan.checks.len(), 1);
         assert_eq!(plan.checks[0].descriptor, 1);
@@ -181,11 +189,14 @@ pub(crate) mod tests {
         ]);
         req.hits_addend = 3;
         req.descriptors[1].hits_addend = Some(UInt64Value { value: 0 });
-        let plan = plan(&req, NOW).unwrap();
+        let plan = plan(&req, &Limits::default(), NOW).unwrap();
         assert_eq!(plan.checks[0].hits, 3);
         assert_eq!(plan.checks[1].hits, 0);
         req.hits_addend = 0;
-        assert_eq!(super::plan(&req, NOW).unwrap().checks[0].hits, 1);
+        assert_eq!(
+            super::plan(&req, &Limits::default(), NOW).unwrap().checks[0].hits,
+            1
+        );
     }
 
     #[test]
@@ -245,7 +256,11 @@ pub(crate) mod tests {
             ),
         ];
         for (name, req, failure) in rows {
-            assert_eq!(plan(&req, NOW), Err(failure.clone()), "{name}");
+            assert_eq!(
+                plan(&req, &Limits::default(), NOW),
+                Err(failure.clone()),
+                "{name}"
+            );
             assert_eq!(failure.code(), tonic::Code::InvalidArgument, "{name}");
         }
     }

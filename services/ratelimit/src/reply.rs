@@ -70,6 +70,7 @@ fn until(end_secs: u64, now: UnixMillis) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Limits;
     use crate::plan::plan;
     use crate::plan::tests::{descriptor, request, NOW};
     use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_limit::Unit;
@@ -81,6 +82,7 @@ mod tests {
                 descriptor(&[("free", "1")], None),
                 descriptor(&[("ip", "10.0.0.1")], Some((100, Unit::Hour))),
             ]),
+            &Limits::default(),
             NOW,
         )
         .unwrap()

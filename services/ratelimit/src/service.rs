@@ -6,27 +6,33 @@ use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimit
 use portcullis_core::rate_limit::UnixMillis;
 use tonic::{Request, Response, Status};
 
+use crate::config::Limits;
 use crate::failure::Failure;
 use crate::plan::plan;
 use crate::reply::response;
 use crate::script::{counted, Counted};
 use crate::store::Store;
 
-/// The service: a store and a clock, nothing else — no policy, no counters of its own.
+/// The service: a store, a clock and the optional static limits — no counters of its own.
 pub struct RateLimiter {
     store: Store,
+    limits: Limits,
     clock: fn() -> UnixMillis,
 }
 
 impl RateLimiter {
-    pub fn new(store: Store, clock: fn() -> UnixMillis) -> RateLimiter {
-        RateLimiter { store, clock }
+    pub fn new(store: Store, limits: Limits, clock: fn() -> UnixMillis) -> RateLimiter {
+        RateLimiter {
+            store,
+            limits,
+            clock,
+        }
     }
 
     /// One call: plan at `now`, count in Redis (only if a descriptor is limited), answer.
     pub async fn decide(&self, request: &RateLimitRequest) -> Result<RateLimitResponse, Failure> {
         let now = (self.clock)();
-        let plan = plan(request, now)?;
+        let plan = plan(request, &self.limits, now)?;
         let counted = if plan.checks.is_empty() {
             Counted {
                 admitted: true,

@@ -162,24 +162,23 @@ impl Store {
             Live::Server(mut connection) => invocation.invoke_async(&mut connection).await,
             Live::Cluster(mut connection) => invocation.invoke_async(&mut connection).await,
         };
-        answer.map_err(|error| {
-            let broken = error.is_io_error()
-                || error.is_connection_dropped()
-                || error.is_timeout()
-                || error.is_unrecoverable_error();
-            if broken {
-                if let Ok(mut state) = self.state.try_lock() {
-                    if state.live.take().is_some() {
-                        eprintln!("portcullis-ratelimit: Redis connection lost: {error}");
-                    }
-                }
-            }
-            Failure::Unavailable(if error.is_timeout() {
-                self.silent()
-            } else {
-                format!("Redis failed the call: {error}")
-            })
-        })
+        let error = match answer {
+            Ok(reply) => return Ok(reply),
+            Err(error) => error,
+        };
+        let broken = error.is_io_error()
+            || error.is_connection_dropped()
+            || error.is_timeout()
+            || error.is_unrecoverable_error();
+        // Waiting for the lock is bounded: the whole call runs under the timeout.
+        if broken && self.state.lock().await.live.take().is_some() {
+            eprintln!("portcullis-ratelimit: Redis connection lost: {error}");
+        }
+        Err(Failure::Unavailable(if error.is_timeout() {
+            self.silent()
+        } else {
+            format!("Redis failed the call: {error}")
+        }))
     }
 
     /// The live connection, made now if there is none and the last attempt is not too recent.

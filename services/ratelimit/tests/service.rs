@@ -448,3 +448,73 @@ async fn a_counter_listed_twice_in_one_request_sees_both_hits() {
         Some(2)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_limits_apply_to_descriptors_without_an_override_and_an_override_wins() {
+    let redis = RedisServer::start().unwrap();
+    let dir = portcullis_tests::paths::ScratchDir::new("ratelimit-config").unwrap();
+    let config = dir.path().join("limits.json");
+    std::fs::write(
+        &config,
+        r#"{ "limits": [ { "domain": "edge", "entries": [{ "key": "remote_address" }],
+                          "requests_per_unit": 2, "unit": "HOUR" } ] }"#,
+    )
+    .unwrap();
+    let config = config.to_string_lossy().into_owned();
+    let service = RateLimitService::start_with(
+        binary(),
+        &["--redis-url", &redis.url(), "--config", &config],
+    )
+    .unwrap();
+    let mut client = client(&service).await;
+    // Each address counted on its own, two an hour.
+    for ip in ["10.0.0.1", "10.0.0.2"] {
+        let req = request(vec![descriptor(&[("remote_address", ip)], None)]);
+        let mut answers = Vec::new();
+        for _ in 0..3 {
+            answers.push(ask(&mut client, &req).await.overall_code);
+        }
+        let (ok, over) = (Code::Ok as i32, Code::OverLimit as i32);
+        assert_eq!(answers, vec![ok, ok, over], "{ip}");
+    }
+    let answer = ask(
+        &mut client,
+        &request(vec![descriptor(&[("remote_address", "10.0.0.3")], None)]),
+    )
+    .await;
+    assert_eq!(
+        answer.statuses[0].current_limit,
+        Some(RateLimit {
+            name: String::new(),
+            requests_per_unit: 2,
+            unit: Unit::Hour as i32
+        })
+    );
+    // An override replaces the file's limit (and counts in its own unit's window).
+    let overridden = request(vec![descriptor(
+        &[("remote_address", "10.0.0.1")],
+        Some((5, Unit::Day)),
+    )]);
+    assert_eq!(
+        ask(&mut client, &overridden).await.statuses[0].limit_remaining,
+        4
+    );
+}
+
+#[test]
+fn a_broken_static_limits_file_keeps_the_service_from_starting() {
+    let dir = portcullis_tests::paths::ScratchDir::new("ratelimit-config").unwrap();
+    let config = dir.path().join("limits.json");
+    std::fs::write(
+        &config,
+        r#"{"limits":[{"domain":"d","entries":[{"key":"k"}],"requests_per_unit":1,"unit":"FORTNIGHT"}]}"#,
+    )
+    .unwrap();
+    let config = config.to_string_lossy().into_owned();
+    let error = RateLimitService::start_with(binary(), &["--config", &config]).unwrap_err();
+    let error = format!("{error:#}");
+    assert!(
+        error.contains(r#"limits[0].unit: "FORTNIGHT" is not one of SECOND"#),
+        "{error}"
+    );
+}
