@@ -68,14 +68,26 @@ impl RedisServer {
             config,
             args: args.iter().map(|arg| arg.to_string()).collect(),
         };
+        // A cluster node also listens on its port + 10000 (the cluster bus), so its port
+        // must be at most 55535 and that one free too.
+        let cluster = args.contains(&"--cluster-enabled");
         // The port is free when asked for, but another process may take it before Redis
         // binds it: try a few.
         let mut attempts = 0;
         loop {
             server.port = free_port()?;
+            if cluster {
+                let bus_free = server
+                    .port
+                    .checked_add(10_000)
+                    .is_some_and(|bus| TcpListener::bind(("127.0.0.1", bus)).is_ok());
+                if !bus_free {
+                    continue;
+                }
+            }
             match server.start_again() {
                 Ok(()) => return Ok(server),
-                Err(e) if attempts >= 2 => return Err(e),
+                Err(e) if attempts >= 4 => return Err(e),
                 Err(_) => attempts += 1,
             }
         }
