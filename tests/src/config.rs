@@ -125,6 +125,7 @@ pub fn portcullis_filter(filter: &str, plugin_config_json: Option<&str>) -> Stri
 pub struct Gateway {
     routes: Vec<String>,
     clusters: Vec<(String, u16)>,
+    grpc_clusters: Vec<(String, u16)>,
     filters: Vec<String>,
 }
 
@@ -156,6 +157,13 @@ impl Gateway {
         self
     }
 
+    /// A cluster speaking HTTP/2 to `127.0.0.1:port`, for a gRPC service a filter calls (a
+    /// rate limit service): no route leads to it.
+    pub fn grpc_cluster(mut self, name: &str, port: u16) -> Self {
+        self.grpc_clusters.push((name.to_owned(), port));
+        self
+    }
+
     /// Answers paths starting with `prefix` from Envoy itself: no upstream is involved.
     pub fn direct_response(mut self, name: &str, prefix: &str, status: u16, body: &str) -> Self {
         self.routes.push(format!(
@@ -181,6 +189,11 @@ impl Gateway {
             .clusters
             .iter()
             .map(|(name, port)| cluster(name, *port))
+            .chain(
+                self.grpc_clusters
+                    .iter()
+                    .map(|(name, port)| grpc_cluster(name, *port)),
+            )
             .collect();
         let vars = BTreeMap::from([
             ("ROUTES".to_owned(), block(&self.routes)),
@@ -206,6 +219,26 @@ fn cluster(name: &str, port: u16) -> String {
         "- name: {name}
   type: STATIC
   connect_timeout: 2s
+  load_assignment:
+    cluster_name: {name}
+    endpoints:
+    - lb_endpoints:
+      - endpoint:
+          address:
+            socket_address: {{ address: 127.0.0.1, port_value: {port} }}",
+        name = quote(name)
+    )
+}
+
+fn grpc_cluster(name: &str, port: u16) -> String {
+    format!(
+        "- name: {name}
+  type: STATIC
+  connect_timeout: 1s
+  typed_extension_protocol_options:
+    envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+      \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+      explicit_http_config: {{ http2_protocol_options: {{}} }}
   load_assignment:
     cluster_name: {name}
     endpoints:

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use portcullis_tests::config::portcullis_filter;
+use portcullis_tests::load::{self, room_in_this_minute, statuses};
 use portcullis_tests::{client, Envoy, Gateway, Reply, Upstream};
 use serde_json::{json, Value};
 
@@ -24,21 +25,6 @@ fn start(gateway: &Gateway) -> Envoy {
 
 fn rate_limiting(config: &Value) -> String {
     portcullis_filter("rate-limiting", Some(&config.to_string()))
-}
-
-/// Waits, if need be, for the next calendar minute, so that a burst of `burst` seconds
-/// stays inside one window (Envoy's clock is this machine's). At most a minute's wait,
-/// usually none.
-fn room_in_this_minute(burst: u64) {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let into_minute = now.as_secs() % 60;
-    if 60 - into_minute < burst {
-        let to_edge =
-            Duration::from_secs(60 - into_minute) - Duration::from_nanos(now.subsec_nanos().into());
-        std::thread::sleep(to_edge + Duration::from_millis(100));
-    }
 }
 
 /// Sleeps until 50 ms past the next whole second.
@@ -58,46 +44,11 @@ fn burst(
     total: usize,
     headers_for: impl Fn(usize) -> Vec<(String, String)> + Sync,
 ) -> Vec<Reply> {
-    let url = envoy.url(path);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..CONNECTIONS)
-            .map(|t| {
-                let (url, headers_for) = (&url, &headers_for);
-                s.spawn(move || {
-                    (t..total)
-                        .step_by(CONNECTIONS)
-                        .map(|i| {
-                            let headers = headers_for(i);
-                            let pairs: Vec<(&str, &str)> = headers
-                                .iter()
-                                .map(|(n, v)| (n.as_str(), v.as_str()))
-                                .collect();
-                            client::get(url, &pairs)
-                        })
-                        .collect::<Vec<Reply>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| panic!("a client thread panicked"))
-            })
-            .collect()
-    })
+    load::burst(&[envoy.url(path)], CONNECTIONS, total, headers_for)
 }
 
 fn no_headers(_: usize) -> Vec<(String, String)> {
     Vec::new()
-}
-
-fn statuses(replies: &[Reply]) -> BTreeMap<u16, usize> {
-    let mut counts = BTreeMap::new();
-    for r in replies {
-        *counts.entry(r.status).or_insert(0) += 1;
-    }
-    counts
 }
 
 fn number(reply: &Reply, name: &str) -> u64 {
