@@ -81,9 +81,11 @@ pub fn authenticate(
             max: policy.max_token_bytes,
         }));
     }
-    let cache_key = verifier.cache.as_ref().map(|_| TokenCache::key(raw));
-    let hit = match (&cache_key, verifier.cache.as_deref()) {
-        (Some(key), Some(cache)) => cache.get(key).map(|e| (Rc::clone(&e.token), e.verdict)),
+    let cache_key = verifier.cache.as_ref().map(|cache| cache.key(raw));
+    let hit = match (cache_key, verifier.cache.as_deref()) {
+        (Some(key), Some(cache)) => cache
+            .get(key, raw)
+            .map(|e| (Rc::clone(&e.token), e.verdict)),
         _ => None,
     };
     let (token, cached) = match hit {
@@ -126,8 +128,8 @@ pub fn authenticate(
                     .backend
                     .verify(token.alg(), key, token.signing_input(), token.signature())
                     .map_err(Rejection::Crypto)?;
-                if let (Some(key_hash), Some(cache)) = (&cache_key, verifier.cache.as_deref_mut()) {
-                    cache.record(key_hash, key.fingerprint(), valid);
+                if let (Some(key_hash), Some(cache)) = (cache_key, verifier.cache.as_deref_mut()) {
+                    cache.record(key_hash, raw, key.fingerprint(), valid);
                 }
                 valid
             }
