@@ -59,8 +59,9 @@ run: setup build ## The demo gateway: real Envoy + the filters + user/order/paym
 	$(CARGO) build -p portcullis-services
 	@ENVOY=$(abspath $(ENVOY)) SERVICES=$(abspath target/debug/portcullis-services) envoy-config/run.sh
 
-bench: setup build ## Portcullis vs Envoy's native filters, side by side (BENCH_QUICK=1: smoke only)
-	PORTCULLIS_ENVOY=$(abspath $(ENVOY)) BENCH_QUICK=$(BENCH_QUICK) $(CARGO) run $(if $(BENCH_QUICK),,--release) -q -p portcullis-tests --bin portcullis-bench
+bench: setup build ## Portcullis vs Envoy's native filters, side by side (BENCH_QUICK=1: smoke only; BENCH_ONLY=jwt,acl,ratelimit,chain: those rows)
+	$(CARGO) build $(if $(BENCH_QUICK),,--release) -q -p portcullis-ratelimit
+	PORTCULLIS_ENVOY=$(abspath $(ENVOY)) BENCH_QUICK=$(BENCH_QUICK) BENCH_ONLY=$(BENCH_ONLY) $(CARGO) run $(if $(BENCH_QUICK),,--release) -q -p portcullis-tests --bin portcullis-bench
 
 oci: build ## Package each filter as Wasm OCI images (compat + oci variants) in dist/oci/, and dist/*.wasm.sha256
 	$(CARGO) run -q -p portcullis-oci -- build --dist $(DIST) $(FILTERS)

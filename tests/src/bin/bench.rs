@@ -1,17 +1,28 @@
 //! `make bench`: Portcullis next to Envoy's native filters, in one run on one machine, so the
 //! ratios hold on a noisy host. Every row is its own Envoy with a `direct_response` route (no
-//! upstream cost); wrk loads them in alternating rounds after a warm-up; the table gives the
-//! median req/s and p50/p99 latency per row, and each Portcullis row's ratio to its native
+//! upstream cost; the rate limiting rows answer from a fault filter, see [`FAULT_200`]); wrk
+//! loads them in alternating rounds after a warm-up; the table gives the median req/s and
+//! p50/p99 latency per row, and each Portcullis row's ratio to its native
 //! counterpart and to the ceiling. Then, from host-test, the wasm instructions per request,
 //! the module sizes, and each Envoy's resident memory.
 //!
 //! `BENCH_QUICK=1`: one short round at `--concurrency 1`, a smoke check that the tool works
-//! (its figures mean nothing).
+//! (its figures mean nothing). `BENCH_ONLY=ratelimit,jwt`: only those groups of rows (`jwt`,
+//! `acl`, `ratelimit`, `chain`), the ceiling always.
+//!
+//! The `ratelimit` group includes the cluster-wide policy: Portcullis `policy: redis` and
+//! Envoy's native `ratelimit` filter, both through the project's rate limit service
+//! (`portcullis-ratelimit`, beside this binary) and a Redis the bench starts on free ports
+//! with its files in a scratch directory, and stops at the end. Both fail closed (a failed
+//! call is a 500, flagged in the table), and the counters in Redis are checked against the
+//! requests wrk completed, so a row that skipped the service cannot pass for a fast one.
 
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use host_test::{Host, Request};
+use host_test::{GrpcAnswer, Host, Request};
+use portcullis_tests::ratelimit_service::{ratelimit_binary, RateLimitService};
+use portcullis_tests::redis::RedisServer;
 use portcullis_tests::{config, paths, tokens, Envoy};
 use serde_json::json;
 
@@ -22,8 +33,17 @@ const ALGORITHMS: [&str; 4] = ["HS256", "RS256", "ES256", "EdDSA"];
 /// One configuration under load.
 struct Row {
     name: String,
+    /// What `BENCH_ONLY` selects it by: `ceiling`, `jwt`, `acl`, `ratelimit`, `chain`.
+    group: &'static str,
     /// The native row this one is compared with.
     native: Option<String>,
+    /// Another row this one is compared with, below the table.
+    versus: Option<String>,
+    /// Answered by [`FAULT_200`] on a route with a cluster, not by a `direct_response`.
+    routed: bool,
+    /// The rate limit service domain it counts under, when it calls the service: its Envoy
+    /// gets the `ratelimit` cluster, and its counters are checked in Redis.
+    domain: Option<&'static str>,
     filters: String,
     token: Option<String>,
     /// The Portcullis filters and their configurations, in chain order, for host-test's
@@ -84,6 +104,61 @@ const NATIVE_RATE_LIMIT: &str = r#"- name: envoy.filters.http.local_ratelimit
       runtime_key: bench_rl_enforced
       default_value: { numerator: 100, denominator: HUNDRED }"#;
 
+/// The cluster-wide limit: high enough never to refuse, within the protocol's `uint32`.
+const SERVICE_LIMIT_PER_MINUTE: u32 = 100_000_000;
+/// The rate limit service's cluster in every Envoy that calls it.
+const SERVICE_CLUSTER: &str = "ratelimit";
+/// Each service row counts under its own domain, so Redis tells their counts apart.
+const PORTCULLIS_DOMAIN: &str = "bench-portcullis";
+const NATIVE_DOMAIN: &str = "bench-native";
+
+/// Portcullis `policy: redis` by IP; a failed call is a 500 (not a silent local fallback).
+fn redis_rate_limit() -> String {
+    json!({
+        "minute": SERVICE_LIMIT_PER_MINUTE,
+        "limit_by": "ip",
+        "policy": "redis",
+        "rate_limit_service": {
+            "cluster": SERVICE_CLUSTER, "domain": PORTCULLIS_DOMAIN, "timeout": 1000
+        },
+        "fault_tolerant": false,
+    })
+    .to_string()
+}
+
+/// Envoy's native ratelimit filter against the same service, the way
+/// `tests/tests/ratelimit_interop.rs` configures it: set_metadata carries the limit, the
+/// descriptor is what Portcullis sends (`portcullis_policy=global`, then the client address),
+/// and a failed call is a 500. The actions sit in the filter's own `rate_limits`: the bench
+/// route is a `direct_response`, which has no route action to hold them.
+fn native_service_rate_limit() -> String {
+    format!(
+        r#"- name: envoy.filters.http.set_metadata
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.set_metadata.v3.Config
+    metadata:
+    - metadata_namespace: portcullis.ratelimit
+      value:
+        global: {{ requests_per_unit: {SERVICE_LIMIT_PER_MINUTE}, unit: MINUTE }}
+- name: envoy.filters.http.ratelimit
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit
+    domain: {NATIVE_DOMAIN}
+    failure_mode_deny: true
+    timeout: 1s
+    rate_limit_service:
+      transport_api_version: V3
+      grpc_service: {{ envoy_grpc: {{ cluster_name: {SERVICE_CLUSTER} }} }}
+    rate_limits:
+    - actions:
+      - generic_key: {{ descriptor_key: portcullis_policy, descriptor_value: global }}
+      - remote_address: {{}}
+      limit:
+        dynamic_metadata:
+          metadata_key: {{ key: portcullis.ratelimit, path: [ {{ key: global }} ] }}"#
+    )
+}
+
 fn portcullis_jwt_config(alg: &str, cache: bool, in_module: bool) -> String {
     let mut credential = json!({ "key": ISSUER, "algorithm": alg });
     if alg.starts_with("HS") {
@@ -127,30 +202,71 @@ fn native_jwt(alg: &str, cache: bool) -> String {
     )
 }
 
+impl Row {
+    fn new(name: &str, group: &'static str, filters: String, token: Option<String>) -> Row {
+        Row {
+            name: name.into(),
+            group,
+            native: None,
+            versus: None,
+            domain: None,
+            routed: false,
+            filters,
+            token,
+            portcullis: Vec::new(),
+        }
+    }
+
+    fn native(mut self, native: &str) -> Row {
+        self.native = Some(native.into());
+        self
+    }
+
+    fn versus(mut self, other: &str) -> Row {
+        self.versus = Some(other.into());
+        self
+    }
+
+    fn routed(mut self) -> Row {
+        self.routed = true;
+        self
+    }
+
+    fn domain(mut self, domain: &'static str) -> Row {
+        self.domain = Some(domain);
+        self
+    }
+
+    fn portcullis(mut self, filters: &[(&str, &str)]) -> Row {
+        self.portcullis = filters
+            .iter()
+            .map(|(f, c)| (f.to_string(), c.to_string()))
+            .collect();
+        self
+    }
+}
+
 fn rows() -> Vec<Row> {
-    let mut rows = vec![Row {
-        name: "no filter (ceiling)".into(),
-        native: None,
-        filters: String::new(),
-        token: None,
-        portcullis: Vec::new(),
-    }];
+    let mut rows = vec![Row::new(
+        "no filter (ceiling)",
+        "ceiling",
+        String::new(),
+        None,
+    )];
     for alg in ALGORITHMS {
         let native = format!("native jwt_authn {alg}");
-        rows.push(Row {
-            name: native.clone(),
-            native: None,
-            filters: native_jwt(alg, false),
-            token: Some(token(alg)),
-            portcullis: Vec::new(),
-        });
-        rows.push(Row {
-            name: format!("native jwt_authn {alg} +cache"),
-            native: None,
-            filters: native_jwt(alg, true),
-            token: Some(token(alg)),
-            portcullis: Vec::new(),
-        });
+        rows.push(Row::new(
+            &native,
+            "jwt",
+            native_jwt(alg, false),
+            Some(token(alg)),
+        ));
+        rows.push(Row::new(
+            &format!("{native} +cache"),
+            "jwt",
+            native_jwt(alg, true),
+            Some(token(alg)),
+        ));
         let variants: &[(&str, bool, bool)] = if alg == "HS256" || alg == "EdDSA" {
             &[("", false, false), (" +cache", true, false)]
         } else {
@@ -162,90 +278,160 @@ fn rows() -> Vec<Row> {
         };
         for (suffix, cache, in_module) in variants {
             let config = portcullis_jwt_config(alg, *cache, *in_module);
-            rows.push(Row {
-                name: format!("portcullis jwt {alg}{suffix}"),
-                native: Some(native.clone()),
-                filters: config::portcullis_filter("jwt", Some(&config)),
-                token: Some(token(alg)),
-                portcullis: vec![("jwt".into(), config)],
-            });
+            rows.push(
+                Row::new(
+                    &format!("portcullis jwt {alg}{suffix}"),
+                    "jwt",
+                    config::portcullis_filter("jwt", Some(&config)),
+                    Some(token(alg)),
+                )
+                .native(&native)
+                .portcullis(&[("jwt", &config)]),
+            );
         }
     }
-    // acl and rate-limiting, and the three chained, with HS256 tokens.
+    // rate-limiting, acl, and the three chained, with HS256 tokens.
     let jwt_native = native_jwt("HS256", false);
     let jwt_portcullis = portcullis_jwt_config("HS256", true, false);
     let chain = |filters: &[String]| filters.join("\n");
-    let mut add =
-        |name: &str, native: Option<&str>, filters: String, portcullis: &[(&str, &str)]| {
-            rows.push(Row {
-                name: name.into(),
-                native: native.map(str::to_owned),
-                filters,
-                token: Some(token("HS256")),
-                portcullis: portcullis
-                    .iter()
-                    .map(|(f, c)| (f.to_string(), c.to_string()))
-                    .collect(),
-            });
-        };
-    add(
-        "native local_ratelimit",
-        None,
-        NATIVE_RATE_LIMIT.into(),
-        &[],
-    );
-    add(
-        "portcullis rate-limiting (by ip)",
-        Some("native local_ratelimit"),
-        config::portcullis_filter("rate-limiting", Some(RATE_LIMIT_IP)),
-        &[("rate-limiting", RATE_LIMIT_IP)],
-    );
-    add(
-        "native jwt_authn + rbac",
-        None,
-        chain(&[jwt_native.clone(), NATIVE_RBAC.into()]),
-        &[],
-    );
-    add(
-        "portcullis jwt + acl",
-        Some("native jwt_authn + rbac"),
-        chain(&[
-            config::portcullis_filter("jwt", Some(&jwt_portcullis)),
-            config::portcullis_filter("acl", Some(ACL)),
-        ]),
-        &[("jwt", &jwt_portcullis), ("acl", ACL)],
-    );
-    add(
-        "native chain (jwt_authn + rbac + local_ratelimit)",
-        None,
-        chain(&[jwt_native, NATIVE_RBAC.into(), NATIVE_RATE_LIMIT.into()]),
-        &[],
-    );
-    add(
-        "portcullis chain (jwt + acl + rate-limiting)",
-        Some("native chain (jwt_authn + rbac + local_ratelimit)"),
-        chain(&[
-            config::portcullis_filter("jwt", Some(&jwt_portcullis)),
-            config::portcullis_filter("acl", Some(ACL)),
-            config::portcullis_filter("rate-limiting", Some(RATE_LIMIT)),
-        ]),
-        &[
+    let hs256 = || Some(token("HS256"));
+    let local_rl = "portcullis rate-limiting (by ip)";
+    let native_rls = "native ratelimit + service";
+    // The rate limiting rows are routed (see FAULT_200): Envoy's ratelimit filter needs it,
+    // and all of them are, so their ratios compare like with like.
+    rows.extend([
+        Row::new(
+            "no filter, routed (fault 200)",
+            "ratelimit",
+            String::new(),
+            None,
+        )
+        .routed(),
+        Row::new(
+            "native local_ratelimit",
+            "ratelimit",
+            NATIVE_RATE_LIMIT.into(),
+            hs256(),
+        )
+        .routed(),
+        Row::new(
+            local_rl,
+            "ratelimit",
+            config::portcullis_filter("rate-limiting", Some(RATE_LIMIT_IP)),
+            hs256(),
+        )
+        .routed()
+        .native("native local_ratelimit")
+        .portcullis(&[("rate-limiting", RATE_LIMIT_IP)]),
+        Row::new(
+            native_rls,
+            "ratelimit",
+            native_service_rate_limit(),
+            hs256(),
+        )
+        .routed()
+        .domain(NATIVE_DOMAIN),
+        Row::new(
+            "portcullis rate-limiting (by ip, policy redis)",
+            "ratelimit",
+            config::portcullis_filter("rate-limiting", Some(&redis_rate_limit())),
+            hs256(),
+        )
+        .routed()
+        .native(native_rls)
+        .versus(local_rl)
+        .domain(PORTCULLIS_DOMAIN)
+        .portcullis(&[("rate-limiting", &redis_rate_limit())]),
+        Row::new(
+            "native jwt_authn + rbac",
+            "acl",
+            chain(&[jwt_native.clone(), NATIVE_RBAC.into()]),
+            hs256(),
+        ),
+        Row::new(
+            "portcullis jwt + acl",
+            "acl",
+            chain(&[
+                config::portcullis_filter("jwt", Some(&jwt_portcullis)),
+                config::portcullis_filter("acl", Some(ACL)),
+            ]),
+            hs256(),
+        )
+        .native("native jwt_authn + rbac")
+        .portcullis(&[("jwt", &jwt_portcullis), ("acl", ACL)]),
+        Row::new(
+            "native chain (jwt_authn + rbac + local_ratelimit)",
+            "chain",
+            chain(&[jwt_native, NATIVE_RBAC.into(), NATIVE_RATE_LIMIT.into()]),
+            hs256(),
+        ),
+        Row::new(
+            "portcullis chain (jwt + acl + rate-limiting)",
+            "chain",
+            chain(&[
+                config::portcullis_filter("jwt", Some(&jwt_portcullis)),
+                config::portcullis_filter("acl", Some(ACL)),
+                config::portcullis_filter("rate-limiting", Some(RATE_LIMIT)),
+            ]),
+            hs256(),
+        )
+        .native("native chain (jwt_authn + rbac + local_ratelimit)")
+        .portcullis(&[
             ("jwt", &jwt_portcullis),
             ("acl", ACL),
             ("rate-limiting", RATE_LIMIT),
-        ],
-    );
+        ]),
+    ]);
     rows
 }
 
-/// The bench bootstrap: no access log, one `direct_response` route named `bench`.
-fn bootstrap(filters: &str) -> String {
-    let filters = if filters.is_empty() {
-        String::new()
-    } else {
-        format!("{filters}\n")
-    };
+/// Answers every request with 200 from Envoy, before the router: how a row whose filter
+/// needs a routed request (Envoy's ratelimit filter does nothing on a `direct_response`
+/// route: it wants a route entry and a cluster) still pays no upstream cost.
+const FAULT_200: &str = r#"- name: envoy.filters.http.fault
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault
+    abort:
+      http_status: 200
+      percentage: { numerator: 100, denominator: HUNDRED }"#;
+
+/// The bench bootstrap: no access log, one route named `bench`. Its answer is a
+/// `direct_response`, or for a `routed` row a route to the cluster `bench` (never
+/// contacted: [`FAULT_200`] answers first; were it reached, the 503 would flag the row).
+/// With the rate limit service's port, its HTTP/2 cluster too.
+fn bootstrap(row: &Row, service: Option<u16>) -> String {
+    let mut filters = row.filters.clone();
+    if row.routed {
+        if !filters.is_empty() {
+            filters.push('\n');
+        }
+        filters.push_str(FAULT_200);
+    }
+    if !filters.is_empty() {
+        filters.push('\n');
+    }
     let filters = filters.replace('\n', "\n          ");
+    let answer = if row.routed {
+        "route: { cluster: bench }"
+    } else {
+        "direct_response: { status: 200, body: { inline_string: ok } }"
+    };
+    let mut clusters = String::new();
+    if row.routed {
+        // The discard port: nothing listens there, and nothing should get that far.
+        clusters.push_str(&cluster("bench", 9, ""));
+    }
+    if let Some(port) = service {
+        let http2 = r#"
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: { http2_protocol_options: {} }"#;
+        clusters.push_str(&cluster(SERVICE_CLUSTER, port, http2));
+    }
+    if !clusters.is_empty() {
+        clusters.insert_str(0, "  clusters:\n");
+    }
     format!(
         r#"admin:
   address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
@@ -266,11 +452,28 @@ static_resources:
               routes:
               - name: bench
                 match: {{ prefix: / }}
-                direct_response: {{ status: 200, body: {{ inline_string: ok }} }}
+                {answer}
           http_filters:
           {filters}- name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+{clusters}"#
+    )
+}
+
+/// A static cluster on `127.0.0.1:port`; `options` are YAML lines after `connect_timeout`.
+fn cluster(name: &str, port: u16, options: &str) -> String {
+    format!(
+        r#"  - name: {name}
+    type: STATIC
+    connect_timeout: 1s{options}
+    load_assignment:
+      cluster_name: {name}
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: {{ address: 127.0.0.1, port_value: {port} }}
 "#
     )
 }
@@ -282,6 +485,8 @@ struct Run {
     p50_ms: f64,
     p99_ms: f64,
     non_2xx: bool,
+    /// Requests wrk completed.
+    requests: u64,
 }
 
 fn wrk(url: &str, token: Option<&str>, seconds: u64) -> Run {
@@ -304,6 +509,7 @@ fn wrk(url: &str, token: Option<&str>, seconds: u64) -> Run {
             ["50%", t] => run.p50_ms = millis(t),
             ["99%", t] => run.p99_ms = millis(t),
             ["Non-2xx", ..] => run.non_2xx = true,
+            [n, "requests", "in", ..] => run.requests = n.parse().unwrap_or(0),
             _ => {}
         }
     }
@@ -346,8 +552,81 @@ fn envoy_version() -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .ok()
-        .and_then(|v| v.split('/').nth(1).map(str::to_owned))
+        // `<path>  version: <sha>/<version>/Clean/RELEASE/…`
+        .and_then(|v| {
+            v.split("version: ")
+                .nth(1)?
+                .split('/')
+                .nth(1)
+                .map(str::to_owned)
+        })
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// The groups `BENCH_ONLY` may name.
+const GROUPS: [&str; 4] = ["jwt", "acl", "ratelimit", "chain"];
+
+/// The rows `BENCH_ONLY` (comma-separated groups) selects, the ceiling always; all rows when
+/// it is unset or empty.
+fn selected(rows: Vec<Row>, only: &str) -> Result<Vec<Row>, String> {
+    let groups: Vec<&str> = only
+        .split(',')
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .collect();
+    if let Some(unknown) = groups.iter().find(|g| !GROUPS.contains(g)) {
+        return Err(format!(
+            "BENCH_ONLY: unknown group {unknown:?}; the groups are {}",
+            GROUPS.join(", ")
+        ));
+    }
+    Ok(rows
+        .into_iter()
+        .filter(|row| groups.is_empty() || row.group == "ceiling" || groups.contains(&row.group))
+        .collect())
+}
+
+/// Redis and the project's rate limit service, on free ports, files in scratch
+/// directories; both stopped when this is dropped.
+struct Service {
+    redis: RedisServer,
+    service: RateLimitService,
+}
+
+impl Service {
+    fn start() -> anyhow::Result<Service> {
+        let redis = RedisServer::start()?;
+        let service = RateLimitService::start(&ratelimit_binary(), &redis.url())?;
+        Ok(Service { redis, service })
+    }
+
+    /// The sum of every counter under `domain` (`{<domain>}:…` keys), -1 if Redis fails.
+    fn counted(&self, domain: &str) -> i64 {
+        const SUM: &str = "local n = 0 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do \
+                           n = n + tonumber(redis.call('GET', k)) end return n";
+        self.redis
+            .integer(&["EVAL", SUM, "0", &format!("{{{domain}}}:*")])
+            .ok()
+            .flatten()
+            .unwrap_or(-1)
+    }
+}
+
+/// The service's answer to a one-descriptor request that is under its limit, encoded by
+/// hand (`RateLimitResponse{overall_code: OK, statuses: [{OK, limit_remaining, 60 s}]}`):
+/// host-test's stand-in for the service when counting instructions.
+fn ok_answer(limit_remaining: u32) -> Vec<u8> {
+    let mut status = vec![0x08, 0x01, 0x18];
+    let mut n = limit_remaining;
+    while n >= 0x80 {
+        status.push((n & 0x7f) as u8 | 0x80);
+        n >>= 7;
+    }
+    status.push(n as u8);
+    status.extend([0x22, 0x02, 0x08, 60]);
+    let mut answer = vec![0x08, 0x01, 0x12, status.len() as u8];
+    answer.extend(status);
+    answer
 }
 
 fn main() {
@@ -357,19 +636,39 @@ fn main() {
     } else {
         (&[1, 2], 3, 4, 2)
     };
-    let rows = rows();
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let rows = match selected(rows(), &only) {
+        Ok(rows) => rows,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let service = if rows.iter().any(|row| row.domain.is_some()) {
+        match Service::start() {
+            Ok(service) => Some(service),
+            Err(e) => {
+                eprintln!("starting Redis and the rate limit service: {e:#}");
+                std::process::exit(1);
+            }
+        }
+    } else {
+        None
+    };
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "# Portcullis benchmark{}: Envoy {}, {cores} cores, wrk -t1 -c16, direct_response route, {rounds} round(s) of {seconds}s after {warmup}s warm-up",
+        "# Portcullis benchmark{}: Envoy {}, {cores} cores, wrk -t1 -c16, direct_response route (rate limiting rows: routed, fault 200), {rounds} round(s) of {seconds}s after {warmup}s warm-up{}",
         if quick { " (BENCH_QUICK: smoke only, figures meaningless)" } else { "" },
         envoy_version(),
+        if only.is_empty() { String::new() } else { format!(", BENCH_ONLY={only}") },
     );
     let mut memory: BTreeMap<String, f64> = BTreeMap::new();
     for &concurrency in concurrencies {
         let envoys: Vec<Envoy> = rows
             .iter()
             .map(|row| {
-                Envoy::builder(bootstrap(&row.filters))
+                let port = row.domain.and(service.as_ref()).map(|s| s.service.port());
+                Envoy::builder(bootstrap(row, port))
                     .concurrency(concurrency)
                     .log_level("warning")
                     .component_log_level("wasm:warning")
@@ -377,15 +676,25 @@ fn main() {
                     .unwrap_or_else(|e| panic!("{}: {e:#}", row.name))
             })
             .collect();
+        let counted_before: Vec<i64> = rows
+            .iter()
+            .map(|row| match (row.domain, &service) {
+                (Some(domain), Some(service)) => service.counted(domain),
+                _ => 0,
+            })
+            .collect();
         let mut runs: Vec<Vec<Run>> = vec![Vec::new(); rows.len()];
+        let mut served: Vec<u64> = vec![0; rows.len()];
         if warmup > 0 {
-            for (row, envoy) in rows.iter().zip(&envoys) {
-                wrk(&envoy.url("/"), row.token.as_deref(), warmup);
+            for (i, (row, envoy)) in rows.iter().zip(&envoys).enumerate() {
+                served[i] += wrk(&envoy.url("/"), row.token.as_deref(), warmup).requests;
             }
         }
         for _ in 0..rounds {
             for (i, (row, envoy)) in rows.iter().zip(&envoys).enumerate() {
-                runs[i].push(wrk(&envoy.url("/"), row.token.as_deref(), seconds));
+                let run = wrk(&envoy.url("/"), row.token.as_deref(), seconds);
+                served[i] += run.requests;
+                runs[i].push(run);
             }
         }
         for (row, envoy) in rows.iter().zip(&envoys) {
@@ -401,13 +710,14 @@ fn main() {
                 p50_ms: median(r.iter().map(|x| x.p50_ms).collect()),
                 p99_ms: median(r.iter().map(|x| x.p99_ms).collect()),
                 non_2xx: r.iter().any(|x| x.non_2xx),
+                requests: r.iter().map(|x| x.requests).sum(),
             })
             .collect();
         let ceiling = medians.first().map_or(0.0, |m| m.rps);
-        let by_name: BTreeMap<&str, f64> = rows
+        let by_name: BTreeMap<&str, &Run> = rows
             .iter()
             .zip(&medians)
-            .map(|(row, m)| (row.name.as_str(), m.rps))
+            .map(|(row, m)| (row.name.as_str(), m))
             .collect();
         println!("\n## --concurrency {concurrency}\n");
         println!("| row | req/s | p50 ms | p99 ms | vs native | vs ceiling |");
@@ -417,8 +727,8 @@ fn main() {
                 .native
                 .as_deref()
                 .and_then(|n| by_name.get(n))
-                .filter(|n| **n > 0.0)
-                .map_or("".into(), |n| format!("{:.2}x", m.rps / n));
+                .filter(|n| n.rps > 0.0)
+                .map_or("".into(), |n| format!("{:.2}x", m.rps / n.rps));
             let flag = if m.non_2xx { " (non-2xx answers!)" } else { "" };
             println!(
                 "| {}{flag} | {:.0} | {:.2} | {:.2} | {vs_native} | {:.2}x |",
@@ -429,7 +739,42 @@ fn main() {
                 if ceiling > 0.0 { m.rps / ceiling } else { 0.0 },
             );
         }
+        let mut notes = Vec::new();
+        for (row, m) in rows.iter().zip(&medians) {
+            let Some(other) = row.versus.as_deref().and_then(|n| by_name.get_key_value(n)) else {
+                continue;
+            };
+            let (other_name, o) = other;
+            if o.rps > 0.0 {
+                notes.push(format!(
+                    "- {} vs {other_name}: {:.2}x req/s, p99 {:.2} ms vs {:.2} ms",
+                    row.name,
+                    m.rps / o.rps,
+                    m.p99_ms,
+                    o.p99_ms
+                ));
+            }
+        }
+        for (i, row) in rows.iter().enumerate() {
+            if let (Some(domain), Some(service)) = (row.domain, &service) {
+                let counted = service.counted(domain) - counted_before[i];
+                notes.push(format!(
+                    "- {}: the service counted {counted} requests in Redis, wrk completed {}{}",
+                    row.name,
+                    served[i],
+                    if counted >= served[i] as i64 {
+                        ""
+                    } else {
+                        " (calls missing!)"
+                    }
+                ));
+            }
+        }
+        if !notes.is_empty() {
+            println!("\n{}", notes.join("\n"));
+        }
     }
+    drop(service);
 
     println!("\n## wasm instructions per request (host-test)\n");
     println!("| row | first request | repeated request |");
@@ -437,6 +782,11 @@ fn main() {
     for row in rows.iter().filter(|r| !r.portcullis.is_empty()) {
         let host = Host::new();
         host.set_unix_time(tokens::now());
+        if row.domain.is_some() {
+            host.grpc_service(SERVICE_CLUSTER, |_| {
+                GrpcAnswer::ok(ok_answer(SERVICE_LIMIT_PER_MINUTE - 1))
+            });
+        }
         let plugins: Result<Vec<_>, _> = row
             .portcullis
             .iter()
