@@ -15,7 +15,10 @@ usage: portcullis-services [--users ADDR] [--orders ADDR] [--payments ADDR] [--l
        portcullis-services render --template FILE --policies DIR --dist DIR
                            --gateway ADDR --admin ADDR
                            --users ADDR --orders ADDR --payments ADDR --login ADDR
-         prints the demo's Envoy config (envoy-config/demo.yaml.tmpl filled in)
+                           [--ratelimit ADDR]
+         prints the demo's Envoy config (envoy-config/demo.yaml.tmpl filled in); with
+         --ratelimit, rate-limiting policy redis: the rate limit service's cluster at ADDR
+         and the policy from rate-limiting-redis.json
 ADDR is IP:PORT, such as 127.0.0.1:18081; port 0 takes any free port.";
 
 /// What the command line asks for.
@@ -47,7 +50,14 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         }
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let allowed: &[&str] = if render {
-            &["--template", "--policies", "--dist", "--gateway", "--admin"]
+            &[
+                "--template",
+                "--policies",
+                "--dist",
+                "--gateway",
+                "--admin",
+                "--ratelimit",
+            ]
         } else {
             &["--login-users"]
         };
@@ -61,7 +71,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         } else if paths.iter().any(|(f, _)| *f == flag) || listeners.iter().any(|(f, _)| *f == flag)
         {
             return Err(format!("{flag} given twice"));
-        } else if flag == "--gateway" || flag == "--admin" {
+        } else if ["--gateway", "--admin", "--ratelimit"].contains(&flag.as_str()) {
             listeners.push((flag.clone(), address(&flag, &value)?));
         } else {
             paths.push((flag, PathBuf::from(value)));
@@ -95,6 +105,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             gateway: listener("--gateway")?,
             admin: listener("--admin")?,
             services,
+            ratelimit: listener("--ratelimit").ok(),
         }));
     }
     if services.is_empty() {
@@ -157,6 +168,12 @@ mod tests {
         assert_eq!(demo.gateway, addr("127.0.0.1:8080"));
         assert_eq!(demo.services.len(), 4);
         assert_eq!(demo.dist, PathBuf::from("d"));
+        assert_eq!(demo.ratelimit, None);
+        let Ok(Command::Render(demo)) = parse_line(&format!("{full} --ratelimit 127.0.0.1:5"))
+        else {
+            panic!("not a render command");
+        };
+        assert_eq!(demo.ratelimit, Some(addr("127.0.0.1:5")));
         let without_login = full.replace(" --login 127.0.0.1:4", "");
         assert_eq!(
             parse_line(&without_login).unwrap_err(),
@@ -187,6 +204,11 @@ mod tests {
                 "unknown argument \"--login-users\"",
             ),
             ("render --dist a --dist b", "--dist given twice"),
+            (
+                "--ratelimit 127.0.0.1:1",
+                "unknown argument \"--ratelimit\"",
+            ),
+            ("render --ratelimit 6379", "--ratelimit: expected IP:PORT"),
         ];
         for (line, expected) in cases {
             let error = parse_line(line).unwrap_err();

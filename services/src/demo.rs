@@ -1,7 +1,9 @@
 //! Renders the demo's Envoy config (`envoy-config/demo.yaml.tmpl`): fills in the addresses,
 //! the absolute path of each filter's `.wasm`, and each filter's policy from
 //! `envoy-config/policies/<filter>.json`. `make run` and the demo's end-to-end test both
-//! render through here, so they run the same config.
+//! render through here, so they run the same config. With a rate limit service
+//! (`make run NODES=2`) it also adds that service's cluster and takes the rate-limiting policy
+//! from `rate-limiting-redis.json`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -27,7 +29,18 @@ pub struct Demo {
     pub admin: SocketAddr,
     /// Where each service listens; every one of [`Service::ALL`] must be there.
     pub services: Vec<(Service, SocketAddr)>,
+    /// Where the rate limit service (`portcullis-ratelimit`) listens, for `policy: redis`:
+    /// renders the HTTP/2 cluster [`RATELIMIT_CLUSTER`] at `RATELIMIT_CLUSTER` and takes the
+    /// rate-limiting policy from [`REDIS_POLICY`] instead of `rate-limiting.json`. `None`:
+    /// no such cluster, and the local policy.
+    pub ratelimit: Option<SocketAddr>,
 }
+
+/// The Envoy cluster of the rate limit service; `rate-limiting-redis.json` names it.
+pub const RATELIMIT_CLUSTER: &str = "ratelimit";
+
+/// The rate-limiting policy of the demo with a rate limit service, in the policies folder.
+pub const REDIS_POLICY: &str = "rate-limiting-redis.json";
 
 impl Demo {
     /// The config, ready for Envoy. Errors name the file or placeholder at fault.
@@ -43,7 +56,9 @@ impl Demo {
     ///   address is a YAML double-quoted string (`"127.0.0.1"`, `"::1"`), a port a number;
     /// - for each filter, `JWT_WASM` (`TOKEN_ISSUER_WASM`, …): the module's absolute path,
     ///   and `JWT_POLICY`: the text of `policies/jwt.json`, checked to be JSON. Both come
-    ///   as YAML double-quoted strings.
+    ///   as YAML double-quoted strings;
+    /// - `RATELIMIT_CLUSTER`: with [`Demo::ratelimit`], an entry of `clusters` (indented for
+    ///   a list at two spaces, on lines of its own); without, nothing.
     pub fn vars(&self) -> Result<BTreeMap<String, String>, String> {
         let mut vars = BTreeMap::new();
         let mut address = |name: &str, addr: SocketAddr| {
@@ -66,6 +81,8 @@ impl Demo {
             vars.insert(format!("{name}_WASM"), quote(&self.wasm(filter)?));
             vars.insert(format!("{name}_POLICY"), quote(&self.policy(filter)?));
         }
+        let cluster = self.ratelimit.map(ratelimit_cluster).unwrap_or_default();
+        vars.insert("RATELIMIT_CLUSTER".to_owned(), cluster);
         Ok(vars)
     }
 
@@ -81,13 +98,38 @@ impl Demo {
 
     /// The policy file's text, as written: the filter parses it, with its own error messages.
     fn policy(&self, filter: &str) -> Result<String, String> {
-        let path = self.policies.join(format!("{filter}.json"));
+        let path = match self.ratelimit {
+            Some(_) if filter == "rate-limiting" => self.policies.join(REDIS_POLICY),
+            _ => self.policies.join(format!("{filter}.json")),
+        };
         let text =
             std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         serde_json::from_str::<serde_json::Value>(&text)
             .map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
         Ok(text.trim().to_owned())
     }
+}
+
+/// The rate limit service's cluster at `addr`: gRPC, so HTTP/2 to the upstream.
+fn ratelimit_cluster(addr: SocketAddr) -> String {
+    format!(
+        "  - name: {RATELIMIT_CLUSTER}
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{ http2_protocol_options: {{}} }}
+    load_assignment:
+      cluster_name: {RATELIMIT_CLUSTER}
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: {{ address: {}, port_value: {} }}",
+        quote(&addr.ip().to_string()),
+        addr.port()
+    )
 }
 
 /// A YAML double-quoted scalar: a JSON string literal is one, escapes included.
@@ -160,6 +202,11 @@ mod tests {
             for sub in ["policies", "dist"] {
                 std::fs::create_dir_all(dir.join(sub)).unwrap();
             }
+            std::fs::write(
+                dir.join("policies").join(REDIS_POLICY),
+                "{\"policy\":\"redis\"}",
+            )
+            .unwrap();
             for filter in FILTERS {
                 std::fs::write(dir.join(format!("policies/{filter}.json")), "{}\n").unwrap();
                 std::fs::write(dir.join(format!("dist/portcullis-{filter}.wasm")), "").unwrap();
@@ -182,6 +229,7 @@ mod tests {
                     .zip(18081..)
                     .map(|(s, port)| (*s, addr(port)))
                     .collect(),
+                ratelimit: None,
             }
         }
     }
@@ -266,6 +314,57 @@ mod tests {
     }
 
     #[test]
+    fn a_rate_limit_service_adds_its_cluster_and_the_redis_policy() {
+        let scratch = Scratch::new("ratelimit");
+        let template = "clusters:\n  - name: users\n{{RATELIMIT_CLUSTER}}\n\
+                        rl: {{RATELIMIT_CLUSTER}}|{{RATE_LIMITING_POLICY}}\n";
+        let local = scratch.demo(template);
+        assert_eq!(
+            local.render(),
+            Ok("clusters:\n  - name: users\n\nrl: |\"{}\"\n".to_owned())
+        );
+        let redis = Demo {
+            ratelimit: Some(SocketAddr::from(([127, 0, 0, 1], 18085))),
+            ..local
+        };
+        let config = redis.render().unwrap();
+        assert!(
+            config
+                .starts_with("clusters:\n  - name: users\n  - name: ratelimit\n    type: STATIC\n"),
+            "{config}"
+        );
+        assert!(
+            config.contains("socket_address: { address: \"127.0.0.1\", port_value: 18085 }"),
+            "{config}"
+        );
+        assert!(config.contains("http2_protocol_options"), "{config}");
+        assert!(
+            config.ends_with("|\"{\\\"policy\\\":\\\"redis\\\"}\"\n"),
+            "{config}"
+        );
+    }
+
+    /// `rate-limiting-redis.json` is `rate-limiting.json` counted by the rate limit service:
+    /// the same limits, so the two-node demo shows the one-node demo's numbers.
+    #[test]
+    fn the_demo_redis_policy_is_the_local_one_plus_the_service() {
+        let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("../envoy-config/policies");
+        let read = |name: &str| -> serde_json::Value {
+            serde_json::from_str(&std::fs::read_to_string(policies.join(name)).unwrap()).unwrap()
+        };
+        let mut redis = read(REDIS_POLICY);
+        assert_eq!(redis["policy"], "redis");
+        assert_eq!(
+            redis["rate_limit_service"]["cluster"], RATELIMIT_CLUSTER,
+            "{redis}"
+        );
+        let object = redis.as_object_mut().unwrap();
+        object.remove("policy");
+        object.remove("rate_limit_service");
+        assert_eq!(redis, read("rate-limiting.json"));
+    }
+
+    #[test]
     fn the_demo_template_needs_nothing_but_the_demo_values() {
         let scratch = Scratch::new("template");
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -282,5 +381,13 @@ mod tests {
             );
         }
         assert!(!config.contains("{{"), "{config}");
+        assert!(!config.contains("name: ratelimit"), "{config}");
+        let with_service = Demo {
+            ratelimit: Some(SocketAddr::from(([127, 0, 0, 1], 18085))),
+            ..demo
+        }
+        .render()
+        .unwrap();
+        assert!(with_service.contains("name: ratelimit"), "{with_service}");
     }
 }

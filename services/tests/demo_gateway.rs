@@ -43,6 +43,7 @@ fn render(services: &Services) -> String {
             .iter()
             .map(|s| (*s, loopback(services.port(s.name()))))
             .collect(),
+        ratelimit: None,
     };
     demo.render().unwrap_or_else(|e| panic!("{e}"))
 }

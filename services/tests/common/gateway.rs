@@ -53,6 +53,7 @@ pub fn demo(
         gateway,
         admin,
         services: Service::ALL.iter().map(|s| (*s, service(*s))).collect(),
+        ratelimit: None,
     }
 }
 
