@@ -55,9 +55,11 @@ test: setup lint build check-targets test-native ## Everything CI runs: lint, bu
 test-native: ## The cargo test suites (needs `make build` first: tests load dist/*.wasm)
 	PORTCULLIS_ENVOY=$(abspath $(ENVOY)) $(CARGO) test --workspace
 
-run: setup build ## The demo gateway: real Envoy + the filters + user/order/payment/login services on :8080; Ctrl-C stops it
+run: setup build ## The demo gateway: real Envoy + the filters + user/order/payment/login services on :8080 (NODES=2: two gateway nodes, one limit in Redis); Ctrl-C stops it
 	$(CARGO) build -p portcullis-services
-	@ENVOY=$(abspath $(ENVOY)) SERVICES=$(abspath target/debug/portcullis-services) envoy-config/run.sh
+	@ENVOY=$(abspath $(ENVOY)) SERVICES=$(abspath target/debug/portcullis-services) \
+	  RATELIMIT=$(abspath target/debug/portcullis-ratelimit) $(if $(NODES),DEMO_NODES=$(NODES)) \
+	  envoy-config/run.sh
 
 bench: setup build ## Portcullis vs Envoy's native filters, side by side (BENCH_QUICK=1: smoke only; BENCH_ONLY=jwt,acl,ratelimit,chain: those rows)
 	$(CARGO) build $(if $(BENCH_QUICK),,--release) -q -p portcullis-ratelimit

@@ -3,18 +3,27 @@
 # starts the demo services and Envoy, prints curl commands, and runs until Ctrl-C (SIGINT) or
 # SIGTERM, which stop Envoy and the services alike. `make run` builds what it needs first.
 #
+# DEMO_NODES=2 (`make run NODES=2`) runs two gateway nodes sharing one rate limit: Redis (no
+# persistence, its files in a temporary directory under DEMO_RUN_DIR), the rate limit service
+# portcullis-ratelimit against it, and two Envoys with the same chain, their rate-limiting
+# policy policies/rate-limiting-redis.json (policy redis); Ctrl-C stops all of them.
+#
 # Environment: DEMO_PORT (8080), DEMO_ADMIN_PORT (9901), DEMO_USERS_PORT (18081),
-# DEMO_ORDERS_PORT (18082), DEMO_PAYMENTS_PORT (18083), DEMO_LOGIN_PORT (18084);
-# ENVOY and SERVICES, the two binaries (the Makefile sets both); DEMO_RUN_DIR (.run), where the
-# rendered config and the validation log go.
+# DEMO_ORDERS_PORT (18082), DEMO_PAYMENTS_PORT (18083), DEMO_LOGIN_PORT (18084); with
+# DEMO_NODES=2 also DEMO_NODE2_PORT (8090), DEMO_NODE2_ADMIN_PORT (9902), DEMO_REDIS_PORT
+# (16379), DEMO_RATELIMIT_PORT (18085); ENVOY and SERVICES, the two binaries (the Makefile sets
+# both), and for DEMO_NODES=2 REDIS (redis-server) and RATELIMIT (portcullis-ratelimit);
+# DEMO_RUN_DIR (.run), where the rendered configs and the logs of validation and Redis go.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ENVOY=${ENVOY:-.venv/bin/envoy}
 SERVICES=${SERVICES:-target/debug/portcullis-services}
+REDIS=${REDIS:-redis-server}
+RATELIMIT=${RATELIMIT:-target/debug/portcullis-ratelimit}
 HOST=127.0.0.1
 RUN_DIR=${DEMO_RUN_DIR:-.run}
-CONFIG=$RUN_DIR/demo.yaml
+NODES=${DEMO_NODES:-1}
 
 # name, variable, port: every port the demo listens on.
 PORTS=(
@@ -28,6 +37,21 @@ PORTS=(
 say() { echo "make run: $*"; }
 fail() { echo "make run: $*" >&2; exit 1; }
 
+case $NODES in
+  1) ;;
+  2)
+    PORTS+=(
+      "gateway-2 DEMO_NODE2_PORT ${DEMO_NODE2_PORT:-8090}"
+      "admin-2 DEMO_NODE2_ADMIN_PORT ${DEMO_NODE2_ADMIN_PORT:-9902}"
+      "redis DEMO_REDIS_PORT ${DEMO_REDIS_PORT:-16379}"
+      "ratelimit DEMO_RATELIMIT_PORT ${DEMO_RATELIMIT_PORT:-18085}"
+    )
+    command -v "$REDIS" >/dev/null || fail "no $REDIS (REDIS): \`make setup\` installs redis-server"
+    [[ -x $RATELIMIT ]] || fail "no $RATELIMIT (RATELIMIT): run \`make build\`"
+    ;;
+  *) fail "DEMO_NODES=$NODES (make run NODES=…): the demo runs 1 or 2 gateway nodes" ;;
+esac
+
 # A port is taken if something accepts a connection on it.
 in_use() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 
@@ -35,8 +59,9 @@ declare -A PORT VARIABLE
 taken=0
 for entry in "${PORTS[@]}"; do
   read -r name variable port <<<"$entry"
-  [[ $port =~ ^[0-9]+$ ]] && ((port > 0 && port < 65536)) ||
+  if ! [[ $port =~ ^[0-9]+$ ]] || ((port < 1 || port > 65535)); then
     fail "$variable=$port is not a port number"
+  fi
   for other in "${!PORT[@]}"; do
     [[ ${PORT[$other]} != "$port" ]] ||
       fail "$name ($variable) and $other (${VARIABLE[$other]}) both want port $port: change one"
@@ -55,23 +80,42 @@ ADDRESSES=(
   --users "$HOST:${PORT[user-service]}" --orders "$HOST:${PORT[order-service]}"
   --payments "$HOST:${PORT[payment-service]}" --login "$HOST:${PORT[login-service]}"
 )
+# One gateway node per entry: its listener and admin port names in PORT, its config.
+GATEWAYS=(gateway)
+ADMINS=(admin)
+CONFIGS=("$RUN_DIR/demo.yaml")
+RENDER_FLAGS=()
+if ((NODES == 2)); then
+  GATEWAYS+=(gateway-2)
+  ADMINS+=(admin-2)
+  CONFIGS+=("$RUN_DIR/demo-node2.yaml")
+  # policy redis: the rate limit service's cluster, and policies/rate-limiting-redis.json.
+  RENDER_FLAGS=(--ratelimit "$HOST:${PORT[ratelimit]}")
+fi
 mkdir -p "$RUN_DIR"
-"$SERVICES" render --template envoy-config/demo.yaml.tmpl --policies envoy-config/policies \
-  --dist dist --gateway "$HOST:${PORT[gateway]}" --admin "$HOST:${PORT[admin]}" \
-  "${ADDRESSES[@]}" >"$CONFIG"
-"$ENVOY" --mode validate -c "$CONFIG" --log-level warn >"$RUN_DIR/validate.log" 2>&1 || {
-  cat "$RUN_DIR/validate.log" >&2
-  fail "Envoy refused $CONFIG (rendered from envoy-config/demo.yaml.tmpl)"
-}
-say "$CONFIG is valid"
+for i in "${!CONFIGS[@]}"; do
+  config=${CONFIGS[i]}
+  "$SERVICES" render --template envoy-config/demo.yaml.tmpl --policies envoy-config/policies \
+    --dist dist --gateway "$HOST:${PORT[${GATEWAYS[i]}]}" --admin "$HOST:${PORT[${ADMINS[i]}]}" \
+    "${ADDRESSES[@]}" "${RENDER_FLAGS[@]}" >"$config"
+  "$ENVOY" --mode validate -c "$config" --log-level warn >"$RUN_DIR/validate.log" 2>&1 || {
+    cat "$RUN_DIR/validate.log" >&2
+    fail "Envoy refused $config (rendered from envoy-config/demo.yaml.tmpl)"
+  }
+  say "$config is valid"
+done
 
 services_pid=""
-envoy_pid=""
+envoy_pids=()
+redis_pid=""
+redis_dir=""
+ratelimit_pid=""
 # Stops whatever was started, on every way out: Ctrl-C, SIGTERM, an error, Envoy exiting.
 stop() {
   local status=$?
   trap - EXIT INT TERM
-  local pids=($envoy_pid $services_pid)
+  # shellcheck disable=SC2206 # unquoted on purpose: a pid not yet set is no word at all
+  local pids=(${envoy_pids[@]} $ratelimit_pid $redis_pid $services_pid)
   if ((${#pids[@]})); then
     kill -TERM "${pids[@]}" 2>/dev/null || true
     # Up to 10 s for all of them to exit, then SIGKILL whatever is left.
@@ -83,14 +127,52 @@ stop() {
     done
     kill -KILL "${pids[@]}" 2>/dev/null || true
     wait "${pids[@]}" 2>/dev/null || true
-    say "stopped Envoy and the services"
+    if ((NODES == 1)); then
+      say "stopped Envoy and the services"
+    else
+      say "stopped both Envoys, the rate limit service, Redis and the services"
+    fi
   fi
+  [[ -z $redis_dir ]] || rm -rf "$redis_dir"
   exit "$status"
 }
 trap stop EXIT
 # Ctrl-C and SIGTERM are how the demo is meant to end: a clean stop, status 0 (make would
 # otherwise report the run as a failed recipe).
 trap 'exit 0' INT TERM
+
+# Waits up to 5 s for a command to succeed while the process `pid` runs.
+await() { # pid what command…
+  local pid=$1 what=$2
+  shift 2
+  for _ in $(seq 50); do
+    kill -0 "$pid" 2>/dev/null || fail "$what did not start (see above)"
+    "$@" && return 0
+    sleep 0.1
+  done
+  fail "$what was not ready within 5 s"
+}
+# Redis answers PING with +PONG.
+redis_ready() {
+  (
+    exec 3<>"/dev/tcp/$HOST/${PORT[redis]}" || exit 1
+    printf 'PING\r\n' >&3
+    read -r -t 1 reply <&3 && [[ $reply == +PONG* ]]
+  ) 2>/dev/null
+}
+
+if ((NODES == 2)); then
+  # Nothing is saved: no RDB snapshot, no append-only file; the directory goes on exit.
+  redis_dir=$(mktemp -d "$RUN_DIR/redis.XXXXXX")
+  "$REDIS" --port "${PORT[redis]}" --bind "$HOST" --dir "$redis_dir" --save "" \
+    --appendonly no --daemonize no --logfile "$RUN_DIR/redis.log" &
+  redis_pid=$!
+  await "$redis_pid" "Redis (log: $RUN_DIR/redis.log)" redis_ready
+  say "Redis is up on $HOST:${PORT[redis]} (data in $redis_dir, not saved; log: $RUN_DIR/redis.log)"
+  "$RATELIMIT" --listen "$HOST:${PORT[ratelimit]}" --redis-url "redis://$HOST:${PORT[redis]}/0" &
+  ratelimit_pid=$!
+  await "$ratelimit_pid" "the rate limit service" in_use "${PORT[ratelimit]}"
+fi
 
 "$SERVICES" "${ADDRESSES[@]}" &
 services_pid=$!
@@ -103,24 +185,42 @@ in_use "${PORT[login-service]}" || fail "the demo services were not listening wi
 
 # Envoy runs as a background job only so this script can wait for it and still act on a
 # signal at once; its log comes to this terminal. The access log is flushed line by line.
-"$ENVOY" -c "$CONFIG" --concurrency 2 --disable-hot-restart \
-  --log-level info --component-log-level main:warning,config:warning,runtime:warning,upstream:warning \
-  --file-flush-min-size-kb 0 &
-envoy_pid=$!
+# Hot restart off: no shared memory or domain socket, so two Envoys need no --base-id.
+QUIET=main:warning,config:warning,runtime:warning,upstream:warning
+ENVOY_FLAGS=(
+  --concurrency 2 --disable-hot-restart --log-level info --component-log-level "$QUIET"
+  --file-flush-min-size-kb 0
+)
+if ((NODES == 1)); then
+  "$ENVOY" -c "${CONFIGS[0]}" "${ENVOY_FLAGS[@]}" &
+  envoy_pids+=($!)
+else
+  # Each node's lines start with its name, so the two logs can be told apart.
+  for i in "${!CONFIGS[@]}"; do
+    "$ENVOY" -c "${CONFIGS[i]}" "${ENVOY_FLAGS[@]}" > >(sed -u "s/^/[node $((i + 1))] /") 2>&1 &
+    envoy_pids+=($!)
+  done
+fi
 
-ready() {
+ready() { # admin port
   (
-    exec 3<>"/dev/tcp/$HOST/${PORT[admin]}" || exit 1
+    exec 3<>"/dev/tcp/$HOST/$1" || exit 1
     printf 'GET /ready HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' "$HOST" >&3
     grep -q '^LIVE' <&3
   ) 2>/dev/null
 }
+all_ready() {
+  local admin
+  for admin in "${ADMINS[@]}"; do ready "${PORT[$admin]}" || return 1; done
+}
 for _ in $(seq 300); do
-  kill -0 "$envoy_pid" 2>/dev/null || fail "Envoy exited during start-up (see its log above)"
-  ready && break
+  for pid in "${envoy_pids[@]}"; do
+    kill -0 "$pid" 2>/dev/null || fail "Envoy exited during start-up (see its log above)"
+  done
+  all_ready && break
   sleep 0.1
 done
-ready || fail "Envoy was not ready within 30 s"
+all_ready || fail "Envoy was not ready within 30 s"
 
 gw="http://$HOST:${PORT[gateway]}"
 
@@ -143,10 +243,30 @@ demo_token() { # consumer
 MOBILE=$(demo_token mobile-app)
 WEB=$(demo_token web-app)
 
+if ((NODES == 1)); then
+  headline="the demo gateway is up on $gw (Envoy admin: http://$HOST:${PORT[admin]})
+  filters: token-issuer -> jwt -> acl -> rate-limiting (policies: envoy-config/policies/*.json)"
+  limit="Payments beyond 20 in a minute are refused (429, with X-RateLimit-* and RateLimit-* headers):
+    for i in \$(seq 21); do curl -s -o /dev/null -w '%{http_code} ' $gw/payments -H \"authorization: Bearer \$MOBILE\"; done; echo"
+  stops="Envoy and the services"
+else
+  gw2="http://$HOST:${PORT[gateway-2]}"
+  headline="two gateway nodes share one rate limit: $gw and $gw2
+  (Envoy admin: http://$HOST:${PORT[admin]} and http://$HOST:${PORT[admin-2]})
+  filters on both: token-issuer -> jwt -> acl -> rate-limiting (policies: envoy-config/policies/*.json,
+  rate-limiting-redis.json for rate-limiting: policy redis, counted by portcullis-ratelimit on
+  $HOST:${PORT[ratelimit]} in Redis on $HOST:${PORT[redis]})"
+  limit="Payments beyond 20 in a minute are refused whichever node gets them: 22 payments alternating
+  between the nodes get twenty 200s, then 429 (with X-RateLimit-* and RateLimit-* headers):
+    for i in \$(seq 11); do for node in $gw $gw2; do curl -s -o /dev/null -w '%{http_code} ' \$node/payments -H \"authorization: Bearer \$MOBILE\"; done; done; echo
+  The counters, in Redis:
+    redis-cli -p ${PORT[redis]} --scan"
+  stops="both Envoys, the rate limit service, Redis and the services"
+fi
+
 cat <<EOF
 
-make run: the demo gateway is up on $gw (Envoy admin: http://$HOST:${PORT[admin]})
-  filters: token-issuer -> jwt -> acl -> rate-limiting (policies: envoy-config/policies/*.json)
+make run: $headline
   scenario: payments for admins only; 100 requests a minute per consumer, 20 on payments
 
   Without a token: 401 {"message":"Unauthorized"}
@@ -158,17 +278,16 @@ make run: the demo gateway is up on $gw (Envoy admin: http://$HOST:${PORT[admin]
     curl -i $gw/orders -H "authorization: Bearer \$WEB"
     curl -i $gw/payments -H "authorization: Bearer \$MOBILE"
     curl -i $gw/payments -H "authorization: Bearer \$WEB"
-  Payments beyond 20 in a minute are refused (429, with X-RateLimit-* and RateLimit-* headers):
-    for i in \$(seq 21); do curl -s -o /dev/null -w '%{http_code} ' $gw/payments -H "authorization: Bearer \$MOBILE"; done; echo
+  $limit
   Log in (demo users in services/fixtures/users.json); a good login answers a token signed by
   the token-issuer filter, usable as above (mobile-app may pay, web-app may not):
     curl -i $gw/login -H 'content-type: application/json' -d '{"username":"mobile-app","password":"mobile-demo"}'
     curl -i $gw/login -H 'content-type: application/json' -d '{"username":"web-app","password":"web-demo"}'
     curl -i $gw/login -H 'content-type: application/json' -d '{"username":"web-app","password":"wrong"}'
 
-  Ctrl-C stops Envoy and the services.
+  Ctrl-C stops $stops.
 
 EOF
 
-wait "$envoy_pid" || fail "Envoy exited (status $?)"
+wait -n "${envoy_pids[@]}" || fail "Envoy exited (status $?)"
 say "Envoy exited"

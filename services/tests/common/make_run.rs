@@ -1,6 +1,7 @@
 //! `make run`'s script (`envoy-config/run.sh`) as a user runs it: in a terminal of its own
 //! (a new session, so Ctrl-C can go to its whole process group), on free ports, its scratch
-//! files in a temporary directory instead of `.run/`.
+//! files in a temporary directory instead of `.run/`. With two nodes (`make run NODES=2`)
+//! it also starts Redis and the rate limit service, from the binaries the tests use.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
@@ -9,6 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use portcullis_tests::paths::{self, ScratchDir};
+use portcullis_tests::ratelimit_service::ratelimit_binary;
+use portcullis_tests::redis::redis_server_binary;
 
 use super::BINARY;
 
@@ -22,10 +25,18 @@ pub const PORT_VARIABLES: [&str; 6] = [
     "DEMO_LOGIN_PORT",
 ];
 
+/// The ports `run.sh` reads besides [`PORT_VARIABLES`] with `DEMO_NODES=2`.
+pub const NODE2_PORT_VARIABLES: [&str; 4] = [
+    "DEMO_NODE2_PORT",
+    "DEMO_NODE2_ADMIN_PORT",
+    "DEMO_REDIS_PORT",
+    "DEMO_RATELIMIT_PORT",
+];
+
 /// A running `envoy-config/run.sh`; its process group is killed when dropped.
 pub struct MakeRun {
     child: Child,
-    /// Port by variable, as [`PORT_VARIABLES`].
+    /// Port by variable, as [`PORT_VARIABLES`] (and [`NODE2_PORT_VARIABLES`]).
     pub ports: Vec<(&'static str, u16)>,
     /// Everything it printed, stdout and stderr, line by line.
     lines: Arc<Mutex<Vec<String>>>,
@@ -35,13 +46,24 @@ pub struct MakeRun {
 impl MakeRun {
     /// Starts `run.sh` with the Envoy and services binaries the tests use, on free ports.
     pub fn start() -> MakeRun {
+        Self::start_nodes(1)
+    }
+
+    /// Starts `run.sh` as `make run NODES=<nodes>` does (`DEMO_NODES`), with the binaries
+    /// the tests use, on free ports.
+    pub fn start_nodes(nodes: u8) -> MakeRun {
+        let variables: Vec<&'static str> = if nodes == 1 {
+            PORT_VARIABLES.to_vec()
+        } else {
+            [PORT_VARIABLES.as_slice(), NODE2_PORT_VARIABLES.as_slice()].concat()
+        };
         // Ports the kernel hands out now, free again once the listeners close: run.sh checks
         // them before anything binds.
-        let listeners: Vec<TcpListener> = PORT_VARIABLES
+        let listeners: Vec<TcpListener> = variables
             .iter()
             .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
             .collect();
-        let ports: Vec<(&'static str, u16)> = PORT_VARIABLES
+        let ports: Vec<(&'static str, u16)> = variables
             .iter()
             .zip(&listeners)
             .map(|(v, l)| (*v, l.local_addr().unwrap().port()))
@@ -54,6 +76,9 @@ impl MakeRun {
             .current_dir(&root)
             .env("ENVOY", paths::envoy_binary())
             .env("SERVICES", BINARY)
+            .env("DEMO_NODES", nodes.to_string())
+            .env("REDIS", redis_server_binary())
+            .env("RATELIMIT", ratelimit_binary())
             .env("DEMO_RUN_DIR", run_dir.path())
             .envs(ports.iter().map(|(v, p)| (v, p.to_string())))
             .stdin(Stdio::null())
@@ -97,6 +122,30 @@ impl MakeRun {
     /// Every line printed so far.
     pub fn lines(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
+    }
+
+    /// The value of a `NAME=value` line the script printed (`MOBILE`, `WEB`).
+    pub fn printed(&self, name: &str) -> String {
+        let prefix = format!("{name}=");
+        self.lines()
+            .iter()
+            .find_map(|line| line.trim().strip_prefix(&prefix).map(str::to_owned))
+            .unwrap_or_else(|| panic!("run.sh printed no {name}=…"))
+    }
+
+    /// Every live process in the script's process group (itself, and all it started that
+    /// did not leave the group): pid and command name.
+    pub fn processes(&self) -> Vec<(u32, String)> {
+        let group = self.child.id();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_string_lossy().parse::<u32>().ok())
+            .filter_map(|pid| {
+                let (name, pgrp) = live_process(pid)?;
+                (pgrp == group).then_some((pid, name))
+            })
+            .collect()
     }
 
     /// Waits up to `timeout` for a line containing `needle`; panics, showing the output, if
@@ -146,6 +195,20 @@ impl MakeRun {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// The command name (`comm`, at most 15 bytes) and process group of `pid`, if it runs: a
+/// zombie has exited (only its parent's wait is missing) and counts as gone.
+pub fn live_process(pid: u32) -> Option<(String, u32)> {
+    // `pid (comm) state ppid pgrp …`; comm may hold spaces and parentheses.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let fields: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    let pgrp = fields.get(2)?.parse().ok()?;
+    Some((stat.get(open + 1..close)?.to_owned(), pgrp))
 }
 
 impl Drop for MakeRun {

@@ -1,0 +1,144 @@
+//! `make run NODES=2` as a user runs it (`envoy-config/run.sh` with `DEMO_NODES=2`, on free
+//! ports): two gateway nodes, Redis and the rate limit service. Payments alternating between
+//! the nodes meet one limit of 20 a minute between them, and Ctrl-C leaves no process behind.
+//! Needs `make build` first (the filters' `.wasm` and `portcullis-ratelimit`).
+
+// Test code: clippy.toml lets #[test] functions panic, and these helpers are test code too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::gateway::minute_with_room;
+use common::make_run::{live_process, MakeRun};
+use portcullis_tests::{client, Reply};
+
+const RATE_LIMITED: &str = r#"{"message":"API rate limit exceeded"}"#;
+
+fn number(reply: &Reply, name: &str) -> u64 {
+    reply
+        .header(name)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name}: {:?}", reply.header(name)))
+}
+
+/// A node's `portcullis_rate_limiting_service_fallbacks_total` (0 when Envoy lists none yet).
+fn fallbacks(admin_port: u16) -> f64 {
+    let stats = client::get(
+        &format!("http://127.0.0.1:{admin_port}/stats/prometheus"),
+        &[],
+    );
+    assert_eq!(stats.status, 200);
+    stats
+        .text()
+        .lines()
+        .find_map(|line| line.strip_prefix("portcullis_rate_limiting_service_fallbacks_total{} "))
+        .map(|value| value.trim().parse().unwrap())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn make_run_nodes_2_admits_20_payments_across_both_nodes_and_ctrl_c_stops_everything() {
+    let mut run = MakeRun::start_nodes(2);
+    run.wait_for(
+        "Ctrl-C stops both Envoys, the rate limit service, Redis and the services.",
+        Duration::from_secs(120),
+    );
+    let mobile = format!("Bearer {}", run.printed("MOBILE"));
+    let nodes = [
+        format!("http://127.0.0.1:{}", run.port("DEMO_PORT")),
+        format!("http://127.0.0.1:{}", run.port("DEMO_NODE2_PORT")),
+    ];
+    // What the demo runs, all in the terminal's process group (a Ctrl-C reaches them all).
+    let started = run.processes();
+    let mut names: Vec<&str> = started.iter().map(|(_, name)| name.as_str()).collect();
+    names.sort_unstable();
+    names.dedup_by(|a, b| a == b && *a != "envoy");
+    for expected in [
+        "envoy",
+        "portcullis-rate", // portcullis-ratelimit: comm keeps 15 bytes
+        "portcullis-serv",
+        "redis-server",
+    ] {
+        assert!(names.contains(&expected), "no {expected} in {started:?}");
+    }
+    assert_eq!(
+        names.iter().filter(|name| **name == "envoy").count(),
+        2,
+        "{started:?}"
+    );
+
+    // 24 payments as the printed loop makes them, node 1, node 2, node 1, …, all in one
+    // calendar minute: the limit is 20 a minute for both nodes together.
+    minute_with_room(Duration::from_secs(30));
+    let replies: Vec<Reply> = (0..24)
+        .map(|i| {
+            client::get(
+                &format!("{}/payments", nodes[i % 2]),
+                &[("authorization", &mobile)],
+            )
+        })
+        .collect();
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    let expected: Vec<u16> = [[200; 20].as_slice(), [429; 4].as_slice()].concat();
+    assert_eq!(statuses, expected, "alternating between {nodes:?}");
+    // Each node counts down what the other one took: one counter between them.
+    for (n, reply) in replies[..20].iter().enumerate() {
+        let left = (19 - n).to_string();
+        assert_eq!(reply.json()["service"], "payment-service", "payment {n}");
+        assert_eq!(
+            reply.header("x-ratelimit-remaining-minute"),
+            Some(left.as_str()),
+            "payment {n} through {}",
+            nodes[n % 2]
+        );
+    }
+    // Kong's refusal, from either node.
+    for (n, refused) in replies.iter().enumerate().skip(20) {
+        assert_eq!(refused.text(), RATE_LIMITED, "payment {n}");
+        for (name, value) in [
+            ("x-ratelimit-limit-minute", "20"),
+            ("x-ratelimit-remaining-minute", "0"),
+            ("ratelimit-limit", "20"),
+            ("ratelimit-remaining", "0"),
+        ] {
+            assert_eq!(refused.header(name), Some(value), "payment {n}: {name}");
+        }
+        let reset = number(refused, "ratelimit-reset");
+        assert!((1..=60).contains(&reset), "payment {n}: reset {reset}");
+        assert_eq!(number(refused, "retry-after"), reset, "payment {n}");
+    }
+    // Counted by the service every time: neither node fell back to counting alone.
+    for variable in ["DEMO_ADMIN_PORT", "DEMO_NODE2_ADMIN_PORT"] {
+        assert_eq!(fallbacks(run.port(variable)), 0.0, "{variable}");
+    }
+
+    let status = run.ctrl_c();
+    assert!(status.success(), "run.sh after Ctrl-C: {status}");
+    assert!(
+        run.lines().iter().any(|line| line
+            == "make run: stopped both Envoys, the rate limit service, Redis and the services"),
+        "{:#?}",
+        run.lines()
+    );
+    // Nothing left: no process of the group (each node's log filter ends with its Envoy),
+    // and no port answers.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !run.processes().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(run.processes(), Vec::new(), "still running after Ctrl-C");
+    for (pid, name) in &started {
+        assert!(
+            live_process(*pid).is_none_or(|(now, _)| now != *name),
+            "{name} (pid {pid}) still running after Ctrl-C"
+        );
+    }
+    for (variable, port) in &run.ports {
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", *port)).is_err(),
+            "{variable}: port {port} still answers after Ctrl-C"
+        );
+    }
+}
