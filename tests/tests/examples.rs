@@ -13,18 +13,34 @@ fn every_filter_example_validates_in_envoy() {
     let dist = paths::workspace_root().join("dist");
     let vars = BTreeMap::from([("DIST".to_owned(), dist.to_string_lossy().into_owned())]);
     let mut seen = Vec::new();
-    for filter in ["jwt", "acl", "rate-limiting", "token-issuer"] {
+    for (filter, example) in [
+        ("jwt", "jwt"),
+        ("acl", "acl"),
+        ("rate-limiting", "rate-limiting"),
+        ("rate-limiting", "rate-limiting-redis"),
+        ("token-issuer", "token-issuer"),
+    ] {
         paths::wasm(filter); // a clear message when `make build` has not run
-        let path = dir.join(format!("{filter}.yaml"));
+        let path = dir.join(format!("{example}.yaml"));
         let template =
             std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let config = fill(&template, &vars).unwrap_or_else(|e| panic!("{filter}: {e}"));
         if let Err(log) = Envoy::validate(&config) {
             panic!("envoy --mode validate refused {}:\n{log}", path.display());
         }
-        seen.push(filter);
+        seen.push(example);
     }
-    assert_eq!(seen.len(), 4);
+    // Every example in the folder, none forgotten.
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".yaml").map(str::to_owned)
+        })
+        .collect();
+    files.sort();
+    seen.sort();
+    assert_eq!(files, seen);
 }
 
 #[test]
