@@ -302,7 +302,7 @@ fn weak_secret(alg: Algorithm, secret: &[u8]) -> Result<(), KeyError> {
     // Units up to 64 bytes: enough for anything typed, and bounded work for any length.
     let longest = (secret.len() / 2).min(64);
     let periodic = (1..=longest).any(|period| {
-        secret.len() % period == 0
+        secret.len().is_multiple_of(period)
             && secret
                 .iter()
                 .zip(secret.iter().skip(period))
