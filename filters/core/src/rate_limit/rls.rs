@@ -302,13 +302,20 @@ fn read<'a>(
         .zip(&answer.statuses)
         .map(|(asked, status)| {
             let exceeded = status.code == CODE_OVER_LIMIT;
+            // The service's `current_limit` when it gives one (a service may apply its own
+            // limit over the override), else the limit asked for.
+            let limit = status
+                .current_limit
+                .as_ref()
+                .filter(|l| l.requests_per_unit > 0)
+                .map_or(asked.limit, |l| u64::from(l.requests_per_unit));
             WindowReport {
                 period: asked.period,
-                limit: asked.limit,
+                limit,
                 remaining: if exceeded {
                     0
                 } else {
-                    u64::from(status.limit_remaining).min(asked.limit)
+                    u64::from(status.limit_remaining).min(limit)
                 },
                 reset: reset_secs(status, asked.period, now),
                 exceeded,
@@ -567,6 +574,34 @@ mod tests {
         assert!(
             reason.contains("ip:10.0.0.1 by routes.payments minute"),
             "{reason}"
+        );
+    }
+
+    #[test]
+    fn the_services_current_limit_is_the_one_reported() {
+        let (limiter, settings) = scenario();
+        let call = limiter
+            .service_call(&settings, Some("users"), &mut Facts::from_ip("10.0.0.1"))
+            .unwrap();
+        let mut minute = status(1, 40, 50);
+        minute.current_limit = Some(RateLimit {
+            name: String::new(),
+            requests_per_unit: 50,
+            unit: unit(Period::Minute),
+        });
+        let bytes = answer(CODE_OK, vec![minute, status(1, 990, 3590)]);
+        let Answer::Decided(decision) =
+            limiter.service_answer(&call, Reply::Message(&bytes), &MemoryStore::new(), NOW)
+        else {
+            panic!()
+        };
+        let h = headers(&decision);
+        assert_eq!(header(&h, "x-ratelimit-limit-minute"), Some("50"));
+        assert_eq!(header(&h, "x-ratelimit-remaining-minute"), Some("40"));
+        assert_eq!(
+            header(&h, "x-ratelimit-limit-hour"),
+            Some("1000"),
+            "none given: asked"
         );
     }
 
