@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use portcullis_tests::config::{fill, portcullis_filter};
+use portcullis_tests::config::{cluster, fill, portcullis_filter};
 use portcullis_tests::{client, tokens, Envoy, Reply, Response, Upstream};
 use serde_json::{json, Value};
 
@@ -181,21 +181,6 @@ const TEMPLATE: &str = r#"static_resources:
   clusters:
   {{CLUSTERS}}
 "#;
-
-fn cluster(name: &str, port: u16) -> String {
-    format!(
-        "- name: {name}
-  type: STATIC
-  connect_timeout: 2s
-  load_assignment:
-    cluster_name: {name}
-    endpoints:
-    - lb_endpoints:
-      - endpoint:
-          address:
-            socket_address: {{ address: 127.0.0.1, port_value: {port} }}"
-    )
-}
 
 /// The issuer's wasm filter entry; `held` adds Envoy's `allow_on_headers_stop_iteration`.
 fn issuer_filter(config: &Value, held: bool) -> String {

@@ -416,19 +416,20 @@ fn bootstrap(row: &Row, service: Option<u16>) -> String {
     } else {
         "direct_response: { status: 200, body: { inline_string: ok } }"
     };
-    let mut clusters = String::new();
+    let mut blocks = Vec::new();
     if row.routed {
         // The discard port: nothing listens there, and nothing should get that far.
-        clusters.push_str(&cluster("bench", 9, ""));
+        blocks.push(config::cluster("bench", 9));
     }
     if let Some(port) = service {
-        let http2 = r#"
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: { http2_protocol_options: {} }"#;
-        clusters.push_str(&cluster(SERVICE_CLUSTER, port, http2));
+        blocks.push(config::grpc_cluster(SERVICE_CLUSTER, port));
     }
+    // Each block at the depth of `clusters:`'s items.
+    let mut clusters: String = blocks
+        .iter()
+        .flat_map(|block| block.lines())
+        .map(|line| format!("  {line}\n"))
+        .collect();
     if !clusters.is_empty() {
         clusters.insert_str(0, "  clusters:\n");
     }
@@ -458,23 +459,6 @@ static_resources:
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
 {clusters}"#
-    )
-}
-
-/// A static cluster on `127.0.0.1:port`; `options` are YAML lines after `connect_timeout`.
-fn cluster(name: &str, port: u16, options: &str) -> String {
-    format!(
-        r#"  - name: {name}
-    type: STATIC
-    connect_timeout: 1s{options}
-    load_assignment:
-      cluster_name: {name}
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address:
-              socket_address: {{ address: 127.0.0.1, port_value: {port} }}
-"#
     )
 }
 
