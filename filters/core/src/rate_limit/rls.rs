@@ -17,11 +17,10 @@
 
 use prost::Message;
 
-use super::config::DEFAULT_DOMAIN;
 use super::headers::{client_headers, WindowReport};
 use super::key::{LimitKey, RequestFacts};
 use super::limiter::{Decision, Limiter};
-use super::policy::ResponseSettings;
+use super::policy::{Policy, Selection};
 use super::window::Period;
 use super::UnixMillis;
 
@@ -40,16 +39,6 @@ pub struct ServiceSettings {
     pub domain: String,
     /// Milliseconds before the call counts as failed.
     pub timeout_ms: u64,
-}
-
-impl Default for ServiceSettings {
-    fn default() -> Self {
-        ServiceSettings {
-            cluster: String::new(),
-            domain: DEFAULT_DOMAIN.to_owned(),
-            timeout_ms: super::config::DEFAULT_SERVICE_TIMEOUT_MS,
-        }
-    }
 }
 
 /// `envoy.service.ratelimit.v3.RateLimitRequest`.
@@ -158,7 +147,6 @@ struct Asked {
 pub struct ServiceCall {
     route: Option<String>,
     keys: Vec<LimitKey>,
-    policy_names: Vec<String>,
     asked: Vec<Asked>,
     /// The encoded `RateLimitRequest`.
     pub message: Vec<u8>,
@@ -238,7 +226,6 @@ impl Limiter {
         .encode_to_vec();
         Some(ServiceCall {
             route: route.map(str::to_owned),
-            policy_names: selection.policies.iter().map(|p| p.name.clone()).collect(),
             keys,
             asked,
             message,
@@ -257,7 +244,7 @@ impl Limiter {
         let selection = self.policies().select(call.route.as_deref());
         let response = selection.response;
         let error = match reply {
-            Reply::Message(bytes) => match read(call, bytes, response, now) {
+            Reply::Message(bytes) => match read(call, bytes, &selection, now) {
                 Ok(decision) => return Answer::Decided(decision),
                 Err(e) => e,
             },
@@ -279,9 +266,10 @@ impl Limiter {
 fn read<'a>(
     call: &ServiceCall,
     bytes: &[u8],
-    response: &'a ResponseSettings,
+    selection: &Selection<'a>,
     now: UnixMillis,
 ) -> Result<Decision<'a>, String> {
+    let response = selection.response;
     let answer = RateLimitResponse::decode(bytes)
         .map_err(|e| format!("the service's answer is not a RateLimitResponse: {e}"))?;
     if answer.statuses.len() != call.asked.len() {
@@ -340,7 +328,7 @@ fn read<'a>(
         status: response.error_code,
         body: &response.error_body,
         headers,
-        reason: reason(call, &reports),
+        reason: reason(call, &selection.policies, &reports),
         overflowed: false,
     })
 }
@@ -359,7 +347,7 @@ fn reset_secs(status: &DescriptorStatus, period: Period, now: UnixMillis) -> u64
 }
 
 /// The log line of a refusal: the key, the policy and the window that refused longest.
-fn reason(call: &ServiceCall, reports: &[WindowReport]) -> String {
+fn reason(call: &ServiceCall, policies: &[&Policy], reports: &[WindowReport]) -> String {
     let binding = call
         .asked
         .iter()
@@ -372,11 +360,9 @@ fn reason(call: &ServiceCall, reports: &[WindowReport]) -> String {
             call.keys
                 .get(asked.subject)
                 .map_or_else(|| "unknown".to_owned(), LimitKey::describe),
-            call.policy_names
-                .get(asked.subject)
-                .map_or("?", String::as_str),
+            policies.get(asked.subject).map_or("?", |p| p.name.as_str()),
             asked.period.name(),
-            asked.limit,
+            report.limit,
             report.reset
         ),
         None => "over the limit (rate limit service)".to_owned(),
