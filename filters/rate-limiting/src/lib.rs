@@ -156,13 +156,12 @@ impl Context for RateLimitRequest {
         let (Some(worker), Some(call)) = (self.worker.clone(), self.pending.take()) else {
             return;
         };
-        let body = if status_code == 0 {
-            host::grpc_call_response(response_size)
-        } else {
-            None
-        };
+        let body;
         let reply = match status_code {
-            0 => Reply::Message(body.as_deref().unwrap_or_default()),
+            0 => {
+                body = host::grpc_call_response(response_size);
+                Reply::Message(body.as_deref().unwrap_or_default())
+            }
             status => Reply::Failed(Some(status)),
         };
         let now = UnixMillis(host::now_millis());
