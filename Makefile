@@ -33,13 +33,14 @@ setup: ## Install everything the project needs (idempotent): wasm targets, Envoy
 	@echo "setup: ok ($$($(ENVOY) --version | grep -o 'version: [^ ]*'))"
 
 build: ## Build every filter to dist/portcullis-<filter>.wasm (and the host-test probe fixture), and the rate limit service
-	$(CARGO) build --release --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p portcullis-$(f)) -p portcullis-probe
+	$(CARGO) build --release --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p portcullis-$(f)) -p portcullis-probe -p portcullis-cost
 	$(CARGO) build -p portcullis-ratelimit
 	@mkdir -p $(DIST)/fixtures
 	@for f in $(FILTERS); do \
 	  cp target/$(WASM_TARGET)/release/portcullis_$$(echo $$f | tr - _).wasm $(DIST)/portcullis-$$f.wasm; \
 	done
 	@cp target/$(WASM_TARGET)/release/portcullis_probe.wasm $(DIST)/fixtures/probe.wasm
+	@cp target/$(WASM_TARGET)/release/portcullis_cost.wasm $(DIST)/fixtures/cost.wasm
 	@ls -l $(DIST)/*.wasm | awk '{printf "  %-40s %8d bytes\n", $$9, $$5}'
 
 check-targets: ## Check that every filter also builds for wasm32-unknown-unknown
@@ -48,7 +49,7 @@ check-targets: ## Check that every filter also builds for wasm32-unknown-unknown
 lint: ## rustfmt and clippy, warnings are errors
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy --release --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p portcullis-$(f)) -p portcullis-probe -- -D warnings
+	$(CARGO) clippy --release --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p portcullis-$(f)) -p portcullis-probe -p portcullis-cost -- -D warnings
 
 test: setup lint build check-targets test-native ## Everything CI runs: lint, build, unit, host-test and real-Envoy tests
 

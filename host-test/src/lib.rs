@@ -34,7 +34,7 @@ pub use host::{
     GrpcAnswer, GrpcOutcome, GrpcRequest, GrpcService, Host, HttpCallReply, HttpCallRequest,
     LogEntry, Metric, SharedWriter, EPOCH_START_NANOS,
 };
-pub use plugin::{Plugin, PluginBuilder, StartError};
+pub use plugin::{Meter, Plugin, PluginBuilder, StartError};
 pub use stream::{
     send, ClientResponse, Exchange, Headers, LocalResponse, Metered, Request, UpstreamRequest,
     UpstreamResponse,

@@ -109,7 +109,9 @@ fn run(args: Vec<String>) -> Result<(), String> {
         "stalled": exchange.stalled,
         "crash": exchange.crash,
         "instructions": exchange.instructions(),
-        "callbacks": exchange.metering.iter().map(|m| json!([m.callback, m.instructions])).collect::<Vec<_>>(),
+        "host_calls": exchange.host_calls(),
+        "reentries": exchange.reentries(),
+        "callbacks": exchange.metering.iter().map(|m| json!([m.callback, m.instructions, m.host_calls, m.reentries])).collect::<Vec<_>>(),
         "logs": host.logs().iter().map(|l| format!("{:?} {}", l.level, l.message)).collect::<Vec<_>>(),
         "metrics": host.metrics().iter().map(|m| json!([m.name, m.value])).collect::<Vec<_>>(),
     });

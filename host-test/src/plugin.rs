@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use wasmtime::{ExternType, Instance, Linker, Memory, Store, TypedFunc, WasmParams, WasmResults};
+use wasmtime::{
+    CallHook, ExternType, Instance, Linker, Memory, Store, TypedFunc, WasmParams, WasmResults,
+};
 
 use crate::abi::LogLevel;
 use crate::host::{lock, GrpcOutcome, Host, HttpCallReply};
@@ -143,9 +145,21 @@ impl PluginBuilder {
             tick_period_ms: 0,
             next_tick_nanos: 0,
             meter: Vec::new(),
+            calls: Calls::default(),
             done_requested: false,
         };
         let mut store = Store::new(&self.host.inner.engine, state);
+        store.call_hook(|mut c, hook| {
+            let calls = &mut c.data_mut().calls;
+            match hook {
+                CallHook::CallingHost => calls.host += 1,
+                // Envoy enters the VM again for every value it returns (to allocate it).
+                CallHook::CallingWasm if calls.host > calls.host_returned => calls.reentries += 1,
+                CallHook::ReturningFromHost => calls.host_returned += 1,
+                _ => {}
+            }
+            Ok(())
+        });
         let instance = instantiate(&mut store, &module)
             .map_err(|e| fail(&self.host, format!("instantiating: {e}")))?;
         let memory = instance.get_memory(&mut store, "memory");
@@ -218,6 +232,24 @@ fn instantiate(
 }
 
 /// The VM's side of the store: what host calls read and write while a callback runs.
+/// What one callback cost: wasm instructions, calls into the host, and how often the host
+/// entered the VM again meanwhile (to allocate what a call returns).
+#[derive(Clone, Debug)]
+pub struct Meter {
+    pub callback: String,
+    pub instructions: u64,
+    pub host_calls: u64,
+    pub reentries: u64,
+}
+
+/// Running totals the call hook keeps.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Calls {
+    host: u64,
+    host_returned: u64,
+    reentries: u64,
+}
+
 pub(crate) struct VmState {
     pub(crate) host: Host,
     pub(crate) plugin_name: String,
@@ -249,7 +281,9 @@ pub(crate) struct VmState {
     pub(crate) tick_period_ms: u32,
     pub(crate) next_tick_nanos: u64,
     /// Instructions per callback since the last drain: (callback, instructions).
-    pub(crate) meter: Vec<(String, u64)>,
+    pub(crate) meter: Vec<Meter>,
+    /// Host calls so far, for the meter.
+    pub(crate) calls: Calls,
     pub(crate) done_requested: bool,
 }
 
@@ -329,7 +363,7 @@ impl Plugin {
     }
 
     /// Instructions of the callbacks since the last call of this method (or of a request).
-    pub fn take_metering(&mut self) -> Vec<(String, u64)> {
+    pub fn take_metering(&mut self) -> Vec<Meter> {
         std::mem::take(&mut self.store.data_mut().meter)
     }
 
@@ -354,9 +388,16 @@ impl Plugin {
         if self.store.set_fuel(FUEL_PER_CALLBACK).is_err() {
             return Err("fuel metering is off".into());
         }
+        let before = self.store.data().calls;
         let result = func.call(&mut self.store, params);
         let used = FUEL_PER_CALLBACK - self.store.get_fuel().unwrap_or(0);
-        self.store.data_mut().meter.push((export.to_string(), used));
+        let after = self.store.data().calls;
+        self.store.data_mut().meter.push(Meter {
+            callback: export.to_string(),
+            instructions: used,
+            host_calls: after.host - before.host,
+            reentries: after.reentries - before.reentries,
+        });
         result.map_err(|e| {
             let message = format!("{export} trapped: {e:#}");
             let name = self.store.data().plugin_name.clone();

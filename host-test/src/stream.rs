@@ -365,6 +365,11 @@ pub struct Metered {
     pub plugin: String,
     pub callback: String,
     pub instructions: u64,
+    /// Calls into the host (proxy-wasm and WASI) the callback made.
+    pub host_calls: u64,
+    /// Times the host entered the VM again during those calls: one per value it returned
+    /// (a header, a property, shared data), which it must allocate in the VM's memory.
+    pub reentries: u64,
 }
 
 /// Everything that happened to one request.
@@ -414,6 +419,14 @@ impl Exchange {
     /// Total wasm instructions the request cost across every plugin and callback.
     pub fn instructions(&self) -> u64 {
         self.metering.iter().map(|m| m.instructions).sum()
+    }
+    /// Calls into the host the request cost, across every plugin and callback.
+    pub fn host_calls(&self) -> u64 {
+        self.metering.iter().map(|m| m.host_calls).sum()
+    }
+    /// Times a host call made the host enter a VM again (one per value returned).
+    pub fn reentries(&self) -> u64 {
+        self.metering.iter().map(|m| m.reentries).sum()
     }
     /// Wasm instructions one plugin spent on the request.
     pub fn instructions_of(&self, plugin: &str) -> u64 {
@@ -629,10 +642,12 @@ pub fn send(filters: &mut [&mut Plugin], request: Request) -> Exchange {
         f.cancel_calls(contexts[i]);
         let name = f.name().to_string();
         ex.metering
-            .extend(f.take_metering().into_iter().map(|(callback, n)| Metered {
+            .extend(f.take_metering().into_iter().map(|m| Metered {
                 plugin: name.clone(),
-                callback,
-                instructions: n,
+                callback: m.callback,
+                instructions: m.instructions,
+                host_calls: m.host_calls,
+                reentries: m.reentries,
             }));
     }
     if let Some(crash) = ex.crash.clone() {

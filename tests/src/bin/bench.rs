@@ -8,7 +8,8 @@
 //!
 //! `BENCH_QUICK=1`: one short round at `--concurrency 1`, a smoke check that the tool works
 //! (its figures mean nothing). `BENCH_ONLY=ratelimit,jwt`: only those groups of rows (`jwt`,
-//! `acl`, `ratelimit`, `chain`), the ceiling always.
+//! `acl`, `ratelimit`, `chain`, and `host`: what a wasm filter pays Envoy per host call), the
+//! ceiling always. `BENCH_PROFILE=<part of a row name>`: see [`profile`].
 //!
 //! The `ratelimit` group includes the cluster-wide policy: Portcullis `policy: redis` and
 //! Envoy's native `ratelimit` filter, both through the project's rate limit service
@@ -178,6 +179,35 @@ fn portcullis_jwt_config(alg: &str, cache: bool, in_module: bool) -> String {
     config.to_string()
 }
 
+/// The `host` group: what the cost fixture does per request in each row.
+const HOST_COSTS: [(&str, &str); 9] = [
+    ("20 header reads", r#"{"header_reads":20}"#),
+    ("20 header map reads", r#"{"map_reads":20}"#),
+    ("20 property reads", r#"{"property_reads":20}"#),
+    ("20 header writes", r#"{"header_writes":20}"#),
+    ("20 metric increments", r#"{"metric_incs":20}"#),
+    (
+        "20 shared data reads (key absent: no value)",
+        r#"{"shared_reads":20}"#,
+    ),
+    ("20 property writes", r#"{"property_writes":20}"#),
+    ("1000 allocations of 64 bytes", r#"{"allocs":1000}"#),
+    (
+        "the host calls of a jwt cache hit",
+        r#"{"map_reads":1,"property_reads":1,"clock_reads":1,"header_writes":4,"property_writes":1,"metric_incs":2}"#,
+    ),
+];
+
+fn cost_filter(config: &str) -> String {
+    config::wasm_filter(
+        "cost",
+        "cost",
+        "cost",
+        &paths::fixture("cost"),
+        Some(config),
+    )
+}
+
 fn native_jwt(alg: &str, cache: bool) -> String {
     let jwks = json!({ "keys": [tokens::jwk(alg, "bench", secret_for(alg))] }).to_string();
     let cache = if cache {
@@ -289,6 +319,26 @@ fn rows() -> Vec<Row> {
                 .portcullis(&[("jwt", &config)]),
             );
         }
+    }
+    // What Envoy charges a wasm filter: the cost fixture doing nothing, then one kind of
+    // host call (or loop iteration) a number of times per request.
+    let empty = "wasm: empty filter";
+    rows.push(Row::new(
+        empty,
+        "host",
+        cost_filter("{}"),
+        Some(token("HS256")),
+    ));
+    for (what, config) in HOST_COSTS {
+        rows.push(
+            Row::new(
+                &format!("wasm: {what}"),
+                "host",
+                cost_filter(config),
+                Some(token("HS256")),
+            )
+            .versus(empty),
+        );
     }
     // rate-limiting, acl, and the three chained, with HS256 tokens.
     let jwt_native = native_jwt("HS256", false);
@@ -547,8 +597,78 @@ fn envoy_version() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// `BENCH_PROFILE=<part of a row name>`: each matching row (no service rows) alone under
+/// wrk at `--concurrency 1`, sampled by `perf` for 5 s after a 2 s warm-up; prints where
+/// Envoy's cycles went by object — `[JIT]`/anonymous memory is V8's compiled wasm (and its
+/// stubs), `envoy` the host (host calls included), the kernel the network — and the top
+/// symbols, so a change can be judged by what it moves, not by req/s alone.
+fn profile(pattern: &str) {
+    for row in rows()
+        .into_iter()
+        .filter(|r| r.name.contains(pattern) && r.domain.is_none())
+    {
+        let envoy = Envoy::builder(bootstrap(&row, None))
+            .concurrency(1)
+            .log_level("warning")
+            .component_log_level("wasm:warning")
+            .start()
+            .unwrap_or_else(|e| panic!("{}: {e:#}", row.name));
+        let url = envoy.url("/");
+        wrk(&url, row.token.as_deref(), 2);
+        let data = std::env::temp_dir().join(format!("portcullis-perf-{}.data", envoy.pid()));
+        let perf = Command::new("perf")
+            .args([
+                "record",
+                "-q",
+                "-F",
+                "4999",
+                "-p",
+                &envoy.pid().to_string(),
+                "-o",
+            ])
+            .arg(&data)
+            .args(["--", "sleep", "5"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let run = wrk(&url, row.token.as_deref(), 5);
+        let Ok(mut perf) = perf else {
+            eprintln!("perf is not installed");
+            return;
+        };
+        let _ = perf.wait();
+        // Samples at 4999 Hz of CPU time: samples / 4999 / requests is CPU time per request.
+        println!(
+            "\n## {}: {:.0} req/s under perf; CPU µs per request = samples / {:.1}\n",
+            row.name,
+            run.rps,
+            4999.0 * run.requests.max(1) as f64 / 1e6
+        );
+        for sort in ["dso", "dso,sym"] {
+            let report = Command::new("perf")
+                .args([
+                    "report",
+                    "--stdio",
+                    "-q",
+                    "-n",
+                    "--percent-limit",
+                    "1",
+                    "--sort",
+                    sort,
+                    "-i",
+                ])
+                .arg(&data)
+                .output();
+            if let Ok(report) = report {
+                println!("{}", String::from_utf8_lossy(&report.stdout).trim_end());
+            }
+        }
+        let _ = std::fs::remove_file(&data);
+    }
+}
+
 /// The groups `BENCH_ONLY` may name.
-const GROUPS: [&str; 4] = ["jwt", "acl", "ratelimit", "chain"];
+const GROUPS: [&str; 5] = ["jwt", "acl", "ratelimit", "chain", "host"];
 
 /// The rows `BENCH_ONLY` (comma-separated groups) selects, the ceiling always; all rows when
 /// it is unset or empty.
@@ -644,7 +764,22 @@ fn main() {
         (&[1, 2], 3, 4, 2)
     };
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    if let Ok(pattern) = std::env::var("BENCH_PROFILE") {
+        profile(&pattern);
+        return;
+    }
+    // `BENCH_ROWS=<part of a name>|<part of another>`: only the rows whose names hold one of
+    // them (and the ceiling), for a quick look at a change; `BENCH_CONCURRENCY=1`: only that.
+    let names = std::env::var("BENCH_ROWS").unwrap_or_default();
+    let concurrencies: Vec<u32> = match std::env::var("BENCH_CONCURRENCY").ok() {
+        Some(c) => c.split(',').filter_map(|c| c.trim().parse().ok()).collect(),
+        None => concurrencies.to_vec(),
+    };
     let rows = match selected(rows(), &only) {
+        Ok(rows) if !names.is_empty() => rows
+            .into_iter()
+            .filter(|r| r.group == "ceiling" || names.split('|').any(|n| r.name.contains(n)))
+            .collect(),
         Ok(rows) => rows,
         Err(e) => {
             eprintln!("{e}");
@@ -670,7 +805,7 @@ fn main() {
         if only.is_empty() { String::new() } else { format!(", BENCH_ONLY={only}") },
     );
     let mut memory: BTreeMap<String, f64> = BTreeMap::new();
-    for &concurrency in concurrencies {
+    for &concurrency in &concurrencies {
         let envoys: Vec<Envoy> = rows
             .iter()
             .map(|row| {
@@ -748,9 +883,18 @@ fn main() {
                 continue;
             };
             let (other_name, o) = other;
-            if o.rps > 0.0 {
+            if o.rps > 0.0 && m.rps > 0.0 {
+                // The host group prices a call: the time per request it adds, per worker.
+                let added = if row.group == "host" {
+                    format!(
+                        ", +{:.2} µs per request",
+                        1e6 * f64::from(concurrency) * (1.0 / m.rps - 1.0 / o.rps)
+                    )
+                } else {
+                    String::new()
+                };
                 notes.push(format!(
-                    "- {} vs {other_name}: {:.2}x req/s, p99 {:.2} ms vs {:.2} ms",
+                    "- {} vs {other_name}: {:.2}x req/s, p99 {:.2} ms vs {:.2} ms{added}",
                     row.name,
                     m.rps / o.rps,
                     m.p99_ms,
@@ -779,8 +923,8 @@ fn main() {
     drop(service);
 
     println!("\n## wasm instructions per request (host-test)\n");
-    println!("| row | first request | repeated request |");
-    println!("|---|---:|---:|");
+    println!("| row | first request | repeated request | host calls (values returned), repeated |");
+    println!("|---|---:|---:|---:|");
     for row in rows.iter().filter(|r| !r.portcullis.is_empty()) {
         let host = Host::new();
         host.set_unix_time(tokens::now());
@@ -800,7 +944,7 @@ fn main() {
             })
             .collect();
         let Ok(mut plugins) = plugins else {
-            println!("| {} | (failed to start) | |", row.name);
+            println!("| {} | (failed to start) | | |", row.name);
             continue;
         };
         let request = || {
@@ -815,11 +959,13 @@ fn main() {
         let again = host_test::send(&mut chain, request());
         let ok = first.reached_upstream() && again.reached_upstream();
         println!(
-            "| {}{} | {} | {} |",
+            "| {}{} | {} | {} | {} ({}) |",
             row.name,
             if ok { "" } else { " (refused!)" },
             first.instructions(),
-            again.instructions()
+            again.instructions(),
+            again.host_calls(),
+            again.reentries()
         );
     }
 
