@@ -158,9 +158,19 @@ impl Context for AclFilter {}
 impl HttpContext for AclFilter {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
         let worker = Rc::clone(&self.worker);
-        let route_name = host::route_name();
+        // Each value a host call returns costs a re-entry into the VM: the route name and the
+        // method are read only when a rule can depend on them.
+        let route_name = worker
+            .policy
+            .needs_route_name()
+            .then(host::route_name)
+            .flatten();
         let (index, route) = worker.policy.route(route_name.as_deref());
-        let method = host::request_header(":method").unwrap_or_default();
+        let method = if route.uses_methods() {
+            host::request_header(":method").unwrap_or_default()
+        } else {
+            String::new()
+        };
         let identity = match host::received_identity() {
             Ok(identity) => identity,
             Err(e) => {
@@ -177,6 +187,13 @@ impl HttpContext for AclFilter {
             return Action::Continue;
         }
         host::set_request_header(headers::CONSUMER_GROUPS, None);
+        // The refusal's log line names both, read now if the decision did not need them.
+        let route_name = route_name.or_else(host::route_name);
+        let method = if method.is_empty() {
+            host::request_header(":method").unwrap_or_default()
+        } else {
+            method
+        };
         log_refusal(
             &decision,
             identity.as_ref(),

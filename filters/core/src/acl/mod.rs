@@ -172,6 +172,12 @@ impl AclPolicySet {
             .unwrap_or((0, &self.default))
     }
 
+    /// Whether a decision can depend on the Envoy route name (any policy per route). When
+    /// not, the glue need not ask the host for it.
+    pub fn needs_route_name(&self) -> bool {
+        !self.routes.is_empty()
+    }
+
     /// Every policy, the default first: the index [`route`](Self::route) gives is the
     /// position in this sequence.
     pub fn routes(&self) -> impl Iterator<Item = &RouteAcl> {
@@ -261,6 +267,15 @@ impl RouteAcl {
     /// The Envoy route name; `None` for the default policy.
     pub fn name(&self) -> Option<&str> {
         self.name.as_deref()
+    }
+
+    /// Whether a rule of this route is limited to some methods: only then does
+    /// [`AclPolicySet::decide`] look at the method, so the glue may pass `""` otherwise.
+    pub fn uses_methods(&self) -> bool {
+        match &self.access {
+            Access::Allow(rules) | Access::Deny(rules) => rules.iter().any(|r| r.methods.is_some()),
+            Access::Public | Access::AnyConsumer => false,
+        }
     }
 }
 

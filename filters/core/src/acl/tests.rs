@@ -619,3 +619,44 @@ fn text_that_is_not_one_json_object_is_refused() {
         assert_eq!(err, expected, "{:?}", String::from_utf8_lossy(bytes));
     }
 }
+
+/// What lets the glue skip host calls: the route name only matters with routes, the method
+/// only on routes whose rules name methods — and there, no method changes any decision.
+#[test]
+fn route_name_and_method_are_needed_only_where_rules_use_them() {
+    assert!(scenario().needs_route_name());
+    assert!(!policy(json!({"allow": ["admins"]})).needs_route_name());
+    let set = scenario();
+    let uses: Vec<(Option<&str>, bool)> =
+        set.routes().map(|r| (r.name(), r.uses_methods())).collect();
+    assert_eq!(
+        uses,
+        [
+            (None, false),
+            (Some("audit"), true),
+            (Some("login"), false),
+            (Some("orders"), true),
+            (Some("payments"), false),
+            (Some("users"), false),
+        ]
+    );
+    let people = [
+        consumer("mobile-app", &["admins"]),
+        consumer("web-app", &["customers"]),
+        consumer("mallory", &["customers", "banned"]),
+        consumer("loner", &[]),
+    ];
+    for route in set.routes().filter(|r| !r.uses_methods()) {
+        for who in people.iter().map(Some).chain([None]) {
+            let without = set.decide(route, "", who);
+            for method in ["GET", "DELETE", "OPTIONS", "get"] {
+                assert_eq!(
+                    set.decide(route, method, who),
+                    without,
+                    "{:?} {method}",
+                    route.name()
+                );
+            }
+        }
+    }
+}

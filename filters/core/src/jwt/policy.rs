@@ -39,6 +39,12 @@ impl JwtPolicySet {
             .unwrap_or(&self.default)
     }
 
+    /// Whether the policy can depend on the Envoy route name (any policy per route). When
+    /// not, the glue need not ask the host for it.
+    pub fn needs_route_name(&self) -> bool {
+        !self.routes.is_empty()
+    }
+
     /// Every request header to remove from client requests before anything else, on every
     /// route: Kong's identity headers and every configured claim or payload header.
     pub fn headers_to_strip(&self) -> &[String] {

@@ -533,6 +533,27 @@ mod tests {
     }
 
     #[test]
+    fn the_route_name_is_needed_only_with_routes_or_limits_by_route() {
+        let needs = |config: serde_json::Value| compile(config).unwrap().needs_route_name();
+        assert!(!needs(json!({"minute": 100, "limit_by": "ip"})));
+        assert!(!needs(json!({"minute": 100, "limit_by": "consumer"})));
+        assert!(needs(json!({"minute": 100, "limit_by": "route"})));
+        assert!(needs(
+            json!({"minute": 100, "routes": {"payments": {"minute": 20}}})
+        ));
+        // Without routes, every route name selects the same policies.
+        let set = compile(json!({"minute": 100, "limit_by": "ip"})).unwrap();
+        let names = |route| {
+            set.select(route)
+                .policies
+                .iter()
+                .map(|p| p.index)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(None), names(Some("payments")));
+    }
+
+    #[test]
     fn route_entries_override_every_field_but_the_limits() {
         let set = compile(json!({
             "minute": 10, "hour": 100, "limit_by": "header", "header_name": "X-Api-Key",

@@ -124,6 +124,17 @@ impl RateLimitPolicySet {
         }
     }
 
+    /// Whether a decision can depend on the Envoy route name: a policy per route, or one
+    /// limited by route. When not, the glue need not ask the host for it (each value a host
+    /// call returns costs a re-entry into the VM).
+    pub fn needs_route_name(&self) -> bool {
+        !self.routes.is_empty()
+            || self
+                .global
+                .as_ref()
+                .is_some_and(|p| p.limit_by == super::key::LimitBy::Route)
+    }
+
     /// Every policy, global first (the order of their `index`).
     pub fn policies(&self) -> Vec<&Policy> {
         let mut all: Vec<&Policy> = self.global.iter().collect();

@@ -146,6 +146,14 @@ fn accepts_every_documented_field() {
         set.for_route(Some("health")),
         portcullis_core::jwt::RoutePolicy::Public
     ));
+    assert!(set.needs_route_name());
+    // Without routes the glue skips reading the route name: every name gets the default.
+    let flat = JwtPolicySet::from_json(b"{}").unwrap();
+    assert!(!flat.needs_route_name());
+    assert!(std::ptr::eq(
+        flat.for_route(Some("health")),
+        flat.for_route(None)
+    ));
 }
 
 #[test]
