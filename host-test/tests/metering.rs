@@ -59,3 +59,48 @@ fn instructions_grow_with_the_work_and_not_the_calls() {
         busy.instructions()
     );
 }
+
+#[test]
+fn a_foreign_function_answer_is_a_value_returned() {
+    let vector = |name: &str| {
+        std::fs::read(format!(
+            "{}/../filters/glue/vectors/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .expect("the glue's probe vectors")
+    };
+    // VerifySignatureArguments {1: hash_function, 2: public_key, 3: signature, 4: text}.
+    let mut argument = Vec::new();
+    for (field, bytes) in [
+        (1u8, b"sha256".to_vec()),
+        (2, vector("rsa.pub.der")),
+        (3, vector("rsa.sig")),
+        (4, vector("text")),
+    ] {
+        argument.push(field << 3 | 2);
+        let mut n = bytes.len();
+        while n >= 0x80 {
+            argument.push((n & 0x7f) as u8 | 0x80);
+            n >>= 7;
+        }
+        argument.push(n as u8);
+        argument.extend(bytes);
+    }
+    let hex: String = argument.iter().map(|b| format!("{b:02x}")).collect();
+    let config = serde_json::json!({
+        "foreign_calls": 2, "foreign_function": "verify_signature", "foreign_argument": hex,
+    });
+    let ex = send(&config.to_string(), Request::get("/"));
+    assert_eq!(ex.status(), 200);
+    assert_eq!((ex.host_calls(), ex.reentries()), (2, 2));
+}
+
+#[test]
+fn foreign_calls_without_a_function_are_refused() {
+    let host = Host::new();
+    let started = host
+        .plugin(fixture("cost"))
+        .config(r#"{"foreign_calls":1}"#)
+        .start();
+    assert!(started.is_err());
+}

@@ -6,10 +6,12 @@
 //! (`x-cost-<i>`), `metric_incs` (one counter), `clock_reads`, `shared_reads`, `property_writes`
 //! (`portcullis.cost.<i>`), `logs` (at debug level, which Envoy drops), `copies` (64-byte
 //! copies of a length the compiler cannot see: `memory.copy`), `allocs` (64-byte vectors
-//! allocated and freed), `burn`
+//! allocated and freed), `foreign_calls` (of `foreign_function` with the bytes of
+//! `foreign_argument`, in hex: a configuration without them is refused), `burn`
 //! (iterations of a small arithmetic loop, a few wasm instructions each).
 
 use std::hint::black_box;
+use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
@@ -34,12 +36,26 @@ struct Counts {
     copies: u64,
     allocs: u64,
     burn: u64,
+    foreign_calls: u64,
 }
 
 #[derive(Default)]
 struct CostRoot {
     counts: Counts,
     metric: u32,
+    /// `foreign_function` and its argument (`foreign_argument`, hex).
+    foreign: Option<Rc<(String, Vec<u8>)>>,
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    let digits = text.as_bytes();
+    if !digits.len().is_multiple_of(2) {
+        return None;
+    }
+    digits
+        .chunks(2)
+        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
+        .collect()
 }
 
 impl Context for CostRoot {}
@@ -63,8 +79,18 @@ impl RootContext for CostRoot {
             logs: get("logs"),
             copies: get("copies"),
             allocs: get("allocs"),
+            foreign_calls: get("foreign_calls"),
             burn: get("burn"),
         };
+        self.foreign = map
+            .get("foreign_function")
+            .and_then(|f| f.as_str())
+            .zip(map.get("foreign_argument").and_then(|a| a.as_str()))
+            .and_then(|(f, a)| Some((f.to_owned(), unhex(a)?)))
+            .map(Rc::new);
+        if self.counts.foreign_calls > 0 && self.foreign.is_none() {
+            return false;
+        }
         self.metric =
             hostcalls::define_metric(MetricType::Counter, "portcullis_cost_total").unwrap_or(0);
         true
@@ -74,6 +100,7 @@ impl RootContext for CostRoot {
         Some(Box::new(Cost {
             counts: self.counts,
             metric: self.metric,
+            foreign: self.foreign.clone(),
         }))
     }
 
@@ -85,6 +112,7 @@ impl RootContext for CostRoot {
 struct Cost {
     counts: Counts,
     metric: u32,
+    foreign: Option<Rc<(String, Vec<u8>)>>,
 }
 
 impl Context for Cost {}
@@ -124,6 +152,11 @@ impl HttpContext for Cost {
         }
         for _ in 0..c.logs {
             let _ = hostcalls::log(LogLevel::Debug, "portcullis-cost: a log line");
+        }
+        if let Some(foreign) = &self.foreign {
+            for _ in 0..c.foreign_calls {
+                black_box(hostcalls::call_foreign_function(&foreign.0, Some(&foreign.1)).ok());
+            }
         }
         let source = [7u8; 256];
         let mut target = [0u8; 256];

@@ -38,8 +38,8 @@ struct Row {
     group: &'static str,
     /// The native row this one is compared with.
     native: Option<String>,
-    /// Another row this one is compared with, below the table.
-    versus: Option<String>,
+    /// Other rows this one is compared with, below the table.
+    versus: Vec<String>,
     /// Answered by [`FAULT_200`] on a route with a cluster, not by a `direct_response`.
     routed: bool,
     /// The rate limit service domain it counts under, when it calls the service: its Envoy
@@ -192,11 +192,47 @@ const HOST_COSTS: [(&str, &str); 9] = [
     ),
     ("20 property writes", r#"{"property_writes":20}"#),
     ("1000 allocations of 64 bytes", r#"{"allocs":1000}"#),
-    (
-        "the host calls of a jwt cache hit",
-        r#"{"map_reads":1,"property_reads":1,"clock_reads":1,"header_writes":4,"property_writes":1,"metric_incs":2}"#,
-    ),
+    ("the host calls of a jwt cache hit", JWT_HIT_HOST_CALLS),
 ];
+
+/// The argument of one `verify_signature` call Envoy answers `true` (the glue's probe
+/// vectors: `rsa` or `ec`), protobuf-encoded by hand (`VerifySignatureArguments`: 1
+/// hash_function, 2 public_key, 3 signature, 4 text), in hex for the cost fixture.
+fn verify_argument(family: &str) -> String {
+    let vector = |name: &str| {
+        std::fs::read(paths::workspace_root().join(format!("filters/glue/vectors/{name}")))
+            .unwrap_or_else(|e| panic!("filters/glue/vectors/{name}: {e}"))
+    };
+    let mut message = Vec::new();
+    let fields: [(u8, Vec<u8>); 4] = [
+        (1, b"sha256".to_vec()),
+        (2, vector(&format!("{family}.pub.der"))),
+        (3, vector(&format!("{family}.sig"))),
+        (4, vector("text")),
+    ];
+    for (field, bytes) in fields {
+        message.push(field << 3 | 2);
+        varint(&mut message, bytes.len());
+        message.extend(bytes);
+    }
+    message.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The host calls of a jwt check whose signature Envoy verifies (`rsa` or `ec`): a cache
+/// hit's, and one `verify_signature`.
+fn host_verify_calls(family: &str) -> String {
+    let mut config: serde_json::Value =
+        serde_json::from_str(JWT_HIT_HOST_CALLS).unwrap_or_default();
+    config["foreign_calls"] = json!(1);
+    config["foreign_function"] = json!("verify_signature");
+    config["foreign_argument"] = json!(verify_argument(family));
+    config.to_string()
+}
+
+/// The host calls a Portcullis jwt cache hit makes (host-test counts them): the header map,
+/// the clock, Kong's four headers, the identity, two counters — and nothing else.
+const JWT_HIT_HOST_CALLS: &str =
+    r#"{"map_reads":1,"clock_reads":1,"header_writes":4,"property_writes":1,"metric_incs":2}"#;
 
 fn cost_filter(config: &str) -> String {
     config::wasm_filter(
@@ -238,7 +274,7 @@ impl Row {
             name: name.into(),
             group,
             native: None,
-            versus: None,
+            versus: Vec::new(),
             domain: None,
             routed: false,
             filters,
@@ -253,7 +289,7 @@ impl Row {
     }
 
     fn versus(mut self, other: &str) -> Row {
-        self.versus = Some(other.into());
+        self.versus.push(other.into());
         self
     }
 
@@ -330,14 +366,32 @@ fn rows() -> Vec<Row> {
         Some(token("HS256")),
     ));
     for (what, config) in HOST_COSTS {
+        let row = Row::new(
+            &format!("wasm: {what}"),
+            "host",
+            cost_filter(config),
+            Some(token("HS256")),
+        )
+        .versus(empty);
+        // A floor: what any jwt filter that hands on Kong's headers and the identity pays
+        // Envoy, next to the native filter it is measured against.
+        rows.push(if config == JWT_HIT_HOST_CALLS {
+            row.versus("native jwt_authn HS256")
+                .versus("native jwt_authn HS256 +cache")
+        } else {
+            row
+        });
+    }
+    for (family, alg) in [("rsa", "RS256"), ("ec", "ES256")] {
         rows.push(
             Row::new(
-                &format!("wasm: {what}"),
+                &format!("wasm: the host calls of a jwt {alg} check on the host"),
                 "host",
-                cost_filter(config),
+                cost_filter(&host_verify_calls(family)),
                 Some(token("HS256")),
             )
-            .versus(empty),
+            .versus(empty)
+            .versus(&format!("native jwt_authn {alg}")),
         );
     }
     // rate-limiting, acl, and the three chained, with HS256 tokens.
@@ -364,6 +418,15 @@ fn rows() -> Vec<Row> {
             hs256(),
         )
         .routed(),
+        // A floor: a wasm filter that does nothing, where local_ratelimit is measured.
+        Row::new(
+            "wasm: empty filter, routed",
+            "ratelimit",
+            cost_filter("{}"),
+            hs256(),
+        )
+        .routed()
+        .versus("native local_ratelimit"),
         Row::new(
             local_rl,
             "ratelimit",
@@ -742,14 +805,18 @@ impl Service {
 /// The service's answer to a one-descriptor request that is under its limit, encoded by
 /// hand (`RateLimitResponse{overall_code: OK, statuses: [{OK, limit_remaining, 60 s}]}`):
 /// host-test's stand-in for the service when counting instructions.
-fn ok_answer(limit_remaining: u32) -> Vec<u8> {
-    let mut status = vec![0x08, 0x01, 0x18];
-    let mut n = limit_remaining;
+/// Appends `n` as a protobuf varint.
+fn varint(buf: &mut Vec<u8>, mut n: usize) {
     while n >= 0x80 {
-        status.push((n & 0x7f) as u8 | 0x80);
+        buf.push((n & 0x7f) as u8 | 0x80);
         n >>= 7;
     }
-    status.push(n as u8);
+    buf.push(n as u8);
+}
+
+fn ok_answer(limit_remaining: u32) -> Vec<u8> {
+    let mut status = vec![0x08, 0x01, 0x18];
+    varint(&mut status, limit_remaining as usize);
     status.extend([0x22, 0x02, 0x08, 60]);
     let mut answer = vec![0x08, 0x01, 0x12, status.len() as u8];
     answer.extend(status);
@@ -879,27 +946,29 @@ fn main() {
         }
         let mut notes = Vec::new();
         for (row, m) in rows.iter().zip(&medians) {
-            let Some(other) = row.versus.as_deref().and_then(|n| by_name.get_key_value(n)) else {
-                continue;
-            };
-            let (other_name, o) = other;
-            if o.rps > 0.0 && m.rps > 0.0 {
-                // The host group prices a call: the time per request it adds, per worker.
-                let added = if row.group == "host" {
-                    format!(
-                        ", +{:.2} µs per request",
-                        1e6 * f64::from(concurrency) * (1.0 / m.rps - 1.0 / o.rps)
-                    )
-                } else {
-                    String::new()
-                };
-                notes.push(format!(
-                    "- {} vs {other_name}: {:.2}x req/s, p99 {:.2} ms vs {:.2} ms{added}",
-                    row.name,
-                    m.rps / o.rps,
-                    m.p99_ms,
-                    o.p99_ms
-                ));
+            for (other_name, o) in row
+                .versus
+                .iter()
+                .filter_map(|n| by_name.get_key_value(n.as_str()))
+            {
+                if o.rps > 0.0 && m.rps > 0.0 {
+                    // The host group prices a call: the time per request it adds, per worker.
+                    let added = if row.group == "host" {
+                        format!(
+                            ", {:+.2} µs per request",
+                            1e6 * f64::from(concurrency) * (1.0 / m.rps - 1.0 / o.rps)
+                        )
+                    } else {
+                        String::new()
+                    };
+                    notes.push(format!(
+                        "- {} vs {other_name}: {:.2}x req/s, p99 {:.2} ms vs {:.2} ms{added}",
+                        row.name,
+                        m.rps / o.rps,
+                        m.p99_ms,
+                        o.p99_ms
+                    ));
+                }
             }
         }
         for (i, row) in rows.iter().enumerate() {
