@@ -45,10 +45,11 @@ pub fn route_name() -> Option<String> {
     property_text(&["xds", "route_name"])
 }
 
-/// Hands the authenticated identity to later filters through Envoy filter state, which a
-/// client cannot write (unlike a header). `false` when the host refused it.
-pub fn publish_identity(identity: &Identity) -> bool {
-    hostcalls::set_property(vec![PROPERTY], Some(&identity.encode())).is_ok()
+/// Hands the authenticated identity, encoded ([`Identity::encode`]), to later filters
+/// through Envoy filter state, which a client cannot write (unlike a header). `false` when
+/// the host refused it.
+pub fn publish_identity(encoded: &[u8]) -> bool {
+    hostcalls::set_property(vec![PROPERTY], Some(encoded)).is_ok()
 }
 
 /// What the jwt filter published for this request, if anything. An identity that does not

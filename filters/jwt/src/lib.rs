@@ -487,10 +487,10 @@ impl JwtFilter {
         if policy.hide_credentials() {
             hide(&accepted.token_locations, headers);
         }
-        for (name, value) in &accepted.upstream_headers {
+        for (name, value) in accepted.upstream_headers() {
             host::set_request_header(name, Some(value));
         }
-        if !host::publish_identity(&accepted.identity) {
+        if !host::publish_identity(accepted.encoded_identity()) {
             log(
                 LogLevel::Error,
                 "portcullis-jwt: the host refused the identity property; later filters will refuse",

@@ -14,6 +14,7 @@ use super::keyring::{compile_keyring, Keyring};
 use super::policy::{JwtPolicy, JwtPolicySet, RoutePolicy};
 use super::sources::TokenLocations;
 use super::token::strict_json;
+use super::Handoff;
 use crate::identity;
 
 /// A refused configuration: the JSON path and what is wrong there.
@@ -441,7 +442,10 @@ fn compile_route(
                     format!("no consumer named {name:?}"),
                 )
             })?;
-            Some(consumer.identity(None, true))
+            Some(Arc::new(Handoff::new(
+                consumer.identity(None, true),
+                Vec::new(),
+            )))
         }
     };
     let max_token_bytes = bounded(

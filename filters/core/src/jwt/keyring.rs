@@ -46,6 +46,8 @@ pub struct Credential {
     pub algorithm: Algorithm,
     pub prepared: Arc<PreparedKey>,
     pub consumer: Arc<Consumer>,
+    /// The consumer's identity through this credential, ready to hand on.
+    pub handoff: Arc<super::Handoff>,
 }
 
 /// Where a remote provider's keys are fetched from (through an Envoy cluster).
@@ -276,6 +278,10 @@ fn compile_credential(
         key: raw.key.clone(),
         algorithm,
         prepared: Arc::new(prepared),
+        handoff: Arc::new(super::Handoff::new(
+            consumer.identity(Some(&raw.key), false),
+            Vec::new(),
+        )),
         consumer: Arc::clone(consumer),
     })
 }

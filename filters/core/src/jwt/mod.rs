@@ -48,12 +48,9 @@ pub struct Verifier<'a> {
 /// A request that may proceed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Accepted {
-    /// Who the caller is; hand it on with `identity.encode()` (see [`crate::identity`]).
-    pub identity: Identity,
-    /// Headers to set on the upstream request, after removing
-    /// [`JwtPolicySet::headers_to_strip`]: Kong's identity headers, `claims_to_headers`,
-    /// and `forward_payload_header`.
-    pub upstream_headers: Vec<(String, String)>,
+    /// Who the caller is, its encoding for later filters and the upstream headers: shared
+    /// with the consumer's credential when nothing in it depends on the token.
+    pub handoff: Arc<Handoff>,
     /// Claims that were configured for a header but whose value was unsafe (CR, LF, NUL,
     /// control characters) and so were left out; for the log.
     pub dropped_claims: Vec<String>,
@@ -61,6 +58,48 @@ pub struct Accepted {
     pub token_locations: Vec<TokenLocation>,
     /// The signature verdict came from the cache.
     pub cache_hit: bool,
+}
+
+impl Accepted {
+    /// Who the caller is.
+    pub fn identity(&self) -> &Identity {
+        &self.handoff.identity
+    }
+
+    /// Headers to set on the upstream request, after removing
+    /// [`JwtPolicySet::headers_to_strip`]: Kong's identity headers, `claims_to_headers`,
+    /// and `forward_payload_header`.
+    pub fn upstream_headers(&self) -> &[(String, String)] {
+        &self.handoff.upstream_headers
+    }
+
+    /// [`Identity::encode`] of [`identity`](Self::identity): what to hand on to later filters.
+    pub fn encoded_identity(&self) -> &[u8] {
+        &self.handoff.encoded
+    }
+}
+
+/// What an accepted request hands on. For a consumer's credential on a policy that forwards
+/// no claim it depends on nothing in the token, so it is built once, at configure time
+/// ([`Credential::handoff`](keyring::Credential)), and shared by every request it accepts.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Handoff {
+    pub identity: Identity,
+    pub upstream_headers: Vec<(String, String)>,
+    pub encoded: Vec<u8>,
+}
+
+impl Handoff {
+    /// The identity with Kong's headers for it, then `extra` headers.
+    pub fn new(identity: Identity, extra: Vec<(String, String)>) -> Handoff {
+        let mut upstream_headers = header_pairs(&identity);
+        upstream_headers.extend(extra);
+        Handoff {
+            encoded: identity.encode(),
+            identity,
+            upstream_headers,
+        }
+    }
 }
 
 /// Authenticates one request under `policy` at time `now`.
@@ -218,10 +257,9 @@ fn find_signer<'p>(
 }
 
 fn anonymous(policy: &JwtPolicy) -> Result<Accepted, Rejection> {
-    let identity = policy.anonymous.clone().ok_or(Rejection::Missing)?;
+    let handoff = policy.anonymous.clone().ok_or(Rejection::Missing)?;
     Ok(Accepted {
-        upstream_headers: header_pairs(&identity),
-        identity,
+        handoff,
         dropped_claims: Vec::new(),
         token_locations: Vec::new(),
         cache_hit: false,
@@ -243,9 +281,22 @@ fn accept(
     sources: &TokenSources,
     cache_hit: bool,
 ) -> Accepted {
+    if let Signer::Consumer(credential) = signer {
+        if policy.claims_to_headers.is_empty()
+            && policy.identity_claims.is_empty()
+            && policy.forward_payload_header.is_none()
+        {
+            return Accepted {
+                handoff: Arc::clone(&credential.handoff),
+                dropped_claims: Vec::new(),
+                token_locations: sources.locations(),
+                cache_hit,
+            };
+        }
+    }
     let claims = token.claims();
     let mut identity = match signer {
-        Signer::Consumer(credential) => credential.consumer.identity(Some(&credential.key), false),
+        Signer::Consumer(credential) => credential.handoff.identity.clone(),
         Signer::Provider(provider, _) => Identity {
             username: claims::header_value(claims, &provider.username_claim),
             credential: Some(provider.name.clone()),
@@ -272,18 +323,17 @@ fn accept(
             None => {}
         }
     }
-    let mut upstream_headers = header_pairs(&identity);
+    let mut extra = Vec::new();
     for (claim, header) in &policy.claims_to_headers {
         if let Some(value) = identity.claims.get(claim) {
-            upstream_headers.push((header.clone(), value.clone()));
+            extra.push((header.clone(), value.clone()));
         }
     }
     if let Some(header) = &policy.forward_payload_header {
-        upstream_headers.push((header.clone(), token.payload_segment().to_owned()));
+        extra.push((header.clone(), token.payload_segment().to_owned()));
     }
     Accepted {
-        identity,
-        upstream_headers,
+        handoff: Arc::new(Handoff::new(identity, extra)),
         dropped_claims,
         token_locations: sources.locations(),
         cache_hit,

@@ -86,7 +86,7 @@ pub struct JwtPolicy {
     pub(crate) identity_claims: Vec<String>,
     pub(crate) forward_payload_header: Option<String>,
     pub(crate) hide_credentials: bool,
-    pub(crate) anonymous: Option<Identity>,
+    pub(crate) anonymous: Option<Arc<super::Handoff>>,
     pub(crate) run_on_preflight: bool,
     pub(crate) max_token_bytes: usize,
     pub(crate) plain_unauthorized_body: bool,
@@ -145,7 +145,7 @@ impl JwtPolicy {
 
     /// The anonymous identity used when no token is presented, if configured.
     pub fn anonymous(&self) -> Option<&Identity> {
-        self.anonymous.as_ref()
+        self.anonymous.as_deref().map(|h| &h.identity)
     }
 
     pub(crate) fn header_names_set(&self) -> impl Iterator<Item = &str> {

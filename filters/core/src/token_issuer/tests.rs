@@ -101,7 +101,7 @@ fn verify(set: &JwtPolicySet, token: &str, now: UnixTime) -> Result<String, Reje
         cache: None,
     };
     authenticate(&sources, policy, now, &mut verifier)
-        .map(|accepted| accepted.identity.username.unwrap_or_default())
+        .map(|accepted| accepted.identity().username.clone().unwrap_or_default())
 }
 
 fn claims_of(token: &str) -> Value {

@@ -16,7 +16,7 @@ fn accepts_a_good_token_for_every_algorithm() {
     for alg in Algorithm::ALL {
         let token = mint(alg, valid_claims(&key_for(alg)), None);
         let accepted = with_token(&token).accepted();
-        let id = &accepted.identity;
+        let id = &accepted.identity();
         assert_eq!(id.username.as_deref(), Some("alice"), "{alg}");
         assert_eq!(
             id.credential.as_deref(),
@@ -25,13 +25,13 @@ fn accepts_a_good_token_for_every_algorithm() {
         );
         assert!(!id.anonymous);
         assert!(accepted
-            .upstream_headers
+            .upstream_headers()
             .contains(&("x-consumer-id".into(), "c-alice".into())));
         assert!(accepted
-            .upstream_headers
+            .upstream_headers()
             .contains(&("x-consumer-groups".into(), "admin, ops".into())));
         assert!(accepted
-            .upstream_headers
+            .upstream_headers()
             .contains(&("x-jwt-sub".into(), "alice-sub".into())));
     }
 }
@@ -343,13 +343,13 @@ fn public_routes_need_no_token_and_unknown_routes_use_the_default() {
 fn anonymous_stands_in_only_when_no_token_is_presented() {
     let set = standard();
     let accepted = run(&set, Some("anon-route"), &[]).accepted();
-    assert!(accepted.identity.anonymous);
+    assert!(accepted.identity().anonymous);
     assert_eq!(
-        accepted.identity.username.as_deref(),
+        accepted.identity().username.as_deref(),
         Some("anonymous-user")
     );
     assert!(accepted
-        .upstream_headers
+        .upstream_headers()
         .contains(&("x-anonymous-consumer".into(), "true".into())));
     let bad = format!(
         "Bearer {}",
@@ -375,7 +375,7 @@ fn finds_the_credential_by_key_claim_or_kid() {
     assert_eq!(
         with_token(&by_kid)
             .accepted()
-            .identity
+            .identity()
             .credential
             .as_deref(),
         Some("hs256-key")
@@ -403,10 +403,14 @@ fn provider_tokens_are_checked_by_kid_issuer_and_audience() {
         (Algorithm::ES256, "ec-1"),
     ] {
         let accepted = with_token(&mint(alg, claims.clone(), Some(kid))).accepted();
-        assert_eq!(accepted.identity.username.as_deref(), Some("bob"), "{alg}");
-        assert_eq!(accepted.identity.credential.as_deref(), Some("idp"));
-        assert_eq!(accepted.identity.groups, vec!["reader".to_owned()]);
-        assert_eq!(accepted.identity.consumer_id, None);
+        assert_eq!(
+            accepted.identity().username.as_deref(),
+            Some("bob"),
+            "{alg}"
+        );
+        assert_eq!(accepted.identity().credential.as_deref(), Some("idp"));
+        assert_eq!(accepted.identity().groups, vec!["reader".to_owned()]);
+        assert_eq!(accepted.identity().consumer_id, None);
     }
     // No kid: every key fit for the alg is tried.
     assert!(matches!(
@@ -467,7 +471,7 @@ fn remote_keys_come_from_the_key_store_and_follow_rotation() {
     let doc = json!({"keys": [ed_jwk("ed-1")]}).to_string();
     store.install("remote", 1, parse_jwks(doc.as_bytes()).unwrap().set);
     let accepted = run_full(&set, None, &headers, NOW, &InModule, &store, None).accepted();
-    assert_eq!(accepted.identity.username.as_deref(), Some("carol"));
+    assert_eq!(accepted.identity().username.as_deref(), Some("carol"));
 
     let rotated = json!({"keys": [ec_jwk("p256.pub.pem", "P-256", "ec-2")]}).to_string();
     store.install("remote", 2, parse_jwks(rotated.as_bytes()).unwrap().set);
@@ -493,21 +497,21 @@ fn claims_to_headers_and_payload_header_reach_the_upstream_safely() {
     let accepted = run(&set, None, &[("authorization", &bearer(&token))]).accepted();
     let payload = token.split('.').nth(1).unwrap().to_owned();
     assert!(accepted
-        .upstream_headers
+        .upstream_headers()
         .contains(&("x-tenant".into(), "t1".into())));
     assert!(accepted
-        .upstream_headers
+        .upstream_headers()
         .contains(&("x-n".into(), "5".into())));
     assert!(accepted
-        .upstream_headers
+        .upstream_headers()
         .contains(&("x-jwt-payload".into(), payload)));
     assert!(!accepted
-        .upstream_headers
+        .upstream_headers()
         .iter()
         .any(|(n, v)| n == "x-jwt-sub" || v.contains('\n')));
     assert_eq!(accepted.dropped_claims, vec!["sub".to_owned()]);
     assert_eq!(
-        accepted.identity.claims.get("plan").map(String::as_str),
+        accepted.identity().claims.get("plan").map(String::as_str),
         Some("gold")
     );
     assert!(set.headers_to_strip().iter().any(|h| h == "x-jwt-payload"));
@@ -574,4 +578,39 @@ fn time_is_whatever_the_caller_says() {
         None,
     );
     assert_eq!(outcome.rejection(), Rejection::Expired);
+}
+
+/// A consumer's credential on a policy that forwards no claim hands on what was built at
+/// configure time, shared by every request — the same identity, headers and encoding the
+/// per-request path builds.
+#[test]
+fn a_consumer_without_forwarded_claims_hands_on_its_prepared_identity() {
+    let mut config = standard_json();
+    config.as_object_mut().unwrap().remove("claims_to_headers");
+    let set = portcullis_core::jwt::JwtPolicySet::from_json(config.to_string().as_bytes()).unwrap();
+    let token = mint(
+        Algorithm::HS256,
+        valid_claims(&key_for(Algorithm::HS256)),
+        None,
+    );
+    let first = run(&set, None, &[("authorization", &bearer(&token))]).accepted();
+    let second = run(&set, None, &[("authorization", &bearer(&token))]).accepted();
+    assert!(std::sync::Arc::ptr_eq(&first.handoff, &second.handoff));
+
+    // What the per-request path (a policy forwarding `sub`) builds, without that claim.
+    let general = with_token(&token).accepted();
+    let mut identity = general.identity().clone();
+    identity.claims.clear();
+    assert_eq!(first.identity(), &identity);
+    let headers: Vec<_> = general
+        .upstream_headers()
+        .iter()
+        .filter(|(name, _)| name != "x-jwt-sub")
+        .cloned()
+        .collect();
+    assert_eq!(first.upstream_headers(), headers.as_slice());
+    assert_eq!(
+        portcullis_core::identity::Identity::decode(first.encoded_identity()).unwrap(),
+        identity
+    );
 }

@@ -257,7 +257,7 @@ fn cache_skips_the_signature_on_a_repeated_token() {
     .accepted();
     assert_eq!(calls.get(), 1);
     assert!(!first.cache_hit && second.cache_hit);
-    assert_eq!(first.identity, second.identity);
+    assert_eq!(first.identity(), second.identity());
 }
 
 #[test]

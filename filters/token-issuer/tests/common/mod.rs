@@ -193,5 +193,5 @@ pub fn verify(jwt_config: &Value, token: &str, now: u64) -> Result<String, Rejec
         cache: None,
     };
     authenticate(&sources, policy, UnixTime(now), &mut verifier)
-        .map(|accepted| accepted.identity.username.unwrap_or_default())
+        .map(|accepted| accepted.identity().username.clone().unwrap_or_default())
 }
