@@ -437,6 +437,20 @@ mod tests {
         .encode_to_vec()
     }
 
+    /// The limiter's decision on the service's answer `bytes` to `call` (`store` is where a
+    /// fallback would count); panics when the answer is a fault or a fallback instead.
+    fn decided<'a>(
+        limiter: &'a Limiter,
+        call: &ServiceCall,
+        bytes: &[u8],
+        store: &MemoryStore,
+    ) -> Decision<'a> {
+        match limiter.service_answer(call, Reply::Message(bytes), store, NOW) {
+            Answer::Decided(decision) => decision,
+            _ => panic!("not decided"),
+        }
+    }
+
     fn headers(d: &Decision<'_>) -> Vec<(&'static str, String)> {
         match d {
             Decision::Allow { headers, .. } | Decision::Limit { headers, .. } => headers.clone(),
@@ -515,11 +529,7 @@ mod tests {
             vec![status(1, 97, 50), status(1, 990, 3590), status(1, 17, 50)],
         );
         let store = MemoryStore::new();
-        let Answer::Decided(decision) =
-            limiter.service_answer(&call, Reply::Message(&bytes), &store, NOW)
-        else {
-            panic!("not decided")
-        };
+        let decision = decided(&limiter, &call, &bytes, &store);
         assert!(matches!(decision, Decision::Allow { .. }));
         let h = headers(&decision);
         assert_eq!(header(&h, "x-ratelimit-limit-minute"), Some("20"));
@@ -576,11 +586,7 @@ mod tests {
             unit: unit(Period::Minute),
         });
         let bytes = answer(CODE_OK, vec![minute, status(1, 990, 3590)]);
-        let Answer::Decided(decision) =
-            limiter.service_answer(&call, Reply::Message(&bytes), &MemoryStore::new(), NOW)
-        else {
-            panic!()
-        };
+        let decision = decided(&limiter, &call, &bytes, &MemoryStore::new());
         let h = headers(&decision);
         assert_eq!(header(&h, "x-ratelimit-limit-minute"), Some("50"));
         assert_eq!(header(&h, "x-ratelimit-remaining-minute"), Some("40"));
@@ -600,11 +606,7 @@ mod tests {
         let mut first = status(1, 5, 0);
         first.duration_until_reset = None;
         let bytes = answer(CODE_OK, vec![first, status(1, 6, 1)]);
-        let Answer::Decided(decision) =
-            limiter.service_answer(&call, Reply::Message(&bytes), &MemoryStore::new(), NOW)
-        else {
-            panic!()
-        };
+        let decision = decided(&limiter, &call, &bytes, &MemoryStore::new());
         let h = headers(&decision);
         assert_eq!(
             header(&h, "ratelimit-reset"),
