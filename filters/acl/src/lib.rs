@@ -160,11 +160,8 @@ impl HttpContext for AclFilter {
         let worker = Rc::clone(&self.worker);
         // Each value a host call returns costs a re-entry into the VM: the route name and the
         // method are read only when a rule can depend on them.
-        let route_name = worker
-            .policy
-            .needs_route_name()
-            .then(host::route_name)
-            .flatten();
+        let needs_route_name = worker.policy.needs_route_name();
+        let route_name = host::route_name_if(needs_route_name);
         let (index, route) = worker.policy.route(route_name.as_deref());
         let method = if route.uses_methods() {
             host::request_header(":method").unwrap_or_default()
@@ -188,11 +185,11 @@ impl HttpContext for AclFilter {
         }
         host::set_request_header(headers::CONSUMER_GROUPS, None);
         // The refusal's log line names both, read now if the decision did not need them.
-        let route_name = route_name.or_else(host::route_name);
-        let method = if method.is_empty() {
-            host::request_header(":method").unwrap_or_default()
-        } else {
+        let route_name = route_name.or_else(|| host::route_name_if(!needs_route_name));
+        let method = if route.uses_methods() {
             method
+        } else {
+            host::request_header(":method").unwrap_or_default()
         };
         log_refusal(
             &decision,

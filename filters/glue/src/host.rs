@@ -45,6 +45,12 @@ pub fn route_name() -> Option<String> {
     property_text(&["xds", "route_name"])
 }
 
+/// [`route_name`] when `needed` (a policy can depend on it), else `None` without asking:
+/// each value a host call returns costs Envoy a re-entry into the VM.
+pub fn route_name_if(needed: bool) -> Option<String> {
+    needed.then(route_name).flatten()
+}
+
 /// Hands the authenticated identity, encoded ([`Identity::encode`]), to later filters
 /// through Envoy filter state, which a client cannot write (unlike a header). `false` when
 /// the host refused it.

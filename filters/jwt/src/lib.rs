@@ -346,14 +346,7 @@ impl HttpContext for JwtFilter {
                 host::set_request_header(name, None);
             }
         }
-        // Each value a host call returns costs a re-entry into the VM: the route name is
-        // read only when a policy can depend on it.
-        let route = self
-            .worker
-            .policies
-            .needs_route_name()
-            .then(host::route_name)
-            .flatten();
+        let route = host::route_name_if(self.worker.policies.needs_route_name());
         let RoutePolicy::Protected(policy) = self.worker.policies.for_route(route.as_deref())
         else {
             return Action::Continue;

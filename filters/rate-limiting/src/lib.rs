@@ -179,14 +179,7 @@ impl HttpContext for RateLimitRequest {
             host::respond_json(500, FAULT_BODY, &[]);
             return Action::Pause;
         };
-        // Each value a host call returns costs a re-entry into the VM: the route name is
-        // read only when a policy can depend on it.
-        let route = worker
-            .limiter
-            .policies()
-            .needs_route_name()
-            .then(host::route_name)
-            .flatten();
+        let route = host::route_name_if(worker.limiter.policies().needs_route_name());
         let mut facts = HostFacts::default();
         if let Some(service) = worker.limiter.policies().service() {
             let Some(call) = worker

@@ -45,7 +45,6 @@ pub struct Credential {
     pub key: String,
     pub algorithm: Algorithm,
     pub prepared: Arc<PreparedKey>,
-    pub consumer: Arc<Consumer>,
     /// The consumer's identity through this credential, ready to hand on.
     pub handoff: Arc<super::Handoff>,
 }
@@ -282,7 +281,6 @@ fn compile_credential(
             consumer.identity(Some(&raw.key), false),
             Vec::new(),
         )),
-        consumer: Arc::clone(consumer),
     })
 }
 
