@@ -231,7 +231,6 @@ fn instantiate(
     linker.instantiate(&mut *store, module)
 }
 
-/// The VM's side of the store: what host calls read and write while a callback runs.
 /// What one callback cost: wasm instructions, calls into the host, and how often the host
 /// entered the VM again meanwhile (to allocate what a call returns).
 #[derive(Clone, Debug)]
@@ -250,6 +249,7 @@ pub(crate) struct Calls {
     reentries: u64,
 }
 
+/// The VM's side of the store: what host calls read and write while a callback runs.
 pub(crate) struct VmState {
     pub(crate) host: Host,
     pub(crate) plugin_name: String,
@@ -280,7 +280,7 @@ pub(crate) struct VmState {
     pub(crate) status: (u32, String),
     pub(crate) tick_period_ms: u32,
     pub(crate) next_tick_nanos: u64,
-    /// Instructions per callback since the last drain: (callback, instructions).
+    /// What each callback cost since the last drain.
     pub(crate) meter: Vec<Meter>,
     /// Host calls so far, for the meter.
     pub(crate) calls: Calls,
@@ -362,7 +362,7 @@ impl Plugin {
         self.store.data().pending_grpc.len()
     }
 
-    /// Instructions of the callbacks since the last call of this method (or of a request).
+    /// What the callbacks cost since the last call of this method (or of a request).
     pub fn take_metering(&mut self) -> Vec<Meter> {
         std::mem::take(&mut self.store.data_mut().meter)
     }

@@ -1,14 +1,12 @@
 //! The cost fixture: a filter that does, per request, what its configuration asks and nothing
-//! else, so the bench can price one host call or one loop iteration in a real Envoy by
+//! else, so the bench can price one host call or one allocation in a real Envoy by
 //! comparing rows (`BENCH_ONLY=host`). Configuration: a JSON object of counts, all optional,
 //! 0 by default — `header_reads` (`authorization`, one call each), `map_reads` (the whole
 //! request header map), `property_reads` (`xds.route_name`), `header_writes`
 //! (`x-cost-<i>`), `metric_incs` (one counter), `clock_reads`, `shared_reads`, `property_writes`
-//! (`portcullis.cost.<i>`), `logs` (at debug level, which Envoy drops), `copies` (64-byte
-//! copies of a length the compiler cannot see: `memory.copy`), `allocs` (64-byte vectors
-//! allocated and freed), `foreign_calls` (of `foreign_function` with the bytes of
-//! `foreign_argument`, in hex: a configuration without them is refused), `burn`
-//! (iterations of a small arithmetic loop, a few wasm instructions each).
+//! (`portcullis.cost.<i>`), `allocs` (64-byte vectors allocated and freed), `foreign_calls`
+//! (of `foreign_function` with the bytes of `foreign_argument`, in hex: a configuration
+//! without them is refused).
 
 use std::hint::black_box;
 use std::rc::Rc;
@@ -16,7 +14,7 @@ use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType};
+use proxy_wasm::types::{Action, ContextType, MapType, MetricType};
 
 proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| Box::new(CostRoot::default()));
@@ -32,10 +30,7 @@ struct Counts {
     clock_reads: u64,
     shared_reads: u64,
     property_writes: u64,
-    logs: u64,
-    copies: u64,
     allocs: u64,
-    burn: u64,
     foreign_calls: u64,
 }
 
@@ -76,11 +71,8 @@ impl RootContext for CostRoot {
             clock_reads: get("clock_reads"),
             shared_reads: get("shared_reads"),
             property_writes: get("property_writes"),
-            logs: get("logs"),
-            copies: get("copies"),
             allocs: get("allocs"),
             foreign_calls: get("foreign_calls"),
-            burn: get("burn"),
         };
         self.foreign = map
             .get("foreign_function")
@@ -150,29 +142,14 @@ impl HttpContext for Cost {
             let name = format!("portcullis.cost.{i}");
             let _ = hostcalls::set_property(vec![name.as_str()], Some(b"value"));
         }
-        for _ in 0..c.logs {
-            let _ = hostcalls::log(LogLevel::Debug, "portcullis-cost: a log line");
-        }
         if let Some(foreign) = &self.foreign {
             for _ in 0..c.foreign_calls {
                 black_box(hostcalls::call_foreign_function(&foreign.0, Some(&foreign.1)).ok());
             }
         }
-        let source = [7u8; 256];
-        let mut target = [0u8; 256];
-        for _ in 0..c.copies {
-            let n = black_box(64usize);
-            target[..n].copy_from_slice(&source[..n]);
-            black_box(&mut target);
-        }
         for _ in 0..c.allocs {
             black_box(vec![0u8; black_box(64)]);
         }
-        let mut x = black_box(1u64);
-        for i in 0..c.burn {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(i);
-        }
-        black_box(x);
         Action::Continue
     }
 }
