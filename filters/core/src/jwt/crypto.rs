@@ -204,7 +204,12 @@ enum HmacKey {
 #[derive(Clone)]
 enum Material {
     Hmac(HmacKey),
-    Rsa(RsaPublicKey),
+    /// The key and its modulus length in bytes (the signature length). Computing that is a
+    /// constant-time loop over the modulus, ~10,000 wasm instructions: once, not per request.
+    Rsa {
+        key: RsaPublicKey,
+        bytes: usize,
+    },
     P256(p256::ecdsa::VerifyingKey),
     P384(p384::ecdsa::VerifyingKey),
     Ed25519(ed25519_compact::PublicKey),
@@ -305,7 +310,8 @@ impl PreparedKey {
         algorithms: AlgorithmSet,
         key: RsaPublicKey,
     ) -> Result<PreparedKey, KeyError> {
-        let bits = key.size().saturating_mul(8);
+        let bytes = key.size();
+        let bits = bytes.saturating_mul(8);
         if bits < MIN_RSA_BITS {
             return Err(key_error(format!(
                 "RSA key of {bits} bits, at least {MIN_RSA_BITS} needed"
@@ -315,7 +321,11 @@ impl PreparedKey {
             .to_public_key_der()
             .map_err(|e| key_error(format!("RSA key cannot be encoded: {e}")))?
             .into_vec();
-        Ok(PreparedKey::asymmetric(algorithms, Material::Rsa(key), der))
+        Ok(PreparedKey::asymmetric(
+            algorithms,
+            Material::Rsa { key, bytes },
+            der,
+        ))
     }
 
     pub(crate) fn p256(
@@ -389,7 +399,7 @@ impl PreparedKey {
     fn kind(&self) -> &'static str {
         match self.material {
             Material::Hmac(_) => "oct",
-            Material::Rsa(_) => "RSA",
+            Material::Rsa { .. } => "RSA",
             Material::P256(_) => "EC P-256",
             Material::P384(_) => "EC P-384",
             Material::Ed25519(_) => "OKP Ed25519",
@@ -482,7 +492,7 @@ impl SignatureBackend for InModule {
                 .chain_update(signing_input)
                 .verify_slice(signature)
                 .is_ok(),
-            (Material::Rsa(rsa), _) => verify_rsa(rsa, alg, signing_input, signature)?,
+            (Material::Rsa { key, .. }, _) => verify_rsa(key, alg, signing_input, signature)?,
             (Material::P256(vk), Algorithm::ES256) => p256::ecdsa::Signature::from_slice(signature)
                 .is_ok_and(|sig| vk.verify(signing_input, &sig).is_ok()),
             (Material::P384(vk), Algorithm::ES384) => p384::ecdsa::Signature::from_slice(signature)
@@ -573,7 +583,7 @@ pub fn host_verify_input<'a>(
         return Err(CryptoError::Unsupported(alg));
     };
     let signature = match &key.material {
-        Material::Rsa(rsa) if signature.len() == rsa.size() => Cow::Borrowed(signature),
+        Material::Rsa { bytes, .. } if signature.len() == *bytes => Cow::Borrowed(signature),
         Material::P256(_) | Material::P384(_) => match ecdsa_der(alg, signature) {
             Some(der) => Cow::Owned(der),
             None => return Ok(None),

@@ -4,6 +4,7 @@
 //! The glue reads the request headers into [`TokenSources`], picks the route's
 //! [`JwtPolicy`] from the [`JwtPolicySet`], calls [`authenticate`], and acts on the answer.
 
+pub mod base64url;
 pub mod cache;
 pub mod claims;
 pub mod config;

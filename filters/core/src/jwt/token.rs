@@ -3,12 +3,11 @@
 
 use std::fmt;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::base64url;
 use super::crypto::{ecdsa_in_range, Algorithm, Family};
 
 /// Which part of the token a problem is in.
@@ -192,10 +191,8 @@ impl Token {
 }
 
 fn decode(segment: &str, which: Segment) -> Result<Vec<u8>, TokenError> {
-    // URL_SAFE_NO_PAD refuses `=`, whitespace, `+`, `/` and non-canonical trailing bits.
-    URL_SAFE_NO_PAD
-        .decode(segment)
-        .map_err(|_| TokenError::Base64(which))
+    // Refuses `=`, whitespace, `+`, `/` and non-canonical trailing bits.
+    base64url::decode(segment.as_bytes()).ok_or(TokenError::Base64(which))
 }
 
 fn object(segment: &str, which: Segment) -> Result<Map<String, Value>, TokenError> {
@@ -334,6 +331,8 @@ impl<'de> Visitor<'de> for StrictVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
 
     fn b64(json: &str) -> String {
         URL_SAFE_NO_PAD.encode(json)
