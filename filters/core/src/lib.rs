@@ -5,6 +5,7 @@
 
 pub mod acl;
 pub mod envoy_foreign;
+pub mod header_map;
 pub mod identity;
 pub mod jwt;
 pub mod rate_limit;

@@ -4,6 +4,7 @@
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MapType, MetricType};
 
+use portcullis_core::header_map::{HeaderMap, MalformedMap};
 use portcullis_core::identity::{Identity, PROPERTY};
 
 /// A request header as text; `None` when absent or not UTF-8 (a hostile header must not
@@ -15,13 +16,41 @@ pub fn request_header(name: &str) -> Option<String> {
         .and_then(|bytes| String::from_utf8(bytes).ok())
 }
 
-/// Every request header as text pairs; values that are not UTF-8 are left out.
-pub fn request_headers() -> Vec<(String, String)> {
-    hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|(name, value)| String::from_utf8(value).ok().map(|v| (name, v)))
-        .collect()
+/// Every request header, read with one host call and kept in the host's buffer
+/// ([`HeaderMap`]): no allocation per header, and no panic. The SDK's `get_map_bytes`
+/// copies each name and value and panics on an unexpected status, a name that is not UTF-8
+/// or a short buffer; an error here is for the filter to answer (fail closed).
+pub fn request_header_map() -> Result<HeaderMap, MalformedMap> {
+    HeaderMap::from_serialized(header_map_bytes(MapType::HttpRequestHeaders)?)
+}
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    /// The SDK declares it too (with its own enums for the map type and the status, which
+    /// an unknown value from the host would make undefined); the import is the same.
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> u32;
+}
+
+fn header_map_bytes(map_type: MapType) -> Result<Vec<u8>, MalformedMap> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host writes a pointer and a size into the two locals. The buffer was
+    // allocated in this module through the SDK's `proxy_on_memory_allocate` (a boxed
+    // `[u8]` of exactly `size` bytes) and is handed over to the caller, as the SDK's own
+    // `get_map_bytes` takes it.
+    let status = unsafe { proxy_get_header_map_pairs(map_type as u32, &mut data, &mut size) };
+    if status != 0 {
+        return Err(MalformedMap);
+    }
+    if data.is_null() || size == 0 {
+        return Ok(Vec::new());
+    }
+    // SAFETY: see above; `data` is non-null and owns `size` initialised bytes.
+    Ok(unsafe { Vec::from_raw_parts(data, size, size) })
 }
 
 pub fn set_request_header(name: &str, value: Option<&str>) {

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
 
+use portcullis_core::header_map::HeaderMap;
 use portcullis_core::jwt::crypto::{Algorithm, AlgorithmSet, CryptoError, SplitBackend};
 use portcullis_core::jwt::keyring::RemoteJwks;
 use portcullis_core::jwt::refresh::Trigger;
@@ -310,7 +311,7 @@ struct Waiting {
 /// What the filter reads from a request, once, in `on_http_request_headers`.
 struct Request {
     policy: std::sync::Arc<JwtPolicy>,
-    headers: Vec<(String, String)>,
+    headers: HeaderMap,
 }
 
 struct JwtFilter {
@@ -339,10 +340,19 @@ impl Context for JwtFilter {
 
 impl HttpContext for JwtFilter {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        let headers = request_headers();
+        let headers = match host::request_header_map() {
+            Ok(headers) => headers,
+            Err(e) => {
+                // Nothing can be checked, not even the identity headers to strip: fail closed.
+                self.worker.metrics.rejected("headers_unreadable");
+                log(LogLevel::Error, &format!("portcullis-jwt: {e}"));
+                host::respond_json(500, UNEXPECTED, &[]);
+                return Action::Pause;
+            }
+        };
         // Client-sent identity headers never pass, authenticated or not.
         for name in self.worker.policies.headers_to_strip() {
-            if headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
+            if headers.contains(name) {
                 host::set_request_header(name, None);
             }
         }
@@ -351,7 +361,7 @@ impl HttpContext for JwtFilter {
         else {
             return Action::Continue;
         };
-        let method = header(&headers, ":method").unwrap_or_default();
+        let method = headers.get(":method").unwrap_or_default();
         if policy.skips_preflight(method) {
             return Action::Continue;
         }
@@ -363,28 +373,8 @@ impl HttpContext for JwtFilter {
     }
 }
 
-/// Every request header, read once. A value that is not UTF-8 (obs-text is legal HTTP and
-/// Envoy passes it) is kept, decoded lossily: its name must still be seen so a forged
-/// identity header is stripped, and a token in it must count as present (and bad), never as
-/// absent — else a route with an anonymous consumer would let it pass as no token.
-fn request_headers() -> Vec<(String, String)> {
-    hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(name, value)| {
-            let value = String::from_utf8(value)
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-            (name, value)
-        })
-        .collect()
-}
-
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
-}
+/// Kong's body for a failure that is not the client's.
+const UNEXPECTED: &str = r#"{"message":"An unexpected error occurred"}"#;
 
 impl JwtFilter {
     /// Authenticates and acts: continue with the identity handed on, refuse, or (once, when
@@ -393,13 +383,7 @@ impl JwtFilter {
         let worker = self.worker.clone();
         let policy = request.policy.clone();
         let now = UnixTime(host::now_secs());
-        let sources = TokenSources::from_headers(
-            policy.locations(),
-            request
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str())),
-        );
+        let sources = TokenSources::from_headers(policy.locations(), request.headers.iter());
         let mut outcome = self.authenticate(&sources, &policy, now);
         if let Err(
             Rejection::UnknownKid { provider, .. } | Rejection::KeysUnavailable { provider },
@@ -465,7 +449,7 @@ impl JwtFilter {
         jwks::fetch(remote).ok()
     }
 
-    fn accept(&self, accepted: &Accepted, policy: &JwtPolicy, headers: &[(String, String)]) {
+    fn accept(&self, accepted: &Accepted, policy: &JwtPolicy, headers: &HeaderMap) {
         let metrics = &self.worker.metrics;
         metrics.accepted.inc();
         if accepted.cache_hit {
@@ -516,7 +500,7 @@ impl JwtFilter {
 /// Removes the token from everywhere it was found (Kong's `hide_credentials`). Each change
 /// builds on the last, so a token under two parameter or cookie names loses both copies;
 /// cookies split over several `cookie` headers are joined, so no other cookie is lost.
-fn hide(locations: &[TokenLocation], headers: &[(String, String)]) {
+fn hide(locations: &[TokenLocation], headers: &HeaderMap) {
     let mut path: Option<String> = None;
     let mut cookie: Option<Option<String>> = None;
     for location in locations {
@@ -525,7 +509,7 @@ fn hide(locations: &[TokenLocation], headers: &[(String, String)]) {
             TokenLocation::Query(param) => {
                 let current = path
                     .take()
-                    .or_else(|| header(headers, ":path").map(str::to_owned));
+                    .or_else(|| headers.get(":path").map(str::to_owned));
                 path = current.map(|p| strip_query_param(&p, param));
             }
             TokenLocation::Cookie(name) => {
@@ -533,7 +517,7 @@ fn hide(locations: &[TokenLocation], headers: &[(String, String)]) {
                     let all: Vec<&str> = headers
                         .iter()
                         .filter(|(k, _)| k.eq_ignore_ascii_case("cookie"))
-                        .map(|(_, v)| v.as_str())
+                        .map(|(_, v)| v)
                         .collect();
                     (!all.is_empty()).then(|| all.join("; "))
                 });
