@@ -151,27 +151,28 @@ fn question_marks(mut bytes: Vec<u8>) -> Vec<u8> {
     bytes
 }
 
-/// Serializes `pairs` the way a proxy-wasm host does; for tests and test hosts.
-pub fn serialize(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
-    for (name, value) in pairs {
-        out.extend_from_slice(&(name.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-    }
-    for (name, value) in pairs {
-        out.extend_from_slice(name);
-        out.push(0);
-        out.extend_from_slice(value);
-        out.push(0);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Serializes `pairs` the way a proxy-wasm host does (host-test has its own, on purpose:
+    /// the harness stays independent of what it tests).
+    fn serialize(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+        for (name, value) in pairs {
+            out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        }
+        for (name, value) in pairs {
+            out.extend_from_slice(name);
+            out.push(0);
+            out.extend_from_slice(value);
+            out.push(0);
+        }
+        out
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let bytes: Vec<(&[u8], &[u8])> = pairs
