@@ -36,6 +36,8 @@ pub(crate) struct HostState {
     pub(crate) rng: Mutex<u64>,
     pub(crate) log_level: Mutex<LogLevel>,
     pub(crate) echo_logs: bool,
+    /// What `proxy_get_header_map_pairs` answers instead of the map, when set.
+    pub(crate) header_map_fault: Mutex<Option<Status>>,
 }
 
 /// A foreign function (`proxy_call_foreign_function`): argument bytes in, result bytes out, or
@@ -371,6 +373,7 @@ impl Host {
                 rng: Mutex::new(0x853c_49e6_748f_ea9b),
                 log_level: Mutex::new(LogLevel::Info),
                 echo_logs: std::env::var_os("HOST_TEST_LOG").is_some(),
+                header_map_fault: Mutex::new(None),
             }),
         };
         // Envoy registers its crypto foreign functions for every VM.
@@ -535,6 +538,14 @@ impl Host {
                 recorded: recorded.clone(),
             })
             .collect()
+    }
+
+    // ---- faults ----
+
+    /// Makes every `proxy_get_header_map_pairs` answer `status` (with no map) until `None`:
+    /// a host that cannot give a map, for testing that a filter fails closed.
+    pub fn fail_header_maps(&self, status: Option<Status>) {
+        *lock(&self.inner.header_map_fault) = status;
     }
 
     // ---- logs ----

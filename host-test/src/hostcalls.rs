@@ -232,6 +232,9 @@ pub(crate) fn define(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
         "proxy_get_header_map_pairs",
         |mut c: Call, map: i32, ptr_ptr: i32, size_ptr: i32| {
             ret((|| {
+                if let Some(status) = *lock(&c.data().host.inner.header_map_fault) {
+                    return Err(status.into());
+                }
                 let grpc_metadata =
                     [MapType::GrpcInitialMetadata, MapType::GrpcTrailingMetadata].map(|m| m as i32);
                 if grpc_metadata.contains(&map) {

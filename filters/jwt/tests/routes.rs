@@ -7,6 +7,7 @@
 mod common;
 
 use common::*;
+use host_test::Status;
 use serde_json::json;
 
 /// Every header a client might forge to pose as someone, with a value no filter would set.
@@ -377,4 +378,31 @@ fn a_token_whose_bytes_are_not_utf8_is_a_bad_token_not_no_token() {
         exchange.header("www-authenticate").as_deref(),
         Some(INVALID_TOKEN)
     );
+}
+
+#[test]
+fn a_header_map_the_host_cannot_give_is_refused_with_500_never_let_through() {
+    let host = Host::new();
+    let mut jwt = start(&host, &scene());
+    host.fail_header_maps(Some(Status::NotFound));
+    // Nothing can be read, not even the forged identity headers to strip: on a public route,
+    // on the anonymous route and with a token, the answer is the same refusal.
+    for route in ["docs", "catalog", "api"] {
+        let exchange = jwt.send(forged(on(route, "/x")));
+        assert!(exchange.crash.is_none(), "{route}: {:?}", exchange.crash);
+        assert_eq!(exchange.status(), 500, "{route}: {}", exchange.body_text());
+        assert!(!exchange.reached_upstream(), "{route}");
+        assert_eq!(
+            exchange.body_json(),
+            json!({"message": "An unexpected error occurred"}),
+            "{route}"
+        );
+    }
+    assert_eq!(
+        host.metric_value("portcullis_jwt_rejected_headers_unreadable_total"),
+        3
+    );
+    assert!(host.logged(LogLevel::Error, "header map"));
+    host.fail_header_maps(None);
+    assert_accepted(&jwt.send(on("docs", "/x")), "after the host recovers");
 }
