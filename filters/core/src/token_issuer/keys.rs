@@ -54,7 +54,12 @@ fn key_error(message: impl Into<String>) -> KeyError {
 
 enum Material {
     Hmac(Vec<u8>),
-    Rsa(Box<RsaPrivateKey>),
+    /// The key and its modulus length in bytes, computed once: `size()` is a constant-time
+    /// loop over the modulus (~10,000 wasm instructions), too dear for every signature.
+    Rsa {
+        key: Box<RsaPrivateKey>,
+        bytes: usize,
+    },
     P256(p256::ecdsa::SigningKey),
     Ed25519(ed25519_compact::KeyPair),
 }
@@ -136,7 +141,7 @@ impl SigningKey {
             }
         };
         let (pkcs8_der, spki_der) = match &material {
-            Material::Rsa(key) => (
+            Material::Rsa { key, .. } => (
                 key.to_pkcs8_der().map(|d| d.as_bytes().to_vec()),
                 key.to_public_key()
                     .to_public_key_der()
@@ -200,7 +205,7 @@ impl SigningKey {
     /// signature of this key's algorithm.
     pub fn jws_signature_from_host(&self, signature: &[u8]) -> Option<Vec<u8>> {
         match &self.material {
-            Material::Rsa(key) if signature.len() == key.size() => Some(signature.to_vec()),
+            Material::Rsa { bytes, .. } if signature.len() == *bytes => Some(signature.to_vec()),
             Material::P256(_) => p256::ecdsa::Signature::from_der(signature)
                 .ok()
                 .map(|sig| sig.to_bytes().to_vec()),
@@ -227,7 +232,7 @@ impl SigningKey {
         let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
         let mut jwk = match &self.material {
             Material::Hmac(_) => return None,
-            Material::Rsa(key) => json!({
+            Material::Rsa { key, .. } => json!({
                 "kty": "RSA",
                 "n": b64(&key.n_bytes()),
                 "e": b64(&key.e_bytes()),
@@ -258,13 +263,17 @@ fn rsa_key(parsed: Result<RsaPrivateKey, impl fmt::Display>) -> Result<Material,
         parsed.map_err(|e| key_error(format!("not an RSA private key, as RS256 needs: {e}")))?;
     key.validate()
         .map_err(|e| key_error(format!("inconsistent RSA private key: {e}")))?;
-    let bits = key.size().saturating_mul(8);
+    let bytes = key.size();
+    let bits = bytes.saturating_mul(8);
     if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
         return Err(key_error(format!(
             "RSA key of {bits} bits, {MIN_RSA_BITS} to {MAX_RSA_BITS} accepted"
         )));
     }
-    Ok(Material::Rsa(Box::new(key)))
+    Ok(Material::Rsa {
+        key: Box::new(key),
+        bytes,
+    })
 }
 
 /// Decodes `secret_base64`: the standard or the url alphabet, padded or not.
@@ -379,7 +388,7 @@ impl SigningBackend for InModuleSigner {
             Material::Hmac(secret) => {
                 sign_hmac(key.alg, secret, input).ok_or(SignError::Unsupported(key.alg))
             }
-            Material::Rsa(rsa) => rsa
+            Material::Rsa { key: rsa, .. } => rsa
                 .sign(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(input))
                 .map_err(|e| SignError::Failed(e.to_string())),
             Material::P256(signing) => {
