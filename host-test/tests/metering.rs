@@ -4,6 +4,8 @@
 //! its configuration asks for.
 
 use host_test::{fixture, Exchange, Host, Request};
+use portcullis_core::envoy_foreign::VerifySignatureArguments;
+use prost::Message;
 
 fn send(config: &str, request: Request) -> Exchange {
     let host = Host::new();
@@ -69,23 +71,14 @@ fn a_foreign_function_answer_is_a_value_returned() {
         ))
         .expect("the glue's probe vectors")
     };
-    // VerifySignatureArguments {1: hash_function, 2: public_key, 3: signature, 4: text}.
-    let mut argument = Vec::new();
-    for (field, bytes) in [
-        (1u8, b"sha256".to_vec()),
-        (2, vector("rsa.pub.der")),
-        (3, vector("rsa.sig")),
-        (4, vector("text")),
-    ] {
-        argument.push(field << 3 | 2);
-        let mut n = bytes.len();
-        while n >= 0x80 {
-            argument.push((n & 0x7f) as u8 | 0x80);
-            n >>= 7;
-        }
-        argument.push(n as u8);
-        argument.extend(bytes);
+    let argument = VerifySignatureArguments {
+        hash_function: "sha256".into(),
+        public_key: vector("rsa.pub.der"),
+        public_key_pem: String::new(),
+        signature: vector("rsa.sig"),
+        text: vector("text"),
     }
+    .encode_to_vec();
     let hex: String = argument.iter().map(|b| format!("{b:02x}")).collect();
     let config = serde_json::json!({
         "foreign_calls": 2, "foreign_function": "verify_signature", "foreign_argument": hex,

@@ -22,9 +22,11 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use host_test::{GrpcAnswer, Host, Request};
+use portcullis_core::envoy_foreign::VerifySignatureArguments;
 use portcullis_tests::ratelimit_service::{ratelimit_binary, RateLimitService};
 use portcullis_tests::redis::RedisServer;
 use portcullis_tests::{config, paths, tokens, Envoy};
+use prost::Message;
 use serde_json::json;
 
 const ISSUER: &str = "bench-issuer";
@@ -195,26 +197,24 @@ const HOST_COSTS: [(&str, &str); 8] = [
 ];
 
 /// The argument of one `verify_signature` call Envoy answers `true` (the glue's probe
-/// vectors: `rsa` or `ec`), protobuf-encoded by hand (`VerifySignatureArguments`: 1
-/// hash_function, 2 public_key, 3 signature, 4 text), in hex for the cost fixture.
+/// vectors: `rsa` or `ec`), in hex for the cost fixture.
 fn verify_argument(family: &str) -> String {
     let vector = |name: &str| {
         std::fs::read(paths::workspace_root().join(format!("filters/glue/vectors/{name}")))
             .unwrap_or_else(|e| panic!("filters/glue/vectors/{name}: {e}"))
     };
-    let mut message = Vec::new();
-    let fields: [(u8, Vec<u8>); 4] = [
-        (1, b"sha256".to_vec()),
-        (2, vector(&format!("{family}.pub.der"))),
-        (3, vector(&format!("{family}.sig"))),
-        (4, vector("text")),
-    ];
-    for (field, bytes) in fields {
-        message.push(field << 3 | 2);
-        varint(&mut message, bytes.len());
-        message.extend(bytes);
-    }
-    message.iter().map(|b| format!("{b:02x}")).collect()
+    let message = VerifySignatureArguments {
+        hash_function: "sha256".into(),
+        public_key: vector(&format!("{family}.pub.der")),
+        public_key_pem: String::new(),
+        signature: vector(&format!("{family}.sig")),
+        text: vector("text"),
+    };
+    message
+        .encode_to_vec()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The host calls of a jwt check whose signature Envoy verifies (`rsa` or `ec`): a cache
