@@ -1,7 +1,9 @@
 //! Claim checks that need no key: `exp`, `nbf`, `iat` with leeway, Kong's
 //! `maximum_expiration`, audiences and required claims; and claims as header-safe strings.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+use super::object::JsonObject;
 
 use super::rejection::Rejection;
 use crate::identity::header_safe;
@@ -22,11 +24,7 @@ pub struct TimeRules {
 
 /// Checks `exp`, `nbf` and `iat` against `now`. Each claim, when present, must be a number
 /// (RFC 7519 NumericDate, fractions allowed).
-pub fn check_times(
-    claims: &Map<String, Value>,
-    rules: &TimeRules,
-    now: UnixTime,
-) -> Result<(), Rejection> {
+pub fn check_times(claims: &JsonObject, rules: &TimeRules, now: UnixTime) -> Result<(), Rejection> {
     let now = now.secs() as f64;
     let leeway = rules.leeway as f64;
     let exp = numeric(claims, "exp")?;
@@ -53,7 +51,7 @@ pub fn check_times(
     Ok(())
 }
 
-fn numeric(claims: &Map<String, Value>, name: &'static str) -> Result<Option<f64>, Rejection> {
+fn numeric(claims: &JsonObject, name: &'static str) -> Result<Option<f64>, Rejection> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::Number(n)) => match n.as_f64() {
@@ -66,7 +64,7 @@ fn numeric(claims: &Map<String, Value>, name: &'static str) -> Result<Option<f64
 
 /// When `audiences` is not empty, the token's `aud` (a string or an array of strings) must
 /// name one of them.
-pub fn check_audience(claims: &Map<String, Value>, audiences: &[String]) -> Result<(), Rejection> {
+pub fn check_audience(claims: &JsonObject, audiences: &[String]) -> Result<(), Rejection> {
     if audiences.is_empty() {
         return Ok(());
     }
@@ -76,7 +74,7 @@ pub fn check_audience(claims: &Map<String, Value>, audiences: &[String]) -> Resu
     };
     let ok = match claims.get("aud") {
         Some(Value::Array(auds)) => auds.iter().any(matches),
-        Some(aud) => matches(aud),
+        Some(aud) => matches(&aud),
         None => false,
     };
     if ok {
@@ -87,10 +85,10 @@ pub fn check_audience(claims: &Map<String, Value>, audiences: &[String]) -> Resu
 }
 
 /// Every claim in `required` must be present and not `null`.
-pub fn check_required(claims: &Map<String, Value>, required: &[String]) -> Result<(), Rejection> {
+pub fn check_required(claims: &JsonObject, required: &[String]) -> Result<(), Rejection> {
     match required
         .iter()
-        .find(|name| claims.get(name.as_str()).is_none_or(Value::is_null))
+        .find(|name| claims.get(name).is_none_or(|v| v.is_null()))
     {
         Some(missing) => Err(Rejection::MissingClaim(missing.clone())),
         None => Ok(()),
@@ -100,10 +98,10 @@ pub fn check_required(claims: &Map<String, Value>, required: &[String]) -> Resul
 /// A claim as a header value: strings as they are, arrays of strings joined with `, `,
 /// anything else as compact JSON. `None` when absent, `null`, or when the value would carry
 /// a CR, LF, NUL or other control character into a header.
-pub fn header_value(claims: &Map<String, Value>, name: &str) -> Option<String> {
+pub fn header_value(claims: &JsonObject, name: &str) -> Option<String> {
     let text = match claims.get(name)? {
         Value::Null => return None,
-        Value::String(s) => s.clone(),
+        Value::String(s) => s,
         Value::Array(items) if items.iter().all(Value::is_string) => items
             .iter()
             .filter_map(Value::as_str)
@@ -130,8 +128,8 @@ mod tests {
         }
     }
 
-    fn claims(value: Value) -> Map<String, Value> {
-        value.as_object().cloned().unwrap()
+    fn claims(value: Value) -> JsonObject {
+        JsonObject::parse(value.to_string().into_bytes()).unwrap()
     }
 
     #[test]

@@ -11,12 +11,14 @@ pub mod config;
 pub mod crypto;
 pub mod jwks;
 pub mod keyring;
+pub mod object;
 pub mod policy;
 pub mod refresh;
 pub mod rejection;
 pub mod sources;
 pub mod token;
 
+use std::borrow::Cow;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -35,6 +37,7 @@ use crate::identity::Identity;
 use crate::UnixTime;
 use cache::CachedToken;
 use keyring::{Credential, Provider, ProviderKeys};
+use object::JsonObject;
 
 /// What verifies signatures for [`authenticate`], and the state it may reuse.
 pub struct Verifier<'a> {
@@ -190,12 +193,14 @@ enum Signer<'p> {
     Provider(&'p Provider, Vec<Arc<PreparedKey>>),
 }
 
-fn string_member<'t>(token: &'t Token, name: &str) -> Option<&'t str> {
-    token
-        .claims()
-        .get(name)
-        .or_else(|| token.header().get(name))
-        .and_then(Value::as_str)
+/// Member `name` of the claims, else of the header, when it is a string. A member that is
+/// present but not a string hides the header's (as it always has).
+fn string_member<'t>(token: &'t Token, name: &str) -> Option<Cow<'t, str>> {
+    if token.claims().contains_key(name) {
+        token.claims().get_str(name)
+    } else {
+        token.header().get_str(name)
+    }
 }
 
 fn find_signer<'p>(
@@ -209,10 +214,12 @@ fn find_signer<'p>(
     let key_value = string_member(token, &policy.key_claim_name);
     let provider = token
         .claims()
-        .get("iss")
-        .and_then(Value::as_str)
-        .and_then(|iss| keyring.provider_for_issuer(iss));
-    let credential = match (key_value.and_then(|v| keyring.credential(v)), provider) {
+        .get_str("iss")
+        .and_then(|iss| keyring.provider_for_issuer(&iss));
+    let credential = match (
+        key_value.as_deref().and_then(|v| keyring.credential(v)),
+        provider,
+    ) {
         (Some(credential), _) => Some(credential),
         (None, None) => token.kid().and_then(|kid| keyring.credential(kid)),
         (None, Some(_)) => None,
@@ -341,7 +348,7 @@ fn accept(
     }
 }
 
-fn provider_groups(claims: &serde_json::Map<String, Value>, claim: Option<&str>) -> Vec<String> {
+fn provider_groups(claims: &JsonObject, claim: Option<&str>) -> Vec<String> {
     let safe = |g: &&str| crate::identity::header_safe(g) && !g.contains(',') && !g.is_empty();
     match claim.and_then(|c| claims.get(c)) {
         Some(Value::String(group)) => [group.as_str()]

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use super::base64url;
 use super::crypto::{ecdsa_in_range, Algorithm, Family};
+use super::object::{JsonObject, ObjectError};
 
 /// Which part of the token a problem is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,8 +94,8 @@ pub struct Token {
     payload_end: usize,
     alg: Algorithm,
     kid: Option<String>,
-    header: Map<String, Value>,
-    claims: Map<String, Value>,
+    header: JsonObject,
+    claims: JsonObject,
     signature: Vec<u8>,
 }
 
@@ -114,20 +115,16 @@ impl Token {
             return Err(TokenError::Segments(raw.split('.').count()));
         };
         let header = object(h, Segment::Header)?;
-        let alg = match header.get("alg") {
-            Some(Value::String(name)) if name.eq_ignore_ascii_case("none") => {
-                return Err(TokenError::AlgNone)
-            }
-            Some(Value::String(name)) => {
-                Algorithm::from_name(name).ok_or(TokenError::AlgUnsupported)?
-            }
-            _ => return Err(TokenError::AlgMissing),
+        let alg = match header.get_str("alg") {
+            Some(name) if name.eq_ignore_ascii_case("none") => return Err(TokenError::AlgNone),
+            Some(name) => Algorithm::from_name(&name).ok_or(TokenError::AlgUnsupported)?,
+            None => return Err(TokenError::AlgMissing),
         };
         check_extensions(&header)?;
-        let kid = match header.get("kid") {
-            None => None,
-            Some(Value::String(kid)) => Some(kid.clone()),
-            Some(_) => return Err(TokenError::Kid),
+        let kid = if header.contains_key("kid") {
+            Some(header.get_str("kid").ok_or(TokenError::Kid)?.into_owned())
+        } else {
+            None
         };
         let claims = object(p, Segment::Payload)?;
         let signature = decode(s, Segment::Signature)?;
@@ -180,12 +177,12 @@ impl Token {
     }
 
     /// The header's members.
-    pub fn header(&self) -> &Map<String, Value> {
+    pub fn header(&self) -> &JsonObject {
         &self.header
     }
 
     /// The payload's members (the claims).
-    pub fn claims(&self) -> &Map<String, Value> {
+    pub fn claims(&self) -> &JsonObject {
         &self.claims
     }
 }
@@ -195,17 +192,16 @@ fn decode(segment: &str, which: Segment) -> Result<Vec<u8>, TokenError> {
     base64url::decode(segment.as_bytes()).ok_or(TokenError::Base64(which))
 }
 
-fn object(segment: &str, which: Segment) -> Result<Map<String, Value>, TokenError> {
-    let bytes = decode(segment, which)?;
-    match strict_json(&bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(TokenError::NotObject(which)),
-        Err(StrictError::Duplicate) => Err(TokenError::DuplicateMember(which)),
-        Err(StrictError::Syntax) => Err(TokenError::Json(which)),
+fn object(segment: &str, which: Segment) -> Result<JsonObject, TokenError> {
+    match JsonObject::parse(decode(segment, which)?) {
+        Ok(object) => Ok(object),
+        Err(ObjectError::NotObject) => Err(TokenError::NotObject(which)),
+        Err(ObjectError::Strict(StrictError::Duplicate)) => Err(TokenError::DuplicateMember(which)),
+        Err(ObjectError::Strict(StrictError::Syntax)) => Err(TokenError::Json(which)),
     }
 }
 
-fn check_extensions(header: &Map<String, Value>) -> Result<(), TokenError> {
+fn check_extensions(header: &JsonObject) -> Result<(), TokenError> {
     match header.get("b64") {
         None | Some(Value::Bool(true)) => {}
         Some(_) => return Err(TokenError::B64),
@@ -359,7 +355,7 @@ mod tests {
         let raw = token(HS, r#"{"iss":"a","n":1}"#, &SIG32);
         let t = parse(&raw).unwrap();
         assert_eq!(t.alg(), Algorithm::HS256);
-        assert_eq!(t.claims().get("iss"), Some(&Value::from("a")));
+        assert_eq!(t.claims().get("iss"), Some(Value::from("a")));
         let dot = raw.rfind('.').unwrap();
         assert_eq!(t.signing_input(), &raw.as_bytes()[..dot]);
         assert_eq!(t.payload_segment(), b64(r#"{"iss":"a","n":1}"#));
