@@ -22,12 +22,33 @@ pub struct TimeRules {
     pub maximum_expiration: u64,
 }
 
+/// A token's `exp`, `nbf` and `iat`, read once when the token is parsed (a cached token is
+/// checked against the clock on every request): each absent, a number, or present but not
+/// a number.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TimeClaims {
+    exp: Option<Option<f64>>,
+    nbf: Option<Option<f64>>,
+    iat: Option<Option<f64>>,
+}
+
+impl TimeClaims {
+    /// Reads them from a token's claims.
+    pub fn read(claims: &JsonObject) -> TimeClaims {
+        TimeClaims {
+            exp: claims.get_f64("exp"),
+            nbf: claims.get_f64("nbf"),
+            iat: claims.get_f64("iat"),
+        }
+    }
+}
+
 /// Checks `exp`, `nbf` and `iat` against `now`. Each claim, when present, must be a number
 /// (RFC 7519 NumericDate, fractions allowed).
-pub fn check_times(claims: &JsonObject, rules: &TimeRules, now: UnixTime) -> Result<(), Rejection> {
+pub fn check_times(times: &TimeClaims, rules: &TimeRules, now: UnixTime) -> Result<(), Rejection> {
     let now = now.secs() as f64;
     let leeway = rules.leeway as f64;
-    let exp = numeric(claims, "exp")?;
+    let exp = numeric(times.exp, "exp")?;
     match exp {
         Some(exp) if exp + leeway <= now => return Err(Rejection::Expired),
         None if rules.exp_required || rules.maximum_expiration > 0 => {
@@ -35,12 +56,12 @@ pub fn check_times(claims: &JsonObject, rules: &TimeRules, now: UnixTime) -> Res
         }
         _ => {}
     }
-    match numeric(claims, "nbf")? {
+    match numeric(times.nbf, "nbf")? {
         Some(nbf) if nbf > now + leeway => return Err(Rejection::NotYetValid),
         None if rules.nbf_required => return Err(Rejection::ClaimNotNumber("nbf")),
         _ => {}
     }
-    if numeric(claims, "iat")?.is_some_and(|iat| iat > now + leeway) {
+    if numeric(times.iat, "iat")?.is_some_and(|iat| iat > now + leeway) {
         return Err(Rejection::IssuedInFuture);
     }
     if let (Some(exp), true) = (exp, rules.maximum_expiration > 0) {
@@ -51,13 +72,10 @@ pub fn check_times(claims: &JsonObject, rules: &TimeRules, now: UnixTime) -> Res
     Ok(())
 }
 
-fn numeric(claims: &JsonObject, name: &'static str) -> Result<Option<f64>, Rejection> {
-    match claims.get(name) {
+fn numeric(claim: Option<Option<f64>>, name: &'static str) -> Result<Option<f64>, Rejection> {
+    match claim {
         None => Ok(None),
-        Some(Value::Number(n)) => match n.as_f64() {
-            Some(v) if v.is_finite() => Ok(Some(v)),
-            _ => Err(Rejection::ClaimNotNumber(name)),
-        },
+        Some(Some(v)) if v.is_finite() => Ok(Some(v)),
         Some(_) => Err(Rejection::ClaimNotNumber(name)),
     }
 }
@@ -132,6 +150,10 @@ mod tests {
         JsonObject::parse(value.to_string().into_bytes()).unwrap()
     }
 
+    fn times(value: Value) -> TimeClaims {
+        TimeClaims::read(&claims(value))
+    }
+
     #[test]
     fn time_claims_are_checked_with_leeway() {
         let n = NOW.secs() as i64;
@@ -192,7 +214,7 @@ mod tests {
         ];
         for (name, value, expected) in cases {
             assert_eq!(
-                check_times(&claims(value), &rules(), NOW),
+                check_times(&times(value), &rules(), NOW),
                 expected,
                 "{name}"
             );
@@ -205,10 +227,10 @@ mod tests {
             exp_required: false,
             ..rules()
         };
-        assert_eq!(check_times(&claims(json!({})), &optional, NOW), Ok(()));
+        assert_eq!(check_times(&times(json!({})), &optional, NOW), Ok(()));
         let expired = json!({"exp": NOW.secs() - 3600});
         assert_eq!(
-            check_times(&claims(expired), &optional, NOW),
+            check_times(&times(expired), &optional, NOW),
             Err(Rejection::Expired)
         );
     }
@@ -219,7 +241,7 @@ mod tests {
             nbf_required: true,
             ..rules()
         };
-        let c = claims(json!({"exp": NOW.secs() + 10}));
+        let c = times(json!({"exp": NOW.secs() + 10}));
         assert_eq!(
             check_times(&c, &strict, NOW),
             Err(Rejection::ClaimNotNumber("nbf"))
@@ -235,15 +257,15 @@ mod tests {
         };
         let n = NOW.secs();
         assert_eq!(
-            check_times(&claims(json!({"exp": n + 3600})), &capped, NOW),
+            check_times(&times(json!({"exp": n + 3600})), &capped, NOW),
             Ok(())
         );
         assert_eq!(
-            check_times(&claims(json!({"exp": n + 3601})), &capped, NOW),
+            check_times(&times(json!({"exp": n + 3601})), &capped, NOW),
             Err(Rejection::ExceedsMaximumExpiration)
         );
         assert_eq!(
-            check_times(&claims(json!({})), &capped, NOW),
+            check_times(&times(json!({})), &capped, NOW),
             Err(Rejection::ClaimNotNumber("exp"))
         );
     }

@@ -147,7 +147,7 @@ pub fn authenticate(
         }
     };
     let claims = token.claims();
-    claims::check_times(claims, &policy.time, now)?;
+    claims::check_times(token.times(), &policy.time, now)?;
     let signer = find_signer(&token, policy, verifier.remote_keys)?;
     if let Signer::Provider(provider, _) = &signer {
         claims::check_audience(claims, &provider.audiences)?;

@@ -81,9 +81,15 @@ impl JsonObject {
 
     /// The JSON text of member `name`'s value.
     pub fn raw(&self, name: &str) -> Option<&str> {
+        let text = self.text.as_bytes();
         self.members
             .iter()
-            .find(|m| self.name(m) == name)
+            .find(|m| match &m.name {
+                Name::Plain(at) => {
+                    at.len() == name.len() && text.get(at.clone()) == Some(name.as_bytes())
+                }
+                Name::Unescaped(spelled) => **spelled == *name,
+            })
             .and_then(|m| self.text.get(m.value.clone()))
     }
 
@@ -115,6 +121,21 @@ impl JsonObject {
         }
     }
 
+    /// Member `name` as a number: `None` when absent, `Some(None)` when not a number. An
+    /// integer of up to 15 digits (every NumericDate until the year 31 million) is read
+    /// here, exactly; any other number as serde_json reads it.
+    pub fn get_f64(&self, name: &str) -> Option<Option<f64>> {
+        let raw = self.raw(name)?;
+        let digits = raw.strip_prefix('-').unwrap_or(raw);
+        if !digits.is_empty() && digits.len() <= 15 && digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Some(raw.parse::<i64>().ok().map(|n| n as f64));
+        }
+        Some(match strict_json(raw.as_bytes()) {
+            Ok(Value::Number(n)) => n.as_f64(),
+            _ => None,
+        })
+    }
+
     /// The number of members.
     pub fn len(&self) -> usize {
         self.members.len()
@@ -123,13 +144,6 @@ impl JsonObject {
     /// Whether the object is `{}`.
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
-    }
-
-    fn name<'a>(&'a self, member: &'a Member) -> &'a str {
-        match &member.name {
-            Name::Plain(at) => self.text.get(at.clone()).unwrap_or_default(),
-            Name::Unescaped(name) => name,
-        }
     }
 }
 
@@ -470,6 +484,11 @@ mod tests {
                         value.as_str(),
                         "{name} in {bytes:?}"
                     );
+                    assert_eq!(
+                        object.get_f64(name),
+                        Some(value.as_f64()),
+                        "{name} in {bytes:?}"
+                    );
                 }
             }
             (Ok(Value::Object(_)), Err(e)) => panic!("{bytes:?}: strict accepts, we say {e:?}"),
@@ -486,6 +505,9 @@ mod tests {
         assert_eq!(o.get_str("iss").as_deref(), Some("a"));
         assert!(matches!(o.get_str("iss"), Some(Cow::Borrowed(_))));
         assert_eq!(o.get("exp"), Some(json!(1700000000)));
+        assert_eq!(o.get_f64("exp"), Some(Some(1_700_000_000.0)));
+        assert_eq!(o.get_f64("iss"), Some(None));
+        assert_eq!(o.get_f64("sub"), None);
         assert_eq!(o.get_str("exp"), None);
         assert_eq!(o.get_str("name").as_deref(), Some("x\"y"));
         assert_eq!(o.raw("aud"), Some(r#"["b"]"#));

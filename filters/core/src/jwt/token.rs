@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::base64url;
+use super::claims::TimeClaims;
 use super::crypto::{ecdsa_in_range, Algorithm, Family};
 use super::object::{JsonObject, ObjectError};
 
@@ -96,6 +97,7 @@ pub struct Token {
     kid: Option<String>,
     header: JsonObject,
     claims: JsonObject,
+    times: TimeClaims,
     signature: Vec<u8>,
 }
 
@@ -136,6 +138,7 @@ impl Token {
             alg,
             kid,
             header,
+            times: TimeClaims::read(&claims),
             claims,
             signature,
         })
@@ -184,6 +187,11 @@ impl Token {
     /// The payload's members (the claims).
     pub fn claims(&self) -> &JsonObject {
         &self.claims
+    }
+
+    /// The claims `exp`, `nbf` and `iat`, read when the token was parsed.
+    pub fn times(&self) -> &TimeClaims {
+        &self.times
     }
 }
 
