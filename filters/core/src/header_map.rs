@@ -110,6 +110,13 @@ impl HeaderMap {
             .map(move |s| (piece(s.name), piece(s.value)))
     }
 
+    /// Every header's name, in the host's order (repeated names repeated).
+    pub fn names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.spans
+            .iter()
+            .map(|s| self.text.get(s.name.0..s.name.1).unwrap_or_default())
+    }
+
     /// The first value of `name` (compared without regard to ASCII case).
     pub fn get(&self, name: &str) -> Option<&str> {
         self.iter()
@@ -194,6 +201,7 @@ mod tests {
         ];
         let headers = map(&pairs);
         assert_eq!(headers.iter().collect::<Vec<_>>(), pairs.to_vec());
+        assert!(headers.names().eq(pairs.iter().map(|(n, _)| *n)));
         assert_eq!(headers.get("Authorization"), Some("Bearer a.b.c"));
         assert_eq!(headers.get("cookie"), Some("a=1"));
         assert!(headers.contains("x-empty"));

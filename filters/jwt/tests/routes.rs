@@ -406,3 +406,24 @@ fn a_header_map_the_host_cannot_give_is_refused_with_500_never_let_through() {
     host.fail_header_maps(None);
     assert_accepted(&jwt.send(on("docs", "/x")), "after the host recovers");
 }
+
+#[test]
+fn a_forged_identity_header_sent_repeatedly_and_in_any_letter_case_is_removed_entirely() {
+    let host = Host::new();
+    let mut jwt = start(&host, &scene());
+    let request = on("docs", "/docs")
+        .header("X-Consumer-Username", "admin")
+        .header("x-consumer-username", "root")
+        .header("X-CONSUMER-GROUPS", "admins")
+        .header("x-consumer-username", "again");
+    let exchange = jwt.send(request);
+    assert_accepted(&exchange, "public");
+    let upstream = exchange.upstream.as_ref().unwrap();
+    for (name, _) in &upstream.headers.pairs {
+        let name = name.to_ascii_lowercase();
+        assert!(
+            name != "x-consumer-username" && name != "x-consumer-groups",
+            "{name} reached the upstream"
+        );
+    }
+}
