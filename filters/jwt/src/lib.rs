@@ -350,18 +350,8 @@ impl HttpContext for JwtFilter {
                 return Action::Pause;
             }
         };
-        // Client-sent identity headers never pass, authenticated or not. One pass over the
-        // request's headers; each forged name removed once, however often it was sent.
-        let strip = self.worker.policies.headers_to_strip();
-        let mut forged: Vec<&str> = Vec::new();
-        for name in headers.names() {
-            if let Some(s) = strip.iter().find(|s| s.eq_ignore_ascii_case(name)) {
-                if !forged.contains(&s.as_str()) {
-                    forged.push(s);
-                }
-            }
-        }
-        for name in forged {
+        // Client-sent identity headers never pass, authenticated or not.
+        for name in self.worker.policies.forged_headers(headers.names()) {
             host::set_request_header(name, None);
         }
         let route = host::route_name_if(self.worker.policies.needs_route_name());

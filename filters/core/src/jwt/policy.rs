@@ -51,6 +51,25 @@ impl JwtPolicySet {
         &self.strip_headers
     }
 
+    /// Which of [`headers_to_strip`](Self::headers_to_strip) a request sent, given its
+    /// header names (compared without regard to ASCII case): each once, however often and
+    /// in whatever letter case it came, in the configured spelling.
+    pub fn forged_headers<'r>(&self, names: impl IntoIterator<Item = &'r str>) -> Vec<&str> {
+        let mut forged: Vec<&str> = Vec::new();
+        for name in names {
+            if let Some(strip) = self
+                .strip_headers
+                .iter()
+                .find(|s| s.eq_ignore_ascii_case(name))
+            {
+                if !forged.contains(&strip.as_str()) {
+                    forged.push(strip);
+                }
+            }
+        }
+        forged
+    }
+
     /// Remote key sets the glue must fetch and keep fresh.
     pub fn remote_jwks(&self) -> impl Iterator<Item = &RemoteJwks> {
         self.keyring.providers.iter().filter_map(|p| match &p.keys {

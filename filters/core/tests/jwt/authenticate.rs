@@ -519,6 +519,19 @@ fn claims_to_headers_and_payload_header_reach_the_upstream_safely() {
         .headers_to_strip()
         .iter()
         .any(|h| h == "x-consumer-username"));
+    let sent = [
+        ":path",
+        "X-Consumer-Username",
+        "x-jwt-payload",
+        "x-consumer-username",
+        "X-JWT-PAYLOAD",
+        "x-other",
+    ];
+    assert_eq!(
+        set.forged_headers(sent),
+        vec!["x-consumer-username", "x-jwt-payload"]
+    );
+    assert!(set.forged_headers([":path", "authorization"]).is_empty());
 }
 
 #[test]
