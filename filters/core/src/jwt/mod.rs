@@ -196,10 +196,9 @@ enum Signer<'p> {
 /// Member `name` of the claims, else of the header, when it is a string. A member that is
 /// present but not a string hides the header's (as it always has).
 fn string_member<'t>(token: &'t Token, name: &str) -> Option<Cow<'t, str>> {
-    if token.claims().contains_key(name) {
-        token.claims().get_str(name)
-    } else {
-        token.header().get_str(name)
+    match token.claims().get_str(name) {
+        Some(claim) => claim,
+        None => token.header().get_str(name).flatten(),
     }
 }
 
@@ -215,6 +214,7 @@ fn find_signer<'p>(
     let provider = token
         .claims()
         .get_str("iss")
+        .flatten()
         .and_then(|iss| keyring.provider_for_issuer(&iss));
     let credential = match (
         key_value.as_deref().and_then(|v| keyring.credential(v)),

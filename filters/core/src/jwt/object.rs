@@ -106,19 +106,20 @@ impl JsonObject {
         Some(strict_json(raw.as_bytes()).unwrap_or(Value::Null))
     }
 
-    /// Member `name` when it is a string: borrowed from the text when written without
-    /// escapes. `None` when absent or not a string.
-    pub fn get_str(&self, name: &str) -> Option<Cow<'_, str>> {
+    /// Member `name` as a string: `None` when absent, `Some(None)` when not a string;
+    /// borrowed from the text when written without escapes.
+    pub fn get_str(&self, name: &str) -> Option<Option<Cow<'_, str>>> {
         let raw = self.raw(name)?;
-        let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
-        if inner.contains('\\') {
-            match strict_json(raw.as_bytes()) {
-                Ok(Value::String(text)) => Some(Cow::Owned(text)),
-                _ => None,
-            }
-        } else {
-            Some(Cow::Borrowed(inner))
+        let Some(inner) = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) else {
+            return Some(None);
+        };
+        if !inner.contains('\\') {
+            return Some(Some(Cow::Borrowed(inner)));
         }
+        Some(match strict_json(raw.as_bytes()) {
+            Ok(Value::String(text)) => Some(Cow::Owned(text)),
+            _ => None,
+        })
     }
 
     /// Member `name` as a number: `None` when absent, `Some(None)` when not a number. An
@@ -480,8 +481,13 @@ mod tests {
                         "{name} in {bytes:?}"
                     );
                     assert_eq!(
-                        object.get_str(name).as_deref(),
+                        object.get_str(name).flatten().as_deref(),
                         value.as_str(),
+                        "{name} in {bytes:?}"
+                    );
+                    assert_eq!(
+                        object.get_str(name).map(|s| s.is_some()),
+                        Some(value.is_string()),
                         "{name} in {bytes:?}"
                     );
                     assert_eq!(
@@ -502,14 +508,15 @@ mod tests {
         let o = parse(r#" { "iss" : "a" , "exp":1700000000, "n\u0061me":"x\"y", "aud":["b"] } "#)
             .unwrap();
         assert_eq!(o.len(), 4);
-        assert_eq!(o.get_str("iss").as_deref(), Some("a"));
-        assert!(matches!(o.get_str("iss"), Some(Cow::Borrowed(_))));
+        assert_eq!(o.get_str("iss").flatten().as_deref(), Some("a"));
+        assert!(matches!(o.get_str("iss"), Some(Some(Cow::Borrowed(_)))));
         assert_eq!(o.get("exp"), Some(json!(1700000000)));
         assert_eq!(o.get_f64("exp"), Some(Some(1_700_000_000.0)));
         assert_eq!(o.get_f64("iss"), Some(None));
         assert_eq!(o.get_f64("sub"), None);
-        assert_eq!(o.get_str("exp"), None);
-        assert_eq!(o.get_str("name").as_deref(), Some("x\"y"));
+        assert_eq!(o.get_str("exp"), Some(None));
+        assert_eq!(o.get_str("sub"), None);
+        assert_eq!(o.get_str("name").flatten().as_deref(), Some("x\"y"));
         assert_eq!(o.raw("aud"), Some(r#"["b"]"#));
         assert_eq!(o.get("aud"), Some(json!(["b"])));
         assert!(o.contains_key("aud") && !o.contains_key("sub") && o.get("sub").is_none());

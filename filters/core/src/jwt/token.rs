@@ -117,16 +117,16 @@ impl Token {
             return Err(TokenError::Segments(raw.split('.').count()));
         };
         let header = object(h, Segment::Header)?;
-        let alg = match header.get_str("alg") {
+        let alg = match header.get_str("alg").flatten() {
             Some(name) if name.eq_ignore_ascii_case("none") => return Err(TokenError::AlgNone),
             Some(name) => Algorithm::from_name(&name).ok_or(TokenError::AlgUnsupported)?,
             None => return Err(TokenError::AlgMissing),
         };
         check_extensions(&header)?;
-        let kid = if header.contains_key("kid") {
-            Some(header.get_str("kid").ok_or(TokenError::Kid)?.into_owned())
-        } else {
-            None
+        let kid = match header.get_str("kid") {
+            None => None,
+            Some(Some(kid)) => Some(kid.into_owned()),
+            Some(None) => return Err(TokenError::Kid),
         };
         let claims = object(p, Segment::Payload)?;
         let signature = decode(s, Segment::Signature)?;
