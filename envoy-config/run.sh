@@ -24,6 +24,10 @@ RATELIMIT=${RATELIMIT:-target/debug/portcullis-ratelimit}
 HOST=127.0.0.1
 RUN_DIR=${DEMO_RUN_DIR:-.run}
 NODES=${DEMO_NODES:-1}
+# Absolute from here on: Redis changes into its --dir before it opens --logfile, so a relative
+# path (the default .run) would be resolved twice and not exist.
+mkdir -p "$RUN_DIR"
+RUN_DIR=$(cd "$RUN_DIR" && pwd)
 
 # name, variable, port: every port the demo listens on.
 PORTS=(
@@ -92,7 +96,6 @@ if ((NODES == 2)); then
   # policy redis: the rate limit service's cluster, and policies/rate-limiting-redis.json.
   RENDER_FLAGS=(--ratelimit "$HOST:${PORT[ratelimit]}")
 fi
-mkdir -p "$RUN_DIR"
 for i in "${!CONFIGS[@]}"; do
   config=${CONFIGS[i]}
   "$SERVICES" render --template envoy-config/demo.yaml.tmpl --policies envoy-config/policies \

@@ -1,7 +1,8 @@
-//! `make run`'s script (`envoy-config/run.sh`) as a user runs it: in a terminal of its own
-//! (a new session, so Ctrl-C can go to its whole process group), on free ports, its scratch
-//! files in a temporary directory instead of `.run/`. With two nodes (`make run NODES=2`)
-//! it also starts Redis and the rate limit service, from the binaries the tests use.
+//! `make run` exactly as the README writes it (`make run`, `make run NODES=2`), in a terminal
+//! of its own (a new session, so Ctrl-C can go to its whole process group): the Makefile's
+//! own set-up, build and binaries, the default run directory `.run/` and no variable of the
+//! script's set but the ports, which move to free ones. Whatever the Makefile or
+//! `envoy-config/run.sh` gets wrong for a newcomer, these tests get wrong too.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
@@ -9,11 +10,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use portcullis_tests::paths::{self, ScratchDir};
-use portcullis_tests::ratelimit_service::ratelimit_binary;
-use portcullis_tests::redis::redis_server_binary;
-
-use super::BINARY;
+use portcullis_tests::paths;
 
 /// The ports `run.sh` reads, by variable.
 pub const PORT_VARIABLES: [&str; 6] = [
@@ -33,24 +30,33 @@ pub const NODE2_PORT_VARIABLES: [&str; 4] = [
     "DEMO_RATELIMIT_PORT",
 ];
 
-/// A running `envoy-config/run.sh`; its process group is killed when dropped.
+/// A running `make run`; its process group is killed when dropped.
 pub struct MakeRun {
     child: Child,
     /// Port by variable, as [`PORT_VARIABLES`] (and [`NODE2_PORT_VARIABLES`]).
     pub ports: Vec<(&'static str, u16)>,
     /// Everything it printed, stdout and stderr, line by line.
     lines: Arc<Mutex<Vec<String>>>,
-    _run_dir: ScratchDir,
 }
 
+/// What `run.sh` reads besides the ports: a developer's own settings of these must not reach
+/// the test, which runs the defaults a newcomer gets.
+const SCRIPT_VARIABLES: [&str; 6] = [
+    "DEMO_RUN_DIR",
+    "DEMO_NODES",
+    "ENVOY",
+    "SERVICES",
+    "REDIS",
+    "RATELIMIT",
+];
+
 impl MakeRun {
-    /// Starts `run.sh` with the Envoy and services binaries the tests use, on free ports.
+    /// Runs `make run` on free ports.
     pub fn start() -> MakeRun {
         Self::start_nodes(1)
     }
 
-    /// Starts `run.sh` as `make run NODES=<nodes>` does (`DEMO_NODES`), with the binaries
-    /// the tests use, on free ports.
+    /// Runs `make run` (`nodes` 1) or `make run NODES=<nodes>` on free ports.
     pub fn start_nodes(nodes: u8) -> MakeRun {
         let variables: Vec<&'static str> = if nodes == 1 {
             PORT_VARIABLES.to_vec()
@@ -69,17 +75,16 @@ impl MakeRun {
             .map(|(v, l)| (*v, l.local_addr().unwrap().port()))
             .collect();
         drop(listeners);
-        let run_dir = ScratchDir::new("make-run").unwrap();
-        let root = paths::workspace_root();
-        let mut child = Command::new("setsid")
-            .arg(root.join("envoy-config/run.sh"))
-            .current_dir(&root)
-            .env("ENVOY", paths::envoy_binary())
-            .env("SERVICES", BINARY)
-            .env("DEMO_NODES", nodes.to_string())
-            .env("REDIS", redis_server_binary())
-            .env("RATELIMIT", ratelimit_binary())
-            .env("DEMO_RUN_DIR", run_dir.path())
+        let mut command = Command::new("setsid");
+        command.args(["make", "run"]);
+        if nodes != 1 {
+            command.arg(format!("NODES={nodes}"));
+        }
+        for variable in SCRIPT_VARIABLES {
+            command.env_remove(variable);
+        }
+        let mut child = command
+            .current_dir(paths::workspace_root())
             .envs(ports.iter().map(|(v, p)| (v, p.to_string())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -107,7 +112,6 @@ impl MakeRun {
             child,
             ports,
             lines,
-            _run_dir: run_dir,
         }
     }
 
@@ -130,7 +134,7 @@ impl MakeRun {
         self.lines()
             .iter()
             .find_map(|line| line.trim().strip_prefix(&prefix).map(str::to_owned))
-            .unwrap_or_else(|| panic!("run.sh printed no {name}=…"))
+            .unwrap_or_else(|| panic!("make run printed no {name}=…"))
     }
 
     /// Every live process in the script's process group (itself, and all it started that
@@ -157,11 +161,11 @@ impl MakeRun {
                 return line;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("run.sh exited ({status}) before printing {needle:?}");
+                panic!("make run exited ({status}) before printing {needle:?}");
             }
             assert!(
                 Instant::now() < deadline,
-                "run.sh printed no {needle:?} within {timeout:?}"
+                "make run printed no {needle:?} within {timeout:?}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -178,14 +182,27 @@ impl MakeRun {
             }
             assert!(
                 Instant::now() < deadline,
-                "run.sh still running 15 s after Ctrl-C"
+                "make run still running 15 s after Ctrl-C"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
+    /// Whether `make run` ended as a Ctrl-C should end it: the script stopped everything and
+    /// exited 0, so make reports no failed recipe (`make: *** …`); make itself ends by the
+    /// SIGINT it got, as an interrupted program should (a shell shows status 130).
+    pub fn stopped_cleanly(&self, status: ExitStatus) -> bool {
+        use std::os::unix::process::ExitStatusExt;
+        const SIGINT: i32 = 2;
+        (status.success() || status.signal() == Some(SIGINT))
+            && !self
+                .lines()
+                .iter()
+                .any(|line| line.starts_with("make: ***"))
+    }
+
     fn signal_group(&self, signal: &str) {
-        // setsid made the script the leader of its own process group: its id is the pid.
+        // setsid made make the leader of its own process group: its id is the pid.
         let _ = Command::new("kill")
             .args([
                 &format!("-{signal}"),
@@ -220,7 +237,7 @@ impl Drop for MakeRun {
             let _ = self.child.wait();
         }
         if std::thread::panicking() {
-            eprintln!("---- run.sh output ----\n{}", self.lines().join("\n"));
+            eprintln!("---- make run output ----\n{}", self.lines().join("\n"));
         }
     }
 }
