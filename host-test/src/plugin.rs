@@ -501,7 +501,7 @@ impl Plugin {
         Ok(())
     }
 
-    fn set_clock(&self, realtime: u64) {
+    pub(crate) fn set_clock(&self, realtime: u64) {
         let mut clock = lock(&self.host.inner.clock);
         if realtime > clock.realtime_nanos {
             clock.monotonic_nanos += realtime - clock.realtime_nanos;
@@ -509,41 +509,68 @@ impl Plugin {
         }
     }
 
-    /// While a stream waits: fires whichever comes first, the stream's next `http_call` answer
-    /// or the root context's next tick (run with the stream reachable, so the tick can act on
-    /// it through `set_effective_context`). `false` when neither can happen.
-    pub(crate) fn deliver_next_event(
-        &mut self,
-        context: u32,
-        stream: &Arc<Mutex<StreamState>>,
-    ) -> Result<bool, String> {
-        let call_due = self
-            .store
+    /// The earliest `http_call` answer a waiting stream can get: its own, or the root
+    /// context's (Envoy delivers those whenever they come): due time and context.
+    fn next_call_while_waiting(&self, context: u32) -> Option<(u64, u32)> {
+        let root = self.store.data().root_context;
+        self.store
             .data()
             .pending_calls
             .iter()
-            .filter(|c| c.context_id == context)
-            .map(|c| c.due_nanos)
-            .min();
-        let tick_due =
-            (self.store.data().tick_period_ms > 0).then_some(self.store.data().next_tick_nanos);
-        let grpc_due = self
-            .store
+            .filter(|c| c.context_id == context || c.context_id == root)
+            .map(|c| (c.due_nanos, c.context_id))
+            .min()
+    }
+
+    fn next_tick(&self) -> Option<u64> {
+        (self.store.data().tick_period_ms > 0).then_some(self.store.data().next_tick_nanos)
+    }
+
+    fn next_grpc_while_waiting(&self, context: u32) -> Option<u64> {
+        self.store
             .data()
             .pending_grpc
             .iter()
             .filter(|g| g.origin == context && !g.orphaned)
             .map(|g| g.due_nanos)
-            .min();
-        if let Some(g) = grpc_due {
+            .min()
+    }
+
+    /// When the next event a stream waiting in `context` could see is due (host clock, ns).
+    pub(crate) fn next_event_due(&self, context: u32) -> Option<u64> {
+        [
+            self.next_call_while_waiting(context).map(|(due, _)| due),
+            self.next_tick(),
+            self.next_grpc_while_waiting(context),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// While a stream waits: fires whichever comes first, the stream's next `http_call`
+    /// answer, the root context's next `http_call` answer or its next tick (run with the
+    /// stream reachable, so the root context can act on it through `set_effective_context`).
+    /// `false` when none can happen.
+    pub(crate) fn deliver_next_event(
+        &mut self,
+        context: u32,
+        stream: &Arc<Mutex<StreamState>>,
+    ) -> Result<bool, String> {
+        let call = self.next_call_while_waiting(context);
+        let call_due = call.map(|(due, _)| due);
+        let tick_due = self.next_tick();
+        if let Some(g) = self.next_grpc_while_waiting(context) {
             if tick_due.is_none_or(|t| g <= t) && call_due.is_none_or(|c| g <= c) {
                 return self
                     .deliver_next_grpc(|p| p.origin == context && !p.orphaned, Some(stream));
             }
         }
-        match (call_due, tick_due) {
-            (Some(call), Some(tick)) if tick < call => self.tick_with(stream, tick).map(|_| true),
-            (Some(_), _) => self.deliver_next_call(context, Some(stream)),
+        match (call, tick_due) {
+            (Some((due, _)), Some(tick)) if tick < due => {
+                self.tick_with(stream, tick).map(|_| true)
+            }
+            (Some((_, owner)), _) => self.deliver_next_call(owner, Some(stream)),
             (None, Some(tick)) => self.tick_with(stream, tick).map(|_| true),
             (None, None) => Ok(false),
         }

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::abi::{encode_pairs, Action, MapType};
 use crate::host::lock;
@@ -94,6 +95,8 @@ pub(crate) struct StreamState {
     pub(crate) released: Vec<(u64, u32, MapType)>,
     /// `on_log` runs: a map that is gone reads as not found rather than a bad argument.
     pub(crate) access_log_phase: bool,
+    /// When the client resets the stream if a filter still keeps it waiting (host clock, ns).
+    pub(crate) client_reset_at: Option<u64>,
 }
 
 impl StreamState {
@@ -199,6 +202,8 @@ pub struct Request {
     pub response: UpstreamResponse,
     /// Envoy's `use_remote_address` (default false, as in Envoy): see [`Request::use_remote_address`].
     pub use_remote_address: bool,
+    /// See [`Request::client_resets_after`].
+    pub client_resets_after: Option<Duration>,
 }
 
 static NEXT_REQUEST_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -221,6 +226,7 @@ impl Request {
             destination: "127.0.0.1:10000".into(),
             response: UpstreamResponse::new(200),
             use_remote_address: false,
+            client_resets_after: None,
         }
     }
     pub fn get(path: &str) -> Self {
@@ -281,6 +287,15 @@ impl Request {
     pub fn property(mut self, path: &[&str], value: &[u8]) -> Self {
         self.properties
             .push((path.join("\0").into_bytes(), value.to_vec()));
+        self
+    }
+    /// The client gives up `after` the request arrived if a filter still keeps it waiting
+    /// then (an `http_call` not yet answered, a delayed refusal): the stream is reset as
+    /// Envoy resets it when the downstream goes away. The filters get `on_log`, `on_done`
+    /// and `on_delete`, the stream's own `http_call`s are cancelled, and the client gets
+    /// nothing ([`Exchange::was_reset`]). What the root context started lives on.
+    pub fn client_resets_after(mut self, after: Duration) -> Self {
+        self.client_resets_after = Some(after);
         self
     }
     /// How the upstream answers if the request reaches it.
@@ -475,12 +490,17 @@ pub fn send(filters: &mut [&mut Plugin], request: Request) -> Exchange {
     }
     let request_headers = connection_manager_headers(request.headers.clone());
     let source = downstream_address(&request, &request_headers);
+    let client_reset_at = request.client_resets_after.and_then(|after| {
+        let now = filters.first()?.host().now_nanos();
+        Some(now + after.as_nanos() as u64)
+    });
     let stream = Arc::new(Mutex::new(StreamState {
         request_headers,
         request_trailers: request.trailers.clone(),
         properties: request.properties.iter().cloned().collect(),
         source,
         destination: request.destination.clone(),
+        client_reset_at,
         ..StreamState::default()
     }));
     let mut contexts = Vec::with_capacity(filters.len());
@@ -842,9 +862,20 @@ fn wait(
                 return Flow::Continue;
             }
         }
-        // Time passes while the request waits: the next of its own http_call answers and the
-        // root context's ticks, in time order (a tick may answer or resume the stream through
-        // set_effective_context). Bounded, so a filter that never resumes is a stall.
+        // Time passes while the request waits: the next of its own http_call answers, the
+        // root context's answers and ticks, in time order (the root context may answer or
+        // resume the stream through set_effective_context). Bounded, so a filter that never
+        // resumes is a stall. A client that gives up first resets the stream.
+        let reset_at = lock(stream).client_reset_at;
+        if let Some(reset_at) = reset_at {
+            if plugin
+                .next_event_due(context)
+                .is_none_or(|due| due > reset_at)
+            {
+                plugin.set_clock(reset_at);
+                return Flow::Reset;
+            }
+        }
         ticks += 1;
         let next = if ticks > MAX_TICKS_WHILE_WAITING {
             Ok(false)

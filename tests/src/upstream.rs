@@ -50,6 +50,8 @@ pub struct Response {
     /// Sent with `transfer-encoding: chunked` (in chunks of at most 16 KiB) instead of
     /// `content-length`.
     pub chunked: bool,
+    /// How long the upstream takes before it answers (a slow server).
+    pub delay: Duration,
 }
 
 impl Response {
@@ -59,7 +61,14 @@ impl Response {
             headers: Vec::new(),
             body: Vec::new(),
             chunked: false,
+            delay: Duration::ZERO,
         }
+    }
+
+    /// Answers only `delay` after the request arrived.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
     }
 
     /// Sends the body chunked, without `content-length`.
@@ -267,6 +276,9 @@ fn serve_connection(
             shared.arrived.notify_all();
             response
         };
+        if !response.delay.is_zero() {
+            std::thread::sleep(response.delay);
+        }
         writer.write_all(&encode(name, &response, close))?;
         if close {
             return Ok(());
