@@ -4,6 +4,8 @@
 //! loopback server through an Envoy cluster (rotation and outage), and what an operator sees
 //! in `/stats/prometheus` and in Envoy's log.
 
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -36,6 +38,16 @@ fn key_for(alg: &str) -> String {
 /// Consumer alice with one credential per algorithm, a public route, and (when given) an
 /// issuer whose keys come from the JWKS server's cluster.
 fn jwt_config(jwks_cluster: Option<&str>) -> String {
+    jwt_config_refreshing(jwks_cluster, 600, 2000)
+}
+
+/// [`jwt_config`] with the remote JWKS refreshed every `refresh_interval` seconds and
+/// fetched with `timeout_ms`.
+fn jwt_config_refreshing(
+    jwks_cluster: Option<&str>,
+    refresh_interval: u64,
+    timeout_ms: u64,
+) -> String {
     let credentials: Vec<Value> = ALGORITHMS
         .iter()
         .map(|alg| {
@@ -59,9 +71,9 @@ fn jwt_config(jwks_cluster: Option<&str>) -> String {
             "remote_jwks": {
                 "cluster": cluster,
                 "uri": "http://keys.corp.example/.well-known/jwks.json",
-                "refresh_interval": 600,
+                "refresh_interval": refresh_interval,
                 "min_refresh_interval": 1,
-                "timeout_ms": 2000
+                "timeout_ms": timeout_ms
             }
         }]);
     }
@@ -655,4 +667,109 @@ fn a_remote_jwks_is_fetched_through_a_cluster_rotated_and_kept_through_an_outage
     assert!(seen
         .iter()
         .all(|r| r.header("x-credential-identifier") == Some("corp")));
+}
+
+/// A token naming corp's issuer and a `kid` nobody publishes, without a valid signature:
+/// what an attacker sends to make Envoy fetch the key set.
+fn unsigned_with_unknown_kid() -> String {
+    format!(
+        "{}.{}.{}",
+        b64(br#"{"alg":"RS256","typ":"JWT","kid":"attacker-kid"}"#),
+        b64(
+            json!({"iss": "https://corp.example", "sub": "mallory", "exp": now() + 3600})
+                .to_string()
+                .into_bytes()
+        ),
+        b64(b"not a signature")
+    )
+}
+
+/// Until `stop`: requests with `token`, each connection closed by the client 20 ms after
+/// its request was sent, long before a JWKS fetch it caused could answer. Returns how many.
+fn resetting_client(port: u16, token: &str, stop: &AtomicBool) -> usize {
+    let request =
+        format!("GET /orders HTTP/1.1\r\nhost: gateway\r\nauthorization: Bearer {token}\r\n\r\n");
+    let mut sent = 0;
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            if conn.write_all(request.as_bytes()).is_ok() {
+                sent += 1;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    sent
+}
+
+#[test]
+fn clients_resetting_mid_fetch_cannot_keep_a_removed_key_trusted() {
+    const REFRESH_INTERVAL_S: u64 = 10;
+    const TIMEOUT_MS: u64 = 1500;
+    let orders = Upstream::start("orders");
+    let docs = Upstream::start("docs");
+    let keys = Upstream::start("jwks");
+    keys.set_response(jwks(&[rsa_jwk("k1"), ec_jwk("k2")]));
+    let config = jwt_config_refreshing(Some(keys.name()), REFRESH_INTERVAL_S, TIMEOUT_MS);
+    let envoy = start(
+        &gateway(&orders, &docs)
+            .route_to("jwks", "/never-routed-jwks", keys.name(), keys.port())
+            .filter(portcullis_filter("jwt", Some(&config))),
+    );
+    let reply = until_accepted(&envoy, &corp("k2"), Duration::from_secs(2));
+    assert_eq!(reply.status, 200, "k2 while published: {}", reply.text());
+
+    // The issuer removes k2, and its JWKS server now takes a second to answer. Attackers
+    // send tokens with an unknown kid, each reset 20 ms in: every fetch such a request
+    // causes would be cancelled with its stream if the stream owned it.
+    keys.set_response(jwks(&[rsa_jwk("k1")]).delay(Duration::from_secs(1)));
+    let removed = Instant::now();
+    let stop = AtomicBool::new(false);
+    let attack = unsigned_with_unknown_kid();
+    let port: u16 = envoy
+        .url("")
+        .trim_start_matches("http://127.0.0.1:")
+        .parse()
+        .unwrap();
+    let (refused_after, attacks) = std::thread::scope(|scope| {
+        let attackers: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| resetting_client(port, &attack, &stop)))
+            .collect();
+        let mut refused_after = None;
+        while removed.elapsed() < Duration::from_secs(20) {
+            if call(&envoy, &corp("k2")).status == 401 {
+                refused_after = Some(removed.elapsed());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        stop.store(true, Ordering::Relaxed);
+        let attacks: usize = attackers.into_iter().map(|a| a.join().unwrap()).sum();
+        (refused_after, attacks)
+    });
+    let bound = Duration::from_secs(REFRESH_INTERVAL_S) + Duration::from_millis(TIMEOUT_MS);
+    let refused_after = refused_after.unwrap_or_else(|| {
+        panic!(
+            "k2 still accepted 20 s after its removal, {attacks} resetting requests, {} fetches\n{}",
+            keys.count(),
+            envoy.log()
+        )
+    });
+    eprintln!(
+        "k2 refused {refused_after:?} after its removal; {attacks} resetting requests, {} fetches",
+        keys.count()
+    );
+    assert!(
+        refused_after <= bound,
+        "k2 refused only {refused_after:?} after its removal (bound {bound:?}), {attacks} resetting requests"
+    );
+    assert!(attacks >= 100, "only {attacks} resetting requests");
+    // Every worker refuses it, k1 still passes, and no attacker reached the upstream.
+    for _ in 0..4 {
+        assert_eq!(call(&envoy, &corp("k2")).status, 401, "k2 on every worker");
+        assert_eq!(call(&envoy, &corp("k1")).status, 200, "k1 still published");
+    }
+    assert!(orders
+        .requests()
+        .iter()
+        .all(|r| r.header("x-consumer-username") == Some("svc-billing")));
 }

@@ -1,8 +1,8 @@
 //! Remote JWKS for the providers that have one: one copy in shared data for every worker
 //! (`portcullis.jwt.jwks.<provider>`: 8-byte generation, then the document), fetched by one
 //! worker at a time (`portcullis.jwt.refresh.<provider>`, a CAS-guarded `RefreshState`),
-//! refreshed on the tick and on an unknown `kid`, never more often than the floor. A failed
-//! or garbage fetch keeps the last good set.
+//! refreshed on the tick and on an unknown `kid`, never more often than the floor, always
+//! dispatched by the worker's root context. A failed or garbage fetch keeps the last good set.
 
 use std::time::Duration;
 
@@ -79,6 +79,8 @@ pub fn claim(remote: &RemoteJwks, now: UnixTime, trigger: Trigger) -> bool {
 }
 
 /// Dispatches the fetch; the answer comes to the calling context's `on_http_call_response`.
+/// Only the root context calls it: a stream's call dies with the stream (a client's reset
+/// would cancel it and leave the claim standing until it expires).
 pub fn fetch(remote: &RemoteJwks) -> Result<u32, Status> {
     hostcalls::dispatch_http_call(
         &remote.cluster,
@@ -156,11 +158,21 @@ pub fn answered(
             false
         }
     };
+    finish(remote, now, installed);
+    installed
+}
+
+/// Releases a claim whose fetch could not be dispatched: the next try waits for the floor.
+pub fn release(remote: &RemoteJwks, now: UnixTime) {
+    finish(remote, now, false);
+}
+
+/// Records in the shared refresh state that this worker's fetch ended.
+fn finish(remote: &RemoteJwks, now: UnixTime, installed: bool) {
     let key = refresh_key(&remote.provider);
     let (bytes, _) = hostcalls::get_shared_data(&key).unwrap_or((None, None));
     let state = RefreshState::decode(bytes.as_deref().unwrap_or_default()).finished(now, installed);
     let _ = hostcalls::set_shared_data(&key, Some(&state.encode()), None);
-    installed
 }
 
 fn shared_generation(provider: &str) -> u64 {

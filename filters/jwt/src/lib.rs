@@ -4,7 +4,7 @@
 
 mod jwks;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
@@ -94,8 +94,18 @@ struct Worker {
     metrics: Metrics,
     /// Refusals held back by `failure_delay_ms`, answered by the root context's tick.
     delayed: RefCell<Vec<Delayed>>,
-    /// The tick the root context needs without delayed refusals (remote JWKS refreshes).
+    /// Providers whose fetch a request claimed, for the root context to dispatch at its
+    /// next tick: a fetch belongs to the root context, never to the stream that wanted it,
+    /// so no client can cancel it by resetting its stream.
+    to_dispatch: RefCell<Vec<String>>,
+    /// Requests paused until a fetch their worker claimed lands (one per claimed fetch).
+    waiting: RefCell<Vec<Waiting>>,
+    /// The tick the root context needs with nothing waiting (remote JWKS refreshes).
     normal_tick: Duration,
+    /// The tick period last asked of the host: set again only when it must change, since
+    /// Envoy restarts the timer whenever it is set (a flood of refusals setting it on every
+    /// request would keep the tick from ever firing).
+    tick: Cell<Duration>,
 }
 
 /// A refusal to send once `due_ms` (host clock, Unix milliseconds) has passed.
@@ -107,10 +117,27 @@ struct Delayed {
 
 /// How often the root context looks for delayed refusals to send while any wait.
 const DELAY_TICK: Duration = Duration::from_millis(10);
+/// How soon the root context dispatches a fetch a request claimed.
+const DISPATCH_TICK: Duration = Duration::from_millis(1);
 
 impl Worker {
     fn remote(&self, provider: &str) -> Option<&RemoteJwks> {
         self.policies.remote_jwks().find(|r| r.provider == provider)
+    }
+
+    /// The tick the root context needs now: soon for a fetch to dispatch, often while
+    /// refusals are delayed, else the normal one. Asks the host only on a change.
+    fn retick(&self) {
+        let wanted = if !self.to_dispatch.borrow().is_empty() {
+            DISPATCH_TICK
+        } else if !self.delayed.borrow().is_empty() {
+            DELAY_TICK
+        } else {
+            self.normal_tick
+        };
+        if self.tick.get() != wanted && hostcalls::set_tick_period(wanted).is_ok() {
+            self.tick.set(wanted);
+        }
     }
 
     fn fetched(&self, remote: &RemoteJwks, body_size: usize) -> bool {
@@ -146,6 +173,7 @@ impl Context for JwtRoot {
         if let Some(remote) = worker.remote(&provider) {
             worker.fetched(remote, body);
         }
+        self.settle(&worker, &provider);
     }
 }
 
@@ -176,22 +204,24 @@ impl RootContext for JwtRoot {
         } else {
             Duration::ZERO
         };
-        self.worker = Some(Rc::new(Worker {
+        let worker = Rc::new(Worker {
             cache: RefCell::new(TokenCache::new(policies.token_cache_size())),
             policies,
             backend,
             keys: RefCell::new(KeyStore::new()),
             metrics: Metrics::define(),
             delayed: RefCell::new(Vec::new()),
+            to_dispatch: RefCell::new(Vec::new()),
+            waiting: RefCell::new(Vec::new()),
             normal_tick,
-        }));
-        if remote > 0 {
-            // Look for due refreshes every second. The first fetch is the first request's or
-            // the first tick's, not this callback's: Envoy also configures VMs on its main
-            // thread and may destroy one at once, losing a fetch started here while its
-            // claim kept every worker from fetching for twice the fetch timeout.
-            let _ = hostcalls::set_tick_period(normal_tick);
-        }
+            tick: Cell::new(Duration::ZERO),
+        });
+        // With remote key sets, look for due refreshes every second. The first fetch is the
+        // first request's or the first tick's, not this callback's: Envoy also configures
+        // VMs on its main thread and may destroy one at once, losing a fetch started here
+        // while its claim kept every worker from fetching for twice the fetch timeout.
+        worker.retick();
+        self.worker = Some(worker);
         true
     }
 
@@ -200,6 +230,12 @@ impl RootContext for JwtRoot {
             return;
         };
         self.send_delayed(&worker);
+        let claimed: Vec<String> = worker.to_dispatch.borrow_mut().drain(..).collect();
+        for provider in claimed {
+            if let Some(remote) = worker.remote(&provider) {
+                self.dispatch(&worker, remote);
+            }
+        }
         let now = UnixTime(host::now_secs());
         for remote in worker.policies.remote_jwks() {
             jwks::sync(&mut worker.keys.borrow_mut(), &remote.provider);
@@ -209,20 +245,10 @@ impl RootContext for JwtRoot {
                 Trigger::NoKeys
             };
             if jwks::claim(remote, now, trigger) {
-                match jwks::fetch(remote) {
-                    Ok(token) => {
-                        self.fetches.insert(token, remote.provider.clone());
-                    }
-                    Err(status) => log(
-                        LogLevel::Warn,
-                        &format!(
-                            "portcullis-jwt: JWKS of {}: cannot call cluster {}: {status:?}",
-                            remote.provider, remote.cluster
-                        ),
-                    ),
-                }
+                self.dispatch(&worker, remote);
             }
         }
+        worker.retick();
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -230,7 +256,6 @@ impl RootContext for JwtRoot {
         Some(Box::new(JwtFilter {
             id: context_id,
             worker,
-            waiting: None,
         }))
     }
 
@@ -256,9 +281,49 @@ impl JwtRoot {
             }
         }
         let _ = hostcalls::set_effective_context(self.id);
-        if worker.delayed.borrow().is_empty() {
-            let _ = hostcalls::set_tick_period(worker.normal_tick);
+    }
+
+    /// Dispatches a fetch this worker claimed, from this root context, so that it lives as
+    /// long as the VM whatever becomes of the request that wanted it. A fetch that cannot
+    /// be dispatched releases the claim and settles the requests waiting for it.
+    fn dispatch(&mut self, worker: &Worker, remote: &RemoteJwks) {
+        match jwks::fetch(remote) {
+            Ok(token) => {
+                self.fetches.insert(token, remote.provider.clone());
+            }
+            Err(status) => {
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "portcullis-jwt: JWKS of {}: cannot call cluster {}: {status:?}",
+                        remote.provider, remote.cluster
+                    ),
+                );
+                jwks::release(remote, UnixTime(host::now_secs()));
+                worker.metrics.jwks_failed.inc();
+                self.settle(worker, &remote.provider);
+            }
         }
+    }
+
+    /// Decides the requests that waited for `provider`'s fetch, each on its own stream (a
+    /// stream that is gone is skipped), with the keys as good as they will get.
+    fn settle(&self, worker: &Worker, provider: &str) {
+        let settled: Vec<Waiting> = {
+            let mut waiting = worker.waiting.borrow_mut();
+            let (settled, still) = waiting.drain(..).partition(|w| w.provider == provider);
+            *waiting = still;
+            settled
+        };
+        for w in settled {
+            if hostcalls::set_effective_context(w.context).is_ok()
+                && worker.decide(w.context, w.request, false) == Action::Continue
+            {
+                let _ = hostcalls::resume_http_request();
+            }
+        }
+        let _ = hostcalls::set_effective_context(self.id);
+        worker.retick();
     }
 }
 
@@ -301,10 +366,11 @@ fn describe(backend: &Backend) -> String {
     )
 }
 
-/// A request that waits for a JWKS fetch it started: the request as it was read.
+/// A request that waits for a JWKS fetch its worker claimed: its stream, and the request as
+/// it was read.
 struct Waiting {
+    context: u32,
     provider: String,
-    token: u32,
     request: Request,
 }
 
@@ -317,24 +383,17 @@ struct Request {
 struct JwtFilter {
     id: u32,
     worker: Rc<Worker>,
-    waiting: Option<Waiting>,
 }
 
 impl Context for JwtFilter {
-    fn on_http_call_response(&mut self, token: u32, _headers: usize, body: usize, _t: usize) {
-        let Some(waiting) = self.waiting.take() else {
-            return;
-        };
-        if waiting.token != token {
-            return;
-        }
-        if let Some(remote) = self.worker.remote(&waiting.provider) {
-            self.worker.fetched(remote, body);
-        }
-        // The keys are as good as they will get: decide, without fetching again.
-        if self.decide(waiting.request, false) == Action::Continue {
-            self.resume_http_request();
-        }
+    fn on_done(&mut self) -> bool {
+        // A client that leaves while its request waits for keys: forget the request; the
+        // fetch goes on (it belongs to the root context).
+        self.worker
+            .waiting
+            .borrow_mut()
+            .retain(|w| w.context != self.id);
+        true
     }
 }
 
@@ -367,18 +426,18 @@ impl HttpContext for JwtFilter {
             policy: policy.clone(),
             headers,
         };
-        self.decide(request, true)
+        self.worker.decide(self.id, request, true)
     }
 }
 
 /// Kong's body for a failure that is not the client's.
 const UNEXPECTED: &str = r#"{"message":"An unexpected error occurred"}"#;
 
-impl JwtFilter {
-    /// Authenticates and acts: continue with the identity handed on, refuse, or (once, when
-    /// `may_fetch`) pause to fetch a provider's keys.
-    fn decide(&mut self, request: Request, may_fetch: bool) -> Action {
-        let worker = self.worker.clone();
+impl Worker {
+    /// Authenticates the request of stream `context` (the effective context) and acts:
+    /// continue with the identity handed on, refuse, or (once, when `may_fetch`) claim a
+    /// fetch of a provider's keys for the root context to dispatch, and pause until it lands.
+    fn decide(&self, context: u32, request: Request, may_fetch: bool) -> Action {
         let policy = request.policy.clone();
         let now = UnixTime(host::now_secs());
         let sources = TokenSources::from_headers(policy.locations(), request.headers.iter());
@@ -389,17 +448,17 @@ impl JwtFilter {
         {
             let provider = provider.clone();
             // Another worker may have fetched newer keys already.
-            if jwks::sync(&mut worker.keys.borrow_mut(), &provider) {
+            if jwks::sync(&mut self.keys.borrow_mut(), &provider) {
                 outcome = self.authenticate(&sources, &policy, now);
-            } else if may_fetch {
-                if let Some(token) = self.start_fetch(&provider, now, &outcome) {
-                    self.waiting = Some(Waiting {
-                        provider,
-                        token,
-                        request,
-                    });
-                    return Action::Pause;
-                }
+            } else if may_fetch && self.claim_fetch(&provider, now, &outcome) {
+                self.to_dispatch.borrow_mut().push(provider.clone());
+                self.waiting.borrow_mut().push(Waiting {
+                    context,
+                    provider,
+                    request,
+                });
+                self.retick();
+                return Action::Pause;
             }
         }
         match outcome {
@@ -408,7 +467,7 @@ impl JwtFilter {
                 Action::Continue
             }
             Err(rejection) => {
-                self.refuse(&rejection, &policy);
+                self.refuse(context, &rejection, &policy);
                 Action::Pause
             }
         }
@@ -420,35 +479,35 @@ impl JwtFilter {
         policy: &JwtPolicy,
         now: UnixTime,
     ) -> Result<Accepted, Rejection> {
-        let keys = self.worker.keys.borrow();
-        let mut cache = self.worker.cache.borrow_mut();
+        let keys = self.keys.borrow();
+        let mut cache = self.cache.borrow_mut();
         let mut verifier = Verifier {
-            backend: &self.worker.backend,
+            backend: &self.backend,
             remote_keys: &keys,
-            cache: (self.worker.policies.token_cache_size() > 0).then_some(&mut *cache),
+            cache: (self.policies.token_cache_size() > 0).then_some(&mut *cache),
         };
         authenticate(sources, policy, now, &mut verifier)
     }
 
-    fn start_fetch(
+    /// Claims the provider's fetch for this worker, if one is due.
+    fn claim_fetch(
         &self,
         provider: &str,
         now: UnixTime,
         outcome: &Result<Accepted, Rejection>,
-    ) -> Option<u32> {
-        let remote = self.worker.remote(provider)?;
+    ) -> bool {
+        let Some(remote) = self.remote(provider) else {
+            return false;
+        };
         let trigger = match outcome {
             Err(Rejection::UnknownKid { .. }) => Trigger::UnknownKid,
             _ => Trigger::NoKeys,
         };
-        if !jwks::claim(remote, now, trigger) {
-            return None;
-        }
-        jwks::fetch(remote).ok()
+        jwks::claim(remote, now, trigger)
     }
 
     fn accept(&self, accepted: &Accepted, policy: &JwtPolicy, headers: &HeaderMap) {
-        let metrics = &self.worker.metrics;
+        let metrics = &self.metrics;
         metrics.accepted.inc();
         if accepted.cache_hit {
             metrics.cache_hits.inc();
@@ -473,8 +532,8 @@ impl JwtFilter {
         }
     }
 
-    fn refuse(&self, rejection: &Rejection, policy: &JwtPolicy) {
-        self.worker.metrics.rejected(rejection.metric_label());
+    fn refuse(&self, context: u32, rejection: &Rejection, policy: &JwtPolicy) {
+        self.metrics.rejected(rejection.metric_label());
         log(
             LogLevel::Info,
             &format!("portcullis-jwt: rejected: {}", rejection.log_reason()),
@@ -486,12 +545,12 @@ impl JwtFilter {
         }
         // Pingap's `delay`: answer later, from the root context's tick, so that a
         // refusal takes as long whatever the reason (no timing oracle).
-        self.worker.delayed.borrow_mut().push(Delayed {
+        self.delayed.borrow_mut().push(Delayed {
             due_ms: host::now_millis() + refusal.delay_ms,
-            context: self.id,
+            context,
             refusal,
         });
-        let _ = hostcalls::set_tick_period(DELAY_TICK);
+        self.retick();
     }
 }
 

@@ -116,9 +116,10 @@ fn the_first_request_fetches_the_key_set_through_the_cluster_and_waits_for_it() 
     let before = host.now_nanos();
     let exchange = jwt.send(bearer(&corp("k1")));
     assert_corp(&exchange, "the first request");
+    // The root context dispatches the fetch at its next tick (1 ms), then 30 ms of fetch.
     assert_eq!(
         host.now_nanos() - before,
-        30_000_000,
+        31_000_000,
         "the request did not wait"
     );
     assert_eq!(server.fetches(), 1);
@@ -259,7 +260,7 @@ fn a_fetch_that_waits_delays_the_request_not_the_verdict() {
     assert_corp(&exchange, "k2 after a slow fetch");
     assert_eq!(
         host.now_nanos() - before,
-        250_000_000,
+        251_000_000,
         "the request did not wait"
     );
     assert!(exchange.stalled.is_none());
@@ -412,4 +413,121 @@ fn a_worker_whose_claim_loses_its_cas_does_not_fetch_even_the_first_time() {
     jwt.advance(Duration::from_secs(1)).unwrap();
     assert_eq!(server.fetches(), 0, "the other worker's claim stands");
     host.clear_shared_get_hook();
+}
+
+/// A token naming corp's issuer and a `kid` nobody publishes, with no valid signature: what
+/// an attacker sends to make a worker fetch.
+fn unsigned_with_unknown_kid() -> String {
+    raw_token(
+        r#"{"alg":"RS256","typ":"JWT","kid":"attacker-kid"}"#,
+        &json!({"iss": "https://corp.example", "sub": "mallory", "exp": NOW + 86_400}).to_string(),
+        b"not a signature",
+    )
+}
+
+#[test]
+fn a_client_that_resets_its_stream_cannot_stall_the_fetch_it_caused() {
+    let host = Host::new();
+    let server = JwksServer::serve(&host, jwks(&[k1(), k2()]));
+    let mut jwt = start(&host, &remote_config());
+    assert_corp(&jwt.send(bearer(&corp("k2"))), "k2 while published");
+    // The issuer removes k2, and its JWKS server is slow.
+    server.answer(jwks(&[k1()]).delay(Duration::from_millis(500)));
+    host.advance(Duration::from_secs(30));
+
+    // The attacker's request claims the fetch (unknown kid, past the floor), then its
+    // client resets the stream 10 ms in, long before the answer.
+    let attack = jwt
+        .send(bearer(&unsigned_with_unknown_kid()).client_resets_after(Duration::from_millis(10)));
+    assert!(attack.was_reset(), "{attack:?}");
+    assert!(!attack.reached_upstream());
+    assert_eq!(server.fetches(), 2, "the attacker's request made no fetch");
+
+    // The fetch belongs to the root context: it outlives the stream, lands, installs the set
+    // without k2, and releases the claim.
+    jwt.advance(Duration::from_millis(500)).unwrap();
+    assert_eq!(host.metric_value("portcullis_jwt_jwks_fetched_total"), 2);
+    assert_refused(
+        &mut jwt,
+        bearer(&corp("k2")),
+        unknown_kid(),
+        "unknown_kid",
+        "k2 once the issuer removed it",
+    );
+    assert_corp(&jwt.send(bearer(&corp("k1"))), "k1 still published");
+    // Released: past the floor the next unknown kid fetches again at once.
+    host.advance(Duration::from_secs(30));
+    server.answer(jwks(&[k1(), k2()]));
+    assert_corp(&jwt.send(bearer(&corp("k2"))), "k2 published again");
+    assert_eq!(server.fetches(), 3);
+}
+
+#[test]
+fn resetting_clients_at_a_high_rate_never_keep_a_removed_key_trusted() {
+    let host = Host::new();
+    let server = JwksServer::serve(&host, jwks(&[k1(), k2()]));
+    // Ticks half a second off the whole seconds at which a claim falls due (the refresh
+    // state counts seconds), as a real worker's would be: attackers get there first.
+    host.advance(Duration::from_millis(500));
+    let mut jwt = start(&host, &remote_config());
+    assert_corp(&jwt.send(bearer(&corp("k2"))), "k2 while published");
+    server.answer(jwks(&[k1()]).delay(Duration::from_millis(500)));
+    let removed = host.now_nanos();
+    // Every 50 ms an attacker's request with an unknown kid, reset after 10 ms, and every
+    // second the key the issuer removed: refused within refresh_interval (60 s) plus the
+    // fetch timeout (5 s), whoever wins each claim.
+    let mut refused_after = None;
+    for i in 0..2000u32 {
+        let attack = jwt.send(
+            bearer(&unsigned_with_unknown_kid()).client_resets_after(Duration::from_millis(10)),
+        );
+        assert!(!attack.reached_upstream(), "attack {i}");
+        jwt.advance(Duration::from_millis(40)).unwrap();
+        if i % 20 == 0 {
+            let probe = jwt.send(bearer(&corp("k2")));
+            if probe.status() == 401 {
+                refused_after = Some(host.now_nanos() - removed);
+                break;
+            }
+        }
+    }
+    let refused_after = refused_after.expect("k2 still trusted 100 s after its removal");
+    assert!(
+        refused_after <= 65_000_000_000,
+        "k2 refused only {} ms after its removal",
+        refused_after / 1_000_000
+    );
+}
+
+#[test]
+fn a_claim_left_by_a_worker_that_went_away_expires() {
+    let host = Host::new();
+    let server = JwksServer::serve(&host, jwks(&[k1()]).delay(Duration::from_millis(100)));
+    let mut gone = start(&host, &remote_config());
+    // The first worker's tick claims and dispatches the first fetch, then its VM goes away
+    // before the answer: its claim stays in shared data.
+    gone.advance(Duration::from_secs(1)).unwrap();
+    assert_eq!(server.fetches(), 1);
+    drop(gone);
+    let mut jwt = start(&host, &remote_config());
+    // A claim in flight for less than twice the fetch timeout (5 s) stands.
+    assert_refused(
+        &mut jwt,
+        bearer(&corp("k1")),
+        message("Unauthorized"),
+        "keys_unavailable",
+        "while the lost claim stands",
+    );
+    assert_eq!(server.fetches(), 1);
+    // Past twice the timeout it is presumed lost; the fetch it stood for was an attempt all
+    // the same, so the next one waits for the floor (30 s) since then, and no longer.
+    jwt.advance(Duration::from_secs(28)).unwrap();
+    assert_eq!(server.fetches(), 1, "fetched again within the floor");
+    jwt.advance(Duration::from_secs(2)).unwrap();
+    assert_eq!(server.fetches(), 2, "the lost claim still stands");
+    jwt.advance(Duration::from_millis(100)).unwrap();
+    assert_corp(
+        &jwt.send(bearer(&corp("k1"))),
+        "keys fetched by the next worker",
+    );
 }
