@@ -5,7 +5,7 @@
 mod jwks;
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BinaryHeap, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -92,8 +92,9 @@ struct Worker {
     keys: RefCell<KeyStore>,
     cache: RefCell<TokenCache>,
     metrics: Metrics,
-    /// Refusals held back by `failure_delay_ms`, answered by the root context's tick.
-    delayed: RefCell<Vec<Delayed>>,
+    /// Refusals held back by `failure_delay_ms`, answered by the root context's tick: the
+    /// soonest due on top, so a tick with nothing due costs one look, however many wait.
+    delayed: RefCell<BinaryHeap<Delayed>>,
     /// Providers whose fetch a request claimed, for the root context to dispatch at its
     /// next tick: a fetch belongs to the root context, never to the stream that wanted it,
     /// so no client can cancel it by resetting its stream.
@@ -114,6 +115,31 @@ struct Delayed {
     context: u32,
     refusal: Refusal,
 }
+
+/// Ordered by due time, soonest greatest, for the max-heap [`BinaryHeap`].
+impl Ord for Delayed {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other.due_ms.cmp(&self.due_ms)
+    }
+}
+
+impl PartialOrd for Delayed {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Delayed {
+    fn eq(&self, other: &Self) -> bool {
+        self.due_ms == other.due_ms
+    }
+}
+
+impl Eq for Delayed {}
+
+/// At most this many refusals wait for their delay per worker; past it a refusal is answered
+/// at once, so a flood of bad tokens cannot hold memory (or streams) without bound.
+const MAX_DELAYED: usize = 1024;
 
 /// How often the root context looks for delayed refusals to send while any wait.
 const DELAY_TICK: Duration = Duration::from_millis(10);
@@ -210,7 +236,7 @@ impl RootContext for JwtRoot {
             backend,
             keys: RefCell::new(KeyStore::new()),
             metrics: Metrics::define(),
-            delayed: RefCell::new(Vec::new()),
+            delayed: RefCell::new(BinaryHeap::new()),
             to_dispatch: RefCell::new(Vec::new()),
             waiting: RefCell::new(Vec::new()),
             normal_tick,
@@ -269,12 +295,13 @@ impl JwtRoot {
     /// gone (the client left) is skipped. Back to the normal tick when none waits.
     fn send_delayed(&self, worker: &Worker) {
         let now = host::now_millis();
-        let due: Vec<Delayed> = {
+        let mut due = Vec::new();
+        {
             let mut delayed = worker.delayed.borrow_mut();
-            let (due, waiting) = delayed.drain(..).partition(|d| d.due_ms <= now);
-            *delayed = waiting;
-            due
-        };
+            while delayed.peek().is_some_and(|d| d.due_ms <= now) {
+                due.extend(delayed.pop());
+            }
+        }
         for d in due {
             if hostcalls::set_effective_context(d.context).is_ok() {
                 respond(&d.refusal);
@@ -539,7 +566,7 @@ impl Worker {
             &format!("portcullis-jwt: rejected: {}", rejection.log_reason()),
         );
         let refusal = policy.refusal(rejection);
-        if refusal.delay_ms == 0 {
+        if refusal.delay_ms == 0 || self.delayed.borrow().len() >= MAX_DELAYED {
             respond(&refusal);
             return;
         }

@@ -82,3 +82,37 @@ fn without_a_delay_the_refusal_is_immediate() {
         "no tick without remote keys or delays"
     );
 }
+
+#[test]
+fn past_1024_waiting_refusals_a_refusal_is_answered_at_once() {
+    let host = Host::new();
+    host.set_unix_time(tokens::now());
+    let mut jwt = host
+        .plugin(host_test::dist("jwt"))
+        .config_json(&config(5000))
+        .start()
+        .expect("starts");
+    let bad = || Request::get("/users").header("authorization", "Bearer not.a.token");
+    // Clients that send a bad token and leave at once: each refusal still waits its turn.
+    for i in 0..1024 {
+        let left = jwt.send(bad().client_resets_after(std::time::Duration::from_micros(1)));
+        assert!(
+            left.was_reset(),
+            "request {i} was answered: {}",
+            left.status()
+        );
+    }
+    // The queue is full: the next refusal does not wait.
+    let before = host.now_nanos();
+    let refused = jwt.send(bad());
+    assert_eq!(refused.status(), 401);
+    assert_eq!(host.now_nanos(), before, "a refusal waited past the bound");
+    assert_eq!(jwt.tick_period_ms(), 10, "delayed refusals are still due");
+    // Once the waiting ones are due and gone, refusals wait again.
+    jwt.advance(std::time::Duration::from_millis(5020)).unwrap();
+    assert_eq!(jwt.tick_period_ms(), 0, "back to no tick");
+    let before = host.now_nanos();
+    assert_eq!(jwt.send(bad()).status(), 401);
+    let waited_ms = (host.now_nanos() - before) / 1_000_000;
+    assert!((5000..=5010).contains(&waited_ms), "{waited_ms} ms");
+}
