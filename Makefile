@@ -9,7 +9,7 @@ VENV         := .venv
 ENVOY        := $(VENV)/bin/envoy
 DIST         := dist
 CARGO        ?= cargo
-APT_PACKAGES := wrk docker-registry redis-server libssl-dev pkg-config
+APT_PACKAGES := wrk docker-registry redis-server libssl-dev pkg-config curl
 SUDO         := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: help setup build check-targets lint test test-native run bench oci push clean

@@ -337,3 +337,109 @@ fn a_clients_own_groups_header_gets_nowhere() {
     assert!(login[0].header_all("x-consumer-groups").is_empty());
     assert_eq!(services.users.count(), 0);
 }
+
+/// `method` sent to `path` over HTTP/2 without TLS (prior knowledge), as curl writes it
+/// (HTTP/2 hands the method on exactly as written); the status Envoy answers.
+fn h2_status(envoy: &Envoy, method: &str, path: &str, token: &str) -> u16 {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--http2-prior-knowledge",
+        ])
+        .args([
+            "-X",
+            method,
+            "-H",
+            &format!("authorization: Bearer {token}"),
+        ])
+        .arg(envoy.url(path))
+        .output()
+        .unwrap_or_else(|e| panic!("curl (make setup installs it): {e}"));
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// `method` sent to `path` over HTTP/1.1, written as given; Envoy's status line.
+fn h1_status_line(envoy: &Envoy, method: &str, path: &str, token: &str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let port: u16 = envoy
+        .url("")
+        .trim_start_matches("http://127.0.0.1:")
+        .parse()
+        .unwrap();
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        conn,
+        "{method} {path} HTTP/1.1\r\nhost: gateway\r\nauthorization: Bearer {token}\r\n\
+         content-length: 0\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut line = String::new();
+    BufReader::new(conn).read_line(&mut line).unwrap();
+    line.trim_end().to_owned()
+}
+
+#[test]
+fn a_deny_on_a_method_cannot_be_sidestepped_by_its_spelling_or_an_override_header() {
+    let audit = Upstream::start("audit");
+    let policy = json!({
+        "any_consumer": true,
+        "routes": {"audit": {"deny": [{"group": "customers", "methods": ["DELETE"]}]}}
+    })
+    .to_string();
+    let envoy = start(
+        &Gateway::new()
+            .route("audit", "/audit", &audit)
+            .filter(portcullis_filter("jwt", Some(&jwt_config())))
+            .filter(portcullis_filter("acl", Some(&policy))),
+    );
+    let customer = customer_token();
+    // HTTP/2 passes `delete` through as written.
+    for method in ["DELETE", "delete", "Delete"] {
+        assert_eq!(
+            h2_status(&envoy, method, "/audit/1", &customer),
+            403,
+            "h2 {method}"
+        );
+    }
+    // HTTP/1: Envoy's codec itself refuses a method that is not in upper case.
+    for (method, status) in [
+        ("DELETE", "HTTP/1.1 403 Forbidden"),
+        ("delete", "HTTP/1.1 400 Bad Request"),
+    ] {
+        assert_eq!(
+            h1_status_line(&envoy, method, "/audit/1", &customer),
+            status,
+            "h1 {method}"
+        );
+    }
+    // A POST asking the upstream to run DELETE meets the DELETE rule.
+    for header in [
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    ] {
+        let reply = call(
+            &envoy,
+            "POST",
+            "/audit/1",
+            Some(&customer),
+            &[(header, "DELETE")],
+        );
+        assert_forbidden(&reply, header);
+    }
+    assert_eq!(audit.count(), 0, "{:?}", audit.requests());
+    // What the rule does not name still passes, in any spelling.
+    assert_eq!(h2_status(&envoy, "get", "/audit/1", &customer), 200);
+    let reply = call(&envoy, "POST", "/audit/1", Some(&customer), &[]);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let methods: Vec<String> = audit.requests().iter().map(|r| r.method.clone()).collect();
+    assert_eq!(methods, ["get", "POST"]);
+    assert_eq!(
+        envoy.metric("portcullis_acl_denied_in_deny_total{}"),
+        Some(7.0)
+    );
+}

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 
-use portcullis_core::acl::{AclPolicySet, Decision, DenyReason, RouteAcl};
+use portcullis_core::acl::{AclPolicySet, Decision, DenyReason, RequestMethod, RouteAcl};
 use portcullis_core::identity::{headers, Identity};
 use portcullis_glue::host::{self, log, Counter};
 
@@ -31,6 +31,7 @@ struct Metrics {
     unauthenticated: Counter,
     not_in_allow: Counter,
     in_deny: Counter,
+    method_override: Counter,
     /// Indexed like `AclPolicySet::routes`: the default first.
     routes: Vec<RouteCounters>,
 }
@@ -56,6 +57,7 @@ impl Metrics {
             unauthenticated: Counter::define("portcullis_acl_denied_unauthenticated_total"),
             not_in_allow: Counter::define("portcullis_acl_denied_not_in_allow_total"),
             in_deny: Counter::define("portcullis_acl_denied_in_deny_total"),
+            method_override: Counter::define("portcullis_acl_denied_method_override_total"),
             routes,
         }
     }
@@ -75,6 +77,7 @@ impl Metrics {
                 Some(match reason {
                     DenyReason::NotInAllow { .. } => self.not_in_allow,
                     DenyReason::InDeny { .. } => self.in_deny,
+                    DenyReason::MethodOverride => self.method_override,
                 }),
             ),
         };
@@ -163,11 +166,25 @@ impl HttpContext for AclFilter {
         let needs_route_name = worker.policy.needs_route_name();
         let route_name = host::route_name_if(needs_route_name);
         let (index, route) = worker.policy.route(route_name.as_deref());
-        let method = if route.uses_methods() {
-            host::request_header(":method").unwrap_or_default()
+        // Rules that name methods need `:method` and any method-override header: the header
+        // map in one host call. A map the host cannot give leaves nothing to judge: refuse.
+        let headers = if route.uses_methods() {
+            match host::request_header_map() {
+                Ok(headers) => Some(headers),
+                Err(e) => {
+                    log(LogLevel::Error, &format!("portcullis-acl: {e}"));
+                    host::set_request_header(headers::CONSUMER_GROUPS, None);
+                    host::respond_json(500, UNEXPECTED, &[]);
+                    return Action::Pause;
+                }
+            }
         } else {
-            String::new()
+            None
         };
+        let method = headers
+            .as_ref()
+            .map(|h| RequestMethod::from_headers(h.iter()))
+            .unwrap_or_default();
         let identity = match host::received_identity() {
             Ok(identity) => identity,
             Err(e) => {
@@ -187,7 +204,7 @@ impl HttpContext for AclFilter {
         // The refusal's log line names both, read now if the decision did not need them.
         let route_name = route_name.or_else(|| host::route_name_if(!needs_route_name));
         let method = if route.uses_methods() {
-            method
+            method.method.to_owned()
         } else {
             host::request_header(":method").unwrap_or_default()
         };
@@ -202,6 +219,9 @@ impl HttpContext for AclFilter {
         Action::Pause
     }
 }
+
+/// Kong's body for a failure that is not the client's.
+const UNEXPECTED: &str = r#"{"message":"An unexpected error occurred"}"#;
 
 /// One line per refusal: who, where, and why.
 fn log_refusal(

@@ -470,7 +470,7 @@ fn broken_configurations_keep_the_filter_from_starting_and_name_the_field() {
         (
             "lower-case method",
             r#"{"allow":[{"group":"c","methods":["get"]}]}"#,
-            "configuration refused: allow[0].methods[0]: \"get\" is not a method",
+            "configuration refused: allow[0].methods[0]: \"get\" is not a method token in upper case",
         ),
         (
             "group with a comma",
@@ -556,4 +556,97 @@ fn behind_the_real_jwt_filter_an_anonymous_consumer_is_judged_by_its_own_groups(
         exchange.upstream_header("x-anonymous-consumer").as_deref(),
         Some("true")
     );
+}
+
+#[test]
+fn a_method_rule_cannot_be_sidestepped_by_the_letter_case_of_the_method() {
+    let host = Host::new();
+    let mut acl = acl(
+        &host,
+        &json!({
+            "any_consumer": true,
+            "routes": {
+                "orders": {"allow": ["admins", {"group": "customers", "methods": ["GET", "HEAD"]}]},
+                "audit": {"deny": [{"group": "customers", "methods": ["DELETE"]}]},
+            }
+        }),
+    );
+    // HTTP/2 hands a method on as the client wrote it; many upstreams upper-case it.
+    for method in ["delete", "Delete", "DELETE"] {
+        let exchange = acl.send(request(method, "/audit/1", "audit", Some(&customer())));
+        assert_refused(&exchange, 403, FORBIDDEN, method);
+        let exchange = acl.send(request(method, "/orders/1", "orders", Some(&customer())));
+        assert_refused(&exchange, 403, FORBIDDEN, method);
+    }
+    for method in ["get", "Get", "GET"] {
+        let exchange = acl.send(request(method, "/orders/1", "orders", Some(&customer())));
+        assert_eq!(exchange.status(), 200, "{method}");
+    }
+}
+
+#[test]
+fn a_method_override_header_is_judged_as_the_method_it_names_or_refused() {
+    let host = Host::new();
+    let judged = json!({
+        "any_consumer": true,
+        "routes": {
+            "orders": {"allow": ["admins", {"group": "customers", "methods": ["GET", "HEAD"]}]},
+            "audit": {"deny": [{"group": "customers", "methods": ["DELETE"]}]},
+            "users": {"allow": ["customers"]},
+        }
+    });
+    let mut filter = acl(&host, &judged);
+    let overriding = |path: &str, route: &str, header: &str, value: &str| {
+        request("POST", path, route, Some(&customer())).header(header, value)
+    };
+    for header in [
+        "X-HTTP-Method-Override",
+        "x-http-method",
+        "X-Method-Override",
+    ] {
+        // A deny on DELETE: a POST that asks the upstream to run DELETE is refused.
+        let exchange = filter.send(overriding("/audit/1", "audit", header, "DELETE"));
+        assert_refused(&exchange, 403, FORBIDDEN, header);
+        // An allow for GET only: a GET that asks for DELETE is refused, one that asks for
+        // HEAD passes.
+        let exchange = filter.send(
+            request("GET", "/orders/1", "orders", Some(&customer())).header(header, "delete"),
+        );
+        assert_refused(&exchange, 403, FORBIDDEN, header);
+        let exchange = filter
+            .send(request("GET", "/orders/1", "orders", Some(&customer())).header(header, "HEAD"));
+        assert_eq!(exchange.status(), 200, "{header}: HEAD");
+        // A route without method rules does not look at methods.
+        let exchange = filter.send(overriding("/users/1", "users", header, "DELETE"));
+        assert_eq!(exchange.status(), 200, "{header}: users");
+    }
+    // Every copy counts: a harmless first copy cannot hide a DELETE.
+    let exchange = filter.send(
+        overriding("/audit/1", "audit", "x-http-method-override", "PATCH")
+            .header("x-http-method-override", "DELETE"),
+    );
+    assert_refused(&exchange, 403, FORBIDDEN, "two copies");
+
+    // refuse_method_override: any such header on a route with method rules is refused.
+    let host = Host::new();
+    let mut judged = judged;
+    judged["refuse_method_override"] = json!(true);
+    let mut filter = acl(&host, &judged);
+    let exchange = filter
+        .send(request("GET", "/orders/1", "orders", Some(&admin())).header("x-http-method", "GET"));
+    assert_refused(&exchange, 403, FORBIDDEN, "refused override");
+    assert_eq!(
+        host.metric_value("portcullis_acl_denied_method_override_total"),
+        1
+    );
+    assert!(host.logged(
+        LogLevel::Info,
+        r#"portcullis-acl: 403 consumer="mobile-app" route="orders" method="GET" reason=method_override: a method-override header on a route with method rules"#
+    ));
+    let exchange = filter.send(request("GET", "/orders/1", "orders", Some(&admin())));
+    assert_eq!(exchange.status(), 200, "without the header");
+    let exchange = filter.send(
+        request("GET", "/users/1", "users", Some(&customer())).header("x-http-method", "DELETE"),
+    );
+    assert_eq!(exchange.status(), 200, "a route without method rules");
 }

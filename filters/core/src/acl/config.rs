@@ -33,6 +33,12 @@ pub struct RawAccess {
     /// Kong's `hide_groups_header`: the upstream gets no `X-Consumer-Groups` (default false;
     /// a route without it inherits the top level's).
     pub hide_groups_header: Option<bool>,
+    /// On a route whose rules name methods, refuse (403) any request that carries a
+    /// method-override header (`X-HTTP-Method-Override`, `X-HTTP-Method`,
+    /// `X-Method-Override`) instead of judging it under every method it names (default
+    /// false; a route without it inherits the top level's). For upstreams that honour such
+    /// headers and clients that never need them.
+    pub refuse_method_override: Option<bool>,
 }
 
 /// One entry of `allow` or `deny`: a group name (`"admins"`), or a group with the methods it
@@ -41,8 +47,10 @@ pub struct RawAccess {
 pub struct RawRule {
     /// Matched exactly and case-sensitively against the consumer's groups.
     pub group: String,
-    /// Methods the rule applies to, exactly as sent (`GET`, not `get`; `HEAD` is not implied
-    /// by `GET`). `None`: every method.
+    /// Methods the rule applies to, written in upper case and matched whatever the case a
+    /// client sends (`GET` matches `get`: many upstreams upper-case the method, so a `deny`
+    /// on `DELETE` must stop `delete` too). `HEAD` is not implied by `GET`. `None`: every
+    /// method.
     pub methods: Option<Vec<String>>,
 }
 
@@ -99,6 +107,8 @@ pub struct RawAclConfig {
     pub public: Option<bool>,
     /// See [`RawAccess::hide_groups_header`].
     pub hide_groups_header: Option<bool>,
+    /// See [`RawAccess::refuse_method_override`].
+    pub refuse_method_override: Option<bool>,
     /// Use the groups configured for the consumer in the jwt filter (default true).
     pub consumer_groups: Option<bool>,
     /// Also take groups from this claim of the identity: a string (`"admins"` or
@@ -158,9 +168,13 @@ impl TryFrom<RawAclConfig> for AclPolicySet {
             any_consumer: raw.any_consumer,
             public: raw.public,
             hide_groups_header: raw.hide_groups_header,
+            refuse_method_override: raw.refuse_method_override,
         };
-        let hide_default = top.hide_groups_header.unwrap_or(false);
-        let default = compile_route("", None, &top, hide_default)?;
+        let inherited = Inherited {
+            hide_groups_header: top.hide_groups_header.unwrap_or(false),
+            refuse_method_override: top.refuse_method_override.unwrap_or(false),
+        };
+        let default = compile_route("", None, &top, inherited)?;
         let mut routes = Vec::with_capacity(raw.routes.len());
         let mut by_name = HashMap::with_capacity(raw.routes.len());
         for (name, access) in &raw.routes {
@@ -169,7 +183,7 @@ impl TryFrom<RawAclConfig> for AclPolicySet {
             }
             let prefix = format!("routes.{name}");
             by_name.insert(name.clone(), routes.len());
-            routes.push(compile_route(&prefix, Some(name), access, hide_default)?);
+            routes.push(compile_route(&prefix, Some(name), access, inherited)?);
         }
         Ok(AclPolicySet {
             default,
@@ -195,11 +209,18 @@ fn at(prefix: &str, field: &str) -> String {
     }
 }
 
+/// What a route without its own setting takes from the top level.
+#[derive(Clone, Copy)]
+struct Inherited {
+    hide_groups_header: bool,
+    refuse_method_override: bool,
+}
+
 fn compile_route(
     prefix: &str,
     name: Option<&str>,
     raw: &RawAccess,
-    hide_default: bool,
+    inherited: Inherited,
 ) -> Result<RouteAcl, ConfigError> {
     let mut chosen = Vec::new();
     if let Some(rules) = &raw.allow {
@@ -239,7 +260,12 @@ fn compile_route(
     Ok(RouteAcl {
         name: name.map(str::to_owned),
         access,
-        hide_groups_header: raw.hide_groups_header.unwrap_or(hide_default),
+        hide_groups_header: raw
+            .hide_groups_header
+            .unwrap_or(inherited.hide_groups_header),
+        refuse_method_override: raw
+            .refuse_method_override
+            .unwrap_or(inherited.refuse_method_override),
     })
 }
 
@@ -293,8 +319,8 @@ fn check_methods(path: &str, methods: &[String]) -> Result<Vec<String>, ConfigEr
             return Err(err(
                 format!("{path}[{i}]"),
                 format!(
-                    "{method:?} is not a method as clients send it: methods match exactly, \
-                     write them in upper case (\"GET\")"
+                    "{method:?} is not a method token in upper case: write methods as \
+                     HTTP defines them (\"GET\"); requests match whatever their case"
                 ),
             ));
         }

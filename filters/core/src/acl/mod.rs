@@ -4,8 +4,13 @@
 //! Groups come only from the [`Identity`] the jwt filter handed over through filter state
 //! (the consumer's configured groups and/or one of its claims), never from a request header:
 //! a client's own `X-Consumer-Groups` counts for nothing and never reaches the upstream.
-//! Group names and methods match exactly and case-sensitively: `admins` is not `Admins`,
-//! `GET` is not `get`.
+//! Group names match exactly and case-sensitively (`admins` is not `Admins`). Methods match
+//! whatever the case the client sends (`delete` is `DELETE`: HTTP/2 passes a method through
+//! as sent and many upstreams upper-case it), and on a route whose rules name methods a
+//! request carrying a method-override header ([`METHOD_OVERRIDE_HEADERS`]) is judged under
+//! `:method` and every method it names, passing only if each would pass (or is refused
+//! outright with `refuse_method_override`): an upstream that honours the header cannot be
+//! made to run a method the rules refuse.
 //!
 //! The glue compiles an [`AclPolicySet`] once from configuration ([`config`]), then per
 //! request picks the route's [`RouteAcl`] and asks [`AclPolicySet::decide`] for a
@@ -38,6 +43,62 @@ pub struct RouteAcl {
     name: Option<String>,
     access: Access,
     hide_groups_header: bool,
+    refuse_method_override: bool,
+}
+
+/// Headers through which clients ask an upstream (Rails, Laravel, Express's
+/// method-override, ASP.NET, …) to treat a request as another method.
+pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// What acl reads of a request's method, on routes whose rules name methods.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestMethod<'a> {
+    /// `:method`, as sent.
+    pub method: &'a str,
+    /// The value of each method-override header the request carries, each copy.
+    pub overrides: Vec<&'a str>,
+}
+
+impl<'a> RequestMethod<'a> {
+    /// Only `:method`, no override.
+    pub fn plain(method: &'a str) -> RequestMethod<'a> {
+        RequestMethod {
+            method,
+            overrides: Vec::new(),
+        }
+    }
+
+    /// Reads `:method` and the override headers from the request's headers (names in lower
+    /// case, as Envoy gives them).
+    pub fn from_headers(headers: impl Iterator<Item = (&'a str, &'a str)>) -> RequestMethod<'a> {
+        let mut out = RequestMethod::default();
+        for (name, value) in headers {
+            if name == ":method" {
+                out.method = value;
+            } else if METHOD_OVERRIDE_HEADERS
+                .iter()
+                .any(|h| name.eq_ignore_ascii_case(h))
+            {
+                out.overrides.push(value);
+            }
+        }
+        out
+    }
+
+    /// Every method the request may be taken for: `:method`, then each one an override
+    /// header names (a value listing several, comma-separated, names each).
+    fn judged(&self) -> impl Iterator<Item = &'a str> + '_ {
+        std::iter::once(self.method).chain(
+            self.overrides
+                .iter()
+                .flat_map(|v| v.split(','))
+                .map(str::trim),
+        )
+    }
 }
 
 /// Who may pass.
@@ -67,7 +128,7 @@ impl Rule {
             && self
                 .methods
                 .as_ref()
-                .is_none_or(|methods| methods.iter().any(|m| m == method))
+                .is_none_or(|methods| methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
     }
 }
 
@@ -101,6 +162,9 @@ pub enum DenyReason {
     NotInAllow { groups: String },
     /// `deny`: a rule names this group of the consumer's (for this method).
     InDeny { group: String },
+    /// `refuse_method_override`: the request carries a method-override header on a route
+    /// whose rules name methods.
+    MethodOverride,
 }
 
 /// Up to this many groups, duplicates are found by a linear scan.
@@ -139,6 +203,9 @@ impl Decision {
             Decision::Deny {
                 reason: DenyReason::InDeny { .. },
             } => "in_deny",
+            Decision::Deny {
+                reason: DenyReason::MethodOverride,
+            } => "method_override",
             Decision::Unauthenticated => "unauthenticated",
         }
     }
@@ -153,6 +220,9 @@ impl Decision {
             Decision::Deny {
                 reason: DenyReason::InDeny { group },
             } => format!("group {group:?} is denied"),
+            Decision::Deny {
+                reason: DenyReason::MethodOverride,
+            } => "a method-override header on a route with method rules".to_owned(),
             Decision::Unauthenticated => "no authenticated identity".to_owned(),
         }
     }
@@ -184,9 +254,14 @@ impl AclPolicySet {
         std::iter::once(&self.default).chain(&self.routes)
     }
 
-    /// Judges one request on `route` with `method` (`:method`, exactly as sent) and the
-    /// identity the jwt filter left, if any.
-    pub fn decide(&self, route: &RouteAcl, method: &str, identity: Option<&Identity>) -> Decision {
+    /// Judges one request on `route` with its method (read only when the route's rules name
+    /// methods: [`RouteAcl::uses_methods`]) and the identity the jwt filter left, if any.
+    pub fn decide(
+        &self,
+        route: &RouteAcl,
+        method: &RequestMethod,
+        identity: Option<&Identity>,
+    ) -> Decision {
         let Some(identity) = identity else {
             return match route.access {
                 Access::Public => Decision::Allow {
@@ -196,23 +271,25 @@ impl AclPolicySet {
             };
         };
         let groups = self.groups(identity);
+        let overridden = !method.overrides.is_empty() && route.uses_methods();
         let refusal = match &route.access {
             Access::Public | Access::AnyConsumer => None,
-            Access::Allow(rules) => {
-                (!rules.iter().any(|r| r.matches(&groups, method))).then(|| {
-                    DenyReason::NotInAllow {
-                        groups: groups.join(", "),
-                    }
-                })
-            }
-            Access::Deny(rules) => {
+            _ if overridden && route.refuse_method_override => Some(DenyReason::MethodOverride),
+            // Every method the request may be taken for must be allowed.
+            Access::Allow(rules) => method
+                .judged()
+                .any(|m| !rules.iter().any(|r| r.matches(&groups, m)))
+                .then(|| DenyReason::NotInAllow {
+                    groups: groups.join(", "),
+                }),
+            Access::Deny(rules) => method.judged().find_map(|m| {
                 rules
                     .iter()
-                    .find(|r| r.matches(&groups, method))
+                    .find(|r| r.matches(&groups, m))
                     .map(|r| DenyReason::InDeny {
                         group: r.group.clone(),
                     })
-            }
+            }),
         };
         match refusal {
             Some(reason) => Decision::Deny { reason },

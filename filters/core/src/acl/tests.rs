@@ -73,7 +73,7 @@ fn each_rule_decides_as_documented() {
         anonymous: true,
         ..consumer("anonymous", &["guests"])
     };
-    let cases: [(&str, &str, &str, Option<&Identity>, Decision); 26] = [
+    let cases: [(&str, &str, &str, Option<&Identity>, Decision); 28] = [
         (
             "allow_admits_a_listed_group",
             "payments",
@@ -131,11 +131,25 @@ fn each_rule_decides_as_documented() {
             not_in_allow("customers"),
         ),
         (
-            "method_rule_is_case_sensitive",
+            "method_rule_matches_whatever_the_case_sent",
             "orders",
             "get",
             Some(&customer),
+            allow("customers"),
+        ),
+        (
+            "method_rule_refuses_other_methods_in_any_case",
+            "orders",
+            "delete",
+            Some(&customer),
             not_in_allow("customers"),
+        ),
+        (
+            "deny_method_rule_stops_the_method_in_any_case",
+            "audit",
+            "dElEtE",
+            Some(&customer),
+            in_deny("customers"),
         ),
         (
             "unscoped_rule_admits_every_method",
@@ -260,7 +274,11 @@ fn each_rule_decides_as_documented() {
     let acl = scenario();
     for (rule, route, method, identity, expected) in cases {
         let (_, policy) = acl.route(Some(route));
-        assert_eq!(acl.decide(policy, method, identity), expected, "{rule}");
+        assert_eq!(
+            acl.decide(policy, &RequestMethod::plain(method), identity),
+            expected,
+            "{rule}"
+        );
     }
 }
 
@@ -324,7 +342,7 @@ fn groups_come_from_the_identity_claim_when_configured() {
     ];
     for (rule, identity, expected) in cases {
         assert_eq!(
-            acl.decide(default, "GET", Some(&identity)),
+            acl.decide(default, &RequestMethod::plain("GET"), Some(&identity)),
             expected,
             "{rule}"
         );
@@ -336,7 +354,11 @@ fn groups_come_from_the_identity_claim_when_configured() {
     let (_, default) = claim_only.route(None);
     let configured_admin = consumer("a", &["admins"]);
     assert_eq!(
-        claim_only.decide(default, "GET", Some(&configured_admin)),
+        claim_only.decide(
+            default,
+            &RequestMethod::plain("GET"),
+            Some(&configured_admin)
+        ),
         not_in_allow(""),
         "consumer_groups_false_ignores_configured_groups"
     );
@@ -360,7 +382,7 @@ fn hide_groups_header_applies_at_the_top_and_per_route() {
     ] {
         let (_, policy) = acl.route(route);
         assert_eq!(
-            acl.decide(policy, "GET", Some(&admin)),
+            acl.decide(policy, &RequestMethod::plain("GET"), Some(&admin)),
             expected,
             "{route:?}"
         );
@@ -377,7 +399,11 @@ fn groups_that_cannot_travel_in_a_header_are_dropped() {
     );
     assert_eq!(acl.groups(&identity), ["ok", "spaced"]);
     assert_eq!(
-        acl.decide(acl.route(None).1, "GET", Some(&identity)),
+        acl.decide(
+            acl.route(None).1,
+            &RequestMethod::plain("GET"),
+            Some(&identity)
+        ),
         allow("ok, spaced")
     );
 }
@@ -398,7 +424,11 @@ fn many_groups_are_each_kept_once_in_order() {
     expected.extend((5..1000).filter(|i| *i != 999).map(|i| format!("g{i}")));
     assert_eq!(got, expected);
     assert!(matches!(
-        acl.decide(acl.route(None).1, "GET", Some(&identity)),
+        acl.decide(
+            acl.route(None).1,
+            &RequestMethod::plain("GET"),
+            Some(&identity)
+        ),
         Decision::Allow { .. }
     ));
 }
@@ -406,7 +436,7 @@ fn many_groups_are_each_kept_once_in_order() {
 #[test]
 fn each_decision_shows_as_kong_does() {
     let forbidden = r#"{"message":"You cannot consume this service"}"#;
-    let cases: [(Decision, u16, &str, &str, &str); 4] = [
+    let cases: [(Decision, u16, &str, &str, &str); 5] = [
         (allow("admins"), 200, "", "allowed", "allowed"),
         (
             Decision::Unauthenticated,
@@ -428,6 +458,15 @@ fn each_decision_shows_as_kong_does() {
             forbidden,
             "in_deny",
             r#"group "banned" is denied"#,
+        ),
+        (
+            Decision::Deny {
+                reason: DenyReason::MethodOverride,
+            },
+            403,
+            forbidden,
+            "method_override",
+            "a method-override header on a route with method rules",
         ),
     ];
     for (decision, status, body, label, reason) in cases {
@@ -511,7 +550,7 @@ fn configurations_are_accepted_or_refused_naming_the_field() {
         (
             "lower_case_method",
             r#"{"public": true, "routes": {"orders": {"allow": ["a", {"group": "c", "methods": ["GET", "delete"]}]}}}"#,
-            r#"routes.orders.allow[1].methods[1]: "delete" is not a method as clients send it"#,
+            r#"routes.orders.allow[1].methods[1]: "delete" is not a method token in upper case"#,
         ),
         (
             "method_with_a_space",
@@ -648,10 +687,20 @@ fn route_name_and_method_are_needed_only_where_rules_use_them() {
     ];
     for route in set.routes().filter(|r| !r.uses_methods()) {
         for who in people.iter().map(Some).chain([None]) {
-            let without = set.decide(route, "", who);
+            let without = set.decide(route, &RequestMethod::default(), who);
             for method in ["GET", "DELETE", "OPTIONS", "get"] {
+                let overridden = RequestMethod {
+                    method,
+                    overrides: vec!["DELETE"],
+                };
                 assert_eq!(
-                    set.decide(route, method, who),
+                    set.decide(route, &overridden, who),
+                    without,
+                    "{:?} {method} overridden",
+                    route.name()
+                );
+                assert_eq!(
+                    set.decide(route, &RequestMethod::plain(method), who),
                     without,
                     "{:?} {method}",
                     route.name()
@@ -659,4 +708,142 @@ fn route_name_and_method_are_needed_only_where_rules_use_them() {
             }
         }
     }
+}
+
+#[test]
+fn a_method_override_header_is_judged_as_every_method_it_names() {
+    let acl = scenario();
+    let customer = consumer("web-app", &["customers"]);
+    let admin = consumer("mobile-app", &["admins"]);
+    let request = |method, overrides: &[&'static str]| RequestMethod {
+        method,
+        overrides: overrides.to_vec(),
+    };
+    let (_, orders) = acl.route(Some("orders"));
+    let (_, audit) = acl.route(Some("audit"));
+    let cases = [
+        // (route, who, request, expected)
+        (
+            orders,
+            &customer,
+            request("GET", &["DELETE"]),
+            not_in_allow("customers"),
+        ),
+        (
+            orders,
+            &customer,
+            request("GET", &["delete"]),
+            not_in_allow("customers"),
+        ),
+        (
+            orders,
+            &customer,
+            request("GET", &["HEAD"]),
+            allow("customers"),
+        ),
+        (
+            orders,
+            &customer,
+            request("GET", &["GET, DELETE"]),
+            not_in_allow("customers"),
+        ),
+        (
+            orders,
+            &customer,
+            request("GET", &["HEAD", "PUT"]),
+            not_in_allow("customers"),
+        ),
+        (
+            orders,
+            &customer,
+            request("GET", &[""]),
+            not_in_allow("customers"),
+        ),
+        (orders, &admin, request("GET", &["DELETE"]), allow("admins")),
+        (
+            audit,
+            &customer,
+            request("POST", &["DELETE"]),
+            in_deny("customers"),
+        ),
+        (
+            audit,
+            &customer,
+            request("POST", &[" delete "]),
+            in_deny("customers"),
+        ),
+        (
+            audit,
+            &customer,
+            request("POST", &["PATCH"]),
+            allow("customers"),
+        ),
+    ];
+    for (route, who, method, expected) in cases {
+        assert_eq!(
+            acl.decide(route, &method, Some(who)),
+            expected,
+            "{:?} {method:?}",
+            route.name()
+        );
+    }
+}
+
+#[test]
+fn refuse_method_override_refuses_any_override_on_routes_with_method_rules() {
+    let acl = policy(json!({
+        "refuse_method_override": true,
+        "allow": ["admins", {"group": "customers", "methods": ["GET"]}],
+        "routes": {
+            "payments": {"allow": ["admins"]},
+            "audit": {"deny": [{"group": "customers", "methods": ["DELETE"]}],
+                      "refuse_method_override": false},
+        }
+    }));
+    let customer = consumer("web-app", &["customers"]);
+    let admin = consumer("mobile-app", &["admins"]);
+    let overridden = RequestMethod {
+        method: "GET",
+        overrides: vec!["GET"],
+    };
+    let refused = Decision::Deny {
+        reason: DenyReason::MethodOverride,
+    };
+    let (_, default) = acl.route(None);
+    assert_eq!(acl.decide(default, &overridden, Some(&customer)), refused);
+    assert_eq!(acl.decide(default, &overridden, Some(&admin)), refused);
+    assert_eq!(refused.status(), 403);
+    assert_eq!(refused.metric_label(), "method_override");
+    // A route without method rules does not look at methods at all.
+    let (_, payments) = acl.route(Some("payments"));
+    assert_eq!(
+        acl.decide(payments, &overridden, Some(&admin)),
+        allow("admins")
+    );
+    // A route that turns it off judges the override instead.
+    let (_, audit) = acl.route(Some("audit"));
+    let delete = RequestMethod {
+        method: "POST",
+        overrides: vec!["DELETE"],
+    };
+    assert_eq!(
+        acl.decide(audit, &delete, Some(&customer)),
+        in_deny("customers")
+    );
+}
+
+#[test]
+fn the_override_headers_are_read_in_any_letter_case_and_every_copy() {
+    let headers = [
+        (":method", "POST"),
+        (":path", "/orders"),
+        ("x-http-method-override", "DELETE"),
+        ("X-HTTP-Method", "PUT"),
+        ("x-method-override", "PATCH"),
+        ("x-http-method-override", "GET"),
+        ("x-other", "DELETE"),
+    ];
+    let read = RequestMethod::from_headers(headers.into_iter());
+    assert_eq!(read.method, "POST");
+    assert_eq!(read.overrides, ["DELETE", "PUT", "PATCH", "GET"]);
 }
