@@ -44,7 +44,9 @@ impl TimeClaims {
 }
 
 /// Checks `exp`, `nbf` and `iat` against `now`. Each claim, when present, must be a number
-/// (RFC 7519 NumericDate, fractions allowed).
+/// in [0, 2^64) (RFC 7519 NumericDate; fractions truncated), the range Envoy's jwt_authn
+/// accepts: a negative `nbf`, or an `exp` of 1e300 that would never expire, is refused as
+/// not a NumericDate rather than read as a time.
 pub fn check_times(times: &TimeClaims, rules: &TimeRules, now: UnixTime) -> Result<(), Rejection> {
     let now = now.secs() as f64;
     let leeway = rules.leeway as f64;
@@ -72,10 +74,13 @@ pub fn check_times(times: &TimeClaims, rules: &TimeRules, now: UnixTime) -> Resu
     Ok(())
 }
 
+/// 2^64, the first value past the NumericDate range (exact as an f64).
+const NUMERIC_DATE_END: f64 = 18_446_744_073_709_551_616.0;
+
 fn numeric(claim: Option<Option<f64>>, name: &'static str) -> Result<Option<f64>, Rejection> {
     match claim {
         None => Ok(None),
-        Some(Some(v)) if v.is_finite() => Ok(Some(v)),
+        Some(Some(v)) if (0.0..NUMERIC_DATE_END).contains(&v) => Ok(Some(v.trunc())),
         Some(_) => Err(Rejection::ClaimNotNumber(name)),
     }
 }
@@ -171,6 +176,47 @@ mod tests {
                 Err(Rejection::Expired),
             ),
             ("exp fractional", json!({"exp": n as f64 + 0.5}), Ok(())),
+            (
+                "exp fraction truncated, not rounded",
+                json!({"exp": (n - 60) as f64 + 0.9}),
+                Err(Rejection::Expired),
+            ),
+            (
+                "exp beyond 2^64 never reads as no expiry",
+                json!({"exp": 1e300}),
+                Err(Rejection::ClaimNotNumber("exp")),
+            ),
+            (
+                "exp at 2^64",
+                json!({"exp": 18_446_744_073_709_551_616.0_f64}),
+                Err(Rejection::ClaimNotNumber("exp")),
+            ),
+            (
+                "exp just under 2^64",
+                json!({"exp": 18_446_744_073_709_549_568.0_f64}),
+                Ok(()),
+            ),
+            (
+                "exp negative",
+                json!({"exp": -1}),
+                Err(Rejection::ClaimNotNumber("exp")),
+            ),
+            (
+                "nbf negative",
+                json!({"exp": n + 10, "nbf": -1}),
+                Err(Rejection::ClaimNotNumber("nbf")),
+            ),
+            (
+                "nbf minus zero is zero",
+                json!({"exp": n + 10, "nbf": -0.0}),
+                Ok(()),
+            ),
+            (
+                "iat huge",
+                json!({"exp": n + 10, "iat": 1e20}),
+                Err(Rejection::ClaimNotNumber("iat")),
+            ),
+            ("iat zero", json!({"exp": n + 10, "iat": 0}), Ok(())),
             (
                 "exp missing",
                 json!({}),
