@@ -9,6 +9,7 @@ use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 use portcullis_core::acl::{AclPolicySet, Decision, DenyReason, RequestMethod, RouteAcl};
 use portcullis_core::identity::{headers, Identity};
+use portcullis_core::log_value;
 use portcullis_glue::host::{self, log, Counter};
 
 proxy_wasm::main! {{
@@ -231,9 +232,10 @@ fn log_refusal(
     policy: &RouteAcl,
     method: &str,
 ) {
+    // A username may come from a token's claim: escaped and cut short in the log.
     let consumer = identity
         .and_then(|i| i.username.as_deref().or(i.consumer_id.as_deref()))
-        .unwrap_or("-");
+        .map_or_else(|| "\"-\"".to_owned(), log_value::quote);
     let judged_by = if policy.name().is_some() {
         ""
     } else {
@@ -242,7 +244,7 @@ fn log_refusal(
     log(
         LogLevel::Info,
         &format!(
-            "portcullis-acl: {} consumer={consumer:?} route={:?}{judged_by} method={method:?} \
+            "portcullis-acl: {} consumer={consumer} route={:?}{judged_by} method={method:?} \
              reason={}: {}",
             decision.status(),
             route_name.unwrap_or("-"),

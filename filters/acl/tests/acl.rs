@@ -650,3 +650,24 @@ fn a_method_override_header_is_judged_as_the_method_it_names_or_refused() {
     );
     assert_eq!(exchange.status(), 200, "a route without method rules");
 }
+
+#[test]
+fn a_consumer_name_from_a_token_reaches_the_log_escaped_and_cut_short() {
+    let host = Host::new();
+    let mut filter = acl(&host, &scenario());
+    // A provider's consumer is named by the token's `sub`: the client's choice.
+    let forged = consumer(&format!("eve\r\n[critical] forged{}", "x".repeat(500)), &[]);
+    let exchange = filter.send(request("POST", "/payments", "payments", Some(&forged)));
+    assert_refused(&exchange, 403, FORBIDDEN, "forged name");
+    let lines = host.log_messages(LogLevel::Info);
+    let line = lines
+        .iter()
+        .find(|l| l.starts_with("portcullis-acl: 403"))
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    assert!(!line.contains(['\r', '\n']), "{line}");
+    assert!(
+        line.starts_with(r#"portcullis-acl: 403 consumer="eve\r\n[critical] forged"#),
+        "{line}"
+    );
+    assert!(line.contains(r#"xxx"… route="payments""#), "{line}");
+}

@@ -8,6 +8,7 @@ pub mod envoy_foreign;
 pub mod header_map;
 pub mod identity;
 pub mod jwt;
+pub mod log_value;
 pub mod rate_limit;
 pub mod token_issuer;
 

@@ -149,7 +149,11 @@ impl Rejection {
                 format!("'{claim}'/kid names no credential or provider")
             }
             Rejection::UnknownKid { provider, kid } => {
-                format!("provider '{provider}' has no key with kid '{kid}'")
+                // The kid is the client's: escaped and cut short, never raw in the log.
+                format!(
+                    "provider '{provider}' has no key with kid {}",
+                    crate::log_value::quote(kid)
+                )
             }
             Rejection::KeysUnavailable { provider } => {
                 format!("provider '{provider}' has no keys loaded yet")
@@ -191,6 +195,19 @@ fn json_string(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kid_from_the_token_reaches_the_log_escaped_and_cut_short() {
+        let forged = Rejection::UnknownKid {
+            provider: "corp".into(),
+            kid: format!("k9\r\n[critical] forged line{}", "x".repeat(500)),
+        };
+        let line = forged.log_reason();
+        assert!(!line.contains(['\r', '\n']), "{line}");
+        assert!(line.starts_with(r#"provider 'corp' has no key with kid "k9\r\n[critical] forged"#));
+        assert!(line.ends_with("\"…"), "{line}");
+        assert!(line.len() < 200, "{} bytes", line.len());
+    }
 
     #[test]
     fn bodies_are_kongs() {
