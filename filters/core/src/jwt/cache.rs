@@ -6,10 +6,16 @@
 //! one key replace each other (a miss, the uncached cost), they never chain. (A SHA-256
 //! key cost ~7000 wasm instructions per 64 bytes of token, and SipHash ~5000 for a short
 //! token: most of a cache hit.) It remembers the parsed token and which key (by
-//! [`KeyFingerprint`]) gave which verdict. Only that verdict is reused, and only when the
-//! request's key lookup lands on the very same key again, so it can never change an outcome:
-//! the time claims, audience, required claims and key lookup all run on every request, and a
-//! key removed or rotated (from config or a JWKS) simply stops matching.
+//! [`KeyFingerprint`]) verified it. That verdict is reused only when the request's key lookup
+//! lands on the very same key again, so it can never change an outcome: the time claims,
+//! audience, required claims and key lookup all run on every request, and a key removed or
+//! rotated (from config or a JWKS) simply stops matching.
+//!
+//! Only tokens that passed their signature check enter it (a token refused for any reason is
+//! never stored), so a client sending junk cannot evict the tokens of real clients. Memory per
+//! worker: at most `capacity` entries, each the token (at most the policy's
+//! `max_token_bytes`), its decoded header and claims (three quarters of the token's length)
+//! and a small index entry per top-level member.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
@@ -19,12 +25,12 @@ use std::rc::Rc;
 use super::crypto::KeyFingerprint;
 use super::token::Token;
 
-/// What the cache holds for one token.
+/// What the cache holds for one verified token.
 #[derive(Clone, Debug)]
 pub struct CachedToken {
     pub token: Rc<Token>,
-    /// The last verdict and the key that gave it.
-    pub verdict: Option<(KeyFingerprint, bool)>,
+    /// The key whose check the token passed.
+    pub verified_by: KeyFingerprint,
 }
 
 /// A bounded map from token hash to [`CachedToken`], evicting the oldest entry first.
@@ -81,17 +87,6 @@ impl TokenCache {
                 }
                 None => break,
             }
-        }
-    }
-
-    /// Records `verdict` from the key `by` for the cached token `raw`.
-    pub fn record(&mut self, key: CacheKey, raw: &str, by: KeyFingerprint, verdict: bool) {
-        if let Some(entry) = self
-            .entries
-            .get_mut(&key)
-            .filter(|e| same(e.token.raw().as_bytes(), raw.as_bytes()))
-        {
-            entry.verdict = Some((by, verdict));
         }
     }
 
@@ -202,7 +197,7 @@ mod tests {
             raw,
             CachedToken {
                 token: Rc::new(parsed),
-                verdict: None,
+                verified_by: KeyFingerprint([n as u8; 16]),
             },
         )
     }
@@ -254,8 +249,6 @@ mod tests {
         assert!(cache.get(key, &raw).is_some());
         // Another token that (by construction here) lands on the same key.
         assert!(cache.get(key, &other).is_none());
-        cache.record(key, &other, KeyFingerprint([7; 16]), true);
-        assert_eq!(cache.get(key, &raw).unwrap().verdict, None, "not recorded");
     }
 
     #[test]

@@ -128,22 +128,14 @@ pub fn authenticate(
     let hit = match (cache_key, verifier.cache.as_deref()) {
         (Some(key), Some(cache)) => cache
             .get(key, raw)
-            .map(|e| (Rc::clone(&e.token), e.verdict)),
+            .map(|e| (Rc::clone(&e.token), Some(e.verified_by))),
         _ => None,
     };
     let (token, cached) = match hit {
         Some(hit) => hit,
         None => {
             let token = Token::parse(raw, policy.max_token_bytes).map_err(Rejection::Malformed)?;
-            let token = Rc::new(token);
-            if let (Some(key), Some(cache)) = (cache_key, verifier.cache.as_deref_mut()) {
-                let entry = CachedToken {
-                    token: Rc::clone(&token),
-                    verdict: None,
-                };
-                cache.put(key, entry);
-            }
-            (token, None)
+            (Rc::new(token), None)
         }
     };
     let claims = token.claims();
@@ -159,31 +151,38 @@ pub fn authenticate(
         Signer::Provider(_, keys) => keys.iter().map(Arc::as_ref).collect(),
     };
     let mut cache_hit = false;
-    let mut verified = false;
+    let mut verified_by = None;
     for key in keys {
         let valid = match cached {
-            Some((by, verdict)) if by == key.fingerprint() => {
+            Some(by) if by == key.fingerprint() => {
                 cache_hit = true;
-                verdict
+                true
             }
-            _ => {
-                let valid = verifier
-                    .backend
-                    .verify(token.alg(), key, token.signing_input(), token.signature())
-                    .map_err(Rejection::Crypto)?;
-                if let (Some(key_hash), Some(cache)) = (cache_key, verifier.cache.as_deref_mut()) {
-                    cache.record(key_hash, raw, key.fingerprint(), valid);
-                }
-                valid
-            }
+            _ => verifier
+                .backend
+                .verify(token.alg(), key, token.signing_input(), token.signature())
+                .map_err(Rejection::Crypto)?,
         };
         if valid {
-            verified = true;
+            verified_by = Some(key.fingerprint());
             break;
         }
     }
-    if !verified {
+    let Some(verified_by) = verified_by else {
         return Err(Rejection::BadSignature);
+    };
+    // Only a verified token enters the cache: junk (unsigned, forged, expired) can never
+    // evict the tokens of real clients.
+    if !cache_hit {
+        if let (Some(key), Some(cache)) = (cache_key, verifier.cache.as_deref_mut()) {
+            cache.put(
+                key,
+                CachedToken {
+                    token: Rc::clone(&token),
+                    verified_by,
+                },
+            );
+        }
     }
     Ok(accept(&token, policy, &signer, sources, cache_hit))
 }

@@ -399,3 +399,48 @@ fn cache_never_changes_an_outcome() {
         }
     }
 }
+
+#[test]
+fn only_verified_tokens_enter_the_cache_so_junk_cannot_evict_them() {
+    let set = standard();
+    let calls = Cell::new(0);
+    let mut cache = TokenCache::new(2);
+    let run = |h: &[(&'static str, String)], cache: &mut TokenCache| {
+        run_full(
+            &set,
+            None,
+            &as_refs(h),
+            NOW,
+            &Counting(&calls),
+            &KeyStore::new(),
+            Some(cache),
+        )
+    };
+    let good = headers(&mint(Algorithm::RS256, valid_claims("rs256-key"), None));
+    assert!(matches!(run(&good, &mut cache), Outcome::Accepted(_)));
+    assert_eq!(cache.len(), 1);
+    // A flood of distinct forged tokens (a valid header and claims, a signature that does
+    // not verify), expired ones and unparsable ones: none is stored.
+    for n in 0..50u64 {
+        let claims = json!({"iss": "rs256-key", "exp": NOW.0 + 60, "n": n});
+        let genuine = mint(Algorithm::RS256, claims, None);
+        let (signed, _) = genuine.rsplit_once('.').unwrap();
+        let forged = format!("{signed}.{}", "A".repeat(342));
+        assert_eq!(
+            run(&headers(&forged), &mut cache).rejection(),
+            Rejection::BadSignature
+        );
+        let expired = json!({"iss": "rs256-key", "exp": NOW.0 - 3600, "n": n});
+        let expired = headers(&mint(Algorithm::RS256, expired, None));
+        assert_eq!(run(&expired, &mut cache).rejection(), Rejection::Expired);
+        assert!(matches!(
+            run(&headers(&format!("junk.{n}.x")), &mut cache).rejection(),
+            Rejection::Malformed(_)
+        ));
+    }
+    assert_eq!(cache.len(), 1, "a refused token was cached");
+    // The verified token is still there: its next request skips the signature check.
+    let before = calls.get();
+    assert!(run(&good, &mut cache).accepted().cache_hit);
+    assert_eq!(calls.get(), before);
+}
