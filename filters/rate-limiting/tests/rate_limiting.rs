@@ -312,6 +312,62 @@ fn limit_by_header_and_trusted_forwarded_for() {
     assert!(host.logged(LogLevel::Info, "limited ip:198.51.100.1"));
 }
 
+#[test]
+fn ipv6_clients_count_by_their_64_and_mapped_ipv4_is_the_ipv4_client() {
+    let host = Host::new();
+    let mut filter = worker(&host, &json!({"minute": 2, "limit_by": "ip", "slots": 64}));
+    let v6 = |address: &str| get("users", "/users").source(&format!("[{address}]:40000"));
+    assert_eq!(filter.send(v6("2001:db8:1:2::1")).status(), 200);
+    assert_eq!(
+        filter.send(v6("2001:db8:1:2:ffff:ffff:ffff:fffe")).status(),
+        200
+    );
+    assert_limited(
+        &filter.send(v6("2001:db8:1:2:abcd:1234:5678:9abc")),
+        "a third address of the same /64",
+    );
+    assert!(host.logged(
+        LogLevel::Info,
+        "limited ip:2001:db8:1:2::/64 by global minute: 2 of 2 used"
+    ));
+    // The next /64 is another client.
+    assert_eq!(filter.send(v6("2001:db8:1:3::1")).status(), 200);
+    // A zone id names an interface, never a new client.
+    assert_eq!(filter.send(v6("fe80::1%4")).status(), 200);
+    assert_eq!(filter.send(v6("fe80::2%eth0")).status(), 200);
+    assert_limited(&filter.send(v6("fe80::3")), "fe80::/64 a third time");
+
+    // IPv4 and its mapped form, as Envoy's `source.address` gives each: one counter.
+    assert_eq!(filter.send(from("203.0.113.7")).status(), 200);
+    let mapped = get("users", "/users").source("[::ffff:203.0.113.7]:0");
+    assert_eq!(filter.send(mapped.clone()).status(), 200);
+    assert_limited(
+        &filter.send(from("203.0.113.7")),
+        "203.0.113.7 a third time",
+    );
+    assert_limited(&filter.send(mapped), "::ffff:203.0.113.7 a fourth time");
+
+    // The /64 is a setting: at 128 every address is its own client.
+    let host = Host::new();
+    let mut per_address = worker(
+        &host,
+        &json!({"minute": 1, "limit_by": "ip", "ipv6_prefix_length": 128, "slots": 64}),
+    );
+    for address in ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2::3"] {
+        assert_eq!(per_address.send(v6(address)).status(), 200, "{address}");
+    }
+}
+
+#[test]
+fn the_ip_fallback_of_limit_by_consumer_counts_ipv6_by_its_64() {
+    let host = Host::new();
+    let mut filter = worker(&host, &json!({"minute": 1, "slots": 64}));
+    let v6 = |address: &str| get("users", "/users").source(&format!("[{address}]:1"));
+    assert_eq!(filter.send(v6("2001:db8:9:9::1")).status(), 200);
+    assert_limited(&filter.send(v6("2001:db8:9:9::2")), "no identity, same /64");
+    assert!(host.logged(LogLevel::Info, "limited ip:2001:db8:9:9::/64"));
+}
+
 /// A hook that plays another worker: after a read of a claimed slot, it counts one more
 /// request in every window of it, as that worker's successful CAS would, `times` times.
 fn foreign_admissions(host: &Host, times: u32) -> Arc<AtomicU32> {
@@ -517,6 +573,10 @@ fn broken_configs_are_refused_naming_the_field() {
         (
             json!({"minute": 1, "slots": 1}),
             "slots: 1 is outside 64..=1048576",
+        ),
+        (
+            json!({"minute": 1, "ipv6_prefix_length": 16}),
+            "ipv6_prefix_length: 16 is outside 32..=128",
         ),
     ];
     for (config, message) in cases {

@@ -1,8 +1,9 @@
 //! What a request is counted under: Kong's `limit_by`, read from the request through
 //! [`RequestFacts`], falling back to the client IP whenever the chosen identifier is
-//! missing, as Kong does.
+//! missing, as Kong does. A client IP is keyed by [`ip_key`]: IPv4 as is (an IPv4-mapped
+//! IPv6 address too), IPv6 by its prefix (`/64` by default), zone ids dropped.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::identity::Identity;
 
@@ -67,7 +68,7 @@ impl LimitBy {
         &self,
         route: Option<&str>,
         facts: &mut dyn RequestFacts,
-        trusted_hops: u32,
+        client: ClientIpRule,
     ) -> LimitKey {
         let found = match self {
             LimitBy::Consumer => facts.identity().and_then(|id| {
@@ -97,12 +98,34 @@ impl LimitBy {
             LimitBy::Route => route.map(|r| LimitKey::new(KeyKind::Route, r.to_owned())),
             LimitBy::Service => facts.service().map(|s| LimitKey::new(KeyKind::Service, s)),
         };
-        found.unwrap_or_else(|| match client_ip(facts, trusted_hops) {
-            Some(ip) => LimitKey::new(KeyKind::Ip, ip_text(ip)),
+        found.unwrap_or_else(|| match client_ip(facts, client.trusted_hops) {
+            Some(ip) => LimitKey::new(KeyKind::Ip, ip_key(ip, client.ipv6_prefix_length)),
             None => LimitKey::new(KeyKind::Unknown, String::new()),
         })
     }
 }
+
+/// How a client address becomes a key: which address is the client's
+/// (`xff_num_trusted_hops`), and how much of an IPv6 one names the client
+/// (`ipv6_prefix_length`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientIpRule {
+    pub trusted_hops: u32,
+    pub ipv6_prefix_length: u8,
+}
+
+impl Default for ClientIpRule {
+    fn default() -> ClientIpRule {
+        ClientIpRule {
+            trusted_hops: 0,
+            ipv6_prefix_length: DEFAULT_IPV6_PREFIX_LENGTH,
+        }
+    }
+}
+
+/// `ipv6_prefix_length` when left out: the /64 every IPv6 subscriber gets at least (a home,
+/// a phone, a VM), from which it can pick 2^64 addresses.
+pub const DEFAULT_IPV6_PREFIX_LENGTH: u8 = 64;
 
 /// What a key identifies; part of its hash, so a header value never shares a counter with
 /// an IP that is spelled the same.
@@ -227,41 +250,74 @@ pub fn client_ip(facts: &mut dyn RequestFacts, trusted_hops: u32) -> Option<IpAd
     chosen.or(peer)
 }
 
-/// An IP from `1.2.3.4`, `1.2.3.4:80`, `::1`, `[::1]:80` or `[::1]`.
+/// An IP from `1.2.3.4`, `1.2.3.4:80`, `::1`, `[::1]:80` or `[::1]`; an IPv6 zone id
+/// (`fe80::1%eth0`, `[fe80::1%4]:0` as Envoy writes it) is dropped: it names an interface of
+/// the machine that wrote the address, not a client.
 pub fn parse_ip(text: &str) -> Option<IpAddr> {
     let text = text.trim();
-    // Envoy's `source.address` is `ip:port`: try that shape first, it is every request's.
+    if let Some(rest) = text.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        if !after.is_empty() && !after.strip_prefix(':').is_some_and(is_port) {
+            return None;
+        }
+        return parse_v6(inside).map(IpAddr::V6);
+    }
+    // Envoy's `source.address` is `ip:port`: that shape first, it is every request's.
     if let Some((host, port)) = text.rsplit_once(':') {
-        if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) {
-            return host.parse::<Ipv4Addr>().ok().map(IpAddr::V4);
+        if !host.contains(':') {
+            return if is_port(port) {
+                host.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
+            } else {
+                None
+            };
         }
     }
-    text.parse::<IpAddr>()
-        .ok()
-        .or_else(|| text.parse::<SocketAddr>().ok().map(|s| s.ip()))
-        .or_else(|| {
-            text.strip_prefix('[')
-                .and_then(|t| t.strip_suffix(']'))
-                .and_then(|t| t.parse().ok())
-        })
+    match text.parse::<Ipv4Addr>() {
+        Ok(v4) => Some(IpAddr::V4(v4)),
+        Err(_) => parse_v6(text).map(IpAddr::V6),
+    }
 }
 
-/// The canonical text of an IP (`::0001` and `::1` are one client); IPv4 without the
-/// formatting machinery, as every request needs it.
-fn ip_text(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => {
-            let mut out = String::with_capacity(15);
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push('.');
-                }
-                push_decimal(&mut out, u64::from(octet));
-            }
-            out
+/// An IPv6 address, its zone id (after `%`) dropped.
+fn parse_v6(text: &str) -> Option<Ipv6Addr> {
+    text.split_once('%')
+        .map_or(text, |(address, _zone)| address)
+        .parse()
+        .ok()
+}
+
+fn is_port(text: &str) -> bool {
+    (1..=5).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The key of a client IP: one per client, not per address. An IPv4-mapped IPv6 address
+/// (`::ffff:203.0.113.7`, what a dual-stack socket reports) is that IPv4 client; an IPv6
+/// address counts by its first `ipv6_prefix_length` bits (`2001:db8:1:2::/64`), since one
+/// subscriber holds a whole /64 (or more) and can use a fresh address per request.
+pub fn ip_key(ip: IpAddr, ipv6_prefix_length: u8) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => ipv4_text(v4),
+        IpAddr::V6(v6) if ipv6_prefix_length >= 128 => v6.to_string(),
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(ipv6_prefix_length))
+                .unwrap_or(0);
+            let network = Ipv6Addr::from(u128::from(v6) & mask);
+            format!("{network}/{ipv6_prefix_length}")
         }
-        IpAddr::V6(v6) => v6.to_string(),
     }
+}
+
+/// An IPv4 address's text without the formatting machinery: every request by IP needs it.
+fn ipv4_text(v4: Ipv4Addr) -> String {
+    let mut out = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        push_decimal(&mut out, u64::from(octet));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -319,7 +375,8 @@ pub(crate) mod tests {
     }
 
     fn key(by: LimitBy, facts: &mut Facts) -> String {
-        by.key(Some("payments"), facts, 0).describe()
+        by.key(Some("payments"), facts, ClientIpRule::default())
+            .describe()
     }
 
     fn consumer() -> Identity {
@@ -366,7 +423,7 @@ pub(crate) mod tests {
     fn header_path_route_and_service_fall_back_to_ip() {
         let by_header = LimitBy::Header("x-api-key".into());
         let mut facts = Facts::from_ip("2001:db8::1").header("x-api-key", "k-123");
-        let with = by_header.key(None, &mut facts, 0);
+        let with = by_header.key(None, &mut facts, ClientIpRule::default());
         assert_eq!(with.value, "x-api-key:k-123");
         assert!(with.describe().starts_with("header:x-api-key#"), "{with:?}");
         assert!(
@@ -374,7 +431,7 @@ pub(crate) mod tests {
             "a header value may be a secret"
         );
         let mut without = Facts::from_ip("2001:db8::1");
-        assert_eq!(key(by_header, &mut without), "ip:2001:db8::1");
+        assert_eq!(key(by_header, &mut without), "ip:2001:db8::/64");
 
         let by_path = LimitBy::Path("/payments".into());
         let mut facts = Facts::from_ip("203.0.113.7");
@@ -386,7 +443,9 @@ pub(crate) mod tests {
         let mut facts = Facts::from_ip("203.0.113.7");
         assert_eq!(key(LimitBy::Route, &mut facts), "route:payments");
         assert_eq!(
-            LimitBy::Route.key(None, &mut facts, 0).describe(),
+            LimitBy::Route
+                .key(None, &mut facts, ClientIpRule::default())
+                .describe(),
             "ip:203.0.113.7"
         );
         assert_eq!(key(LimitBy::Service, &mut facts), "ip:203.0.113.7");
@@ -399,7 +458,7 @@ pub(crate) mod tests {
         let by = LimitBy::Header("x-api-key".into());
         let huge = "k".repeat(60_000);
         let mut facts = Facts::from_ip("10.0.0.1").header("x-api-key", &huge);
-        let key = by.key(None, &mut facts, 0);
+        let key = by.key(None, &mut facts, ClientIpRule::default());
         assert!(
             key.value.len() < MAX_HEADER_KEY_BYTES + 40,
             "{}",
@@ -408,7 +467,7 @@ pub(crate) mod tests {
         assert!(key.value.ends_with("…60000"));
         let mut other = Facts::from_ip("10.0.0.1").header("x-api-key", &"k".repeat(60_001));
         assert_ne!(
-            by.key(None, &mut other, 0),
+            by.key(None, &mut other, ClientIpRule::default()),
             key,
             "lengths still tell them apart"
         );
@@ -417,7 +476,7 @@ pub(crate) mod tests {
     #[test]
     fn no_address_at_all_shares_one_unknown_counter() {
         let mut facts = Facts::default();
-        let got = LimitBy::Ip.key(None, &mut facts, 0);
+        let got = LimitBy::Ip.key(None, &mut facts, ClientIpRule::default());
         assert_eq!(got.kind, KeyKind::Unknown);
         assert_eq!(got.describe(), "unknown");
     }
@@ -451,13 +510,150 @@ pub(crate) mod tests {
 
     #[test]
     fn ip_spellings_normalise_to_one_key() {
-        for text in ["::1", "[::1]:8080", "0:0:0:0:0:0:0:1", "[::1]"] {
+        for text in ["::1", "[::1]:8080", "0:0:0:0:0:0:0:1", "[::1]", " ::1 "] {
             assert_eq!(
                 parse_ip(text).map(|ip| ip.to_string()).as_deref(),
-                Some("::1")
+                Some("::1"),
+                "{text}"
             );
         }
-        assert_eq!(parse_ip("not an ip"), None);
+        for text in [
+            "not an ip",
+            "",
+            "1.2.3.4:",
+            "1.2.3.4:port",
+            "1.2.3.4:123456",
+            "[::1",
+            "[::1]x",
+            "[::1]:",
+            "1.2.3.4%eth0",
+            "[1.2.3.4]",
+        ] {
+            assert_eq!(parse_ip(text), None, "{text}");
+        }
+    }
+
+    /// The key `limit_by: ip` gives a request from `source` (Envoy's `source.address`).
+    fn ip_key_of(source: &str, prefix: u8) -> String {
+        let mut facts = Facts {
+            source: Some(source.to_owned()),
+            ..Facts::default()
+        };
+        let rule = ClientIpRule {
+            trusted_hops: 0,
+            ipv6_prefix_length: prefix,
+        };
+        LimitBy::Ip.key(None, &mut facts, rule).describe()
+    }
+
+    #[test]
+    fn ipv6_clients_count_by_their_64_by_default() {
+        let cases = [
+            ("[2001:db8:1:2::1]:40000", "ip:2001:db8:1:2::/64"),
+            (
+                "[2001:db8:1:2:ffff:ffff:ffff:ffff]:1",
+                "ip:2001:db8:1:2::/64",
+            ),
+            ("[2001:db8:1:3::1]:40000", "ip:2001:db8:1:3::/64"),
+            ("[::1]:40000", "ip:::/64"),
+        ];
+        for (source, expected) in cases {
+            assert_eq!(ip_key_of(source, 64), expected, "{source}");
+        }
+        assert_eq!(
+            ip_key_of("[2001:db8:1:2::1]:1", 56),
+            "ip:2001:db8:1::/56",
+            "a /56 holds the /64s 2001:db8:1:0..ff"
+        );
+        assert_eq!(ip_key_of("[2001:db8:1:2::1]:1", 128), "ip:2001:db8:1:2::1");
+        assert_eq!(ip_key_of("[2001:db8:1:2::1]:1", 33), "ip:2001:db8::/33");
+        assert_eq!(
+            ip_key_of("[2001:db8:8000::1]:1", 33),
+            "ip:2001:db8:8000::/33"
+        );
+        // IPv4 is never masked.
+        assert_eq!(ip_key_of("203.0.113.7:40000", 32), "ip:203.0.113.7");
+    }
+
+    #[test]
+    fn a_hundred_thousand_addresses_of_one_64_share_one_key() {
+        let base = u128::from("2001:db8:aa:bb::".parse::<Ipv6Addr>().unwrap());
+        let mut keys = std::collections::HashSet::new();
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        for i in 0..100_000u64 {
+            // Scattered over the whole interface identifier, not just its low bits.
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let host = u128::from(rng ^ i);
+            let address = Ipv6Addr::from(base | host);
+            let spelled = match i % 3 {
+                0 => format!("[{address}]:{}", 1 + i % 60_000),
+                1 => format!("[{address}%eth{}]:0", i % 7),
+                _ => format!("[{address}]"),
+            };
+            keys.insert(ip_key_of(&spelled, 64));
+        }
+        assert_eq!(
+            keys.into_iter().collect::<Vec<_>>(),
+            ["ip:2001:db8:aa:bb::/64"]
+        );
+    }
+
+    #[test]
+    fn an_ipv4_mapped_address_is_that_ipv4_client() {
+        for source in [
+            "[::ffff:203.0.113.7]:0",
+            "[::ffff:cb00:7107]:40000",
+            "[0:0:0:0:0:ffff:203.0.113.7]:1",
+            "203.0.113.7:40000",
+        ] {
+            for prefix in [32, 64, 128] {
+                assert_eq!(ip_key_of(source, prefix), "ip:203.0.113.7", "{source}");
+            }
+        }
+        // Only `::ffff:0:0/96` is IPv4: other embeddings are IPv6 clients.
+        assert_eq!(ip_key_of("[64:ff9b::203.0.113.7]:1", 64), "ip:64:ff9b::/64");
+    }
+
+    #[test]
+    fn a_zone_id_never_makes_a_new_key() {
+        let expected = ip_key_of("[fe80::1]:40000", 128);
+        assert_eq!(expected, "ip:fe80::1");
+        for source in [
+            "[fe80::1%4]:0",
+            "[fe80::1%eth0]:40000",
+            "[fe80::1%eth1]",
+            "fe80::1%25eth0",
+            "fe80::1%0",
+            "fe80::1%",
+        ] {
+            assert_eq!(ip_key_of(source, 128), expected, "{source}");
+            assert_eq!(ip_key_of(source, 64), "ip:fe80::/64", "{source}");
+        }
+    }
+
+    #[test]
+    fn the_fallback_of_every_limit_by_keys_ipv6_by_its_prefix() {
+        let source = "[2001:db8:1:2::99]:40000";
+        let bys = [
+            LimitBy::Consumer,
+            LimitBy::Credential,
+            LimitBy::Ip,
+            LimitBy::Header("x-api-key".into()),
+            LimitBy::Path("/payments".into()),
+            LimitBy::Route,
+            LimitBy::Service,
+        ];
+        for by in bys {
+            let mut facts = Facts {
+                source: Some(source.to_owned()),
+                path: Some("/users".into()),
+                ..Facts::default()
+            };
+            let got = by.key(None, &mut facts, ClientIpRule::default());
+            assert_eq!(got.describe(), "ip:2001:db8:1:2::/64", "{by:?}");
+        }
     }
 
     #[test]

@@ -191,7 +191,7 @@ impl Limiter {
             .select(route)
             .policies
             .iter()
-            .map(|policy| policy.limit_by.key(route, facts, policy.trusted_hops))
+            .map(|policy| policy.limit_by.key(route, facts, policy.client_ip))
             .collect()
     }
 

@@ -505,6 +505,32 @@ mod tests {
     }
 
     #[test]
+    fn descriptors_carry_the_client_as_the_local_policy_keys_it() {
+        let (limiter, settings) = scenario();
+        let ip_entries = |source: &str| {
+            let mut facts = Facts {
+                source: Some(source.to_owned()),
+                ..Facts::default()
+            };
+            let call = limiter
+                .service_call(&settings, Some("payments"), &mut facts)
+                .unwrap();
+            let request = RateLimitRequest::decode(call.message.as_slice()).unwrap();
+            request
+                .descriptors
+                .iter()
+                .map(|d| format!("{}={}", d.entries[1].key, d.entries[1].value))
+                .collect::<Vec<_>>()
+        };
+        let one_64 = vec!["ip=2001:db8:1:2::/64".to_owned(); 3];
+        assert_eq!(ip_entries("[2001:db8:1:2::1]:40000"), one_64);
+        assert_eq!(ip_entries("[2001:db8:1:2:ab:cd:ef:1%eth0]:0"), one_64);
+        let v4 = vec!["ip=203.0.113.7".to_owned(); 3];
+        assert_eq!(ip_entries("[::ffff:203.0.113.7]:0"), v4);
+        assert_eq!(ip_entries("203.0.113.7:40000"), v4);
+    }
+
+    #[test]
     fn a_route_without_policies_makes_no_call() {
         let (limiter, settings) = limiter(json!({
             "policy": "redis",
