@@ -281,7 +281,7 @@ fn limit_by_consumer_counts_each_consumer_and_falls_back_to_the_ip() {
 }
 
 #[test]
-fn limit_by_header_and_trusted_forwarded_for() {
+fn limit_by_header() {
     let host = Host::new();
     let mut by_key = worker(
         &host,
@@ -298,18 +298,89 @@ fn limit_by_header_and_trusted_forwarded_for() {
             .any(|m| m.contains("x-api-key:a")),
         "the header's value stays out of the log"
     );
+}
 
+/// Clients behind one trusted proxy (10.0.0.1), as Envoy shows them with
+/// `use_remote_address: true`: the proxy's entry, then the peer Envoy appended.
+fn via_proxy(forwarded_for: &str) -> Request {
+    from("10.0.0.1")
+        .use_remote_address(true)
+        .header("x-forwarded-for", forwarded_for)
+}
+
+#[test]
+fn clients_behind_a_trusted_proxy_each_get_their_own_limit() {
     let host = Host::new();
     let mut by_ip = worker(
         &host,
-        &json!({"second": 1, "limit_by": "ip", "xff_num_trusted_hops": 1, "slots": 64}),
+        &json!({"minute": 2, "limit_by": "ip", "xff_num_trusted_hops": 1, "slots": 64}),
     );
-    let via_proxy =
-        |client: &str| from("10.0.0.1").header("x-forwarded-for", &format!("6.6.6.6, {client}"));
-    assert_eq!(by_ip.send(via_proxy("198.51.100.1")).status(), 200);
-    assert_eq!(by_ip.send(via_proxy("198.51.100.2")).status(), 200);
-    assert_eq!(by_ip.send(via_proxy("198.51.100.1")).status(), 429);
-    assert!(host.logged(LogLevel::Info, "limited ip:198.51.100.1"));
+    for client in 1..=5 {
+        let xff = format!("198.51.100.{client}");
+        for _ in 0..2 {
+            let ok = by_ip.send(via_proxy(&xff));
+            assert_eq!(ok.status(), 200, "client {client}");
+            // What the upstream gets: Envoy's append, untouched by the filter.
+            assert_eq!(
+                ok.upstream_header("x-forwarded-for"),
+                Some(format!("{xff},10.0.0.1"))
+            );
+        }
+        assert_limited(&by_ip.send(via_proxy(&xff)), &xff);
+    }
+    assert!(host.logged(LogLevel::Info, "limited ip:198.51.100.5 by global minute"));
+    // The proxy itself (a request it makes, with no X-Forwarded-For) is a client of its own.
+    assert_eq!(
+        by_ip
+            .send(from("10.0.0.1").use_remote_address(true))
+            .status(),
+        200
+    );
+}
+
+#[test]
+fn a_client_forging_forwarded_for_behind_a_trusted_proxy_gets_no_fresh_counter() {
+    let host = Host::new();
+    let mut by_ip = worker(
+        &host,
+        &json!({"minute": 3, "limit_by": "ip", "xff_num_trusted_hops": 1, "slots": 64}),
+    );
+    // The client writes its own entries; the proxy appends the address it saw.
+    let forged = [
+        "1.1.1.1",
+        "2.2.2.2, 3.3.3.3",
+        "garbage",
+        "2001:db8::1",
+        "4.4.4.4",
+    ];
+    let statuses: Vec<u16> = forged
+        .iter()
+        .map(|f| {
+            by_ip
+                .send(via_proxy(&format!("{f}, 198.51.100.7")))
+                .status()
+        })
+        .collect();
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    assert!(host.logged(LogLevel::Info, "limited ip:198.51.100.7 by global minute"));
+    // Straight to Envoy, bypassing the proxy, a client can only count as its own peer.
+    let direct = |xff: &str| {
+        from("203.0.113.9")
+            .use_remote_address(true)
+            .header("x-forwarded-for", xff)
+    };
+    assert_eq!(
+        by_ip
+            .send(from("203.0.113.9").use_remote_address(true))
+            .status(),
+        200
+    );
+    assert_eq!(by_ip.send(direct("")).status(), 200);
+    assert_eq!(by_ip.send(direct(",")).status(), 200);
+    assert_limited(
+        &by_ip.send(direct("x")),
+        "a fourth request from 203.0.113.9",
+    );
 }
 
 #[test]

@@ -82,9 +82,12 @@ pub struct RawConfig {
     /// The path `limit_by: path` counts (required then; starts with `/`). Requests to any
     /// other path are counted by IP, as in Kong.
     pub path: Option<String>,
-    /// Proxies in front of Envoy whose `X-Forwarded-For` entries are trusted (Envoy's name,
-    /// default 0: the connection's peer is the client). Pitfall: a value higher than the
-    /// real number of proxies lets clients choose their IP; see `key::client_ip`.
+    /// Proxies in front of Envoy whose `X-Forwarded-For` entries are trusted (Envoy's name
+    /// and meaning, default 0: the connection's peer is the client): the filter takes the
+    /// address Envoy's own `xff_num_trusted_hops` would, skipping the entry Envoy appended
+    /// with `use_remote_address: true`. Pitfalls: a value higher than the real number of
+    /// proxies lets clients choose their IP; so does `skip_xff_append: true` on the
+    /// connection manager, or setting it there too; see `key::client_ip`.
     pub xff_num_trusted_hops: Option<u32>,
     /// How many leading bits of an IPv6 client address name the client (default 64,
     /// 32..=128): every address of one `/64` shares a counter, as one subscriber holds a

@@ -226,28 +226,35 @@ pub fn without_query(path: &str) -> &str {
 }
 
 /// The client IP: the downstream peer (`source.address`), or with `trusted_hops` proxies
-/// in front of Envoy, the address the outermost trusted proxy saw, as Envoy's
-/// `xff_num_trusted_hops` picks it: count `trusted_hops` entries from the right of
-/// `X-Forwarded-For` (the peer itself being hop 0). When the header has fewer entries than
-/// that, or the entry there is not an IP, the request did not come through the trusted
-/// proxies as configured and the peer is used, as Envoy falls back: a client never picks its
-/// own counter by writing `X-Forwarded-For`.
+/// in front of Envoy, the address the outermost of them saw — the entry Envoy's own
+/// `xff_num_trusted_hops` on the connection manager would take. Envoy takes "the Nth
+/// address from the right of `X-Forwarded-For`" as the header *arrived*; with
+/// `use_remote_address: true` it then appends the peer (or, for a loopback peer, its own
+/// address) before any filter runs, so from here that entry is the (N+1)th from the right:
+/// the last entry is skipped. With `use_remote_address: false` Envoy appends nothing and
+/// takes the (N+1)th from the right itself. Both measured against Envoy 1.40.
+///
+/// When the header has fewer entries than that, or the entry there is not an IP, the
+/// request did not come through the trusted proxies as configured and the peer is used, as
+/// Envoy falls back: a client never picks its own counter by writing `X-Forwarded-For`.
+/// Pitfall: with the connection manager's `skip_xff_append: true` nothing is appended and
+/// this is one entry off, towards the client's side.
 ///
 /// Prefer Envoy's own `xff_num_trusted_hops` on the connection manager, which also fixes
-/// `source.address`; this setting is for when that cannot be changed.
+/// `source.address`; this setting is for when that cannot be changed. Never both: the
+/// proxies would be skipped twice.
 pub fn client_ip(facts: &mut dyn RequestFacts, trusted_hops: u32) -> Option<IpAddr> {
-    let peer = facts.source_address().and_then(|a| parse_ip(&a));
-    if trusted_hops == 0 {
-        return peer;
+    if trusted_hops > 0 {
+        let forwarded = facts.header("x-forwarded-for");
+        let chosen = forwarded.as_deref().and_then(|xff| {
+            let skip = usize::try_from(trusted_hops).ok()?;
+            xff.rsplit(',').nth(skip).and_then(parse_ip)
+        });
+        if chosen.is_some() {
+            return chosen;
+        }
     }
-    let forwarded = facts.header("x-forwarded-for");
-    let chosen = forwarded.as_deref().and_then(|xff| {
-        let entries: Vec<&str> = xff.split(',').map(str::trim).collect();
-        let from_right = usize::try_from(trusted_hops).ok()?;
-        let index = entries.len().checked_sub(from_right)?;
-        entries.get(index).and_then(|e| parse_ip(e))
-    });
-    chosen.or(peer)
+    facts.source_address().and_then(|a| parse_ip(&a))
 }
 
 /// An IP from `1.2.3.4`, `1.2.3.4:80`, `::1`, `[::1]:80` or `[::1]`; an IPv6 zone id
@@ -483,29 +490,85 @@ pub(crate) mod tests {
 
     #[test]
     fn trusted_hops_pick_the_entry_the_outermost_trusted_proxy_wrote() {
+        // As a filter sees it with `use_remote_address: true`: the last entry is what Envoy
+        // appended (the peer 10.0.0.2), the client wrote 6.6.6.6, proxies the rest.
         let cases = [
             // (xff, hops, expected)
             (None, 0, "10.0.0.2"),
-            (Some("198.51.100.1"), 0, "10.0.0.2"),
-            (Some("198.51.100.1"), 1, "198.51.100.1"),
-            (Some("6.6.6.6, 198.51.100.1"), 1, "198.51.100.1"),
-            (Some("6.6.6.6,198.51.100.1, 10.0.0.1"), 2, "198.51.100.1"),
+            (Some("10.0.0.2"), 0, "10.0.0.2"),
+            (Some("198.51.100.1,10.0.0.2"), 0, "10.0.0.2"),
+            (Some("198.51.100.1,10.0.0.2"), 1, "198.51.100.1"),
+            (Some("6.6.6.6, 198.51.100.1,10.0.0.2"), 1, "198.51.100.1"),
+            (
+                Some("6.6.6.6, 198.51.100.1, 10.0.0.1,10.0.0.2"),
+                2,
+                "198.51.100.1",
+            ),
+            (
+                Some("6.6.6.6, 198.51.100.1, 10.0.0.1,10.0.0.2"),
+                3,
+                "6.6.6.6",
+            ),
             // Fewer entries than trusted hops: the peer, never a client-written entry.
-            (Some("198.51.100.1"), 2, "10.0.0.2"),
+            (Some("10.0.0.2"), 1, "10.0.0.2"),
+            (Some("198.51.100.1,10.0.0.2"), 2, "10.0.0.2"),
             (None, 1, "10.0.0.2"),
             // Not an IP where a trusted proxy should have written one.
-            (Some("6.6.6.6, garbage"), 1, "10.0.0.2"),
-            (Some("[2001:db8::7]:443"), 1, "2001:db8::7"),
-            (Some("198.51.100.1:5555"), 1, "198.51.100.1"),
+            (Some("6.6.6.6, garbage,10.0.0.2"), 1, "10.0.0.2"),
+            (Some(",10.0.0.2"), 1, "10.0.0.2"),
+            (Some("[2001:db8::7]:443,10.0.0.2"), 1, "2001:db8::7"),
+            (Some("198.51.100.1:5555,10.0.0.2"), 1, "198.51.100.1"),
+            (Some("::ffff:198.51.100.1,10.0.0.2"), 1, "198.51.100.1"),
         ];
         for (xff, hops, expected) in cases {
             let mut facts = Facts::from_ip("10.0.0.2");
             if let Some(xff) = xff {
                 facts = facts.header("x-forwarded-for", xff);
             }
-            let got = client_ip(&mut facts, hops).map(|ip| ip.to_string());
+            let got = client_ip(&mut facts, hops).map(|ip| ip.to_canonical().to_string());
             assert_eq!(got.as_deref(), Some(expected), "{xff:?} with {hops} hops");
         }
+    }
+
+    #[test]
+    fn a_client_forging_forwarded_for_gets_no_fresh_counter() {
+        // Behind one trusted proxy (198.51.100.1 is the client it saw), whatever the client
+        // writes itself lands left of the proxy's entry.
+        for forged in [
+            "",
+            "1.1.1.1",
+            "1.1.1.1, 2.2.2.2",
+            "garbage",
+            "::1",
+            "1.1.1.1,",
+        ] {
+            let xff = if forged.is_empty() {
+                "198.51.100.1,10.0.0.2".to_owned()
+            } else {
+                format!("{forged}, 198.51.100.1,10.0.0.2")
+            };
+            let mut facts = Facts::from_ip("10.0.0.2").header("x-forwarded-for", &xff);
+            let rule = ClientIpRule {
+                trusted_hops: 1,
+                ..ClientIpRule::default()
+            };
+            assert_eq!(
+                LimitBy::Ip.key(None, &mut facts, rule).describe(),
+                "ip:198.51.100.1",
+                "{xff}"
+            );
+        }
+    }
+
+    #[test]
+    fn with_no_trusted_hops_forwarded_for_is_ignored() {
+        let mut facts = Facts::from_ip("10.0.0.2").header("x-forwarded-for", "6.6.6.6");
+        assert_eq!(
+            LimitBy::Ip
+                .key(None, &mut facts, ClientIpRule::default())
+                .describe(),
+            "ip:10.0.0.2"
+        );
     }
 
     #[test]
