@@ -300,6 +300,113 @@ fn limit_by_header() {
     );
 }
 
+#[test]
+fn a_counted_header_sent_twice_is_refused_never_counted_under_the_clients_copy() {
+    let host = Host::new();
+    let mut by_key = worker(
+        &host,
+        &json!({"minute": 2, "limit_by": "header", "header_name": "x-api-key", "slots": 64}),
+    );
+    // The attack: a throw-away copy next to the real key, which an upstream may read.
+    for i in 0..4 {
+        let random = format!("random-{i}");
+        let (first, second) = if i % 2 == 0 {
+            (random.as_str(), "k-real")
+        } else {
+            ("k-real", random.as_str())
+        };
+        let refused = by_key.send(
+            get("users", "/users")
+                .header("x-api-key", first)
+                .header("x-api-key", second),
+        );
+        assert_eq!(refused.status(), 400, "{first}, {second}");
+        assert_eq!(
+            refused.body_json(),
+            json!({"message": "The x-api-key header must be sent once"})
+        );
+        assert_eq!(
+            header(&refused, "content-type").as_deref(),
+            Some("application/json; charset=utf-8")
+        );
+        assert!(!refused.reached_upstream());
+    }
+    assert_eq!(metric(&host, "rejected"), 4);
+    assert!(host.logged(
+        LogLevel::Info,
+        "refused header by global: x-api-key sent 2 times with different values"
+    ));
+    // Nothing was counted: the real key still has its whole limit.
+    let real = || get("users", "/users").header("x-api-key", "k-real");
+    assert_eq!(by_key.send(real()).status(), 200);
+    // A copy repeated verbatim is one value: it counts under the real key.
+    let repeated = by_key.send(real().header("x-api-key", "k-real"));
+    assert_eq!(repeated.status(), 200);
+    assert_limited(&by_key.send(real()), "k-real a third time");
+    assert_eq!((metric(&host, "allowed"), metric(&host, "limited")), (2, 1));
+}
+
+#[test]
+fn a_header_envoy_joins_is_counted_under_the_joined_value() {
+    // Envoy joins repeated inline headers (user-agent, authorization, …) with `,` before any
+    // filter: the filter sees one value and counts under it, as the upstream will see it.
+    let host = Host::new();
+    let mut by_agent = worker(
+        &host,
+        &json!({"minute": 2, "limit_by": "header", "header_name": "user-agent", "slots": 64}),
+    );
+    let agent = |values: &[&str]| {
+        values
+            .iter()
+            .fold(get("users", "/users"), |r, v| r.header("user-agent", v))
+    };
+    let twice = by_agent.send(agent(&["a", "b"]));
+    assert_eq!(twice.status(), 200);
+    assert_eq!(twice.upstream_header("user-agent").as_deref(), Some("a,b"));
+    assert_eq!(by_agent.send(agent(&["a,b"])).status(), 200);
+    assert_limited(&by_agent.send(agent(&["a", "b"])), "a,b a third time");
+    assert_eq!(
+        by_agent.send(agent(&["a"])).status(),
+        200,
+        "a alone is another value"
+    );
+}
+
+#[test]
+fn unreadable_request_headers_are_a_fault_that_fault_tolerant_decides() {
+    for tolerant in [false, true] {
+        let host = Host::new();
+        let mut by_key = worker(
+            &host,
+            &json!({"minute": 1, "limit_by": "header", "header_name": "x-api-key",
+                    "fault_tolerant": tolerant, "slots": 64}),
+        );
+        host.fail_header_maps(Some(host_test::Status::InternalFailure));
+        let ex = by_key.send(get("users", "/users").header("x-api-key", "k"));
+        if tolerant {
+            assert_eq!(ex.status(), 200);
+            assert!(ex.reached_upstream());
+        } else {
+            assert_eq!(ex.status(), 500);
+            assert_eq!(
+                ex.body_json(),
+                json!({"message": "An unexpected error occurred"})
+            );
+            assert!(!ex.reached_upstream());
+        }
+        assert_eq!(metric(&host, "faults"), 1);
+        assert!(ex.crash.is_none());
+        // The host recovers: counting resumes.
+        host.fail_header_maps(None);
+        let ex = by_key.send(get("users", "/users").header("x-api-key", "k"));
+        assert_eq!(ex.status(), 200);
+        assert_limited(
+            &by_key.send(get("users", "/users").header("x-api-key", "k")),
+            "k a second time",
+        );
+    }
+}
+
 /// Clients behind one trusted proxy (10.0.0.1), as Envoy shows them with
 /// `use_remote_address: true`: the proxy's entry, then the peer Envoy appended.
 fn via_proxy(forwarded_for: &str) -> Request {

@@ -16,8 +16,14 @@ use super::slot::hash;
 pub trait RequestFacts {
     /// Envoy's `source.address`: the downstream peer as `ip:port`.
     fn source_address(&mut self) -> Option<String>;
-    /// The first value of a request header (lower-case name).
+    /// The first value of a request header (lower-case name): what Envoy's
+    /// `get_header_map_value` gives. Only for a header Envoy joins into one
+    /// (`x-forwarded-for`).
     fn header(&mut self, name: &str) -> Option<String>;
+    /// Every value of a request header (lower-case name), in order: a client may send a
+    /// header twice, and Envoy hands a filter asking for one value only the first.
+    /// `Err` when the host cannot give the request's headers.
+    fn header_values(&mut self, name: &str) -> Result<Vec<String>, String>;
     /// `:path`, query included.
     fn path(&mut self) -> Option<String>;
     /// The identity the jwt filter handed over in filter state.
@@ -63,13 +69,13 @@ impl LimitBy {
         }
     }
 
-    /// The key this request counts under.
+    /// The key this request counts under, or why it cannot be counted.
     pub fn key(
         &self,
         route: Option<&str>,
         facts: &mut dyn RequestFacts,
         client: ClientIpRule,
-    ) -> LimitKey {
+    ) -> Result<LimitKey, KeyError> {
         let found = match self {
             LimitBy::Consumer => facts.identity().and_then(|id| {
                 let Identity {
@@ -88,8 +94,7 @@ impl LimitBy {
                 .and_then(|id| id.credential)
                 .map(|v| LimitKey::new(KeyKind::Credential, v)),
             LimitBy::Ip => None,
-            LimitBy::Header(name) => facts
-                .header(name)
+            LimitBy::Header(name) => header_value(name, facts)?
                 .map(|v| LimitKey::new(KeyKind::Header, header_key(name, &v))),
             LimitBy::Path(path) => facts
                 .path()
@@ -98,11 +103,69 @@ impl LimitBy {
             LimitBy::Route => route.map(|r| LimitKey::new(KeyKind::Route, r.to_owned())),
             LimitBy::Service => facts.service().map(|s| LimitKey::new(KeyKind::Service, s)),
         };
-        found.unwrap_or_else(|| match client_ip(facts, client.trusted_hops) {
-            Some(ip) => LimitKey::new(KeyKind::Ip, ip_key(ip, client.ipv6_prefix_length)),
-            None => LimitKey::new(KeyKind::Unknown, String::new()),
-        })
+        Ok(
+            found.unwrap_or_else(|| match client_ip(facts, client.trusted_hops) {
+                Some(ip) => LimitKey::new(KeyKind::Ip, ip_key(ip, client.ipv6_prefix_length)),
+                None => LimitKey::new(KeyKind::Unknown, String::new()),
+            }),
+        )
     }
+}
+
+/// Why a request cannot be counted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyError {
+    /// The counted header came more than once, with different values. An upstream or a
+    /// filter checking the header may read any one copy (Envoy hands a filter the first,
+    /// many frameworks the last), so counting under any one of them could count the
+    /// client's throw-away copy while the real one is used; joined, each throw-away value
+    /// would still make a fresh counter. The request is refused (400), counted nowhere.
+    RepeatedHeader { name: String, copies: usize },
+    /// The host could not give the request's headers: a fault, `fault_tolerant` decides.
+    Host(String),
+}
+
+impl KeyError {
+    /// The status a refused request gets.
+    pub const STATUS: u16 = 400;
+
+    /// Kong-style JSON body of the refusal.
+    pub fn body(&self) -> String {
+        let message = match self {
+            KeyError::RepeatedHeader { name, .. } => {
+                format!("The {name} header must be sent once")
+            }
+            KeyError::Host(_) => "An unexpected error occurred".to_owned(),
+        };
+        serde_json::json!({ "message": message }).to_string()
+    }
+
+    /// For the log line.
+    pub fn describe(&self) -> String {
+        match self {
+            KeyError::RepeatedHeader { name, copies } => {
+                format!("{name} sent {copies} times with different values")
+            }
+            KeyError::Host(e) => format!("request headers unreadable: {e}"),
+        }
+    }
+}
+
+/// The one value of header `name`: none when absent, the value when every copy the client
+/// sent agrees (a header repeated verbatim is still one value), refused otherwise.
+fn header_value(name: &str, facts: &mut dyn RequestFacts) -> Result<Option<String>, KeyError> {
+    let mut values = facts.header_values(name).map_err(KeyError::Host)?;
+    let copies = values.len();
+    let Some(first) = values.pop() else {
+        return Ok(None);
+    };
+    if values.iter().any(|v| *v != first) {
+        return Err(KeyError::RepeatedHeader {
+            name: name.to_owned(),
+            copies,
+        });
+    }
+    Ok(Some(first))
 }
 
 /// How a client address becomes a key: which address is the client's
@@ -339,6 +402,8 @@ pub(crate) mod tests {
         pub path: Option<String>,
         pub identity: Option<Identity>,
         pub service: Option<String>,
+        /// `header_values` fails, as a host whose header map is unreadable.
+        pub broken_header_map: bool,
     }
 
     impl Facts {
@@ -370,6 +435,17 @@ pub(crate) mod tests {
                 .find(|(n, _)| n == name)
                 .map(|(_, v)| v.clone())
         }
+        fn header_values(&mut self, name: &str) -> Result<Vec<String>, String> {
+            if self.broken_header_map {
+                return Err("the host's header map is malformed".into());
+            }
+            Ok(self
+                .headers
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+                .collect())
+        }
         fn path(&mut self) -> Option<String> {
             self.path.clone()
         }
@@ -383,6 +459,7 @@ pub(crate) mod tests {
 
     fn key(by: LimitBy, facts: &mut Facts) -> String {
         by.key(Some("payments"), facts, ClientIpRule::default())
+            .unwrap()
             .describe()
     }
 
@@ -430,7 +507,9 @@ pub(crate) mod tests {
     fn header_path_route_and_service_fall_back_to_ip() {
         let by_header = LimitBy::Header("x-api-key".into());
         let mut facts = Facts::from_ip("2001:db8::1").header("x-api-key", "k-123");
-        let with = by_header.key(None, &mut facts, ClientIpRule::default());
+        let with = by_header
+            .key(None, &mut facts, ClientIpRule::default())
+            .unwrap();
         assert_eq!(with.value, "x-api-key:k-123");
         assert!(with.describe().starts_with("header:x-api-key#"), "{with:?}");
         assert!(
@@ -452,6 +531,7 @@ pub(crate) mod tests {
         assert_eq!(
             LimitBy::Route
                 .key(None, &mut facts, ClientIpRule::default())
+                .unwrap()
                 .describe(),
             "ip:203.0.113.7"
         );
@@ -461,11 +541,61 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_header_sent_twice_with_different_values_is_refused_never_counted_under_one() {
+        let by = LimitBy::Header("x-api-key".into());
+        let rule = ClientIpRule::default();
+        for values in [
+            &["random", "k-real"][..],
+            &["k-real", "random"],
+            &["", "k-real"],
+            &["k-real", "k-real", "other"],
+        ] {
+            let mut facts = values
+                .iter()
+                .fold(Facts::from_ip("10.0.0.1"), |f, v| f.header("x-api-key", v));
+            let refused = by.key(None, &mut facts, rule).unwrap_err();
+            assert_eq!(
+                refused,
+                KeyError::RepeatedHeader {
+                    name: "x-api-key".into(),
+                    copies: values.len()
+                },
+                "{values:?}"
+            );
+            assert_eq!(
+                refused.body(),
+                r#"{"message":"The x-api-key header must be sent once"}"#
+            );
+        }
+        // The same value twice is one value; another header's copies do not matter.
+        let mut facts = Facts::from_ip("10.0.0.1")
+            .header("x-api-key", "k-real")
+            .header("x-other", "1")
+            .header("x-other", "2")
+            .header("x-api-key", "k-real");
+        assert_eq!(
+            by.key(None, &mut facts, rule).unwrap().value,
+            "x-api-key:k-real"
+        );
+    }
+
+    #[test]
+    fn unreadable_request_headers_are_a_fault_not_a_fallback() {
+        let mut facts = Facts::from_ip("10.0.0.1").header("x-api-key", "k");
+        facts.broken_header_map = true;
+        let by = LimitBy::Header("x-api-key".into());
+        assert!(matches!(
+            by.key(None, &mut facts, ClientIpRule::default()),
+            Err(KeyError::Host(_))
+        ));
+    }
+
+    #[test]
     fn a_huge_header_value_is_keyed_by_a_bounded_prefix_and_its_length() {
         let by = LimitBy::Header("x-api-key".into());
         let huge = "k".repeat(60_000);
         let mut facts = Facts::from_ip("10.0.0.1").header("x-api-key", &huge);
-        let key = by.key(None, &mut facts, ClientIpRule::default());
+        let key = by.key(None, &mut facts, ClientIpRule::default()).unwrap();
         assert!(
             key.value.len() < MAX_HEADER_KEY_BYTES + 40,
             "{}",
@@ -474,7 +604,7 @@ pub(crate) mod tests {
         assert!(key.value.ends_with("…60000"));
         let mut other = Facts::from_ip("10.0.0.1").header("x-api-key", &"k".repeat(60_001));
         assert_ne!(
-            by.key(None, &mut other, ClientIpRule::default()),
+            by.key(None, &mut other, ClientIpRule::default()).unwrap(),
             key,
             "lengths still tell them apart"
         );
@@ -483,7 +613,9 @@ pub(crate) mod tests {
     #[test]
     fn no_address_at_all_shares_one_unknown_counter() {
         let mut facts = Facts::default();
-        let got = LimitBy::Ip.key(None, &mut facts, ClientIpRule::default());
+        let got = LimitBy::Ip
+            .key(None, &mut facts, ClientIpRule::default())
+            .unwrap();
         assert_eq!(got.kind, KeyKind::Unknown);
         assert_eq!(got.describe(), "unknown");
     }
@@ -553,7 +685,7 @@ pub(crate) mod tests {
                 ..ClientIpRule::default()
             };
             assert_eq!(
-                LimitBy::Ip.key(None, &mut facts, rule).describe(),
+                LimitBy::Ip.key(None, &mut facts, rule).unwrap().describe(),
                 "ip:198.51.100.1",
                 "{xff}"
             );
@@ -566,6 +698,7 @@ pub(crate) mod tests {
         assert_eq!(
             LimitBy::Ip
                 .key(None, &mut facts, ClientIpRule::default())
+                .unwrap()
                 .describe(),
             "ip:10.0.0.2"
         );
@@ -606,7 +739,7 @@ pub(crate) mod tests {
             trusted_hops: 0,
             ipv6_prefix_length: prefix,
         };
-        LimitBy::Ip.key(None, &mut facts, rule).describe()
+        LimitBy::Ip.key(None, &mut facts, rule).unwrap().describe()
     }
 
     #[test]
@@ -714,7 +847,7 @@ pub(crate) mod tests {
                 path: Some("/users".into()),
                 ..Facts::default()
             };
-            let got = by.key(None, &mut facts, ClientIpRule::default());
+            let got = by.key(None, &mut facts, ClientIpRule::default()).unwrap();
             assert_eq!(got.describe(), "ip:2001:db8:1:2::/64", "{by:?}");
         }
     }
