@@ -407,6 +407,41 @@ fn unreadable_request_headers_are_a_fault_that_fault_tolerant_decides() {
     }
 }
 
+#[test]
+fn limit_by_path_counts_every_spelling_of_the_path_together() {
+    let host = Host::new();
+    let mut filter = worker(
+        &host,
+        &json!({"minute": 3, "limit_by": "path", "path": "/payments", "slots": 64}),
+    );
+    let at = |path: &str, ip: &str| get("payments", path).source(&format!("{ip}:40000"));
+    // Three clients, three spellings an upstream serves as /payments: one counter.
+    assert_eq!(filter.send(at("/payments", "203.0.113.1")).status(), 200);
+    assert_eq!(filter.send(at("//payments", "203.0.113.2")).status(), 200);
+    let encoded = filter.send(at("/%70ayments/", "203.0.113.3"));
+    assert_eq!(encoded.status(), 200);
+    assert_eq!(
+        encoded.upstream_header(":path").as_deref(),
+        Some("/%70ayments/"),
+        "compared normalised, forwarded as sent"
+    );
+    for spelled in [
+        "/payments;jsessionid=1",
+        "/x/../payments",
+        "/payments?page=2",
+        "/public/..;/payments",
+    ] {
+        assert_limited(&filter.send(at(spelled, "203.0.113.4")), spelled);
+    }
+    assert!(host.logged(
+        LogLevel::Info,
+        "limited path:/payments by global minute: 3 of 3 used"
+    ));
+    // Any other path is counted per client, as in Kong.
+    assert_eq!(filter.send(at("/payments/1", "203.0.113.4")).status(), 200);
+    assert_eq!(filter.send(at("/paymentsx", "203.0.113.4")).status(), 200);
+}
+
 /// Clients behind one trusted proxy (10.0.0.1), as Envoy shows them with
 /// `use_remote_address: true`: the proxy's entry, then the peer Envoy appended.
 fn via_proxy(forwarded_for: &str) -> Request {

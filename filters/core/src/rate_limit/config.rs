@@ -80,7 +80,9 @@ pub struct RawConfig {
     /// The header `limit_by: header` counts by (required then).
     pub header_name: Option<String>,
     /// The path `limit_by: path` counts (required then; starts with `/`). Requests to any
-    /// other path are counted by IP, as in Kong.
+    /// other path are counted by IP, as in Kong. Both sides are compared normalised
+    /// (`rate_limit::path`): `//payments`, `/%70ayments`, `/payments/`, `/payments;x=1` are
+    /// `/payments`. Pitfall: paths stay case-sensitive, as Kong's and Envoy's routes.
     pub path: Option<String>,
     /// Proxies in front of Envoy whose `X-Forwarded-For` entries are trusted (Envoy's name
     /// and meaning, default 0: the connection's peer is the client): the filter takes the
@@ -436,13 +438,20 @@ fn compile_policy(
                     "required when limit_by is \"path\"",
                 ));
             };
-            if !path.starts_with('/') || path.contains('?') {
+            if !path.starts_with('/') || path.contains(['?', '#']) {
                 return Err(err(
                     at(prefix, "path"),
                     format!("{path:?} is not a path (starts with '/', no query)"),
                 ));
             }
-            LimitBy::Path(path.clone())
+            // Held in the form requests are compared in: `/payments/` is `/payments`.
+            let Ok(normal) = String::from_utf8(super::path::normalise(path)) else {
+                return Err(err(
+                    at(prefix, "path"),
+                    format!("{path:?} decodes to bytes that are not UTF-8"),
+                ));
+            };
+            LimitBy::Path(normal)
         }
     };
     let trusted_hops = r.xff_num_trusted_hops.unwrap_or(0);
@@ -632,6 +641,24 @@ mod tests {
     }
 
     #[test]
+    fn the_configured_path_is_held_normalised() {
+        for (path, held) in [
+            ("/payments", "/payments"),
+            ("/payments/", "/payments"),
+            ("//v1/./payments", "/v1/payments"),
+            ("/%70ayments", "/payments"),
+            ("/", "/"),
+        ] {
+            let set = compile(json!({"minute": 1, "limit_by": "path", "path": path})).unwrap();
+            assert_eq!(
+                set.select(None).policies[0].limit_by,
+                LimitBy::Path(held.into()),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
     fn window_type_is_accepted_for_algorithm() {
         let set = compile(json!({"minute": 1, "window_type": "sliding"})).unwrap();
         assert_eq!(set.select(None).policies[0].algorithm, Algorithm::Sliding);
@@ -676,6 +703,16 @@ mod tests {
                 json!({"minute": 1, "limit_by": "path", "path": "payments"}),
                 "path",
                 "not a path",
+            ),
+            (
+                json!({"minute": 1, "limit_by": "path", "path": "/pay#x"}),
+                "path",
+                "not a path",
+            ),
+            (
+                json!({"minute": 1, "limit_by": "path", "path": "/%ff"}),
+                "path",
+                "not UTF-8",
             ),
             (
                 json!({"minute": 1, "policy": "redis"}),

@@ -46,8 +46,9 @@ pub enum LimitBy {
     Ip,
     /// The value of this request header; then the IP.
     Header(String),
-    /// Kong's: requests whose path (query aside) is exactly this one share a counter; every
-    /// other request is counted by IP.
+    /// Kong's: requests whose path (query aside) is this one share a counter; every other
+    /// request is counted by IP. Compared normalised (see [`super::path`]): `//payments`,
+    /// `/%70ayments`, `/payments/`, `/payments;x=1` are `/payments`. Held normalised.
     Path(String),
     /// The Envoy route name: one counter per route for all clients; then the IP.
     Route,
@@ -98,7 +99,7 @@ impl LimitBy {
                 .map(|v| LimitKey::new(KeyKind::Header, header_key(name, &v))),
             LimitBy::Path(path) => facts
                 .path()
-                .filter(|p| without_query(p) == path)
+                .filter(|p| super::path::is(p, path))
                 .map(|_| LimitKey::new(KeyKind::Path, path.clone())),
             LimitBy::Route => route.map(|r| LimitKey::new(KeyKind::Route, r.to_owned())),
             LimitBy::Service => facts.service().map(|s| LimitKey::new(KeyKind::Service, s)),
@@ -281,11 +282,6 @@ fn header_key(name: &str, value: &str) -> String {
         value.get(..end).unwrap_or_default(),
         value.len()
     )
-}
-
-/// `path` without its query string.
-pub fn without_query(path: &str) -> &str {
-    path.split_once('?').map_or(path, |(p, _)| p)
 }
 
 /// The client IP: the downstream peer (`source.address`), or with `trusted_hops` proxies
@@ -522,6 +518,8 @@ pub(crate) mod tests {
         let by_path = LimitBy::Path("/payments".into());
         let mut facts = Facts::from_ip("203.0.113.7");
         facts.path = Some("/payments?x=1".into());
+        assert_eq!(key(by_path.clone(), &mut facts), "path:/payments");
+        facts.path = Some("//payments/?x=1".into());
         assert_eq!(key(by_path.clone(), &mut facts), "path:/payments");
         facts.path = Some("/payments/1".into());
         assert_eq!(key(by_path, &mut facts), "ip:203.0.113.7");
