@@ -37,7 +37,7 @@ pub use host::{
 pub use plugin::{Meter, Plugin, PluginBuilder, StartError};
 pub use stream::{
     send, ClientResponse, Exchange, Headers, LocalResponse, Metered, Request, UpstreamRequest,
-    UpstreamResponse,
+    UpstreamResponse, DEFAULT_ENVOY_ADDRESS,
 };
 
 /// The workspace root (where `dist/` lives).

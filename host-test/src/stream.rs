@@ -204,7 +204,14 @@ pub struct Request {
     pub use_remote_address: bool,
     /// See [`Request::client_resets_after`].
     pub client_resets_after: Option<Duration>,
+    /// The address Envoy appends to `x-forwarded-for` for a loopback peer: see
+    /// [`Request::envoy_address`].
+    pub envoy_address: String,
 }
+
+/// [`Request::envoy_address`] unless a test sets it: a documentation address standing for
+/// the machine's own.
+pub const DEFAULT_ENVOY_ADDRESS: &str = "192.0.2.254";
 
 static NEXT_REQUEST_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
@@ -227,6 +234,7 @@ impl Request {
             response: UpstreamResponse::new(200),
             use_remote_address: false,
             client_resets_after: None,
+            envoy_address: DEFAULT_ENVOY_ADDRESS.into(),
         }
     }
     pub fn get(path: &str) -> Self {
@@ -277,9 +285,20 @@ impl Request {
         self
     }
     /// The connection manager's `use_remote_address`. With Envoy's default (false) a client's
-    /// `x-forwarded-for` decides `source.address`; true makes it the peer address.
+    /// `x-forwarded-for` decides `source.address`; true makes it the peer address, and Envoy
+    /// appends the peer's IP to `x-forwarded-for` (see [`Request::envoy_address`]), sets
+    /// `x-envoy-external-address` to it and `x-forwarded-proto` to the connection's scheme,
+    /// all before any filter runs.
     pub fn use_remote_address(mut self, on: bool) -> Self {
         self.use_remote_address = on;
+        self
+    }
+    /// What Envoy appends to `x-forwarded-for` instead of a loopback peer (127.0.0.0/8,
+    /// `::1`) with `use_remote_address`: its own address (`local_info`, the machine's first
+    /// non-loopback IPv4 address; 127.0.0.1 on a machine with none). Default
+    /// [`DEFAULT_ENVOY_ADDRESS`].
+    pub fn envoy_address(mut self, ip: &str) -> Self {
+        self.envoy_address = ip.to_string();
         self
     }
 
@@ -488,7 +507,7 @@ pub fn send(filters: &mut [&mut Plugin], request: Request) -> Exchange {
     if let Some(dead) = filters.iter().find_map(|f| f.crashed().map(str::to_string)) {
         return crashed(ex, dead);
     }
-    let request_headers = connection_manager_headers(request.headers.clone());
+    let request_headers = connection_manager_headers(&request);
     let source = downstream_address(&request, &request_headers);
     let client_reset_at = request.client_resets_after.and_then(|after| {
         let now = filters.first()?.host().now_nanos();
@@ -702,10 +721,12 @@ const COALESCED: [&str; 8] = [
 ];
 
 /// What Envoy's connection manager does to a request before the filters see it: repeated
-/// inline headers joined, `x-forwarded-proto` and `x-request-id` appended.
-fn connection_manager_headers(headers: Headers) -> Headers {
+/// inline headers joined; with `use_remote_address`, the peer appended to
+/// `x-forwarded-for` and `x-forwarded-proto` and `x-envoy-external-address` set (each in
+/// place when the client sent it, else added in that order); `x-request-id` added last.
+fn connection_manager_headers(request: &Request) -> Headers {
     let mut joined = Headers::default();
-    for (name, value) in headers.pairs {
+    for (name, value) in request.headers.pairs.iter().cloned() {
         let inline = COALESCED.contains(&name.as_str());
         match joined.pairs.iter_mut().find(|(k, _)| inline && *k == name) {
             Some((_, existing)) => {
@@ -716,7 +737,30 @@ fn connection_manager_headers(headers: Headers) -> Headers {
         }
     }
     let mut headers = joined;
-    if headers.get("x-forwarded-proto").is_none() {
+    if request.use_remote_address {
+        let peer = address_ip(&request.source);
+        let appended = if is_loopback(peer) {
+            request.envoy_address.as_str()
+        } else {
+            peer
+        };
+        match headers
+            .pairs
+            .iter_mut()
+            .find(|(k, _)| k == "x-forwarded-for")
+        {
+            Some((_, xff)) => {
+                // An empty header gets the address alone (measured).
+                if !xff.is_empty() {
+                    xff.push(b',');
+                }
+                xff.extend_from_slice(appended.as_bytes());
+            }
+            None => headers.add("x-forwarded-for", appended.as_bytes()),
+        }
+        set_in_place(&mut headers, "x-forwarded-proto", b"http");
+        set_in_place(&mut headers, "x-envoy-external-address", peer.as_bytes());
+    } else if headers.get("x-forwarded-proto").is_none() {
         headers.add("x-forwarded-proto", b"http");
     }
     if headers.get("x-request-id").is_none() {
@@ -729,19 +773,74 @@ fn connection_manager_headers(headers: Headers) -> Headers {
     headers
 }
 
+/// Sets `name` where the client put it (its later copies removed), or at the end.
+fn set_in_place(headers: &mut Headers, name: &str, value: &[u8]) {
+    match headers.pairs.iter().position(|(k, _)| k == name) {
+        Some(at) => {
+            let mut index = 0;
+            headers.pairs.retain(|(k, _)| {
+                index += 1;
+                index - 1 == at || k != name
+            });
+            if let Some((_, v)) = headers.pairs.get_mut(at) {
+                *v = value.to_vec();
+            }
+        }
+        None => headers.add(name, value),
+    }
+}
+
+/// The IP of an `ip:port` / `[ip]:port` address, as text.
+fn address_ip(address: &str) -> &str {
+    match address.strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map_or(rest, |(ip, _)| ip),
+        None => address.rsplit_once(':').map_or(address, |(ip, _)| ip),
+    }
+}
+
+/// Envoy's `isLoopbackAddress`: 127.0.0.0/8 and `::1`.
+fn is_loopback(ip: &str) -> bool {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(v4)) => v4.is_loopback(),
+        Ok(std::net::IpAddr::V6(v6)) => v6.is_loopback(),
+        Err(_) => false,
+    }
+}
+
 /// `source.address` as Envoy's connection manager decides it: with its default
-/// `use_remote_address: false`, the last `x-forwarded-for` entry (no port) when there is
-/// one, which the client controls; the peer address otherwise.
+/// `use_remote_address: false`, the last `x-forwarded-for` entry when it is an IP (written
+/// `ip:0` / `[ip]:0`), which the client controls; the peer address otherwise (no header, an
+/// entry that is not an IP, an empty last entry).
 fn downstream_address(request: &Request, headers: &Headers) -> String {
     if request.use_remote_address {
         return request.source.clone();
     }
     headers
         .get_str("x-forwarded-for")
-        .and_then(|xff| xff.rsplit(',').next().map(|ip| ip.trim().to_string()))
-        .filter(|ip| !ip.is_empty())
-        .map(|ip| format!("{ip}:0"))
+        .and_then(|xff| xff.rsplit(',').next().and_then(forwarded_address))
         .unwrap_or_else(|| request.source.clone())
+}
+
+/// An `x-forwarded-for` entry as Envoy writes it into `source.address`, or `None` when Envoy
+/// would not take it: not an IP, a port given, or a zone id by interface name (Envoy
+/// resolves one of its machine's interface names to the index, `%eth0` → `%4`; host-test
+/// knows no interfaces).
+fn forwarded_address(entry: &str) -> Option<String> {
+    let entry = entry.trim();
+    let (ip, zone) = match entry.split_once('%') {
+        Some((ip, zone)) => (ip, Some(zone)),
+        None => (entry, None),
+    };
+    match (ip.parse::<std::net::IpAddr>().ok()?, zone) {
+        (std::net::IpAddr::V4(v4), None) => Some(format!("{v4}:0")),
+        (std::net::IpAddr::V6(v6), None) => Some(format!("[{v6}]:0")),
+        (std::net::IpAddr::V6(v6), Some(zone))
+            if !zone.is_empty() && zone.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            Some(format!("[{v6}%{zone}]:0"))
+        }
+        _ => None,
+    }
 }
 
 fn crashed(mut ex: Exchange, why: String) -> Exchange {

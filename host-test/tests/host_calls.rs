@@ -139,6 +139,170 @@ fn properties_follow_envoys_names_and_encodings() {
     assert_eq!(response["response.code"], 200);
 }
 
+/// What the probe saw of a request: its request headers and `source.address` (host part).
+fn seen(
+    host: &Host,
+    probe: &mut Plugin,
+    id: &str,
+    request: Request,
+) -> (Vec<(String, String)>, Value) {
+    probe.send(request.header("x-probe-id", id));
+    let events = record(host, id);
+    let event = event(&events, "request_headers");
+    let headers = event["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p[0].as_str().unwrap().to_owned(),
+                p[1].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    (headers, event["properties"].clone())
+}
+
+fn value<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    headers
+        .iter()
+        .filter(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+/// Envoy 1.40's connection manager, measured with the probe (client on 127.0.0.1 and on a
+/// non-loopback address of the machine, 192.0.2.2 there): what a filter sees of
+/// `x-forwarded-for` and `source.address`.
+#[test]
+fn forwarded_for_and_source_address_follow_use_remote_address() {
+    let host = Host::new();
+    let mut probe = probe(&host);
+    let from = |peer: &str| Request::get("/xff").source(peer);
+
+    // use_remote_address: false (Envoy's default): the last entry is the client, if an IP.
+    let cases = [
+        ("6.6.6.6, 198.51.100.7", "198.51.100.7", false),
+        ("2001:db8::7", "[2001:db8::7]", false),
+        ("::ffff:198.51.100.7", "[::ffff:198.51.100.7]", false),
+        ("fe80::1%4", "[fe80::1%4]", false),
+        ("garbage", "192.0.2.2", true),
+        ("198.51.100.7:80", "192.0.2.2", true),
+        ("1.1.1.1,", "192.0.2.2", true),
+    ];
+    for (i, (xff, host_part, has_port)) in cases.into_iter().enumerate() {
+        let (headers, p) = seen(
+            &host,
+            &mut probe,
+            &format!("off-{i}"),
+            from("192.0.2.2:5555").header("x-forwarded-for", xff),
+        );
+        assert_eq!(value(&headers, "x-forwarded-for"), [xff], "untouched");
+        assert_eq!(p["source.address.host"], host_part, "{xff}");
+        assert_eq!(p["source.address.has_port"], has_port, "{xff}");
+        assert_eq!(
+            value(&headers, "x-envoy-external-address"),
+            Vec::<&str>::new()
+        );
+    }
+
+    // use_remote_address: true: the peer appended (`,`, no space), the source is the peer.
+    let (headers, p) = seen(
+        &host,
+        &mut probe,
+        "on-proxy",
+        from("192.0.2.2:5555")
+            .use_remote_address(true)
+            .header("x-forwarded-for", "6.6.6.6, 198.51.100.7")
+            .header("x-forwarded-proto", "https")
+            .header("x-envoy-external-address", "1.1.1.1")
+            .header("x-after", "1"),
+    );
+    assert_eq!(
+        value(&headers, "x-forwarded-for"),
+        ["6.6.6.6, 198.51.100.7,192.0.2.2"]
+    );
+    assert_eq!(p["source.address.host"], "192.0.2.2");
+    assert_eq!(p["source.address.has_port"], true);
+    let names: Vec<&str> = headers
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .filter(|n| *n != "x-probe-id")
+        .collect();
+    let at = names.iter().position(|n| *n == "x-forwarded-for").unwrap();
+    assert_eq!(
+        names[at..],
+        [
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-envoy-external-address",
+            "x-after",
+            "x-request-id"
+        ],
+        "set in place"
+    );
+    assert_eq!(value(&headers, "x-forwarded-proto"), ["http"]);
+    assert_eq!(value(&headers, "x-envoy-external-address"), ["192.0.2.2"]);
+
+    // A loopback peer: Envoy appends its own address instead.
+    let (headers, p) = seen(
+        &host,
+        &mut probe,
+        "on-loopback",
+        from("127.0.0.1:5555")
+            .use_remote_address(true)
+            .envoy_address("192.0.2.2"),
+    );
+    let tail: Vec<(&str, &str)> = headers
+        .iter()
+        .rev()
+        .take(4)
+        .rev()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        tail[..3],
+        [
+            ("x-forwarded-for", "192.0.2.2"),
+            ("x-forwarded-proto", "http"),
+            ("x-envoy-external-address", "127.0.0.1"),
+        ]
+    );
+    assert_eq!(tail[3].0, "x-request-id");
+    assert_eq!(p["source.address.host"], "127.0.0.1");
+
+    // IPv6 peers are appended bare, and `source.address` keeps its brackets.
+    let (headers, p) = seen(
+        &host,
+        &mut probe,
+        "on-v6",
+        from("[fd00::2]:5555")
+            .use_remote_address(true)
+            .header("x-forwarded-for", "2001:db8::7"),
+    );
+    assert_eq!(value(&headers, "x-forwarded-for"), ["2001:db8::7,fd00::2"]);
+    assert_eq!(p["source.address.host"], "[fd00::2]");
+    let (headers, _) = seen(
+        &host,
+        &mut probe,
+        "on-v6-loopback",
+        from("[::1]:5555").use_remote_address(true),
+    );
+    assert_eq!(
+        value(&headers, "x-forwarded-for"),
+        [host_test::DEFAULT_ENVOY_ADDRESS]
+    );
+    let (headers, _) = seen(
+        &host,
+        &mut probe,
+        "on-empty",
+        from("192.0.2.2:5555")
+            .use_remote_address(true)
+            .header("x-forwarded-for", ""),
+    );
+    assert_eq!(value(&headers, "x-forwarded-for"), ["192.0.2.2"]);
+}
+
 #[test]
 fn set_property_reaches_the_next_filter_in_the_chain() {
     let host = Host::new();

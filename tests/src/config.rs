@@ -127,6 +127,7 @@ pub struct Gateway {
     clusters: Vec<(String, u16)>,
     grpc_clusters: Vec<(String, u16)>,
     filters: Vec<String>,
+    use_remote_address: bool,
 }
 
 impl Gateway {
@@ -176,6 +177,14 @@ impl Gateway {
         self
     }
 
+    /// Sets the connection manager's `use_remote_address` (Envoy's default is false): the
+    /// peer becomes `source.address` and is appended to `X-Forwarded-For` before any filter
+    /// runs (for a loopback peer, as in these tests, Envoy appends its own address instead).
+    pub fn use_remote_address(mut self, on: bool) -> Self {
+        self.use_remote_address = on;
+        self
+    }
+
     /// Appends an `http_filters` entry (such as [`wasm_filter`] renders); filters run in
     /// the order added, all before the router.
     pub fn filter(mut self, http_filter: String) -> Self {
@@ -199,8 +208,12 @@ impl Gateway {
             ("ROUTES".to_owned(), block(&self.routes)),
             ("FILTERS".to_owned(), self.filters.join("\n")),
             ("CLUSTERS".to_owned(), block(&clusters)),
+            (
+                "USE_REMOTE_ADDRESS".to_owned(),
+                self.use_remote_address.to_string(),
+            ),
         ]);
-        // The template's only placeholders are the three above.
+        // The template's only placeholders are the four above.
         fill(GATEWAY, &vars).unwrap_or_else(|e| unreachable!("gateway template: {e}"))
     }
 }
@@ -267,6 +280,7 @@ static_resources:
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: gateway
+          use_remote_address: {{USE_REMOTE_ADDRESS}}
           access_log:
           - name: envoy.access_loggers.stdout
             typed_config:

@@ -76,6 +76,38 @@ const SCENARIOS: &[Scenario] = &[
     },
 ];
 
+/// Requests for a connection manager with `use_remote_address: true`, which rewrites
+/// `x-forwarded-for`, `x-forwarded-proto` and `x-envoy-external-address` before any filter.
+const REMOTE_ADDRESS_SCENARIOS: &[Scenario] = &[
+    Scenario {
+        id: "ura-none",
+        method: "GET",
+        path: "/conf/ura-none",
+        headers: &[],
+        body: None,
+    },
+    Scenario {
+        id: "ura-forwarded",
+        method: "GET",
+        path: "/conf/ura-forwarded",
+        headers: &[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-for", "198.51.100.7, 2001:db8::7"),
+            ("x-envoy-external-address", "1.1.1.1"),
+            ("x-after", "1"),
+        ],
+        body: None,
+    },
+    Scenario {
+        id: "ura-empty",
+        method: "GET",
+        path: "/conf/ura-empty",
+        headers: &[("x-forwarded-for", "")],
+        body: None,
+    },
+];
+
 const UPSTREAM_BODY: &str = "hello from upstream";
 const CALLEE_BODY: &str = "callee says hi";
 
@@ -113,10 +145,14 @@ fn request_bytes(s: &Scenario) -> Vec<u8> {
     raw.into_bytes()
 }
 
-fn harness_request(s: &Scenario) -> Request {
+/// `envoy_address`: with `use_remote_address`, what Envoy appends for a loopback peer.
+fn harness_request(s: &Scenario, envoy_address: Option<&str>) -> Request {
     let mut request = Request::new(s.method, s.path)
         .header("x-probe-id", s.id)
         .route("conf");
+    if let Some(address) = envoy_address {
+        request = request.use_remote_address(true).envoy_address(address);
+    }
     for (k, v) in s.headers {
         request = request.header(k, v);
     }
@@ -132,8 +168,11 @@ fn harness_request(s: &Scenario) -> Request {
     )
 }
 
-/// The probe events per scenario, and what each client got, through host-test.
-fn through_harness() -> BTreeMap<&'static str, (Vec<Value>, u16, String)> {
+type Records = BTreeMap<&'static str, (Vec<Value>, u16, String)>;
+
+/// The probe events per scenario, and what each client got, through host-test; with
+/// `envoy_address`, as a connection manager with `use_remote_address: true`.
+fn through_harness(scenarios: &[Scenario], envoy_address: Option<&str>) -> Records {
     let host = Host::new();
     host.upstream("probe_upstream", |_| HttpCallReply::ok(CALLEE_BODY));
     let start = |name: &str, config: &str| {
@@ -147,8 +186,8 @@ fn through_harness() -> BTreeMap<&'static str, (Vec<Value>, u16, String)> {
     };
     let (mut a, mut b) = (start("probe-a", "passive"), start("probe-b", "active"));
     let mut records = BTreeMap::new();
-    for s in SCENARIOS {
-        let ex = host_test::send(&mut [&mut a, &mut b], harness_request(s));
+    for s in scenarios {
+        let ex = host_test::send(&mut [&mut a, &mut b], harness_request(s, envoy_address));
         assert!(ex.crash.is_none() && ex.stalled.is_none(), "{ex:?}");
         let (bytes, _) = host
             .shared_data("probe", &format!("probe.record.{}", s.id))
@@ -161,7 +200,7 @@ fn through_harness() -> BTreeMap<&'static str, (Vec<Value>, u16, String)> {
 }
 
 /// The same through a real Envoy, with real upstreams on loopback.
-fn through_envoy() -> BTreeMap<&'static str, (Vec<Value>, u16, String)> {
+fn through_envoy(scenarios: &[Scenario], use_remote_address: bool) -> Records {
     let app = Upstream::start("app");
     app.set_response(
         Response::new(200)
@@ -172,6 +211,7 @@ fn through_envoy() -> BTreeMap<&'static str, (Vec<Value>, u16, String)> {
     callee.set_response(Response::new(200).body(CALLEE_BODY));
     let probe = paths::fixture("probe");
     let config = Gateway::new()
+        .use_remote_address(use_remote_address)
         .route("callee", "/callee", &callee)
         .route("conf", "/", &app)
         .filter(wasm_filter(
@@ -192,7 +232,7 @@ fn through_envoy() -> BTreeMap<&'static str, (Vec<Value>, u16, String)> {
     let envoy = Envoy::builder(config).start().expect("Envoy starts");
     let port = envoy.listener_port(Gateway::LISTENER);
     let mut records = BTreeMap::new();
-    for s in SCENARIOS {
+    for s in scenarios {
         let reply = client::send_raw(port, &request_bytes(s));
         // on_log runs after the reply is sent: wait until both probes logged.
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -226,12 +266,10 @@ fn through_envoy() -> BTreeMap<&'static str, (Vec<Value>, u16, String)> {
     records
 }
 
-#[test]
-fn probe_records_match_between_host_test_and_envoy() {
-    let harness = through_harness();
-    let envoy = through_envoy();
+/// Every difference between the two hosts' records, scenario by scenario.
+fn differences(scenarios: &[Scenario], harness: &Records, envoy: &Records) -> Vec<String> {
     let mut differences = Vec::new();
-    for s in SCENARIOS {
+    for s in scenarios {
         let (h, e) = (&harness[s.id], &envoy[s.id]);
         if (h.1, &h.2) != (e.1, &e.2) {
             differences.push(format!(
@@ -252,9 +290,52 @@ fn probe_records_match_between_host_test_and_envoy() {
             }
         }
     }
+    differences
+}
+
+#[test]
+fn probe_records_match_between_host_test_and_envoy() {
+    let harness = through_harness(SCENARIOS, None);
+    let envoy = through_envoy(SCENARIOS, false);
+    let differences = differences(SCENARIOS, &harness, &envoy);
     assert!(
         differences.is_empty(),
         "host-test differs from Envoy:\n{}",
         differences.join("\n")
+    );
+}
+
+/// The value of `name` in the first request headers a probe recorded.
+fn recorded_header(events: &[Value], name: &str) -> Option<String> {
+    let event = events.iter().find(|e| e["event"] == "request_headers")?;
+    event["headers"]
+        .as_array()?
+        .iter()
+        .find(|pair| pair[0] == name)
+        .and_then(|pair| pair[1].as_str())
+        .map(str::to_owned)
+}
+
+#[test]
+fn probe_records_match_with_use_remote_address() {
+    let envoy = through_envoy(REMOTE_ADDRESS_SCENARIOS, true);
+    // For its loopback peer Envoy appends its own address: the machine's first
+    // non-loopback IPv4 address (127.0.0.1 on a machine with none). That is a fact about
+    // the machine, read from Envoy's record of a request without the header; everything
+    // else (where it goes, how it is joined, the other headers, `source.address`) is
+    // compared.
+    let envoy_address = recorded_header(&envoy["ura-none"].0, "x-forwarded-for")
+        .unwrap_or_else(|| panic!("Envoy added no x-forwarded-for: {:?}", envoy["ura-none"]));
+    let harness = through_harness(REMOTE_ADDRESS_SCENARIOS, Some(&envoy_address));
+    let differences = differences(REMOTE_ADDRESS_SCENARIOS, &harness, &envoy);
+    assert!(
+        differences.is_empty(),
+        "host-test differs from Envoy (its address {envoy_address}):\n{}",
+        differences.join("\n")
+    );
+    let forwarded = recorded_header(&envoy["ura-forwarded"].0, "x-forwarded-for");
+    assert_eq!(
+        forwarded,
+        Some(format!("6.6.6.6,198.51.100.7, 2001:db8::7,{envoy_address}"))
     );
 }

@@ -2,7 +2,8 @@
 //! connections: exactly the limit gets through per window whichever worker serves each
 //! request, the rest get Kong's 429 with Kong's and the IETF draft's headers, the global and
 //! the payments policies stack, clients behind a trusted proxy are told apart by
-//! `X-Forwarded-For`, a per-second window opens again after `Retry-After`, and a broken
+//! `X-Forwarded-For` (with `use_remote_address: true`, Envoy's own entry skipped as Envoy's
+//! `xff_num_trusted_hops` skips it) and cannot forge a fresh counter, a per-second window opens again after `Retry-After`, and a broken
 //! configuration keeps Envoy from starting with the field named in its log.
 
 use std::collections::BTreeMap;
@@ -179,6 +180,44 @@ fn the_global_and_the_payments_limits_both_apply_on_payments() {
     assert!(envoy.wait_for_log("by global minute: 100 of 100 used"));
 }
 
+/// The client IP each hop count takes, as the log of a refusal names it. The test client is
+/// the last trusted proxy; with `use_remote_address: true` Envoy appends an entry for it (its
+/// own address: the peer is loopback), and the filter must skip that entry as Envoy's own
+/// `xff_num_trusted_hops` does.
+#[test]
+fn trusted_hops_take_the_entry_envoys_own_setting_would() {
+    let users = Upstream::start("users");
+    let mut gateway = Gateway::new().use_remote_address(true);
+    let mut routes = serde_json::Map::new();
+    for hops in 0..=2 {
+        gateway = gateway.route(&format!("h{hops}"), &format!("/h{hops}"), &users);
+        routes.insert(
+            format!("h{hops}"),
+            json!({"minute": 1, "limit_by": "ip", "xff_num_trusted_hops": hops}),
+        );
+    }
+    let envoy = start(&gateway.filter(rate_limiting(&json!({ "routes": routes }))));
+    room_in_this_minute(5);
+    // The client wrote 6.6.6.6; a first proxy saw the client as 198.51.100.7, a second
+    // proxy saw the first as 203.0.113.9; the test client is the proxy Envoy's peer sees.
+    let xff = [("x-forwarded-for", "6.6.6.6, 198.51.100.7, 203.0.113.9")];
+    for (hops, client) in [(0, "127.0.0.1"), (1, "203.0.113.9"), (2, "198.51.100.7")] {
+        let path = format!("/h{hops}");
+        assert_eq!(client::get(&envoy.url(&path), &xff).status, 200, "{path}");
+        assert_kong_429(&client::get(&envoy.url(&path), &xff), 1);
+        let line = format!("limited ip:{client} by routes.h{hops} minute");
+        assert!(envoy.wait_for_log(&line), "{line} not in:\n{}", envoy.log());
+    }
+    // What the filters (and the upstream) got: the header with Envoy's own entry appended.
+    let seen = users.requests()[0]
+        .header("x-forwarded-for")
+        .unwrap_or_default()
+        .to_owned();
+    let entries: Vec<&str> = seen.split(',').map(str::trim).collect();
+    assert_eq!(entries.len(), 4, "{seen}");
+    assert_eq!(entries[..3], ["6.6.6.6", "198.51.100.7", "203.0.113.9"]);
+}
+
 #[test]
 fn clients_behind_a_trusted_proxy_each_get_their_own_limit() {
     const CLIENTS: usize = 5;
@@ -186,6 +225,7 @@ fn clients_behind_a_trusted_proxy_each_get_their_own_limit() {
     let users = Upstream::start("users");
     let envoy = start(
         &Gateway::new()
+            .use_remote_address(true)
             .route("users", "/users", &users)
             .filter(rate_limiting(
                 &json!({"minute": LIMIT, "limit_by": "ip", "xff_num_trusted_hops": 1}),
@@ -194,13 +234,17 @@ fn clients_behind_a_trusted_proxy_each_get_their_own_limit() {
     room_in_this_minute(20);
     let client_of = |i: usize| format!("198.51.100.{}", i % CLIENTS + 1);
     let replies = burst(&envoy, "/users", CLIENTS * 20, |i| {
-        // What a client writes itself comes first; the trusted proxy appended the real one.
+        // What a client writes itself comes first, a fresh forgery every request; the
+        // trusted proxy (this test) appended the client it saw.
         vec![(
             "x-forwarded-for".to_owned(),
-            format!("6.6.6.6, {}", client_of(i)),
+            format!("6.6.{}.{}, {}", i / 250, i % 250, client_of(i)),
         )]
     });
-    assert_eq!(statuses(&replies)[&200], CLIENTS * LIMIT);
+    assert_eq!(
+        statuses(&replies),
+        BTreeMap::from([(200, CLIENTS * LIMIT), (429, CLIENTS * (20 - LIMIT))])
+    );
     let mut admitted: BTreeMap<String, usize> = BTreeMap::new();
     for request in users.requests() {
         let xff = request.header("x-forwarded-for").unwrap_or_default();
@@ -215,6 +259,39 @@ fn clients_behind_a_trusted_proxy_each_get_their_own_limit() {
     assert_eq!(admitted.len(), CLIENTS, "{admitted:?}");
     assert!(admitted.values().all(|n| *n == LIMIT), "{admitted:?}");
     assert!(envoy.wait_for_log("limited ip:198.51.100.1 by global minute"));
+}
+
+#[test]
+fn a_client_forging_forwarded_for_gets_no_fresh_counter() {
+    const LIMIT: usize = 5;
+    let users = Upstream::start("users");
+    let envoy = start(
+        &Gateway::new()
+            .use_remote_address(true)
+            .route("users", "/users", &users)
+            .filter(rate_limiting(
+                &json!({"minute": LIMIT, "limit_by": "ip", "xff_num_trusted_hops": 1}),
+            )),
+    );
+    room_in_this_minute(20);
+    // One client behind the proxy, forging one, two or no entries of its own every time.
+    let replies = burst(&envoy, "/users", 40, |i| {
+        let forged = match i % 3 {
+            0 => format!("10.{}.0.1, ", i),
+            1 => format!("10.{i}.0.1, 10.{i}.0.2, "),
+            _ => String::new(),
+        };
+        vec![(
+            "x-forwarded-for".to_owned(),
+            format!("{forged}198.51.100.7"),
+        )]
+    });
+    assert_eq!(
+        statuses(&replies),
+        BTreeMap::from([(200, LIMIT), (429, 40 - LIMIT)])
+    );
+    assert_eq!(users.count(), LIMIT);
+    assert!(envoy.wait_for_log("limited ip:198.51.100.7 by global minute"));
 }
 
 #[test]

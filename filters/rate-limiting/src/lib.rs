@@ -13,6 +13,7 @@ use std::time::Duration;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 
+use portcullis_core::header_map::{HeaderMap, MalformedMap};
 use portcullis_core::identity::Identity;
 use portcullis_core::rate_limit::rls::{METHOD, SERVICE};
 use portcullis_core::rate_limit::{
@@ -40,6 +41,9 @@ struct Metrics {
     overflowed: Counter,
     /// `policy: redis`: the rate limit service failed and the request was counted locally.
     service_fallbacks: Counter,
+    /// Requests refused as they could not be counted (the counted header repeated with
+    /// different values).
+    rejected: Counter,
 }
 
 impl Metrics {
@@ -50,6 +54,7 @@ impl Metrics {
             faults: Counter::define("portcullis_rate_limiting_faults_total"),
             overflowed: Counter::define("portcullis_rate_limiting_overflowed_total"),
             service_fallbacks: Counter::define("portcullis_rate_limiting_service_fallbacks_total"),
+            rejected: Counter::define("portcullis_rate_limiting_rejected_total"),
         }
     }
 }
@@ -182,11 +187,13 @@ impl HttpContext for RateLimitRequest {
         let route = host::route_name_if(worker.limiter.policies().needs_route_name());
         let mut facts = HostFacts::default();
         if let Some(service) = worker.limiter.policies().service() {
-            let Some(call) = worker
+            let call = match worker
                 .limiter
                 .service_call(service, route.as_deref(), &mut facts)
-            else {
-                return Action::Continue;
+            {
+                Ok(Some(call)) => call,
+                Ok(None) => return Action::Continue,
+                Err(refused) => return self.act(&worker, refused),
             };
             let dispatched = self.dispatch_grpc_call(
                 &service.cluster,
@@ -300,6 +307,19 @@ impl RateLimitRequest {
                 host::respond_json(u32::from(status), body, &pairs);
                 Action::Pause
             }
+            Decision::Reject {
+                status,
+                body,
+                reason,
+            } => {
+                metrics.rejected.inc();
+                log(
+                    LogLevel::Info,
+                    &format!("portcullis-rate-limiting: refused {reason}"),
+                );
+                host::respond_json(u32::from(status), &body, &[]);
+                Action::Pause
+            }
             Decision::Fault { error, pass } => {
                 metrics.faults.inc();
                 let action = if pass { "let through" } else { "answered 500" };
@@ -323,6 +343,7 @@ impl RateLimitRequest {
 struct HostFacts {
     source: Option<Option<String>>,
     identity: Option<Option<Identity>>,
+    headers: Option<Result<HeaderMap, MalformedMap>>,
 }
 
 impl RequestFacts for HostFacts {
@@ -334,6 +355,20 @@ impl RequestFacts for HostFacts {
 
     fn header(&mut self, name: &str) -> Option<String> {
         host::request_header(name)
+    }
+
+    fn header_values(&mut self, name: &str) -> Result<Vec<String>, String> {
+        // The whole map, once: asked for one value, Envoy gives the first copy only.
+        let map = self
+            .headers
+            .get_or_insert_with(host::request_header_map)
+            .as_ref()
+            .map_err(ToString::to_string)?;
+        Ok(map
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.to_owned())
+            .collect())
     }
 
     fn path(&mut self) -> Option<String> {

@@ -281,7 +281,7 @@ fn limit_by_consumer_counts_each_consumer_and_falls_back_to_the_ip() {
 }
 
 #[test]
-fn limit_by_header_and_trusted_forwarded_for() {
+fn limit_by_header() {
     let host = Host::new();
     let mut by_key = worker(
         &host,
@@ -298,18 +298,287 @@ fn limit_by_header_and_trusted_forwarded_for() {
             .any(|m| m.contains("x-api-key:a")),
         "the header's value stays out of the log"
     );
+}
 
+#[test]
+fn a_counted_header_sent_twice_is_refused_never_counted_under_the_clients_copy() {
+    let host = Host::new();
+    let mut by_key = worker(
+        &host,
+        &json!({"minute": 2, "limit_by": "header", "header_name": "x-api-key", "slots": 64}),
+    );
+    // The attack: a throw-away copy next to the real key, which an upstream may read.
+    for i in 0..4 {
+        let random = format!("random-{i}");
+        let (first, second) = if i % 2 == 0 {
+            (random.as_str(), "k-real")
+        } else {
+            ("k-real", random.as_str())
+        };
+        let refused = by_key.send(
+            get("users", "/users")
+                .header("x-api-key", first)
+                .header("x-api-key", second),
+        );
+        assert_eq!(refused.status(), 400, "{first}, {second}");
+        assert_eq!(
+            refused.body_json(),
+            json!({"message": "The x-api-key header must be sent once"})
+        );
+        assert_eq!(
+            header(&refused, "content-type").as_deref(),
+            Some("application/json; charset=utf-8")
+        );
+        assert!(!refused.reached_upstream());
+    }
+    assert_eq!(metric(&host, "rejected"), 4);
+    assert!(host.logged(
+        LogLevel::Info,
+        "refused header by global: x-api-key sent 2 times with different values"
+    ));
+    // Nothing was counted: the real key still has its whole limit.
+    let real = || get("users", "/users").header("x-api-key", "k-real");
+    assert_eq!(by_key.send(real()).status(), 200);
+    // A copy repeated verbatim is one value: it counts under the real key.
+    let repeated = by_key.send(real().header("x-api-key", "k-real"));
+    assert_eq!(repeated.status(), 200);
+    assert_limited(&by_key.send(real()), "k-real a third time");
+    assert_eq!((metric(&host, "allowed"), metric(&host, "limited")), (2, 1));
+}
+
+#[test]
+fn a_header_envoy_joins_is_counted_under_the_joined_value() {
+    // Envoy joins repeated inline headers (user-agent, authorization, …) with `,` before any
+    // filter: the filter sees one value and counts under it, as the upstream will see it.
+    let host = Host::new();
+    let mut by_agent = worker(
+        &host,
+        &json!({"minute": 2, "limit_by": "header", "header_name": "user-agent", "slots": 64}),
+    );
+    let agent = |values: &[&str]| {
+        values
+            .iter()
+            .fold(get("users", "/users"), |r, v| r.header("user-agent", v))
+    };
+    let twice = by_agent.send(agent(&["a", "b"]));
+    assert_eq!(twice.status(), 200);
+    assert_eq!(twice.upstream_header("user-agent").as_deref(), Some("a,b"));
+    assert_eq!(by_agent.send(agent(&["a,b"])).status(), 200);
+    assert_limited(&by_agent.send(agent(&["a", "b"])), "a,b a third time");
+    assert_eq!(
+        by_agent.send(agent(&["a"])).status(),
+        200,
+        "a alone is another value"
+    );
+}
+
+#[test]
+fn unreadable_request_headers_are_a_fault_that_fault_tolerant_decides() {
+    for tolerant in [false, true] {
+        let host = Host::new();
+        let mut by_key = worker(
+            &host,
+            &json!({"minute": 1, "limit_by": "header", "header_name": "x-api-key",
+                    "fault_tolerant": tolerant, "slots": 64}),
+        );
+        host.fail_header_maps(Some(host_test::Status::InternalFailure));
+        let ex = by_key.send(get("users", "/users").header("x-api-key", "k"));
+        if tolerant {
+            assert_eq!(ex.status(), 200);
+            assert!(ex.reached_upstream());
+        } else {
+            assert_eq!(ex.status(), 500);
+            assert_eq!(
+                ex.body_json(),
+                json!({"message": "An unexpected error occurred"})
+            );
+            assert!(!ex.reached_upstream());
+        }
+        assert_eq!(metric(&host, "faults"), 1);
+        assert!(ex.crash.is_none());
+        // The host recovers: counting resumes.
+        host.fail_header_maps(None);
+        let ex = by_key.send(get("users", "/users").header("x-api-key", "k"));
+        assert_eq!(ex.status(), 200);
+        assert_limited(
+            &by_key.send(get("users", "/users").header("x-api-key", "k")),
+            "k a second time",
+        );
+    }
+}
+
+#[test]
+fn limit_by_path_counts_every_spelling_of_the_path_together() {
+    let host = Host::new();
+    let mut filter = worker(
+        &host,
+        &json!({"minute": 3, "limit_by": "path", "path": "/payments", "slots": 64}),
+    );
+    let at = |path: &str, ip: &str| get("payments", path).source(&format!("{ip}:40000"));
+    // Three clients, three spellings an upstream serves as /payments: one counter.
+    assert_eq!(filter.send(at("/payments", "203.0.113.1")).status(), 200);
+    assert_eq!(filter.send(at("//payments", "203.0.113.2")).status(), 200);
+    let encoded = filter.send(at("/%70ayments/", "203.0.113.3"));
+    assert_eq!(encoded.status(), 200);
+    assert_eq!(
+        encoded.upstream_header(":path").as_deref(),
+        Some("/%70ayments/"),
+        "compared normalised, forwarded as sent"
+    );
+    for spelled in [
+        "/payments;jsessionid=1",
+        "/x/../payments",
+        "/payments?page=2",
+        "/public/..;/payments",
+    ] {
+        assert_limited(&filter.send(at(spelled, "203.0.113.4")), spelled);
+    }
+    assert!(host.logged(
+        LogLevel::Info,
+        "limited path:/payments by global minute: 3 of 3 used"
+    ));
+    // Any other path is counted per client, as in Kong.
+    assert_eq!(filter.send(at("/payments/1", "203.0.113.4")).status(), 200);
+    assert_eq!(filter.send(at("/paymentsx", "203.0.113.4")).status(), 200);
+}
+
+/// Clients behind one trusted proxy (10.0.0.1), as Envoy shows them with
+/// `use_remote_address: true`: the proxy's entry, then the peer Envoy appended.
+fn via_proxy(forwarded_for: &str) -> Request {
+    from("10.0.0.1")
+        .use_remote_address(true)
+        .header("x-forwarded-for", forwarded_for)
+}
+
+#[test]
+fn clients_behind_a_trusted_proxy_each_get_their_own_limit() {
     let host = Host::new();
     let mut by_ip = worker(
         &host,
-        &json!({"second": 1, "limit_by": "ip", "xff_num_trusted_hops": 1, "slots": 64}),
+        &json!({"minute": 2, "limit_by": "ip", "xff_num_trusted_hops": 1, "slots": 64}),
     );
-    let via_proxy =
-        |client: &str| from("10.0.0.1").header("x-forwarded-for", &format!("6.6.6.6, {client}"));
-    assert_eq!(by_ip.send(via_proxy("198.51.100.1")).status(), 200);
-    assert_eq!(by_ip.send(via_proxy("198.51.100.2")).status(), 200);
-    assert_eq!(by_ip.send(via_proxy("198.51.100.1")).status(), 429);
-    assert!(host.logged(LogLevel::Info, "limited ip:198.51.100.1"));
+    for client in 1..=5 {
+        let xff = format!("198.51.100.{client}");
+        for _ in 0..2 {
+            let ok = by_ip.send(via_proxy(&xff));
+            assert_eq!(ok.status(), 200, "client {client}");
+            // What the upstream gets: Envoy's append, untouched by the filter.
+            assert_eq!(
+                ok.upstream_header("x-forwarded-for"),
+                Some(format!("{xff},10.0.0.1"))
+            );
+        }
+        assert_limited(&by_ip.send(via_proxy(&xff)), &xff);
+    }
+    assert!(host.logged(LogLevel::Info, "limited ip:198.51.100.5 by global minute"));
+    // The proxy itself (a request it makes, with no X-Forwarded-For) is a client of its own.
+    assert_eq!(
+        by_ip
+            .send(from("10.0.0.1").use_remote_address(true))
+            .status(),
+        200
+    );
+}
+
+#[test]
+fn a_client_forging_forwarded_for_behind_a_trusted_proxy_gets_no_fresh_counter() {
+    let host = Host::new();
+    let mut by_ip = worker(
+        &host,
+        &json!({"minute": 3, "limit_by": "ip", "xff_num_trusted_hops": 1, "slots": 64}),
+    );
+    // The client writes its own entries; the proxy appends the address it saw.
+    let forged = [
+        "1.1.1.1",
+        "2.2.2.2, 3.3.3.3",
+        "garbage",
+        "2001:db8::1",
+        "4.4.4.4",
+    ];
+    let statuses: Vec<u16> = forged
+        .iter()
+        .map(|f| {
+            by_ip
+                .send(via_proxy(&format!("{f}, 198.51.100.7")))
+                .status()
+        })
+        .collect();
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    assert!(host.logged(LogLevel::Info, "limited ip:198.51.100.7 by global minute"));
+    // Straight to Envoy, bypassing the proxy, a client can only count as its own peer.
+    let direct = |xff: &str| {
+        from("203.0.113.9")
+            .use_remote_address(true)
+            .header("x-forwarded-for", xff)
+    };
+    assert_eq!(
+        by_ip
+            .send(from("203.0.113.9").use_remote_address(true))
+            .status(),
+        200
+    );
+    assert_eq!(by_ip.send(direct("")).status(), 200);
+    assert_eq!(by_ip.send(direct(",")).status(), 200);
+    assert_limited(
+        &by_ip.send(direct("x")),
+        "a fourth request from 203.0.113.9",
+    );
+}
+
+#[test]
+fn ipv6_clients_count_by_their_64_and_mapped_ipv4_is_the_ipv4_client() {
+    let host = Host::new();
+    let mut filter = worker(&host, &json!({"minute": 2, "limit_by": "ip", "slots": 64}));
+    let v6 = |address: &str| get("users", "/users").source(&format!("[{address}]:40000"));
+    assert_eq!(filter.send(v6("2001:db8:1:2::1")).status(), 200);
+    assert_eq!(
+        filter.send(v6("2001:db8:1:2:ffff:ffff:ffff:fffe")).status(),
+        200
+    );
+    assert_limited(
+        &filter.send(v6("2001:db8:1:2:abcd:1234:5678:9abc")),
+        "a third address of the same /64",
+    );
+    assert!(host.logged(
+        LogLevel::Info,
+        "limited ip:2001:db8:1:2::/64 by global minute: 2 of 2 used"
+    ));
+    // The next /64 is another client.
+    assert_eq!(filter.send(v6("2001:db8:1:3::1")).status(), 200);
+    // A zone id names an interface, never a new client.
+    assert_eq!(filter.send(v6("fe80::1%4")).status(), 200);
+    assert_eq!(filter.send(v6("fe80::2%eth0")).status(), 200);
+    assert_limited(&filter.send(v6("fe80::3")), "fe80::/64 a third time");
+
+    // IPv4 and its mapped form, as Envoy's `source.address` gives each: one counter.
+    assert_eq!(filter.send(from("203.0.113.7")).status(), 200);
+    let mapped = get("users", "/users").source("[::ffff:203.0.113.7]:0");
+    assert_eq!(filter.send(mapped.clone()).status(), 200);
+    assert_limited(
+        &filter.send(from("203.0.113.7")),
+        "203.0.113.7 a third time",
+    );
+    assert_limited(&filter.send(mapped), "::ffff:203.0.113.7 a fourth time");
+
+    // The /64 is a setting: at 128 every address is its own client.
+    let host = Host::new();
+    let mut per_address = worker(
+        &host,
+        &json!({"minute": 1, "limit_by": "ip", "ipv6_prefix_length": 128, "slots": 64}),
+    );
+    for address in ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2::3"] {
+        assert_eq!(per_address.send(v6(address)).status(), 200, "{address}");
+    }
+}
+
+#[test]
+fn the_ip_fallback_of_limit_by_consumer_counts_ipv6_by_its_64() {
+    let host = Host::new();
+    let mut filter = worker(&host, &json!({"minute": 1, "slots": 64}));
+    let v6 = |address: &str| get("users", "/users").source(&format!("[{address}]:1"));
+    assert_eq!(filter.send(v6("2001:db8:9:9::1")).status(), 200);
+    assert_limited(&filter.send(v6("2001:db8:9:9::2")), "no identity, same /64");
+    assert!(host.logged(LogLevel::Info, "limited ip:2001:db8:9:9::/64"));
 }
 
 /// A hook that plays another worker: after a read of a claimed slot, it counts one more
@@ -517,6 +786,10 @@ fn broken_configs_are_refused_naming_the_field() {
         (
             json!({"minute": 1, "slots": 1}),
             "slots: 1 is outside 64..=1048576",
+        ),
+        (
+            json!({"minute": 1, "ipv6_prefix_length": 16}),
+            "ipv6_prefix_length: 16 is outside 32..=128",
         ),
     ];
     for (config, message) in cases {

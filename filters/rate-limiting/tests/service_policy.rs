@@ -336,3 +336,41 @@ fn an_unknown_cluster_or_a_garbled_answer_never_admits_by_itself() {
     }
     assert!(host.logged(host_test::LogLevel::Error, "not a RateLimitResponse"));
 }
+
+#[test]
+fn a_repeated_counted_header_is_refused_without_asking_the_service() {
+    let host = Host::new();
+    counting_service(&host);
+    let mut filter = worker(
+        &host,
+        &redis(json!({"minute": 2, "limit_by": "header", "header_name": "x-api-key"})),
+    );
+    let refused = filter.send(
+        from("203.0.113.7")
+            .header("x-api-key", "random")
+            .header("x-api-key", "k-real"),
+    );
+    assert_eq!(refused.status(), 400);
+    assert_eq!(
+        refused.body_json(),
+        json!({"message": "The x-api-key header must be sent once"})
+    );
+    assert!(!refused.reached_upstream());
+    assert!(
+        host.grpc_calls().is_empty(),
+        "nothing asked, nothing counted"
+    );
+    assert_eq!(metric(&host, "rejected"), 1);
+    // An IPv6 client's descriptor carries its /64.
+    let ok = filter.send(
+        Request::get("/users")
+            .route("users")
+            .source("[2001:db8:1:2::7]:1"),
+    );
+    assert_eq!(ok.status(), 200);
+    let request = RateLimitRequest::decode(host.grpc_calls()[0].message.as_slice()).unwrap();
+    assert_eq!(
+        request.descriptors[0].entries[1].value, "2001:db8:1:2::/64",
+        "no x-api-key: the IP fallback"
+    );
+}

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Deserialize;
 
 use super::counter::Algorithm;
-use super::key::LimitBy;
+use super::key::{ClientIpRule, LimitBy, DEFAULT_IPV6_PREFIX_LENGTH};
 use super::policy::{Policy, RateLimitPolicySet, ResponseSettings, RoutePolicies};
 use super::rls::ServiceSettings;
 use super::table::{DEFAULT_SLOTS, MAX_SLOTS, MIN_SLOTS};
@@ -27,6 +27,9 @@ pub const MAX_SERVICE_TIMEOUT_MS: u64 = 60_000;
 pub const MAX_MESSAGE_BYTES: usize = 1_024;
 /// Most `xff_num_trusted_hops` accepted.
 pub const MAX_TRUSTED_HOPS: u32 = 16;
+/// Shortest `ipv6_prefix_length` accepted: a /32 is the least a registry allocates to an
+/// ISP, so anything shorter counts many providers' customers as one client.
+pub const MIN_IPV6_PREFIX_LENGTH: u8 = 32;
 
 /// Kong's `limit_by` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -77,12 +80,24 @@ pub struct RawConfig {
     /// The header `limit_by: header` counts by (required then).
     pub header_name: Option<String>,
     /// The path `limit_by: path` counts (required then; starts with `/`). Requests to any
-    /// other path are counted by IP, as in Kong.
+    /// other path are counted by IP, as in Kong. Both sides are compared normalised
+    /// (`rate_limit::path`): `//payments`, `/%70ayments`, `/payments/`, `/payments;x=1` are
+    /// `/payments`. Pitfall: paths stay case-sensitive, as Kong's and Envoy's routes.
     pub path: Option<String>,
-    /// Proxies in front of Envoy whose `X-Forwarded-For` entries are trusted (Envoy's name,
-    /// default 0: the connection's peer is the client). Pitfall: a value higher than the
-    /// real number of proxies lets clients choose their IP; see `key::client_ip`.
+    /// Proxies in front of Envoy whose `X-Forwarded-For` entries are trusted (Envoy's name
+    /// and meaning, default 0: the connection's peer is the client): the filter takes the
+    /// address Envoy's own `xff_num_trusted_hops` would, skipping the entry Envoy appended
+    /// with `use_remote_address: true`. Pitfalls: a value higher than the real number of
+    /// proxies lets clients choose their IP; so does `skip_xff_append: true` on the
+    /// connection manager, or setting it there too; see `key::client_ip`.
     pub xff_num_trusted_hops: Option<u32>,
+    /// How many leading bits of an IPv6 client address name the client (default 64,
+    /// 32..=128): every address of one `/64` shares a counter, as one subscriber holds a
+    /// whole /64 (or more) and may use a fresh address per request. IPv4 addresses (and
+    /// IPv4-mapped IPv6 ones, `::ffff:a.b.c.d`) are always counted whole. Pitfall: 128
+    /// gives a client 2^64 counters; a short prefix (/48, /32) counts a whole site or
+    /// provider as one client, refusing its users early (never admitting more).
+    pub ipv6_prefix_length: Option<u8>,
     /// `fixed` (Kong's rate-limiting, default) or `sliding` (no double burst across a window
     /// edge). Also accepted as `window_type` (Kong rate-limiting-advanced).
     #[serde(alias = "window_type")]
@@ -142,6 +157,7 @@ pub struct RawRoute {
     pub header_name: Option<String>,
     pub path: Option<String>,
     pub xff_num_trusted_hops: Option<u32>,
+    pub ipv6_prefix_length: Option<u8>,
     #[serde(alias = "window_type")]
     pub algorithm: Option<Algorithm>,
     pub fault_tolerant: Option<bool>,
@@ -183,6 +199,7 @@ impl RawConfig {
             header_name: self.header_name.clone(),
             path: self.path.clone(),
             xff_num_trusted_hops: self.xff_num_trusted_hops,
+            ipv6_prefix_length: self.ipv6_prefix_length,
             algorithm: self.algorithm,
             fault_tolerant: self.fault_tolerant,
             hide_client_headers: self.hide_client_headers,
@@ -211,6 +228,7 @@ impl RawRoute {
             header_name: self.header_name.clone().or_else(|| top.header_name.clone()),
             path: self.path.clone().or_else(|| top.path.clone()),
             xff_num_trusted_hops: self.xff_num_trusted_hops.or(top.xff_num_trusted_hops),
+            ipv6_prefix_length: self.ipv6_prefix_length.or(top.ipv6_prefix_length),
             algorithm: self.algorithm.or(top.algorithm),
             fault_tolerant: self.fault_tolerant.or(top.fault_tolerant),
             hide_client_headers: self.hide_client_headers.or(top.hide_client_headers),
@@ -420,13 +438,20 @@ fn compile_policy(
                     "required when limit_by is \"path\"",
                 ));
             };
-            if !path.starts_with('/') || path.contains('?') {
+            if !path.starts_with('/') || path.contains(['?', '#']) {
                 return Err(err(
                     at(prefix, "path"),
                     format!("{path:?} is not a path (starts with '/', no query)"),
                 ));
             }
-            LimitBy::Path(path.clone())
+            // Held in the form requests are compared in: `/payments/` is `/payments`.
+            let Ok(normal) = String::from_utf8(super::path::normalise(path)) else {
+                return Err(err(
+                    at(prefix, "path"),
+                    format!("{path:?} decodes to bytes that are not UTF-8"),
+                ));
+            };
+            LimitBy::Path(normal)
         }
     };
     let trusted_hops = r.xff_num_trusted_hops.unwrap_or(0);
@@ -436,13 +461,26 @@ fn compile_policy(
             format!("{trusted_hops} is outside 0..={MAX_TRUSTED_HOPS}"),
         ));
     }
+    let ipv6_prefix_length = r.ipv6_prefix_length.unwrap_or(DEFAULT_IPV6_PREFIX_LENGTH);
+    if !(MIN_IPV6_PREFIX_LENGTH..=128).contains(&ipv6_prefix_length) {
+        return Err(err(
+            at(prefix, "ipv6_prefix_length"),
+            format!(
+                "{ipv6_prefix_length} is outside {MIN_IPV6_PREFIX_LENGTH}..=128 (bits of an \
+                 IPv6 address that name one client; 64 is one subscriber)"
+            ),
+        ));
+    }
     Ok(Policy::new(
         name.to_owned(),
         index,
         limits,
         limit_by,
         r.algorithm.unwrap_or_default(),
-        trusted_hops,
+        ClientIpRule {
+            trusted_hops,
+            ipv6_prefix_length,
+        },
     ))
 }
 
@@ -517,7 +555,8 @@ mod tests {
         let global = &set.select(None).policies[0];
         assert_eq!(global.limit_by, LimitBy::Consumer);
         assert_eq!(global.algorithm, Algorithm::Fixed);
-        assert_eq!(global.trusted_hops, 0);
+        assert_eq!(global.client_ip.trusted_hops, 0);
+        assert_eq!(global.client_ip.ipv6_prefix_length, 64);
         assert_eq!(set.slots(), DEFAULT_SLOTS);
     }
 
@@ -584,6 +623,42 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_prefix_length_is_per_policy_and_inherited_by_routes() {
+        let set = compile(json!({
+            "minute": 10, "limit_by": "ip", "ipv6_prefix_length": 56,
+            "routes": {"login": {"second": 1}, "pay": {"second": 1, "ipv6_prefix_length": 128}}
+        }))
+        .unwrap();
+        let prefix = |route| {
+            set.select(Some(route))
+                .policies
+                .iter()
+                .map(|p| p.client_ip.ipv6_prefix_length)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(prefix("login"), [56, 56]);
+        assert_eq!(prefix("pay"), [56, 128]);
+    }
+
+    #[test]
+    fn the_configured_path_is_held_normalised() {
+        for (path, held) in [
+            ("/payments", "/payments"),
+            ("/payments/", "/payments"),
+            ("//v1/./payments", "/v1/payments"),
+            ("/%70ayments", "/payments"),
+            ("/", "/"),
+        ] {
+            let set = compile(json!({"minute": 1, "limit_by": "path", "path": path})).unwrap();
+            assert_eq!(
+                set.select(None).policies[0].limit_by,
+                LimitBy::Path(held.into()),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
     fn window_type_is_accepted_for_algorithm() {
         let set = compile(json!({"minute": 1, "window_type": "sliding"})).unwrap();
         assert_eq!(set.select(None).policies[0].algorithm, Algorithm::Sliding);
@@ -628,6 +703,16 @@ mod tests {
                 json!({"minute": 1, "limit_by": "path", "path": "payments"}),
                 "path",
                 "not a path",
+            ),
+            (
+                json!({"minute": 1, "limit_by": "path", "path": "/pay#x"}),
+                "path",
+                "not a path",
+            ),
+            (
+                json!({"minute": 1, "limit_by": "path", "path": "/%ff"}),
+                "path",
+                "not UTF-8",
             ),
             (
                 json!({"minute": 1, "policy": "redis"}),
@@ -714,6 +799,36 @@ mod tests {
                 json!({"minute": 1, "xff_num_trusted_hops": 17}),
                 "xff_num_trusted_hops",
                 "outside",
+            ),
+            (
+                json!({"minute": 1, "ipv6_prefix_length": 31}),
+                "ipv6_prefix_length",
+                "31 is outside 32..=128",
+            ),
+            (
+                json!({"minute": 1, "ipv6_prefix_length": 129}),
+                "ipv6_prefix_length",
+                "129 is outside 32..=128",
+            ),
+            (
+                json!({"minute": 1, "ipv6_prefix_length": 0}),
+                "ipv6_prefix_length",
+                "outside 32..=128",
+            ),
+            (
+                json!({"minute": 1, "ipv6_prefix_length": 256}),
+                "ipv6_prefix_length",
+                "invalid value",
+            ),
+            (
+                json!({"minute": 1, "ipv6_prefix_length": "/64"}),
+                "ipv6_prefix_length",
+                "invalid type",
+            ),
+            (
+                json!({"minute": 1, "routes": {"pay": {"minute": 1, "ipv6_prefix_length": 200}}}),
+                "routes.pay.ipv6_prefix_length",
+                "200 is outside 32..=128",
             ),
             (
                 json!({"minute": 1, "slots": 10}),

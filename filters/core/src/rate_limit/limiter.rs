@@ -12,7 +12,7 @@
 
 use super::counter::{WindowCount, WindowState};
 use super::headers::{client_headers, WindowReport};
-use super::key::{LimitKey, RequestFacts};
+use super::key::{KeyError, LimitKey, RequestFacts};
 use super::policy::{Policy, RateLimitPolicySet, ResponseSettings};
 use super::slot::Slot;
 use super::store::{SharedStore, StoreError, Written};
@@ -51,9 +51,17 @@ pub enum Decision<'a> {
         reason: String,
         overflowed: bool,
     },
-    /// Counting failed (shared data refused, or contention past [`MAX_ATTEMPTS`]). `pass`
-    /// is `fault_tolerant`: let the request through, else answer 500.
+    /// Counting failed (shared data refused, or contention past [`MAX_ATTEMPTS`], or the
+    /// request's headers unreadable). `pass` is `fault_tolerant`: let the request through,
+    /// else answer 500.
     Fault { error: String, pass: bool },
+    /// The request cannot be counted as sent (the counted header repeated with different
+    /// values): answer `status` with the JSON `body`, log `reason`. Counted nowhere.
+    Reject {
+        status: u16,
+        body: String,
+        reason: String,
+    },
 }
 
 /// Kong's answer when counting fails and the filter is not fault tolerant.
@@ -180,19 +188,46 @@ impl Limiter {
         store: &dyn SharedStore,
         now: UnixMillis,
     ) -> Decision<'_> {
-        let keys = self.keys(route, facts);
-        self.decide_keyed(route, &keys, store, now)
+        match self.keys(route, facts) {
+            Ok(keys) => self.decide_keyed(route, &keys, store, now),
+            Err(refused) => refused,
+        }
     }
 
     /// The key the request counts under for each policy on `route`, in
-    /// [`RateLimitPolicySet::select`]'s order (none when no policy applies).
-    pub fn keys(&self, route: Option<&str>, facts: &mut dyn RequestFacts) -> Vec<LimitKey> {
-        self.set
-            .select(route)
-            .policies
-            .iter()
-            .map(|policy| policy.limit_by.key(route, facts, policy.trusted_hops))
-            .collect()
+    /// [`RateLimitPolicySet::select`]'s order (none when no policy applies); or, when a
+    /// key cannot be read, the decision that answers the request instead.
+    pub fn keys(
+        &self,
+        route: Option<&str>,
+        facts: &mut dyn RequestFacts,
+    ) -> Result<Vec<LimitKey>, Decision<'_>> {
+        let selection = self.set.select(route);
+        let mut keys = Vec::with_capacity(selection.policies.len());
+        for policy in &selection.policies {
+            match policy.limit_by.key(route, facts, policy.client_ip) {
+                Ok(key) => keys.push(key),
+                Err(e @ KeyError::RepeatedHeader { .. }) => {
+                    return Err(Decision::Reject {
+                        status: KeyError::STATUS,
+                        body: e.body(),
+                        reason: format!(
+                            "{} by {}: {}",
+                            policy.limit_by.name(),
+                            policy.name,
+                            e.describe()
+                        ),
+                    })
+                }
+                Err(e @ KeyError::Host(_)) => {
+                    return Err(Decision::Fault {
+                        error: e.describe(),
+                        pass: selection.response.fault_tolerant,
+                    })
+                }
+            }
+        }
+        Ok(keys)
     }
 
     /// [`Limiter::decide`] with the keys already read (by [`Limiter::keys`]): the
@@ -487,7 +522,7 @@ mod tests {
     fn status(d: &Decision<'_>) -> u16 {
         match d {
             Decision::NotLimited | Decision::Allow { .. } => 200,
-            Decision::Limit { status, .. } => *status,
+            Decision::Limit { status, .. } | Decision::Reject { status, .. } => *status,
             Decision::Fault { pass: true, .. } => 200,
             Decision::Fault { pass: false, .. } => 500,
         }
@@ -502,6 +537,65 @@ mod tests {
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn a_repeated_counted_header_is_refused_and_counts_nowhere() {
+        let limiter = limiter(json!({
+            "minute": 2, "limit_by": "header", "header_name": "x-api-key",
+            "routes": {"pay": {"minute": 5, "limit_by": "ip"}}
+        }));
+        let store = ready(&limiter);
+        let twice = || {
+            from("203.0.113.7")
+                .header("x-api-key", "random")
+                .header("x-api-key", "k-real")
+        };
+        for _ in 0..3 {
+            let d = limiter.decide(Some("pay"), &mut twice(), &store, at(T0 + 10));
+            let Decision::Reject {
+                status,
+                body,
+                reason,
+            } = &d
+            else {
+                panic!("{d:?}")
+            };
+            assert_eq!(*status, 400);
+            assert_eq!(
+                body,
+                r#"{"message":"The x-api-key header must be sent once"}"#
+            );
+            assert_eq!(
+                reason,
+                "header by global: x-api-key sent 2 times with different values"
+            );
+        }
+        // Nothing was counted, under either policy: the real key still has its 2.
+        let once = || from("203.0.113.7").header("x-api-key", "k-real");
+        let statuses: Vec<u16> = (0..3)
+            .map(|_| status(&limiter.decide(Some("pay"), &mut once(), &store, at(T0 + 11))))
+            .collect();
+        assert_eq!(statuses, [200, 200, 429]);
+    }
+
+    #[test]
+    fn unreadable_headers_are_a_fault_fault_tolerant_decides() {
+        for tolerant in [true, false] {
+            let limiter = limiter(json!({
+                "minute": 2, "limit_by": "header", "header_name": "x-api-key",
+                "fault_tolerant": tolerant
+            }));
+            let store = ready(&limiter);
+            let mut facts = from("203.0.113.7").header("x-api-key", "k");
+            facts.broken_header_map = true;
+            let d = limiter.decide(None, &mut facts, &store, at(T0 + 10));
+            let Decision::Fault { error, pass } = &d else {
+                panic!("{d:?}")
+            };
+            assert_eq!(*pass, tolerant);
+            assert!(error.contains("request headers unreadable"), "{error}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::counter::Algorithm;
-use super::key::LimitBy;
+use super::key::{ClientIpRule, LimitBy};
 use super::rls::ServiceSettings;
 use super::slot::hash;
 use super::window::Period;
@@ -20,7 +20,8 @@ pub struct Policy {
     pub limits: Vec<(Period, u64)>,
     pub limit_by: LimitBy,
     pub algorithm: Algorithm,
-    pub trusted_hops: u32,
+    /// Which address is the client's, and how much of it is its key.
+    pub client_ip: ClientIpRule,
     /// Hash of the name, the periods and the algorithm: what a slot's layout depends on.
     /// Changing a limit's value keeps the counts; changing which windows are counted (or the
     /// algorithm) starts them over.
@@ -34,7 +35,7 @@ impl Policy {
         limits: Vec<(Period, u64)>,
         limit_by: LimitBy,
         algorithm: Algorithm,
-        trusted_hops: u32,
+        client_ip: ClientIpRule,
     ) -> Policy {
         let shape: Vec<u8> = limits
             .iter()
@@ -48,7 +49,7 @@ impl Policy {
             limits,
             limit_by,
             algorithm,
-            trusted_hops,
+            client_ip,
             fingerprint,
         }
     }

@@ -178,18 +178,20 @@ pub enum Answer<'a> {
 }
 
 impl Limiter {
-    /// The call to make for a request on `route`, or `None` when no policy applies.
+    /// The call to make for a request on `route`, or `None` when no policy applies; or,
+    /// when the request cannot be counted (see [`Limiter::keys`]), what to answer instead,
+    /// asking nothing.
     pub fn service_call(
         &self,
         settings: &ServiceSettings,
         route: Option<&str>,
         facts: &mut dyn RequestFacts,
-    ) -> Option<ServiceCall> {
+    ) -> Result<Option<ServiceCall>, Decision<'_>> {
         let selection = self.policies().select(route);
         if selection.policies.is_empty() {
-            return None;
+            return Ok(None);
         }
-        let keys = self.keys(route, facts);
+        let keys = self.keys(route, facts)?;
         let mut asked = Vec::new();
         let mut descriptors = Vec::new();
         for (subject, (policy, key)) in selection.policies.iter().zip(&keys).enumerate() {
@@ -224,12 +226,12 @@ impl Limiter {
             hits_addend: 1,
         }
         .encode_to_vec();
-        Some(ServiceCall {
+        Ok(Some(ServiceCall {
             route: route.map(str::to_owned),
             keys,
             asked,
             message,
-        })
+        }))
     }
 
     /// Reads the service's reply to `call`; on a failure, counts locally or refuses as
@@ -473,6 +475,7 @@ mod tests {
                 Some("payments"),
                 &mut Facts::from_ip("203.0.113.7"),
             )
+            .unwrap()
             .unwrap();
         let request = RateLimitRequest::decode(call.message.as_slice()).unwrap();
         assert_eq!(request.domain, "shop");
@@ -505,6 +508,50 @@ mod tests {
     }
 
     #[test]
+    fn descriptors_carry_the_client_as_the_local_policy_keys_it() {
+        let (limiter, settings) = scenario();
+        let ip_entries = |source: &str| {
+            let mut facts = Facts {
+                source: Some(source.to_owned()),
+                ..Facts::default()
+            };
+            let call = limiter
+                .service_call(&settings, Some("payments"), &mut facts)
+                .unwrap()
+                .unwrap();
+            let request = RateLimitRequest::decode(call.message.as_slice()).unwrap();
+            request
+                .descriptors
+                .iter()
+                .map(|d| format!("{}={}", d.entries[1].key, d.entries[1].value))
+                .collect::<Vec<_>>()
+        };
+        let one_64 = vec!["ip=2001:db8:1:2::/64".to_owned(); 3];
+        assert_eq!(ip_entries("[2001:db8:1:2::1]:40000"), one_64);
+        assert_eq!(ip_entries("[2001:db8:1:2:ab:cd:ef:1%eth0]:0"), one_64);
+        let v4 = vec!["ip=203.0.113.7".to_owned(); 3];
+        assert_eq!(ip_entries("[::ffff:203.0.113.7]:0"), v4);
+        assert_eq!(ip_entries("203.0.113.7:40000"), v4);
+    }
+
+    #[test]
+    fn a_repeated_counted_header_asks_nothing_and_is_refused() {
+        let (limiter, settings) = limiter(json!({
+            "minute": 100, "limit_by": "header", "header_name": "x-api-key",
+            "policy": "redis", "rate_limit_service": {"cluster": "ratelimit"}
+        }));
+        let mut facts = Facts::from_ip("10.0.0.1")
+            .header("x-api-key", "random")
+            .header("x-api-key", "k-real");
+        let Err(Decision::Reject { status, .. }) =
+            limiter.service_call(&settings, Some("users"), &mut facts)
+        else {
+            panic!("a call was made");
+        };
+        assert_eq!(status, 400);
+    }
+
+    #[test]
     fn a_route_without_policies_makes_no_call() {
         let (limiter, settings) = limiter(json!({
             "policy": "redis",
@@ -513,7 +560,7 @@ mod tests {
         }));
         assert_eq!(
             limiter.service_call(&settings, Some("users"), &mut Facts::from_ip("10.0.0.1")),
-            None
+            Ok(None)
         );
         assert_eq!(settings.domain, "portcullis");
     }
@@ -523,6 +570,7 @@ mod tests {
         let (limiter, settings) = scenario();
         let call = limiter
             .service_call(&settings, Some("payments"), &mut Facts::from_ip("10.0.0.1"))
+            .unwrap()
             .unwrap();
         let bytes = answer(
             CODE_OK,
@@ -546,6 +594,7 @@ mod tests {
         let (limiter, settings) = scenario();
         let call = limiter
             .service_call(&settings, Some("payments"), &mut Facts::from_ip("10.0.0.1"))
+            .unwrap()
             .unwrap();
         let bytes = answer(
             CODE_OVER_LIMIT,
@@ -578,6 +627,7 @@ mod tests {
         let (limiter, settings) = scenario();
         let call = limiter
             .service_call(&settings, Some("users"), &mut Facts::from_ip("10.0.0.1"))
+            .unwrap()
             .unwrap();
         let mut minute = status(1, 40, 50);
         minute.current_limit = Some(RateLimit {
@@ -602,6 +652,7 @@ mod tests {
         let (limiter, settings) = scenario();
         let call = limiter
             .service_call(&settings, Some("users"), &mut Facts::from_ip("10.0.0.1"))
+            .unwrap()
             .unwrap();
         let mut first = status(1, 5, 0);
         first.duration_until_reset = None;
@@ -626,6 +677,7 @@ mod tests {
         }));
         let call = limiter
             .service_call(&settings, None, &mut Facts::from_ip("10.0.0.1"))
+            .unwrap()
             .unwrap();
         let cases: Vec<(&str, Vec<u8>)> = vec![
             ("garbage", vec![0xff, 0xff, 0xff]),
@@ -666,6 +718,7 @@ mod tests {
         for _ in 0..3 {
             let call = limiter
                 .service_call(&settings, None, &mut Facts::from_ip("10.0.0.1"))
+                .unwrap()
                 .unwrap();
             match limiter.service_answer(&call, Reply::Failed(Some(4)), &store, NOW) {
                 Answer::Fallback { decision, error } => {
@@ -696,6 +749,7 @@ mod tests {
         }));
         let call = limiter
             .service_call(&settings, None, &mut Facts::from_ip("10.0.0.1"))
+            .unwrap()
             .unwrap();
         let bytes = answer(CODE_OVER_LIMIT, vec![status(2, 0, 3)]);
         let got = limiter.service_answer(&call, Reply::Message(&bytes), &MemoryStore::new(), NOW);

@@ -273,7 +273,7 @@ fn read_or_create(
 mod tests {
     use super::*;
     use crate::rate_limit::counter::{Algorithm, WindowCount};
-    use crate::rate_limit::key::{KeyKind, LimitBy};
+    use crate::rate_limit::key::{ClientIpRule, KeyKind, LimitBy};
     use crate::rate_limit::store::MemoryStore;
     use crate::rate_limit::window::Period;
 
@@ -286,7 +286,7 @@ mod tests {
             vec![(Period::Minute, 10)],
             LimitBy::Ip,
             Algorithm::Fixed,
-            0,
+            ClientIpRule::default(),
         )
     }
 
