@@ -9,6 +9,7 @@ pub mod header_map;
 pub mod identity;
 pub mod jwt;
 pub mod log_value;
+pub mod path;
 pub mod rate_limit;
 pub mod token_issuer;
 

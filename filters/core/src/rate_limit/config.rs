@@ -445,7 +445,7 @@ fn compile_policy(
                 ));
             }
             // Held in the form requests are compared in: `/payments/` is `/payments`.
-            let Ok(normal) = String::from_utf8(super::path::normalise(path)) else {
+            let Ok(normal) = String::from_utf8(crate::path::normalise(path)) else {
                 return Err(err(
                     at(prefix, "path"),
                     format!("{path:?} decodes to bytes that are not UTF-8"),

@@ -99,7 +99,7 @@ impl LimitBy {
                 .map(|v| LimitKey::new(KeyKind::Header, header_key(name, &v))),
             LimitBy::Path(path) => facts
                 .path()
-                .filter(|p| super::path::is(p, path))
+                .filter(|p| crate::path::is(p, path))
                 .map(|_| LimitKey::new(KeyKind::Path, path.clone())),
             LimitBy::Route => route.map(|r| LimitKey::new(KeyKind::Route, r.to_owned())),
             LimitBy::Service => facts.service().map(|s| LimitKey::new(KeyKind::Service, s)),

@@ -13,7 +13,6 @@
 //! | [`config`] | the JSON fields and their checks |
 //! | [`policy`] | the compiled policies, and which apply to a route |
 //! | [`key`] | what a request is counted under (`limit_by`, client IP) |
-//! | [`path`] | the form a request path is compared in (`limit_by: path`) |
 //! | [`window`] | calendar windows and the sliding weight |
 //! | [`counter`] | one window's count: rolling, usage, reset and retry times |
 //! | [`slot`] | a slot's bytes and the owner hash |
@@ -28,7 +27,6 @@ pub mod counter;
 pub mod headers;
 pub mod key;
 pub mod limiter;
-pub mod path;
 pub mod policy;
 pub mod rls;
 pub mod slot;

@@ -1,5 +1,7 @@
-//! The form a request path is compared in for `limit_by: path`: the form most upstreams go
-//! on to serve, so that no other spelling of the configured path escapes its counter.
+//! The form a request path is compared in where its spelling must not matter: rate
+//! limiting's `limit_by: path` (no other spelling of the path escapes its counter) and the
+//! token-issuer's auth paths (no other spelling of the login passes through unsigned). It is
+//! the form most upstreams go on to serve.
 //!
 //! Envoy 1.40 hands a filter `:path` as the client sent it (`//payments`, `/%70ayments`,
 //! `/x/../payments`, `/payments;x=1`, `/payments/`: measured with the probe filter, the
