@@ -162,7 +162,7 @@ const TEMPLATE: &str = r#"static_resources:
               domains: ["*"]
               routes:
               - name: login
-                match: { path: "/login" }
+                match: { prefix: "/login", case_sensitive: false }
                 route: { cluster: login }
               - name: login
                 match: { path: "/big-login" }
@@ -173,6 +173,14 @@ const TEMPLATE: &str = r#"static_resources:
               - name: jwks
                 match: { prefix: "/.well-known/" }
                 direct_response: { status: 404 }
+            # Another virtual host whose /login goes to another upstream (orders here): an
+            # attacker's `Host` picks it.
+            - name: other
+              domains: ["other.example"]
+              routes:
+              - name: other-login
+                match: { path: "/login" }
+                route: { cluster: orders }
           http_filters:
           {{FILTERS}}
           - name: envoy.filters.http.router
@@ -528,4 +536,80 @@ fn with_extra(extra: Value) -> Value {
 /// A profile padded past any small limit with a marker that must never reach the client.
 fn with_secret_padding(bytes: usize) -> String {
     with_extra(json!({"pad": "s3cr3t".repeat(bytes / 6)})).to_string()
+}
+
+/// `POST /login` with `Host: host` over a raw connection (a client chooses its Host header
+/// freely); the status and the body.
+fn login_at_host(envoy: &Envoy, host: &str) -> (u16, Value) {
+    let port: u16 = envoy
+        .url("")
+        .trim_start_matches("http://127.0.0.1:")
+        .parse()
+        .unwrap();
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        conn,
+        "POST /login HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n",
+        CREDENTIALS.len()
+    )
+    .unwrap();
+    conn.write_all(CREDENTIALS).unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+#[test]
+fn only_the_login_route_and_cluster_are_signed_and_no_other_spelling_passes() {
+    let port = free_port();
+    let issuer = json!({
+        "auth_paths": [{"path": "/login", "methods": ["POST"],
+                        "routes": ["login"], "clusters": ["login"]}],
+        "iss": ISS, "ttl": 600, "sub_field": "sub",
+        "keys": [{"kid": "hs-1", "algorithm": "HS256", "secret": HS256_SECRET}],
+    });
+    let jwt = json!({
+        "consumers": [{"username": "mobile-app", "credentials": [
+            {"key": ISS, "algorithm": "HS256", "secret": HS256_SECRET}]}],
+        "routes": {"login": {"public": true}, "other-login": {"public": true}},
+    });
+    let scene = scene(&issuer, false, &jwt, port, Vec::new());
+    // The login route and cluster: a token.
+    let reply = scene.login("/login", logged_in(&profile()));
+    token_of(&reply);
+    // The same path on another virtual host, whose upstream answers what the attacker
+    // chooses: passed on as it came, never signed.
+    let chosen = json!({"sub": "admin", "groups": ["admins"]});
+    scene.orders.set_response(Response::json(200, &chosen));
+    let (status, body) = login_at_host(&scene.envoy, "other.example");
+    assert_eq!((status, body), (200, chosen));
+    // Other spellings the login route takes (its match ignores case): refused before the
+    // login service, which would answer them unsigned.
+    let before = scene.login.count();
+    for path in ["/LOGIN", "/login/", "/Login;jsessionid=1"] {
+        let reply = scene.login(path, logged_in(&profile()));
+        assert_eq!(reply.status, 400, "{path}: {}", reply.text());
+        assert_eq!(reply.json(), json!({"message": "Bad request"}), "{path}");
+    }
+    assert_eq!(
+        scene.login.count(),
+        before,
+        "a misspelt login reached the service"
+    );
+    assert_eq!(
+        scene.metric("portcullis_token_issuer_misspelt_auth_path_total"),
+        3.0
+    );
+    // A 200 that names no subject is no login: unchanged.
+    let failed = json!({"success": false, "message": "wrong password"});
+    let reply = scene.login("/login", logged_in(&failed));
+    assert_eq!((reply.status, reply.json()), (200, failed));
+    assert_eq!(scene.metric("portcullis_token_issuer_issued_total"), 1.0);
 }

@@ -21,9 +21,9 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
 use portcullis_core::token_issuer::{
     BodyOutcome, HeadDecision, Refusal, RequestRoute, ResponseHead, SignError, TokenIssuer,
-    NO_STORE,
+    Upstream, NO_STORE,
 };
-use portcullis_core::UnixTime;
+use portcullis_core::{log_value, UnixTime};
 use portcullis_glue::host::{self, log, Counter};
 use signing::Backend;
 
@@ -40,6 +40,8 @@ struct Metrics {
     passed_through: Counter,
     rejected: Counter,
     jwks_served: Counter,
+    /// Requests refused for an auth path spelt otherwise than configured.
+    misspelt: Counter,
     /// One counter per rejection reason, defined on first use.
     by_reason: RefCell<HashMap<&'static str, Counter>>,
 }
@@ -52,6 +54,7 @@ impl Metrics {
             passed_through: Counter::define("portcullis_token_issuer_passed_through_total"),
             rejected: Counter::define("portcullis_token_issuer_rejected_total"),
             jwks_served: Counter::define("portcullis_token_issuer_jwks_served_total"),
+            misspelt: Counter::define("portcullis_token_issuer_misspelt_auth_path_total"),
             by_reason: RefCell::new(HashMap::new()),
         }
     }
@@ -156,8 +159,32 @@ impl HttpContext for IssuerFilter {
             return Action::Continue;
         }
         let method = host::request_header(":method").unwrap_or_default();
-        match self.worker.issuer.route(&method, &path) {
+        // Route and cluster cost a host call each: read only when an auth path names them.
+        let needs_upstream = self.worker.issuer.needs_upstream();
+        let route = host::route_name_if(needs_upstream);
+        let cluster = needs_upstream
+            .then(|| host::property_text(&["xds", "cluster_name"]))
+            .flatten();
+        let upstream = Upstream {
+            route: route.as_deref(),
+            cluster: cluster.as_deref(),
+        };
+        match self.worker.issuer.route(&method, &path, &upstream) {
             RequestRoute::Other => Action::Continue,
+            RequestRoute::Misspelt => {
+                // The upstream may serve this spelling as its login: it must not answer
+                // unsigned, so it never gets the request.
+                self.worker.metrics.misspelt.inc();
+                log(
+                    LogLevel::Info,
+                    &format!(
+                        "{NAME}: refused {method} {}: an auth path spelt otherwise than configured",
+                        log_value::quote(&path)
+                    ),
+                );
+                host::respond_json(400, r#"{"message":"Bad request"}"#, &[]);
+                Action::Pause
+            }
             RequestRoute::Login => {
                 self.state = State::Login;
                 Action::Continue

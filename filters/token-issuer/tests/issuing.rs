@@ -279,9 +279,10 @@ fn the_allowlist_keeps_other_fields_out_of_the_token() {
 fn only_the_configured_paths_and_methods_are_logins() {
     let host = Host::new();
     let mut issuer = start(&host, &config("HS256"));
+    // (`POST /login/` is another spelling of the login: refused, see below.)
     let others = [
         Request::get("/login").respond(ok(&profile())),
-        Request::post("/login/").respond(ok(&profile())),
+        Request::get("/login/").respond(ok(&profile())),
         Request::post("/users").respond(ok(&profile())),
     ];
     for request in others {
@@ -362,4 +363,82 @@ fn jwks(issuer: &mut Plugin) -> String {
     let ex = issuer.send(Request::get(JWKS_PATH));
     assert_eq!(ex.status(), 200, "{}", ex.body_text());
     ex.body_text()
+}
+
+#[test]
+fn only_the_configured_route_and_cluster_get_their_answers_signed() {
+    let host = Host::new();
+    let narrowed = with(
+        config("HS256"),
+        json!({"auth_paths": [{"path": "/login", "methods": ["POST"],
+                               "routes": ["login"], "clusters": ["login-service"]}]}),
+    );
+    let mut issuer = start(&host, &narrowed);
+    let at = |route: &str, cluster: &str, body: &serde_json::Value| {
+        login(ok(body))
+            .route(route)
+            .property(&["xds", "cluster_name"], cluster.as_bytes())
+    };
+    let ex = issuer.send(at("login", "login-service", &profile()));
+    token_of(&ex);
+    // `POST /login` sent with another Host to a virtual host whose upstream answers what
+    // the attacker chooses: passed on as it came, never signed.
+    let chosen = json!({"sub": "admin", "groups": ["admins"]});
+    for (route, cluster) in [
+        ("other-vhost", "attacker"),
+        ("login", "attacker"),
+        ("other-vhost", "login-service"),
+    ] {
+        let ex = issuer.send(at(route, cluster, &chosen));
+        assert_eq!(ex.status(), 200, "{route} {cluster}");
+        assert_eq!(ex.body_json(), chosen, "{route} {cluster}: signed");
+    }
+    assert_eq!(host.metric_value("portcullis_token_issuer_issued_total"), 1);
+}
+
+#[test]
+fn an_auth_path_spelt_otherwise_never_reaches_the_upstream() {
+    let host = Host::new();
+    let mut issuer = start(&host, &config("HS256"));
+    for path in [
+        "/login/",
+        "/LOGIN",
+        "//login",
+        "/%6Cogin",
+        "/login;x=1",
+        "/a/../login",
+    ] {
+        let ex = issuer.send(
+            Request::post(path)
+                .header("content-type", "application/json")
+                .body(r#"{"username":"mobile-app","password":"mobile-demo"}"#)
+                .respond(ok(&profile())),
+        );
+        assert_eq!(ex.status(), 400, "{path}");
+        assert_eq!(ex.body_json(), json!({"message": "Bad request"}), "{path}");
+        assert!(!ex.reached_upstream(), "{path}");
+    }
+    assert_eq!(
+        host.metric_value("portcullis_token_issuer_misspelt_auth_path_total"),
+        6
+    );
+    // Other paths, and the login's own spelling, are untouched.
+    assert_eq!(issuer.send(Request::post("/logins")).status(), 200);
+    token_of(&issuer.send(login(ok(&profile()))));
+}
+
+#[test]
+fn with_sub_field_a_login_answer_without_the_subject_passes_unsigned() {
+    let host = Host::new();
+    let mut issuer = start(&host, &with(config("HS256"), json!({"sub_field": "sub"})));
+    for body in [
+        json!({"success": false, "message": "wrong password"}),
+        json!({"data": null, "errors": [{"message": "invalid credentials"}]}),
+    ] {
+        let ex = issuer.send(login(ok(&body)));
+        assert_eq!(ex.status(), 200);
+        assert_eq!(ex.body_json(), body, "signed an answer without a subject");
+    }
+    token_of(&issuer.send(login(ok(&profile()))));
+    assert_eq!(host.metric_value("portcullis_token_issuer_issued_total"), 1);
 }

@@ -26,6 +26,8 @@ pub struct ClaimRules {
     pub max_ttl: u64,
     /// The body field whose value becomes `sub`.
     pub sub_field: Option<String>,
+    /// `sub_field` was configured: an answer without a usable subject is not signed.
+    pub require_sub: bool,
     /// Body fields copied into the token; `None` copies every field not in [`RESERVED`].
     pub allow: Option<Vec<String>>,
 }
@@ -103,6 +105,17 @@ pub fn build(
     Ok(Claims { claims, expires_in })
 }
 
+/// Whether the rules require a subject (`sub_field` configured) that `body` does not give:
+/// such an answer (`{"success":false}`, `{"errors":[…]}`) is no login and is never signed.
+pub fn lacks_required_subject(body: &Map<String, Value>, rules: &ClaimRules) -> bool {
+    rules.require_sub
+        && rules
+            .sub_field
+            .as_ref()
+            .and_then(|f| subject(body.get(f)))
+            .is_none()
+}
+
 /// `sub` is a string (RFC 7519 StringOrURI): a string as is, an integer in decimal; anything
 /// else leaves the token without `sub`.
 fn subject(value: Option<&Value>) -> Option<String> {
@@ -128,6 +141,7 @@ mod tests {
             ttl: 900,
             max_ttl: 3600,
             sub_field: Some("sub".into()),
+            require_sub: false,
             allow: None,
         }
     }
@@ -235,6 +249,7 @@ mod tests {
     fn sub_comes_from_the_configured_field() {
         let by_id = ClaimRules {
             sub_field: Some("userId".into()),
+            require_sub: false,
             ..rules()
         };
         let cases = [

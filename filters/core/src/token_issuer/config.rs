@@ -8,7 +8,7 @@ use super::claims::{ClaimRules, RESERVED};
 use super::cookie::{CookieRules, SameSite};
 use super::jws::jwks_document;
 use super::keys::{decode_secret_base64, SigningKey, SIGNING_ALGORITHMS};
-use super::{AuthPath, TokenIssuer};
+use super::{normal_form, AuthPath, TokenIssuer};
 use crate::jwt::crypto::Algorithm;
 use crate::jwt::token::strict_json;
 use crate::jwt::{ConfigError, CryptoChoice};
@@ -45,7 +45,9 @@ pub struct RawConfig {
     /// `audiences` refuses tokens without a matching `aud`.
     pub aud: Option<Value>,
     /// Body field that becomes `sub` (default `sub`); a string, or an integer written in
-    /// decimal. A body without it gives a token without `sub`.
+    /// decimal. When set, an answer without it (a `200 {"success":false}` or GraphQL
+    /// `{"errors":[…]}` login API) is never signed: it passes unchanged. Left out, a body
+    /// without `sub` gives a token without `sub`.
     pub sub_field: Option<String>,
     /// Body fields copied into the token, the rest dropped; without it every field is copied
     /// (Pingap's behaviour). Registered claims (`iss`, `aud`, `iat`, `exp`, `nbf`, `jti`,
@@ -79,10 +81,19 @@ pub struct RawConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAuthPath {
-    /// Exact path, starting with `/`.
+    /// Exact path, starting with `/`. Another spelling of it (`/login/`, `/LOGIN`,
+    /// `//login`, `/%6Cogin`, `/login;x`) is answered 400 and never reaches the upstream, so
+    /// no login answer leaves unsigned.
     pub path: String,
     /// Methods (upper case) whose responses are signed; every method when absent.
     pub methods: Option<Vec<String>>,
+    /// Envoy route names (`xds.route_name`) whose answers on this path are signed; any route
+    /// when absent. Pitfall: without `routes` or `clusters`, a `POST /login` sent with
+    /// another `Host` to another virtual host is signed too, whatever its upstream answers.
+    pub routes: Option<Vec<String>>,
+    /// Upstream cluster names (`xds.cluster_name`) whose answers on this path are signed;
+    /// any cluster when absent.
+    pub clusters: Option<Vec<String>>,
 }
 
 /// One signing key: `secret` or `secret_base64` for HS*, `private_key` for the others.
@@ -193,6 +204,7 @@ impl TryFrom<RawConfig> for TokenIssuer {
                 ))
             }
         };
+        let require_sub = raw.sub_field.is_some();
         let sub_field = raw.sub_field.unwrap_or_else(|| "sub".into());
         if sub_field.is_empty() {
             return Err(err("sub_field", "empty"));
@@ -263,6 +275,7 @@ impl TryFrom<RawConfig> for TokenIssuer {
                 ttl,
                 max_ttl,
                 sub_field: Some(sub_field),
+                require_sub,
                 allow,
             },
             active,
@@ -328,9 +341,23 @@ fn auth_paths(raw: &[RawAuthPath]) -> Result<Vec<AuthPath>, ConfigError> {
                 Some(methods.clone())
             }
         };
+        let names = |field: &str, list: &Option<Vec<String>>| -> Result<_, ConfigError> {
+            let Some(list) = list else { return Ok(None) };
+            let at = format!("auth_paths[{i}].{field}");
+            if list.is_empty() {
+                return Err(err(at, "empty: leave it out to match any"));
+            }
+            if let Some(j) = list.iter().position(String::is_empty) {
+                return Err(err(format!("{at}[{j}]"), "empty name"));
+            }
+            Ok(Some(list.clone()))
+        };
         compiled.push(AuthPath {
+            normal: normal_form(&entry.path),
             path: entry.path.clone(),
             methods,
+            routes: names("routes", &entry.routes)?,
+            clusters: names("clusters", &entry.clusters)?,
         });
     }
     Ok(compiled)

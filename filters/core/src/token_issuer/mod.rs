@@ -31,8 +31,61 @@ pub const PROBE_TEXT: &[u8] = b"portcullis token-issuer: host sign probe";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuthPath {
     pub path: String,
+    /// [`normal_form`] of `path`: another spelling of it has the same.
+    pub normal: Vec<u8>,
     /// `None`: every method.
     pub methods: Option<Vec<String>>,
+    /// `None`: any Envoy route.
+    pub routes: Option<Vec<String>>,
+    /// `None`: any upstream cluster.
+    pub clusters: Option<Vec<String>>,
+}
+
+/// Where Envoy sends a request: its route name and upstream cluster, read by the glue only
+/// when an auth path names routes or clusters ([`TokenIssuer::needs_upstream`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Upstream<'a> {
+    pub route: Option<&'a str>,
+    pub cluster: Option<&'a str>,
+}
+
+/// The form in which two spellings of one path compare equal: [`crate::path::normalise`]
+/// (percent-escapes, repeated slashes, `.` and `..`, `;` parameters, a trailing slash), in
+/// ASCII lower case (many upstreams route case-insensitively).
+pub fn normal_form(path: &str) -> Vec<u8> {
+    let mut normal = crate::path::normalise(path);
+    normal.make_ascii_lowercase();
+    normal
+}
+
+impl AuthPath {
+    /// Whether `plain` (a path without its query) may be another spelling of this path: a
+    /// cheap look that lets nearly every request skip [`normal_form`].
+    fn may_be_spelt(&self, plain: &str) -> bool {
+        let last = self.path.rsplit('/').find(|s| !s.is_empty()).unwrap_or("/");
+        plain.contains('%')
+            || plain
+                .as_bytes()
+                .windows(last.len())
+                .any(|w| w.eq_ignore_ascii_case(last.as_bytes()))
+    }
+
+    /// Whether `plain` is this path spelt otherwise than configured.
+    fn spelt_otherwise(&self, plain: &str) -> bool {
+        plain != self.path && self.may_be_spelt(plain) && normal_form(plain) == self.normal
+    }
+
+    fn allows(&self, method: &str, upstream: &Upstream) -> bool {
+        let named = |list: &Option<Vec<String>>, name: Option<&str>| {
+            list.as_ref()
+                .is_none_or(|list| name.is_some_and(|n| list.iter().any(|l| l == n)))
+        };
+        self.methods
+            .as_ref()
+            .is_none_or(|methods| methods.iter().any(|m| m == method))
+            && named(&self.routes, upstream.route)
+            && named(&self.clusters, upstream.cluster)
+    }
 }
 
 /// The compiled, immutable configuration.
@@ -61,6 +114,9 @@ pub enum RequestRoute {
     Jwks,
     /// Another method on `jwks_path`: answer 405.
     JwksMethodNotAllowed,
+    /// An auth path spelt otherwise than configured (`/login/`, `/LOGIN`, `/%6Cogin`): answer
+    /// 400, so the upstream's login answer never leaves unsigned.
+    Misspelt,
     /// Nothing to do.
     Other,
 }
@@ -135,11 +191,24 @@ impl TokenIssuer {
     /// method: the cheap test every request takes before [`route`](Self::route).
     pub fn watches(&self, path: &str) -> bool {
         let path = without_query(path);
-        self.jwks_path.as_deref() == Some(path) || self.auth_paths.iter().any(|a| a.path == path)
+        self.jwks_path.as_deref() == Some(path)
+            || self
+                .auth_paths
+                .iter()
+                .any(|a| a.path == path || a.spelt_otherwise(path))
     }
 
-    /// What `method path` is; `path` is `:path`, whose query string is ignored.
-    pub fn route(&self, method: &str, path: &str) -> RequestRoute {
+    /// Whether an auth path names routes or clusters: only then must the glue read
+    /// [`Upstream`] for a watched request.
+    pub fn needs_upstream(&self) -> bool {
+        self.auth_paths
+            .iter()
+            .any(|a| a.routes.is_some() || a.clusters.is_some())
+    }
+
+    /// What `method path` is; `path` is `:path`, whose query string is ignored. A login is a
+    /// configured path, method, route and cluster.
+    pub fn route(&self, method: &str, path: &str, upstream: &Upstream) -> RequestRoute {
         let path = without_query(path);
         if self.jwks_path.as_deref() == Some(path) {
             return match method {
@@ -147,17 +216,22 @@ impl TokenIssuer {
                 _ => RequestRoute::JwksMethodNotAllowed,
             };
         }
-        let login = self.auth_paths.iter().any(|a| {
-            a.path == path
-                && a.methods
-                    .as_ref()
-                    .is_none_or(|methods| methods.iter().any(|m| m == method))
-        });
-        if login {
-            RequestRoute::Login
-        } else {
-            RequestRoute::Other
+        let mut exact = self.auth_paths.iter().filter(|a| a.path == path).peekable();
+        if exact.peek().is_some() {
+            return if exact.any(|a| a.allows(method, upstream)) {
+                RequestRoute::Login
+            } else {
+                RequestRoute::Other
+            };
         }
+        if self
+            .auth_paths
+            .iter()
+            .any(|a| a.allows(method, upstream) && a.spelt_otherwise(path))
+        {
+            return RequestRoute::Misspelt;
+        }
+        RequestRoute::Other
     }
 
     /// Decides on a login response's headers whether its body may become a token.
@@ -227,6 +301,9 @@ impl TokenIssuer {
             Ok(_) => return BodyOutcome::PassThrough("not a JSON object"),
             Err(_) => return BodyOutcome::PassThrough("not JSON (or a member repeats)"),
         };
+        if claims::lacks_required_subject(&object, &self.rules) {
+            return BodyOutcome::PassThrough("no subject (sub_field) in the answer");
+        }
         let claims = match claims::build(&object, &self.rules, now, jti) {
             Ok(claims) => claims,
             Err(refusal) => return BodyOutcome::Refused(refusal),

@@ -346,8 +346,16 @@ fn logins_are_recognised_by_exact_path_and_method() {
         ("POST", "/login", RequestRoute::Login),
         ("POST", "/login?next=/orders", RequestRoute::Login),
         ("GET", "/login", RequestRoute::Other),
-        ("POST", "/login/", RequestRoute::Other),
-        ("POST", "/LOGIN", RequestRoute::Other),
+        ("POST", "/login/", RequestRoute::Misspelt),
+        ("POST", "/LOGIN", RequestRoute::Misspelt),
+        ("POST", "//login", RequestRoute::Misspelt),
+        ("POST", "/%6Cogin", RequestRoute::Misspelt),
+        ("POST", "/login;jsessionid=1", RequestRoute::Misspelt),
+        ("POST", "/x/../login?next=/", RequestRoute::Misspelt),
+        ("POST", "/Login/./", RequestRoute::Misspelt),
+        ("GET", "/login/", RequestRoute::Other),
+        ("POST", "/login/more", RequestRoute::Other),
+        ("POST", "/logins", RequestRoute::Other),
         ("PUT", "/sso", RequestRoute::Login),
         ("GET", "/.well-known/jwks.json", RequestRoute::Jwks),
         ("HEAD", "/.well-known/jwks.json?x=1", RequestRoute::Jwks),
@@ -359,12 +367,16 @@ fn logins_are_recognised_by_exact_path_and_method() {
         ("GET", "/orders", RequestRoute::Other),
     ];
     for (method, path, expected) in cases {
-        assert_eq!(issuer.route(method, path), expected, "{method} {path}");
+        assert_eq!(
+            issuer.route(method, path, &Upstream::default()),
+            expected,
+            "{method} {path}"
+        );
         if expected != RequestRoute::Other {
             assert!(issuer.watches(path), "{path}");
         }
     }
-    for path in ["/orders", "/login/", "/", ""] {
+    for path in ["/orders", "/logins", "/login/more", "/", ""] {
         assert!(!issuer.watches(path), "{path}");
     }
 }
@@ -733,4 +745,77 @@ fn in_module_signatures_verify_with_an_independent_library() {
         };
         assert!(verified.is_ok(), "{alg}");
     }
+}
+
+#[test]
+fn routes_and_clusters_narrow_which_logins_are_signed() {
+    let issuer = issuer(&with(
+        config("ES256"),
+        json!({"auth_paths": [
+            {"path": "/login", "routes": ["login"], "clusters": ["login-service"]},
+            {"path": "/sso", "clusters": ["sso-a", "sso-b"]},
+        ]}),
+    ));
+    assert!(issuer.needs_upstream());
+    let at = |route, cluster| Upstream {
+        route: Some(route),
+        cluster: Some(cluster),
+    };
+    let cases = [
+        ("/login", at("login", "login-service"), RequestRoute::Login),
+        // Another virtual host whose upstream answers anything: never signed.
+        ("/login", at("other-vhost", "attacker"), RequestRoute::Other),
+        ("/login", at("login", "attacker"), RequestRoute::Other),
+        (
+            "/login",
+            at("other-vhost", "login-service"),
+            RequestRoute::Other,
+        ),
+        ("/login", Upstream::default(), RequestRoute::Other),
+        ("/sso", at("any", "sso-b"), RequestRoute::Login),
+        ("/sso", at("any", "sso-c"), RequestRoute::Other),
+        // A misspelling is refused only where the login would have been signed.
+        (
+            "/LOGIN",
+            at("login", "login-service"),
+            RequestRoute::Misspelt,
+        ),
+        ("/LOGIN", at("other-vhost", "attacker"), RequestRoute::Other),
+    ];
+    for (path, upstream, expected) in cases {
+        assert_eq!(
+            issuer.route("POST", path, &upstream),
+            expected,
+            "{path} {upstream:?}"
+        );
+    }
+    let plain = self::issuer(&config("ES256"));
+    assert!(!plain.needs_upstream());
+}
+
+#[test]
+fn with_sub_field_set_an_answer_without_a_subject_is_never_signed() {
+    let issuer = issuer(&with(config("HS256"), json!({"sub_field": "userId"})));
+    for body in [
+        json!({"success": false, "message": "wrong password"}),
+        json!({"errors": [{"message": "invalid credentials"}]}),
+        json!({"userId": null}),
+        json!({"userId": {"id": 1}}),
+    ] {
+        assert_eq!(
+            issuer.issue(body.to_string().as_bytes(), NOW, [7; 16], &InModuleSigner),
+            BodyOutcome::PassThrough("no subject (sub_field) in the answer"),
+            "{body}"
+        );
+    }
+    assert!(matches!(
+        issuer.issue(br#"{"userId": 42}"#, NOW, [7; 16], &InModuleSigner),
+        BodyOutcome::Issued(_)
+    ));
+    // Left out, the default field is not required (Pingap's behaviour).
+    let lenient = self::issuer(&config("HS256"));
+    assert!(matches!(
+        lenient.issue(br#"{"success": false}"#, NOW, [7; 16], &InModuleSigner),
+        BodyOutcome::Issued(_)
+    ));
 }
