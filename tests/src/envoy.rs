@@ -265,6 +265,11 @@ impl Envoy {
         )
     }
 
+    /// The port of the main listener (the one [`url`](Self::url) names).
+    pub fn port(&self) -> u16 {
+        self.listener_port(&self.main_listener)
+    }
+
     /// The port Envoy bound for the listener called `name`; panics if there is none.
     pub fn listener_port(&self, name: &str) -> u16 {
         match self.listeners.iter().find(|(n, _)| n == name) {

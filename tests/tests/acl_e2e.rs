@@ -362,24 +362,13 @@ fn h2_status(envoy: &Envoy, method: &str, path: &str, token: &str) -> u16 {
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
-/// `method` sent to `path` over HTTP/1.1, written as given; Envoy's status line.
-fn h1_status_line(envoy: &Envoy, method: &str, path: &str, token: &str) -> String {
-    use std::io::{BufRead, BufReader, Write};
-    let port: u16 = envoy
-        .url("")
-        .trim_start_matches("http://127.0.0.1:")
-        .parse()
-        .unwrap();
-    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        conn,
+/// `method` sent to `path` over HTTP/1.1, written as given; Envoy's status.
+fn h1_status(envoy: &Envoy, method: &str, path: &str, token: &str) -> u16 {
+    let request = format!(
         "{method} {path} HTTP/1.1\r\nhost: gateway\r\nauthorization: Bearer {token}\r\n\
          content-length: 0\r\nconnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut line = String::new();
-    BufReader::new(conn).read_line(&mut line).unwrap();
-    line.trim_end().to_owned()
+    );
+    client::send_raw(envoy.port(), request.as_bytes()).status
 }
 
 #[test]
@@ -406,12 +395,9 @@ fn a_deny_on_a_method_cannot_be_sidestepped_by_its_spelling_or_an_override_heade
         );
     }
     // HTTP/1: Envoy's codec itself refuses a method that is not in upper case.
-    for (method, status) in [
-        ("DELETE", "HTTP/1.1 403 Forbidden"),
-        ("delete", "HTTP/1.1 400 Bad Request"),
-    ] {
+    for (method, status) in [("DELETE", 403), ("delete", 400)] {
         assert_eq!(
-            h1_status_line(&envoy, method, "/audit/1", &customer),
+            h1_status(&envoy, method, "/audit/1", &customer),
             status,
             "h1 {method}"
         );

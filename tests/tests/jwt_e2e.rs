@@ -725,11 +725,7 @@ fn clients_resetting_mid_fetch_cannot_keep_a_removed_key_trusted() {
     let removed = Instant::now();
     let stop = AtomicBool::new(false);
     let attack = unsigned_with_unknown_kid();
-    let port: u16 = envoy
-        .url("")
-        .trim_start_matches("http://127.0.0.1:")
-        .parse()
-        .unwrap();
+    let port = envoy.port();
     let (refused_after, attacks) = std::thread::scope(|scope| {
         let attackers: Vec<_> = (0..4)
             .map(|_| scope.spawn(|| resetting_client(port, &attack, &stop)))

@@ -539,31 +539,16 @@ fn with_secret_padding(bytes: usize) -> String {
 }
 
 /// `POST /login` with `Host: host` over a raw connection (a client chooses its Host header
-/// freely); the status and the body.
-fn login_at_host(envoy: &Envoy, host: &str) -> (u16, Value) {
-    let port: u16 = envoy
-        .url("")
-        .trim_start_matches("http://127.0.0.1:")
-        .parse()
-        .unwrap();
-    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        conn,
+/// freely).
+fn login_at_host(envoy: &Envoy, host: &str) -> Reply {
+    let mut request = format!(
         "POST /login HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n\
          content-length: {}\r\nconnection: close\r\n\r\n",
         CREDENTIALS.len()
     )
-    .unwrap();
-    conn.write_all(CREDENTIALS).unwrap();
-    let mut answer = String::new();
-    conn.read_to_string(&mut answer).unwrap();
-    let status = answer
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    .into_bytes();
+    request.extend_from_slice(CREDENTIALS);
+    client::send_raw(envoy.port(), &request)
 }
 
 #[test]
@@ -588,8 +573,8 @@ fn only_the_login_route_and_cluster_are_signed_and_no_other_spelling_passes() {
     // chooses: passed on as it came, never signed.
     let chosen = json!({"sub": "admin", "groups": ["admins"]});
     scene.orders.set_response(Response::json(200, &chosen));
-    let (status, body) = login_at_host(&scene.envoy, "other.example");
-    assert_eq!((status, body), (200, chosen));
+    let reply = login_at_host(&scene.envoy, "other.example");
+    assert_eq!((reply.status, reply.json()), (200, chosen));
     // Other spellings the login route takes (its match ignores case): refused before the
     // login service, which would answer them unsigned.
     let before = scene.login.count();

@@ -175,7 +175,7 @@ impl HttpContext for AclFilter {
                 Err(e) => {
                     log(LogLevel::Error, &format!("portcullis-acl: {e}"));
                     host::set_request_header(headers::CONSUMER_GROUPS, None);
-                    host::respond_json(500, UNEXPECTED, &[]);
+                    host::respond_json(500, portcullis_core::UNEXPECTED_ERROR_BODY, &[]);
                     return Action::Pause;
                 }
             }
@@ -220,9 +220,6 @@ impl HttpContext for AclFilter {
         Action::Pause
     }
 }
-
-/// Kong's body for a failure that is not the client's.
-const UNEXPECTED: &str = r#"{"message":"An unexpected error occurred"}"#;
 
 /// One line per refusal: who, where, and why.
 fn log_refusal(

@@ -13,6 +13,22 @@
 
 use std::fmt;
 
+/// Headers through which clients ask an upstream (Rails, Laravel, Express's
+/// method-override, ASP.NET, …) to treat a request as another method: acl judges them, the
+/// token-issuer refuses them on a login that names its methods.
+pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Whether `name` is one of [`METHOD_OVERRIDE_HEADERS`], in any letter case.
+pub fn is_method_override(name: &str) -> bool {
+    METHOD_OVERRIDE_HEADERS
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
+}
+
 /// The host's buffer does not hold what its table says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MalformedMap;

@@ -13,6 +13,10 @@ pub mod path;
 pub mod rate_limit;
 pub mod token_issuer;
 
+/// Kong's body for a failure that is not the client's (a host that cannot give what a
+/// decision needs, a counter that cannot be kept): every filter answers it with 500.
+pub const UNEXPECTED_ERROR_BODY: &str = r#"{"message":"An unexpected error occurred"}"#;
+
 /// Seconds since the Unix epoch, as the host's clock reports them. Policy code never reads a
 /// clock: the glue hands `now` in, so tests can stand at any instant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

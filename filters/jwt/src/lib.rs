@@ -5,7 +5,7 @@
 mod jwks;
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -95,6 +95,9 @@ struct Worker {
     /// Refusals held back by `failure_delay_ms`, answered by the root context's tick: the
     /// soonest due on top, so a tick with nothing due costs one look, however many wait.
     delayed: RefCell<BinaryHeap<Delayed>>,
+    /// The streams whose refusal waits in `delayed` and that are still there: a stream that
+    /// ends (its client left) leaves this set at once, its heap entry when due or compacted.
+    delayed_live: RefCell<HashSet<u32>>,
     /// Providers whose fetch a request claimed, for the root context to dispatch at its
     /// next tick: a fetch belongs to the root context, never to the stream that wanted it,
     /// so no client can cancel it by resetting its stream.
@@ -137,9 +140,12 @@ impl PartialEq for Delayed {
 
 impl Eq for Delayed {}
 
-/// At most this many refusals wait for their delay per worker; past it a refusal is answered
-/// at once, so a flood of bad tokens cannot hold memory (or streams) without bound.
+/// At most this many refusals wait for their delay per worker, counting only streams still
+/// open (a client that leaves frees its place); past it a refusal is answered at once, so a
+/// flood of bad tokens cannot hold memory (or streams) without bound.
 const MAX_DELAYED: usize = 1024;
+/// The heap is compacted (entries of streams that ended dropped) when it reaches this size.
+const MAX_DELAYED_ENTRIES: usize = 4 * MAX_DELAYED;
 
 /// How often the root context looks for delayed refusals to send while any wait.
 const DELAY_TICK: Duration = Duration::from_millis(10);
@@ -237,6 +243,7 @@ impl RootContext for JwtRoot {
             keys: RefCell::new(KeyStore::new()),
             metrics: Metrics::define(),
             delayed: RefCell::new(BinaryHeap::new()),
+            delayed_live: RefCell::new(HashSet::new()),
             to_dispatch: RefCell::new(Vec::new()),
             waiting: RefCell::new(Vec::new()),
             normal_tick,
@@ -292,7 +299,7 @@ impl RootContext for JwtRoot {
 
 impl JwtRoot {
     /// Sends the delayed refusals that are due, each on its own stream; a stream that is
-    /// gone (the client left) is skipped. Back to the normal tick when none waits.
+    /// gone (the client left) is skipped.
     fn send_delayed(&self, worker: &Worker) {
         let now = host::now_millis();
         let mut due = Vec::new();
@@ -303,7 +310,8 @@ impl JwtRoot {
             }
         }
         for d in due {
-            if hostcalls::set_effective_context(d.context).is_ok() {
+            let live = worker.delayed_live.borrow_mut().remove(&d.context);
+            if live && hostcalls::set_effective_context(d.context).is_ok() {
                 respond(&d.refusal);
             }
         }
@@ -415,11 +423,13 @@ struct JwtFilter {
 impl Context for JwtFilter {
     fn on_done(&mut self) -> bool {
         // A client that leaves while its request waits for keys: forget the request; the
-        // fetch goes on (it belongs to the root context).
+        // fetch goes on (it belongs to the root context). One that leaves while its refusal
+        // is delayed frees its place in the queue.
         self.worker
             .waiting
             .borrow_mut()
             .retain(|w| w.context != self.id);
+        self.worker.delayed_live.borrow_mut().remove(&self.id);
         true
     }
 }
@@ -432,7 +442,7 @@ impl HttpContext for JwtFilter {
                 // Nothing can be checked, not even the identity headers to strip: fail closed.
                 self.worker.metrics.rejected("headers_unreadable");
                 log(LogLevel::Error, &format!("portcullis-jwt: {e}"));
-                host::respond_json(500, UNEXPECTED, &[]);
+                host::respond_json(500, portcullis_core::UNEXPECTED_ERROR_BODY, &[]);
                 return Action::Pause;
             }
         };
@@ -456,9 +466,6 @@ impl HttpContext for JwtFilter {
         self.worker.decide(self.id, request, true)
     }
 }
-
-/// Kong's body for a failure that is not the client's.
-const UNEXPECTED: &str = r#"{"message":"An unexpected error occurred"}"#;
 
 impl Worker {
     /// Authenticates the request of stream `context` (the effective context) and acts:
@@ -566,17 +573,25 @@ impl Worker {
             &format!("portcullis-jwt: rejected: {}", rejection.log_reason()),
         );
         let refusal = policy.refusal(rejection);
-        if refusal.delay_ms == 0 || self.delayed.borrow().len() >= MAX_DELAYED {
+        if refusal.delay_ms == 0 || self.delayed_live.borrow().len() >= MAX_DELAYED {
             respond(&refusal);
             return;
         }
         // Pingap's `delay`: answer later, from the root context's tick, so that a
         // refusal takes as long whatever the reason (no timing oracle).
-        self.delayed.borrow_mut().push(Delayed {
+        let mut delayed = self.delayed.borrow_mut();
+        let mut live = self.delayed_live.borrow_mut();
+        delayed.push(Delayed {
             due_ms: host::now_millis() + refusal.delay_ms,
             context,
             refusal,
         });
+        live.insert(context);
+        if delayed.len() >= MAX_DELAYED_ENTRIES {
+            // At most MAX_DELAYED of them are live: this drops at least three quarters.
+            delayed.retain(|d| live.contains(&d.context));
+        }
+        drop((delayed, live));
         self.retick();
     }
 }

@@ -19,6 +19,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
+use portcullis_core::header_map::is_method_override;
 use portcullis_core::token_issuer::{
     BodyOutcome, HeadDecision, Refusal, RequestRoute, ResponseHead, SignError, TokenIssuer,
     Upstream, NO_STORE,
@@ -165,9 +166,16 @@ impl HttpContext for IssuerFilter {
         let cluster = needs_upstream
             .then(|| host::property_text(&["xds", "cluster_name"]))
             .flatten();
+        // A login limited to some methods must not be run as one by an override header: the
+        // header map (a watched path only) tells whether the request carries one.
+        let method_overridden = self.worker.issuer.limits_methods()
+            && host::request_header_map()
+                .map(|headers| headers.names().any(is_method_override))
+                .unwrap_or(true);
         let upstream = Upstream {
             route: route.as_deref(),
             cluster: cluster.as_deref(),
+            method_overridden,
         };
         match self.worker.issuer.route(&method, &path, &upstream) {
             RequestRoute::Other => Action::Continue,

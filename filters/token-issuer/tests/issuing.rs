@@ -418,9 +418,26 @@ fn an_auth_path_spelt_otherwise_never_reaches_the_upstream() {
         assert_eq!(ex.body_json(), json!({"message": "Bad request"}), "{path}");
         assert!(!ex.reached_upstream(), "{path}");
     }
+    // A GET asking the upstream to run it as the POST login, and an HTTP/2 `post`.
+    for header in [
+        "x-http-method-override",
+        "X-HTTP-Method",
+        "x-method-override",
+    ] {
+        let ex = issuer.send(
+            Request::get("/login")
+                .header(header, "POST")
+                .respond(ok(&profile())),
+        );
+        assert_eq!(ex.status(), 400, "{header}");
+        assert!(!ex.reached_upstream(), "{header}");
+    }
+    let mut lower = login(ok(&profile()));
+    lower.headers.replace(":method", b"post");
+    token_of(&issuer.send(lower));
     assert_eq!(
         host.metric_value("portcullis_token_issuer_misspelt_auth_path_total"),
-        6
+        9
     );
     // Other paths, and the login's own spelling, are untouched.
     assert_eq!(issuer.send(Request::post("/logins")).status(), 200);

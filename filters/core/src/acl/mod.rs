@@ -46,13 +46,12 @@ pub struct RouteAcl {
     refuse_method_override: bool,
 }
 
-/// Headers through which clients ask an upstream (Rails, Laravel, Express's
-/// method-override, ASP.NET, …) to treat a request as another method.
-pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-];
+pub use crate::header_map::METHOD_OVERRIDE_HEADERS;
+
+/// Most methods a request's override headers may name: more is refused as
+/// [`DenyReason::MethodOverride`], so a header of thousands of `GET,GET,…` cannot cost
+/// thousands of rule checks.
+pub const MAX_OVERRIDE_METHODS: usize = 8;
 
 /// What acl reads of a request's method, on routes whose rules name methods.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -79,10 +78,7 @@ impl<'a> RequestMethod<'a> {
         for (name, value) in headers {
             if name == ":method" {
                 out.method = value;
-            } else if METHOD_OVERRIDE_HEADERS
-                .iter()
-                .any(|h| name.eq_ignore_ascii_case(h))
-            {
+            } else if crate::header_map::is_method_override(name) {
                 out.overrides.push(value);
             }
         }
@@ -272,9 +268,12 @@ impl AclPolicySet {
         };
         let groups = self.groups(identity);
         let overridden = !method.overrides.is_empty() && route.uses_methods();
+        let too_many = || method.judged().nth(MAX_OVERRIDE_METHODS + 1).is_some();
         let refusal = match &route.access {
             Access::Public | Access::AnyConsumer => None,
-            _ if overridden && route.refuse_method_override => Some(DenyReason::MethodOverride),
+            _ if overridden && (route.refuse_method_override || too_many()) => {
+                Some(DenyReason::MethodOverride)
+            }
             // Every method the request may be taken for must be allowed.
             Access::Allow(rules) => method
                 .judged()

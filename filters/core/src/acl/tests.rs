@@ -847,3 +847,27 @@ fn the_override_headers_are_read_in_any_letter_case_and_every_copy() {
     assert_eq!(read.method, "POST");
     assert_eq!(read.overrides, ["DELETE", "PUT", "PATCH", "GET"]);
 }
+
+#[test]
+fn more_than_a_handful_of_override_methods_is_refused_not_judged_one_by_one() {
+    let acl = scenario();
+    let admin = consumer("mobile-app", &["admins"]);
+    let (_, orders) = acl.route(Some("orders"));
+    let many = vec!["GET"; 20_000].join(",");
+    let flood = RequestMethod {
+        method: "GET",
+        overrides: vec![many.as_str()],
+    };
+    assert_eq!(
+        acl.decide(orders, &flood, Some(&admin)),
+        Decision::Deny {
+            reason: DenyReason::MethodOverride
+        }
+    );
+    let eight = ["GET"; MAX_OVERRIDE_METHODS].join(",");
+    let within = RequestMethod {
+        method: "GET",
+        overrides: vec![eight.as_str()],
+    };
+    assert_eq!(acl.decide(orders, &within, Some(&admin)), allow("admins"));
+}

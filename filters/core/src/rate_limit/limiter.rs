@@ -65,7 +65,7 @@ pub enum Decision<'a> {
 }
 
 /// Kong's answer when counting fails and the filter is not fault tolerant.
-pub const FAULT_BODY: &str = r#"{"message":"An unexpected error occurred"}"#;
+pub const FAULT_BODY: &str = crate::UNEXPECTED_ERROR_BODY;
 
 /// Why counting failed.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -42,11 +42,14 @@ pub struct AuthPath {
 }
 
 /// Where Envoy sends a request: its route name and upstream cluster, read by the glue only
-/// when an auth path names routes or clusters ([`TokenIssuer::needs_upstream`]).
+/// when an auth path names routes or clusters ([`TokenIssuer::needs_upstream`]); and
+/// whether the request carries a method-override header
+/// ([`crate::header_map::METHOD_OVERRIDE_HEADERS`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Upstream<'a> {
     pub route: Option<&'a str>,
     pub cluster: Option<&'a str>,
+    pub method_overridden: bool,
 }
 
 /// The form in which two spellings of one path compare equal: [`crate::path::normalise`]
@@ -76,15 +79,25 @@ impl AuthPath {
     }
 
     fn allows(&self, method: &str, upstream: &Upstream) -> bool {
+        self.methods
+            .as_ref()
+            .is_none_or(|methods| methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
+            && self.reached_by(upstream)
+    }
+
+    /// Whether the request goes to this login's route and cluster (any, when not named).
+    fn reached_by(&self, upstream: &Upstream) -> bool {
         let named = |list: &Option<Vec<String>>, name: Option<&str>| {
             list.as_ref()
                 .is_none_or(|list| name.is_some_and(|n| list.iter().any(|l| l == n)))
         };
-        self.methods
-            .as_ref()
-            .is_none_or(|methods| methods.iter().any(|m| m == method))
-            && named(&self.routes, upstream.route)
-            && named(&self.clusters, upstream.cluster)
+        named(&self.routes, upstream.route) && named(&self.clusters, upstream.cluster)
+    }
+
+    /// Whether the upstream could run the request as this login while it is not one here:
+    /// a method-override header on a login limited to some methods.
+    fn overridden_into(&self, upstream: &Upstream) -> bool {
+        upstream.method_overridden && self.methods.is_some() && self.reached_by(upstream)
     }
 }
 
@@ -114,8 +127,9 @@ pub enum RequestRoute {
     Jwks,
     /// Another method on `jwks_path`: answer 405.
     JwksMethodNotAllowed,
-    /// An auth path spelt otherwise than configured (`/login/`, `/LOGIN`, `/%6Cogin`): answer
-    /// 400, so the upstream's login answer never leaves unsigned.
+    /// An auth path spelt otherwise than configured (`/login/`, `/LOGIN`, `/%6Cogin`), or a
+    /// login limited to some methods carrying a method-override header: answer 400, so the
+    /// upstream's login answer never leaves unsigned.
     Misspelt,
     /// Nothing to do.
     Other,
@@ -198,6 +212,12 @@ impl TokenIssuer {
                 .any(|a| a.path == path || a.spelt_otherwise(path))
     }
 
+    /// Whether an auth path is limited to some methods: only then does a method-override
+    /// header matter (see [`Upstream::method_overridden`]).
+    pub fn limits_methods(&self) -> bool {
+        self.auth_paths.iter().any(|a| a.methods.is_some())
+    }
+
     /// Whether an auth path names routes or clusters: only then must the glue read
     /// [`Upstream`] for a watched request.
     pub fn needs_upstream(&self) -> bool {
@@ -218,7 +238,11 @@ impl TokenIssuer {
         }
         let mut exact = self.auth_paths.iter().filter(|a| a.path == path).peekable();
         if exact.peek().is_some() {
-            return if exact.any(|a| a.allows(method, upstream)) {
+            let exact: Vec<&AuthPath> = exact.collect();
+            if exact.iter().any(|a| a.overridden_into(upstream)) {
+                return RequestRoute::Misspelt;
+            }
+            return if exact.iter().any(|a| a.allows(method, upstream)) {
                 RequestRoute::Login
             } else {
                 RequestRoute::Other

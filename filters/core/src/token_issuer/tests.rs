@@ -346,6 +346,7 @@ fn logins_are_recognised_by_exact_path_and_method() {
         ("POST", "/login", RequestRoute::Login),
         ("POST", "/login?next=/orders", RequestRoute::Login),
         ("GET", "/login", RequestRoute::Other),
+        ("post", "/login", RequestRoute::Login),
         ("POST", "/login/", RequestRoute::Misspelt),
         ("POST", "/LOGIN", RequestRoute::Misspelt),
         ("POST", "//login", RequestRoute::Misspelt),
@@ -379,6 +380,29 @@ fn logins_are_recognised_by_exact_path_and_method() {
     for path in ["/orders", "/logins", "/login/more", "/", ""] {
         assert!(!issuer.watches(path), "{path}");
     }
+    // A method-override header on a login limited to some methods: the upstream could run a
+    // GET as the POST login. Refused; a login open to every method is a login anyway.
+    let overridden = Upstream {
+        method_overridden: true,
+        ..Upstream::default()
+    };
+    assert!(issuer.limits_methods());
+    assert_eq!(
+        issuer.route("GET", "/login", &overridden),
+        RequestRoute::Misspelt
+    );
+    assert_eq!(
+        issuer.route("POST", "/login", &overridden),
+        RequestRoute::Misspelt
+    );
+    assert_eq!(
+        issuer.route("PUT", "/sso", &overridden),
+        RequestRoute::Login
+    );
+    assert_eq!(
+        issuer.route("GET", "/orders", &overridden),
+        RequestRoute::Other
+    );
 }
 
 #[test]
@@ -760,6 +784,7 @@ fn routes_and_clusters_narrow_which_logins_are_signed() {
     let at = |route, cluster| Upstream {
         route: Some(route),
         cluster: Some(cluster),
+        method_overridden: false,
     };
     let cases = [
         ("/login", at("login", "login-service"), RequestRoute::Login),
