@@ -2,7 +2,9 @@
 //! of its own (a new session, so Ctrl-C can go to its whole process group): the Makefile's
 //! own set-up, build and binaries, the default run directory `.run/` and no variable of the
 //! script's set but the ports, which move to free ones. Whatever the Makefile or
-//! `envoy-config/run.sh` gets wrong for a newcomer, these tests get wrong too.
+//! `envoy-config/run.sh` gets wrong for a newcomer, these tests get wrong too. (So they write
+//! `.run/` in the checkout, and run `make setup build` from inside `cargo test`: a demo a
+//! developer runs from the same checkout meanwhile has its `.run/` files rewritten.)
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
