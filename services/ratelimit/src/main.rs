@@ -55,6 +55,9 @@ async fn serve(options: Options) -> Result<(), String> {
         None => Limits::default(),
     };
     let store = Store::new(&options.redis, options.redis_timeout)?;
+    // Watch for signals before saying we listen: a SIGTERM right after the ready line must
+    // stop the service gracefully, not kill it with the default action.
+    let signals = Signals::watch();
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|e| format!("--listen {}: {e}", options.listen))?;
@@ -76,7 +79,7 @@ async fn serve(options: Options) -> Result<(), String> {
     let server = tonic::transport::Server::builder()
         .add_service(service)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
-            shutdown().await;
+            signals.first().await;
             let _ = stopping.send(());
         });
     // Graceful, within bounds: calls in flight finish, but a client that keeps its
@@ -95,18 +98,32 @@ async fn serve(options: Options) -> Result<(), String> {
     Ok(())
 }
 
-/// Resolves on the first SIGTERM or SIGINT (Ctrl-C).
-async fn shutdown() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        eprintln!("portcullis-ratelimit: cannot watch for signals; stop it with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => eprintln!("portcullis-ratelimit: SIGTERM, stopping"),
-        _ = int.recv() => eprintln!("portcullis-ratelimit: SIGINT, stopping"),
+/// SIGTERM and SIGINT (Ctrl-C), watched from start-up on.
+struct Signals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl Signals {
+    fn watch() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => Signals(Some((term, int))),
+            _ => {
+                eprintln!("portcullis-ratelimit: cannot watch for signals; stop it with SIGKILL");
+                Signals(None)
+            }
+        }
+    }
+
+    /// Resolves on the first SIGTERM or SIGINT.
+    async fn first(self) {
+        let Some((mut term, mut int)) = self.0 else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => eprintln!("portcullis-ratelimit: SIGTERM, stopping"),
+            _ = int.recv() => eprintln!("portcullis-ratelimit: SIGINT, stopping"),
+        }
     }
 }
