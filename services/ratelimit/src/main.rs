@@ -69,12 +69,19 @@ async fn serve(options: Options) -> Result<(), String> {
     let _ = writeln!(stdout, "portcullis-ratelimit listening on {address}");
     let _ = stdout.flush();
     eprintln!(
-        "portcullis-ratelimit: serving on {address}, counters in {} (timeout {} ms), {} static limits",
+        "portcullis-ratelimit: serving on {address}, counters in {} (timeout {} ms), {} static limits, ceilings: hits_addend {}, limit {}",
         describe(&options.redis),
         options.redis_timeout.as_millis(),
-        limits.len()
+        limits.len(),
+        options.ceilings.hits_addend,
+        options.ceilings.limit
     );
-    let service = RateLimitServiceServer::new(RateLimiter::new(store, limits, system_clock));
+    let service = RateLimitServiceServer::new(RateLimiter::new(
+        store,
+        limits,
+        options.ceilings,
+        system_clock,
+    ));
     let (stopping, stopped) = tokio::sync::oneshot::channel();
     let server = tonic::transport::Server::builder()
         .add_service(service)
