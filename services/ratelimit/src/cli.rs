@@ -4,11 +4,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::plan::Ceilings;
 use crate::store::Target;
 
 pub const USAGE: &str = "\
 usage: portcullis-ratelimit [--listen ADDR:PORT] [--redis-timeout-ms MS] [--config FILE]
          [--redis-url URL | --redis-cluster URL,URL… | --redis-sentinel MASTER,URL,URL…]
+         [--max-hits-addend N] [--max-limit N] [--secret-file FILE] [--trusted-network]
 
 Envoy's rate limit service (envoy.service.ratelimit.v3.RateLimitService) over gRPC, with
 every counter in Redis. Each descriptor carries its limit in its `limit` override.
@@ -25,6 +27,19 @@ every counter in Redis. Each descriptor carries its limit in its `limit` overrid
                           the call fails with gRPC UNAVAILABLE. Default 100.
   --config FILE           JSON limits for descriptors that come without an override
                           (see the README, Static limits). Without it such descriptors are OK.
+  --max-hits-addend N     the most hits one call may add to a counter (the request's or a
+                          descriptor's hits_addend); above it the call is refused with
+                          INVALID_ARGUMENT and counts nowhere. 1 to 4294967295, default 1000000.
+  --max-limit N           the most requests_per_unit a descriptor's limit override may ask;
+                          above it the descriptor is counted against N instead (its
+                          current_limit says N). 1 to 4294967295, default 1000000000.
+  --secret-file FILE      a shared secret (visible ASCII, at least 16 bytes; a trailing
+                          newline is ignored) every call must carry as gRPC metadata
+                          `authorization: Bearer <secret>`; else UNAUTHENTICATED. Or set
+                          PORTCULLIS_RATELIMIT_SECRET (not both).
+  --trusted-network       serve unauthenticated calls on a non-loopback --listen address:
+                          every host that can reach it may then spend any counter. Without
+                          a secret the service refuses to listen beyond loopback otherwise.
 ";
 
 /// What the command line asks for.
@@ -35,6 +50,12 @@ pub struct Options {
     pub redis_timeout: Duration,
     /// The static limits file, if any.
     pub config: Option<PathBuf>,
+    /// `--max-hits-addend` and `--max-limit`.
+    pub ceilings: Ceilings,
+    /// `--secret-file`: the file holding the shared secret.
+    pub secret_file: Option<PathBuf>,
+    /// `--trusted-network`: unauthenticated calls are fine beyond loopback.
+    pub trusted_network: bool,
 }
 
 impl Default for Options {
@@ -44,6 +65,9 @@ impl Default for Options {
             redis: Target::Server("redis://127.0.0.1:6379/0".to_owned()),
             redis_timeout: Duration::from_millis(100),
             config: None,
+            ceilings: Ceilings::default(),
+            secret_file: None,
+            trusted_network: false,
         }
     }
 }
@@ -58,6 +82,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, 
     while let Some(arg) = args.next() {
         if arg == "--help" || arg == "-h" {
             return Ok(None);
+        }
+        if arg == "--trusted-network" {
+            options.trusted_network = true;
+            continue;
         }
         let (flag, inline) = match arg.split_once('=') {
             Some((flag, value)) => (flag.to_owned(), Some(value.to_owned())),
@@ -77,6 +105,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, 
                     .map_err(|e| format!("--listen {text}: {e} (want ADDR:PORT)"))?;
             }
             "--config" => options.config = Some(PathBuf::from(value()?)),
+            "--secret-file" => options.secret_file = Some(PathBuf::from(value()?)),
             "--redis-url" | "--redis-cluster" | "--redis-sentinel" => {
                 if let Some(earlier) = redis_flag.replace(flag.clone()) {
                     return Err(format!("{flag}: {earlier} already says which Redis"));
@@ -90,10 +119,22 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, 
                 })?;
                 options.redis_timeout = Duration::from_millis(millis);
             }
+            "--max-hits-addend" => {
+                options.ceilings.hits_addend = u64::from(ceiling(&flag, &value()?)?);
+            }
+            "--max-limit" => options.ceilings.limit = ceiling(&flag, &value()?)?,
             _ => return Err(format!("unknown argument {flag}")),
         }
     }
     Ok(Some(options))
+}
+
+/// A ceiling: a whole number from 1 to 2³²−1 (Envoy's `requests_per_unit` is a uint32).
+fn ceiling(flag: &str, text: &str) -> Result<u32, String> {
+    text.parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{flag} {text}: want a whole number from 1 to {}", u32::MAX))
 }
 
 fn target(flag: &str, value: &str) -> Result<Target, String> {
@@ -137,7 +178,7 @@ mod tests {
     #[test]
     fn reads_every_flag_in_both_spellings() {
         let options = parse(args(
-            "--listen 127.0.0.1:0 --redis-url=redis://10.0.0.2:7000/1 --redis-timeout-ms 250 --config limits.json",
+            "--listen 127.0.0.1:0 --redis-url=redis://10.0.0.2:7000/1 --redis-timeout-ms 250 --config limits.json --max-hits-addend 5 --max-limit=1000 --secret-file s --trusted-network",
         ))
         .unwrap()
         .unwrap();
@@ -148,6 +189,15 @@ mod tests {
         );
         assert_eq!(options.redis_timeout, Duration::from_millis(250));
         assert_eq!(options.config, Some(PathBuf::from("limits.json")));
+        assert_eq!(options.secret_file, Some(PathBuf::from("s")));
+        assert!(options.trusted_network);
+        assert_eq!(
+            options.ceilings,
+            Ceilings {
+                hits_addend: 5,
+                limit: 1000
+            }
+        );
     }
 
     #[test]
@@ -185,6 +235,18 @@ mod tests {
             ),
             ("--redis-url", "--redis-url needs a value"),
             ("--port 1", "unknown argument --port"),
+            (
+                "--max-hits-addend 0",
+                "--max-hits-addend 0: want a whole number from 1 to 4294967295",
+            ),
+            (
+                "--max-limit 4294967296",
+                "--max-limit 4294967296: want a whole number from 1 to 4294967295",
+            ),
+            (
+                "--max-limit -1",
+                "--max-limit -1: want a whole number from 1 to 4294967295",
+            ),
             (
                 "--redis-url redis://a --redis-cluster redis://b",
                 "--redis-cluster: --redis-url already says which Redis",

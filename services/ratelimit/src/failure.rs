@@ -15,8 +15,13 @@ pub enum Failure {
     UnknownUnit { descriptor: usize, unit: i32 },
     /// `is_negative_hits` is set: this service does not hand quota back.
     NegativeHits { descriptor: usize },
-    /// A descriptor's `hits_addend` is above Envoy's own bound, 2^32 − 1.
-    HitsTooLarge { descriptor: usize, hits: u64 },
+    /// The request's `hits_addend` (`descriptor: None`) or a descriptor's is above
+    /// `--max-hits-addend`.
+    HitsAboveCeiling {
+        descriptor: Option<usize>,
+        hits: u64,
+        ceiling: u64,
+    },
     /// A descriptor's counter key would be longer than [`crate::plan::MAX_KEY_BYTES`].
     KeyTooLong { descriptor: usize, bytes: usize },
     /// Redis did not answer in time, refused the connection, or failed the script.
@@ -56,11 +61,19 @@ impl fmt::Display for Failure {
                 f,
                 "descriptors[{descriptor}].is_negative_hits: not supported, quota is never handed back"
             ),
-            Failure::HitsTooLarge { descriptor, hits } => write!(
-                f,
-                "descriptors[{descriptor}].hits_addend: {hits} is above {}",
-                u32::MAX
-            ),
+            Failure::HitsAboveCeiling {
+                descriptor,
+                hits,
+                ceiling,
+            } => {
+                if let Some(descriptor) = descriptor {
+                    write!(f, "descriptors[{descriptor}].")?;
+                }
+                write!(
+                    f,
+                    "hits_addend: {hits} is above this service's ceiling of {ceiling} (--max-hits-addend)"
+                )
+            }
             Failure::KeyTooLong { descriptor, bytes } => write!(
                 f,
                 "descriptors[{descriptor}]: its counter key would be {bytes} bytes, at most {}",

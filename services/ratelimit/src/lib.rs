@@ -6,6 +6,7 @@
 //! | module | holds |
 //! |---|---|
 //! | [`cli`] | the command line |
+//! | [`auth`] | who may call: the shared secret, and where the service may listen without it |
 //! | [`config`] | the optional static limits for descriptors without an override |
 //! | [`window`] | Envoy's units as calendar UTC windows |
 //! | [`key`] | counter keys and their escaping |
@@ -16,6 +17,7 @@
 //! | [`service`] | the gRPC service: the clock, then the functions above |
 //! | [`failure`] | why a call fails, and its gRPC status |
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod failure;

@@ -5,6 +5,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
+use portcullis_ratelimit::auth::{self, Gate};
 use portcullis_ratelimit::cli::{self, Options, USAGE};
 use portcullis_ratelimit::config::Limits;
 use portcullis_ratelimit::service::{system_clock, RateLimiter};
@@ -26,6 +27,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let secret = match auth::load(
+        options.secret_file.as_deref(),
+        std::env::var(auth::SECRET_ENV).ok(),
+    )
+    .and_then(|secret| {
+        auth::exposure(options.listen, secret.is_some(), options.trusted_network)?;
+        Ok(secret)
+    }) {
+        Ok(secret) => secret,
+        Err(why) => {
+            eprintln!("portcullis-ratelimit: {why}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -36,7 +51,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(options)) {
+    match runtime.block_on(serve(options, Gate::new(secret))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(why) => {
             eprintln!("portcullis-ratelimit: {why}");
@@ -45,7 +60,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(options: Options) -> Result<(), String> {
+async fn serve(options: Options, gate: Gate) -> Result<(), String> {
     let limits = match &options.config {
         Some(path) => {
             let bytes =
@@ -55,6 +70,9 @@ async fn serve(options: Options) -> Result<(), String> {
         None => Limits::default(),
     };
     let store = Store::new(&options.redis, options.redis_timeout)?;
+    // Watch for signals before saying we listen: a SIGTERM right after the ready line must
+    // stop the service gracefully, not kill it with the default action.
+    let signals = Signals::watch();
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|e| format!("--listen {}: {e}", options.listen))?;
@@ -66,17 +84,27 @@ async fn serve(options: Options) -> Result<(), String> {
     let _ = writeln!(stdout, "portcullis-ratelimit listening on {address}");
     let _ = stdout.flush();
     eprintln!(
-        "portcullis-ratelimit: serving on {address}, counters in {} (timeout {} ms), {} static limits",
+        "portcullis-ratelimit: serving on {address}, counters in {} (timeout {} ms), {} static limits, ceilings: hits_addend {}, limit {}, {}",
         describe(&options.redis),
         options.redis_timeout.as_millis(),
-        limits.len()
+        limits.len(),
+        options.ceilings.hits_addend,
+        options.ceilings.limit,
+        if gate.authenticates() {
+            "calls authenticated by the shared secret"
+        } else {
+            "calls not authenticated"
+        }
     );
-    let service = RateLimitServiceServer::new(RateLimiter::new(store, limits, system_clock));
+    let service = RateLimitServiceServer::with_interceptor(
+        RateLimiter::new(store, limits, options.ceilings, system_clock),
+        move |request| gate.check(request),
+    );
     let (stopping, stopped) = tokio::sync::oneshot::channel();
     let server = tonic::transport::Server::builder()
         .add_service(service)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
-            shutdown().await;
+            signals.first().await;
             let _ = stopping.send(());
         });
     // Graceful, within bounds: calls in flight finish, but a client that keeps its
@@ -95,18 +123,32 @@ async fn serve(options: Options) -> Result<(), String> {
     Ok(())
 }
 
-/// Resolves on the first SIGTERM or SIGINT (Ctrl-C).
-async fn shutdown() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        eprintln!("portcullis-ratelimit: cannot watch for signals; stop it with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => eprintln!("portcullis-ratelimit: SIGTERM, stopping"),
-        _ = int.recv() => eprintln!("portcullis-ratelimit: SIGINT, stopping"),
+/// SIGTERM and SIGINT (Ctrl-C), watched from start-up on.
+struct Signals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl Signals {
+    fn watch() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => Signals(Some((term, int))),
+            _ => {
+                eprintln!("portcullis-ratelimit: cannot watch for signals; stop it with SIGKILL");
+                Signals(None)
+            }
+        }
+    }
+
+    /// Resolves on the first SIGTERM or SIGINT.
+    async fn first(self) {
+        let Some((mut term, mut int)) = self.0 else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => eprintln!("portcullis-ratelimit: SIGTERM, stopping"),
+            _ = int.recv() => eprintln!("portcullis-ratelimit: SIGINT, stopping"),
+        }
     }
 }

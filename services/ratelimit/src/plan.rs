@@ -16,6 +16,31 @@ pub const MAX_DESCRIPTORS: usize = 64;
 /// At most this many bytes per counter key.
 pub const MAX_KEY_BYTES: usize = 4_096;
 
+/// What a client may ask, set by the operator (`--max-hits-addend`, `--max-limit`): the
+/// client is trusted with its own limits, but not without bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ceilings {
+    /// The most hits one call may add to a counter (the request's `hits_addend` and each
+    /// descriptor's). Above it the call is refused with `INVALID_ARGUMENT` and counts
+    /// nowhere: a single call cannot spend a shared counter's whole window.
+    pub hits_addend: u64,
+    /// The most `requests_per_unit` a descriptor's `limit` override may ask. Above it the
+    /// descriptor is counted against this ceiling instead (clamped, reported in
+    /// `current_limit`): refusing would let Envoy's `failure_mode_deny: false` wave the
+    /// request through. Static limits (`--config`) are the operator's and not clamped.
+    pub limit: u32,
+}
+
+impl Default for Ceilings {
+    /// Generous enough for byte or token counting; tighten them to what your callers need.
+    fn default() -> Ceilings {
+        Ceilings {
+            hits_addend: 1_000_000,
+            limit: 1_000_000_000,
+        }
+    }
+}
+
 /// One counter one request touches.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Check {
@@ -39,14 +64,22 @@ pub struct Plan {
     /// The limited descriptors, in request order. Descriptors without a `limit` override
     /// and without a rule in the static limits have none: they are always OK.
     pub checks: Vec<Check>,
+    /// Descriptors whose override asked more than [`Ceilings::limit`]: (position, asked).
+    pub clamped: Vec<(usize, u32)>,
 }
 
 /// Checks `request` and plans its counters at `now`. A descriptor's limit is its override,
 /// else the first matching rule of `limits` (usually none: the service holds no policy).
 ///
 /// Hits: a descriptor's own `hits_addend` wins; else the request's, where 0 means 1 (Envoy's
-/// rule). `is_negative_hits` is refused.
-pub fn plan(request: &RateLimitRequest, limits: &Limits, now: UnixMillis) -> Result<Plan, Failure> {
+/// rule). `is_negative_hits` is refused, and so are hits above `ceilings.hits_addend`; an
+/// override above `ceilings.limit` is clamped to it.
+pub fn plan(
+    request: &RateLimitRequest,
+    limits: &Limits,
+    ceilings: Ceilings,
+    now: UnixMillis,
+) -> Result<Plan, Failure> {
     if request.domain.is_empty() {
         return Err(Failure::EmptyDomain);
     }
@@ -57,7 +90,15 @@ pub fn plan(request: &RateLimitRequest, limits: &Limits, now: UnixMillis) -> Res
         return Err(Failure::TooManyDescriptors(request.descriptors.len()));
     }
     let request_hits = u64::from(request.hits_addend.max(1));
+    if request_hits > ceilings.hits_addend {
+        return Err(Failure::HitsAboveCeiling {
+            descriptor: None,
+            hits: request_hits,
+            ceiling: ceilings.hits_addend,
+        });
+    }
     let mut checks = Vec::with_capacity(request.descriptors.len());
+    let mut clamped = Vec::new();
     for (index, descriptor) in request.descriptors.iter().enumerate() {
         let (limit, unit) = match &descriptor.limit {
             Some(limit) => {
@@ -65,7 +106,10 @@ pub fn plan(request: &RateLimitRequest, limits: &Limits, now: UnixMillis) -> Res
                     descriptor: index,
                     unit: limit.unit,
                 })?;
-                (limit.requests_per_unit, unit)
+                if limit.requests_per_unit > ceilings.limit {
+                    clamped.push((index, limit.requests_per_unit));
+                }
+                (limit.requests_per_unit.min(ceilings.limit), unit)
             }
             None => match limits.find(&request.domain, &descriptor.entries) {
                 Some(found) => found,
@@ -78,10 +122,11 @@ pub fn plan(request: &RateLimitRequest, limits: &Limits, now: UnixMillis) -> Res
         let hits = descriptor
             .hits_addend
             .map_or(request_hits, |addend| addend.value);
-        if hits > u64::from(u32::MAX) {
-            return Err(Failure::HitsTooLarge {
-                descriptor: index,
+        if hits > ceilings.hits_addend {
+            return Err(Failure::HitsAboveCeiling {
+                descriptor: Some(index),
                 hits,
+                ceiling: ceilings.hits_addend,
             });
         }
         let window = unit.window_at(now.secs());
@@ -104,6 +149,7 @@ pub fn plan(request: &RateLimitRequest, limits: &Limits, now: UnixMillis) -> Res
     Ok(Plan {
         descriptors: request.descriptors.len(),
         checks,
+        clamped,
     })
 }
 
@@ -153,7 +199,7 @@ pub(crate) mod tests {
             &[("route", "users")],
             Some((10, Unit::Minute)),
         )]);
-        let plan = plan(&req, &Limits::default(), NOW).unwrap();
+        let plan = plan(&req, &Limits::default(), Ceilings::default(), NOW).unwrap();
         assert_eq!(plan.descriptors, 1);
         let check = &plan.checks[0];
         assert_eq!(check.key, "{edge}:route=users:minute:1795624200");
@@ -175,7 +221,7 @@ pub(crate) mod tests {
             descriptor(&[("a", "1")], None),
             descriptor(&[("b", "2")], Some((5, Unit::Second))),
         ]);
-        let plan = plan(&req, &Limits::default(), NOW).unwrap();
+        let plan = plan(&req, &Limits::default(), Ceilings::default(), NOW).unwrap();
         assert_eq!(plan.descriptors, 2);
         assert_eq!(plan.checks.len(), 1);
         assert_eq!(plan.checks[0].descriptor, 1);
@@ -189,12 +235,15 @@ pub(crate) mod tests {
         ]);
         req.hits_addend = 3;
         req.descriptors[1].hits_addend = Some(UInt64Value { value: 0 });
-        let plan = plan(&req, &Limits::default(), NOW).unwrap();
+        let plan = plan(&req, &Limits::default(), Ceilings::default(), NOW).unwrap();
         assert_eq!(plan.checks[0].hits, 3);
         assert_eq!(plan.checks[1].hits, 0);
         req.hits_addend = 0;
         assert_eq!(
-            super::plan(&req, &Limits::default(), NOW).unwrap().checks[0].hits,
+            super::plan(&req, &Limits::default(), Ceilings::default(), NOW)
+                .unwrap()
+                .checks[0]
+                .hits,
             1
         );
     }
@@ -241,9 +290,10 @@ pub(crate) mod tests {
             (
                 "huge hits",
                 request(vec![huge]),
-                Failure::HitsTooLarge {
-                    descriptor: 0,
+                Failure::HitsAboveCeiling {
+                    descriptor: Some(0),
                     hits: 1 << 32,
+                    ceiling: Ceilings::default().hits_addend,
                 },
             ),
             (
@@ -257,11 +307,63 @@ pub(crate) mod tests {
         ];
         for (name, req, failure) in rows {
             assert_eq!(
-                plan(&req, &Limits::default(), NOW),
+                plan(&req, &Limits::default(), Ceilings::default(), NOW),
                 Err(failure.clone()),
                 "{name}"
             );
             assert_eq!(failure.code(), tonic::Code::InvalidArgument, "{name}");
         }
+    }
+
+    #[test]
+    fn hits_above_the_ceiling_are_refused_wherever_they_are_asked() {
+        let ceilings = Ceilings {
+            hits_addend: 10,
+            limit: 100,
+        };
+        let mut req = request(vec![descriptor(&[("a", "1")], Some((50, Unit::Hour)))]);
+        req.hits_addend = 10;
+        assert_eq!(
+            plan(&req, &Limits::default(), ceilings, NOW)
+                .unwrap()
+                .checks[0]
+                .hits,
+            10
+        );
+        req.hits_addend = 11;
+        let refused = plan(&req, &Limits::default(), ceilings, NOW).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "hits_addend: 11 is above this service's ceiling of 10 (--max-hits-addend)"
+        );
+        req.hits_addend = 0;
+        req.descriptors[0].hits_addend = Some(UInt64Value { value: 11 });
+        let refused = plan(&req, &Limits::default(), ceilings, NOW).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "descriptors[0].hits_addend: 11 is above this service's ceiling of 10 (--max-hits-addend)"
+        );
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    }
+
+    #[test]
+    fn an_override_above_the_ceiling_is_clamped_and_a_static_limit_is_not() {
+        let ceilings = Ceilings {
+            hits_addend: 10,
+            limit: 100,
+        };
+        let limits = Limits::from_json(
+            br#"{"limits":[{"domain":"edge","entries":[{"key":"s"}],"requests_per_unit":500,"unit":"HOUR"}]}"#,
+        )
+        .unwrap();
+        let req = request(vec![
+            descriptor(&[("a", "1")], Some((100, Unit::Hour))),
+            descriptor(&[("b", "2")], Some((u32::MAX, Unit::Hour))),
+            descriptor(&[("s", "x")], None),
+        ]);
+        let plan = plan(&req, &limits, ceilings, NOW).unwrap();
+        let applied: Vec<u32> = plan.checks.iter().map(|check| check.limit).collect();
+        assert_eq!(applied, vec![100, 100, 500]);
+        assert_eq!(plan.clamped, vec![(1, u32::MAX)]);
     }
 }

@@ -71,8 +71,8 @@ fn until(end_secs: u64, now: UnixMillis) -> Duration {
 mod tests {
     use super::*;
     use crate::config::Limits;
-    use crate::plan::plan;
     use crate::plan::tests::{descriptor, request, NOW};
+    use crate::plan::{plan, Ceilings};
     use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_limit::Unit;
 
     fn two_limits() -> Plan {
@@ -83,6 +83,7 @@ mod tests {
                 descriptor(&[("ip", "10.0.0.1")], Some((100, Unit::Hour))),
             ]),
             &Limits::default(),
+            Ceilings::default(),
             NOW,
         )
         .unwrap()

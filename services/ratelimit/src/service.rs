@@ -8,31 +8,71 @@ use tonic::{Request, Response, Status};
 
 use crate::config::Limits;
 use crate::failure::Failure;
-use crate::plan::plan;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::plan::{plan, Ceilings};
 use crate::reply::response;
 use crate::script::{counted, Counted};
 use crate::store::Store;
 
-/// The service: a store, a clock and the optional static limits — no counters of its own.
+/// The service: a store, a clock, the optional static limits and the ceilings on what a
+/// client may ask — no counters of its own.
 pub struct RateLimiter {
     store: Store,
     limits: Limits,
+    ceilings: Ceilings,
     clock: fn() -> UnixMillis,
+    /// How many calls so far asked past a ceiling, for the log (1st, 2nd, 4th, 8th… logged).
+    past_ceiling: AtomicU64,
 }
 
 impl RateLimiter {
-    pub fn new(store: Store, limits: Limits, clock: fn() -> UnixMillis) -> RateLimiter {
+    pub fn new(
+        store: Store,
+        limits: Limits,
+        ceilings: Ceilings,
+        clock: fn() -> UnixMillis,
+    ) -> RateLimiter {
         RateLimiter {
             store,
             limits,
+            ceilings,
             clock,
+            past_ceiling: AtomicU64::new(0),
+        }
+    }
+
+    /// Logs a call that asked past a ceiling on stderr: the 1st, 2nd, 4th, 8th… so that a
+    /// misconfigured or hostile client is visible without flooding the log.
+    fn past_ceiling(&self, domain: &str, what: &str) {
+        let seen = self.past_ceiling.fetch_add(1, Ordering::Relaxed) + 1;
+        if seen.is_power_of_two() {
+            eprintln!(
+                "portcullis-ratelimit: domain {domain:?}: {what} ({seen} calls past a ceiling so far)"
+            );
         }
     }
 
     /// One call: plan at `now`, count in Redis (only if a descriptor is limited), answer.
     pub async fn decide(&self, request: &RateLimitRequest) -> Result<RateLimitResponse, Failure> {
         let now = (self.clock)();
-        let plan = plan(request, &self.limits, now)?;
+        let plan = match plan(request, &self.limits, self.ceilings, now) {
+            Ok(plan) => plan,
+            Err(failure @ Failure::HitsAboveCeiling { .. }) => {
+                self.past_ceiling(&request.domain, &format!("refused, {failure}"));
+                return Err(failure);
+            }
+            Err(failure) => return Err(failure),
+        };
+        for (descriptor, asked) in &plan.clamped {
+            self.past_ceiling(
+                &request.domain,
+                &format!(
+                    "descriptors[{descriptor}].limit.requests_per_unit: {asked} clamped to {} (--max-limit)",
+                    self.ceilings.limit
+                ),
+            );
+        }
         let counted = if plan.checks.is_empty() {
             Counted {
                 admitted: true,

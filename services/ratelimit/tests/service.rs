@@ -14,6 +14,7 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_li
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{Code, RateLimit};
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
+use envoy_types::pb::google::protobuf::UInt64Value;
 use portcullis_core::rate_limit::Period;
 use portcullis_tests::ratelimit_service::RateLimitService;
 use portcullis_tests::redis::RedisServer;
@@ -517,4 +518,103 @@ fn a_broken_static_limits_file_keeps_the_service_from_starting() {
         error.contains(r#"limits[0].unit: "FORTNIGHT" is not one of SECOND"#),
         "{error}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hits_past_the_ceiling_are_refused_and_count_nowhere() {
+    let redis = RedisServer::start().unwrap();
+    let service = RateLimitService::start_with(
+        binary(),
+        &["--redis-url", &redis.url(), "--max-hits-addend", "5"],
+    )
+    .unwrap();
+    let mut client = client(&service).await;
+    let mut req = request(vec![descriptor(
+        &[("route", "upload")],
+        Some((100, Unit::Day)),
+    )]);
+    req.hits_addend = 5;
+    assert_eq!(ask(&mut client, &req).await.statuses[0].limit_remaining, 95);
+
+    req.hits_addend = 6;
+    let status = client.should_rate_limit(req.clone()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        status.message(),
+        "hits_addend: 6 is above this service's ceiling of 5 (--max-hits-addend)"
+    );
+    req.hits_addend = 0;
+    req.descriptors[0].hits_addend = Some(UInt64Value { value: 1_000_000 });
+    let status = client.should_rate_limit(req.clone()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        status.message(),
+        "descriptors[0].hits_addend: 1000000 is above this service's ceiling of 5 (--max-hits-addend)"
+    );
+    assert_eq!(
+        redis
+            .integer(&["GET", &key("route=upload", Period::Day)])
+            .unwrap(),
+        Some(5),
+        "the refused calls counted nothing"
+    );
+    assert!(
+        service.log().contains(
+            r#"domain "edge": refused, hits_addend: 6 is above this service's ceiling of 5 (--max-hits-addend) (1 calls past a ceiling so far)"#
+        ),
+        "{}",
+        service.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_override_past_the_ceiling_is_counted_against_the_ceiling() {
+    let redis = RedisServer::start().unwrap();
+    let service =
+        RateLimitService::start_with(binary(), &["--redis-url", &redis.url(), "--max-limit", "3"])
+            .unwrap();
+    let mut client = client(&service).await;
+    let req = request(vec![descriptor(
+        &[("consumer", "greedy")],
+        Some((u32::MAX, Unit::Hour)),
+    )]);
+    let mut codes = Vec::new();
+    for _ in 0..5 {
+        let answer = ask(&mut client, &req).await;
+        assert_eq!(
+            answer.statuses[0]
+                .current_limit
+                .as_ref()
+                .unwrap()
+                .requests_per_unit,
+            3,
+            "current_limit tells the caller the limit applied"
+        );
+        codes.push(answer.overall_code);
+    }
+    let (ok, over) = (Code::Ok as i32, Code::OverLimit as i32);
+    assert_eq!(codes, vec![ok, ok, ok, over, over]);
+    let log = service.log();
+    assert!(
+        log.contains(
+            r#"domain "edge": descriptors[0].limit.requests_per_unit: 4294967295 clamped to 3 (--max-limit) (1 calls past a ceiling so far)"#
+        ),
+        "{log}"
+    );
+    // Logged at the 1st, 2nd and 4th time, not at every call.
+    assert_eq!(log.matches("clamped to 3").count(), 3, "{log}");
+}
+
+#[test]
+fn a_ceiling_out_of_range_keeps_the_service_from_starting() {
+    for (flag, value) in [("--max-hits-addend", "0"), ("--max-limit", "5000000000")] {
+        let error = RateLimitService::start_with(binary(), &[flag, value]).unwrap_err();
+        let error = format!("{error:#}");
+        assert!(
+            error.contains(&format!(
+                "{flag} {value}: want a whole number from 1 to 4294967295"
+            )),
+            "{error}"
+        );
+    }
 }
