@@ -294,3 +294,51 @@ fn two_envoys_and_two_service_replicas_share_one_limit_exactly() {
     assert_eq!((admitted, refused), (30, 50), "{statuses:?}");
     assert_eq!(users.wait_for(30, Duration::from_secs(2)).len(), 30);
 }
+
+/// Envoy's `initial_metadata` carries the service's shared secret: the right one is
+/// counted, a wrong one is the service's `UNAUTHENTICATED`, a 500 under `failure_mode_deny`.
+#[test]
+fn envoys_initial_metadata_carries_the_shared_secret() {
+    const SECRET: &str = "interop-0123456789abcdef";
+    let redis = RedisServer::start().unwrap();
+    let dir = portcullis_tests::paths::ScratchDir::new("ratelimit-secret").unwrap();
+    let file = dir.path().join("secret");
+    std::fs::write(&file, SECRET).unwrap();
+    let file = file.to_string_lossy().into_owned();
+    let service = RateLimitService::start_with(
+        &ratelimit_binary(),
+        &["--redis-url", &redis.url(), "--secret-file", &file],
+    )
+    .unwrap();
+    let users = Upstream::start("users");
+    let with = |secret: &str| {
+        let config = CONFIG.replace(
+            "                  envoy_grpc: { cluster_name: ratelimit }\n",
+            &format!(
+                "                  envoy_grpc: {{ cluster_name: ratelimit }}\n                  initial_metadata:\n                  - {{ key: authorization, value: \"Bearer {secret}\" }}\n"
+            ),
+        );
+        assert_ne!(config, CONFIG);
+        Envoy::builder(&config)
+            .var("LIMIT", "2")
+            .var("USERS_PORT", users.port().to_string())
+            .var("RATELIMIT_PORT", service.port().to_string())
+            .component_log_level("main:warning")
+            .start()
+            .unwrap_or_else(|e| panic!("{e:#}"))
+    };
+    let wrong = with("not-the-secret-at-all");
+    assert_eq!(
+        client::get(&wrong.url("/users"), &[]).status,
+        500,
+        "{}",
+        wrong.log()
+    );
+    assert_eq!(redis.integer(&["DBSIZE"]).unwrap(), Some(0));
+    let right = with(SECRET);
+    let statuses: Vec<u16> = (0..3)
+        .map(|_| client::get(&right.url("/users"), &[]).status)
+        .collect();
+    assert_eq!(statuses, vec![200, 200, 429], "{}", right.log());
+    assert_eq!(users.count(), 2);
+}
