@@ -31,7 +31,7 @@ for t in "${targets[@]}"; do
     -max_len=16384 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     -artifact_prefix="$artifacts/" >"$log" 2>&1 || status=$?
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1)
+  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 || true)
   if [ "$status" -ne 0 ]; then
     tail -40 "$log"
     echo "fuzz: $t FAILED (status $status) after ${runs:-?} runs; input in fuzz/$artifacts/"
