@@ -9,10 +9,11 @@ VENV         := .venv
 ENVOY        := $(VENV)/bin/envoy
 DIST         := dist
 CARGO        ?= cargo
-APT_PACKAGES := wrk docker-registry redis-server libssl-dev pkg-config curl
+APT_PACKAGES := wrk docker-registry redis-server libssl-dev pkg-config curl g++
+FUZZ_SECONDS ?= 60
 SUDO         := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help setup build check-targets lint test test-native run bench oci push clean
+.PHONY: help setup build check-targets lint test test-native fuzz run bench oci push clean
 
 help: ## List the targets and what each does
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -56,6 +57,9 @@ test: setup lint build check-targets test-native ## Everything CI runs: lint, bu
 test-native: ## The cargo test suites (needs `make build` first: tests load dist/*.wasm)
 	PORTCULLIS_ENVOY=$(abspath $(ENVOY)) $(CARGO) test --workspace
 
+fuzz: setup ## Run every fuzz target (fuzz/) for FUZZ_SECONDS each (default 60; FUZZ_TARGETS=a b: only those); a crash fails
+	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh $(FUZZ_TARGETS)
+
 run: setup build ## The demo gateway: real Envoy + the filters + user/order/payment/login services on :8080 (NODES=2: two gateway nodes, one limit in Redis); Ctrl-C stops it
 	$(CARGO) build -p portcullis-services
 	@ENVOY=$(abspath $(ENVOY)) SERVICES=$(abspath target/debug/portcullis-services) \
@@ -75,4 +79,4 @@ push: oci ## Push every filter: make push REGISTRY=host[:port]/repo [TAG=…] (c
 
 clean: ## Remove build output
 	$(CARGO) clean
-	rm -rf $(DIST)
+	rm -rf $(DIST) fuzz/target
