@@ -16,6 +16,7 @@
 //! assert_eq!(users.requests()[0].header("x-trace"), Some("1"));
 //! ```
 
+pub mod certs;
 pub mod client;
 pub mod config;
 pub mod envoy;

@@ -3,10 +3,12 @@
 //! real Redis, recording upstreams. One limit holds across both nodes hammered at once;
 //! Redis stopped mid-run and the service stopped mid-run both end in the documented
 //! fallback (counting in each node's shared data) without a hang, and exact shared counting
-//! comes back when they do; not fault tolerant, a failure is a 500.
+//! comes back when they do; not fault tolerant, a failure is a 500. Over mutual TLS, Envoy's
+//! client certificate is what lets the filter's calls count.
 
 use std::time::{Duration, Instant};
 
+use portcullis_tests::certs::{Authority, Pair};
 use portcullis_tests::config::portcullis_filter;
 use portcullis_tests::load::{burst, room_in_this_minute, statuses};
 use portcullis_tests::ratelimit_service::{ratelimit_binary, RateLimitService};
@@ -20,6 +22,17 @@ const CLUSTER: &str = "ratelimit";
 /// A gateway node: `/users` to `users`, the rate-limiting filter with `config` (made a
 /// `policy: redis` one asking the service on `service_port`).
 fn node(users: &Upstream, service_port: u16, config: &Value) -> Envoy {
+    node_over(users, service_port, config, None)
+}
+
+/// Like [`node`]; with `tls`, the service's cluster speaks TLS: `(CA to trust, client
+/// certificate to present, if any)`.
+fn node_over(
+    users: &Upstream,
+    service_port: u16,
+    config: &Value,
+    tls: Option<(&Authority, Option<&Pair>)>,
+) -> Envoy {
     let mut config = config.clone();
     config["policy"] = json!("redis");
     if config.get("rate_limit_service").is_none() {
@@ -32,10 +45,56 @@ fn node(users: &Upstream, service_port: u16, config: &Value) -> Envoy {
             "rate-limiting",
             Some(&config.to_string()),
         ));
-    Envoy::builder(gateway.render())
+    let mut yaml = gateway.render();
+    if let Some((ca, client)) = tls {
+        // The gRPC cluster is the only one with a 1 s connect timeout: its transport socket
+        // goes after that line, at its indentation.
+        let line = yaml
+            .lines()
+            .find(|line| line.trim() == "connect_timeout: 1s")
+            .unwrap_or_else(|| panic!("no gRPC cluster in {yaml}"))
+            .to_owned();
+        let indent = &line[..line.len() - line.trim_start().len()];
+        let socket: String = upstream_tls(ca, client)
+            .lines()
+            .map(|tls| format!("\n{indent}{tls}"))
+            .collect();
+        yaml = yaml.replacen(&line, &format!("{line}{socket}"), 1);
+    }
+    Envoy::builder(yaml)
         .concurrency(2)
         .start()
         .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// The name in the service's certificate, which Envoy sends as SNI and checks.
+const SERVICE_NAME: &str = "ratelimit.test";
+
+/// A cluster's `transport_socket`: TLS to the service, trusting `ca`, presenting `client`;
+/// indented as at the top level of a cluster.
+fn upstream_tls(ca: &Authority, client: Option<&Pair>) -> String {
+    let certificate = client.map_or_else(String::new, |pair| {
+        format!(
+            "\n      tls_certificates:\n      - certificate_chain: {{ filename: {} }}\n        private_key: {{ filename: {} }}",
+            pair.cert.display(),
+            pair.key.display()
+        )
+    });
+    format!(
+        "transport_socket:
+  name: envoy.transport_sockets.tls
+  typed_config:
+    \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+    sni: {SERVICE_NAME}
+    common_tls_context:
+      alpn_protocols: [h2]{certificate}
+      validation_context:
+        trusted_ca: {{ filename: {} }}
+        match_typed_subject_alt_names:
+        - san_type: DNS
+          matcher: {{ exact: {SERVICE_NAME} }}",
+        ca.cert().display()
+    )
 }
 
 fn services() -> (RedisServer, RateLimitService) {
@@ -228,4 +287,57 @@ fn not_fault_tolerant_a_failing_service_is_a_500_and_the_upstream_is_spared() {
     );
     assert_eq!(users.count(), 0);
     assert_eq!(fallbacks(&envoy), 0.0);
+}
+
+/// The service asks for client certificates: the Envoy presenting one its CA signed counts
+/// in Redis, exactly; an Envoy without one never reaches a counter (not fault tolerant: 500).
+#[test]
+fn over_mutual_tls_only_the_envoy_with_a_client_certificate_counts() {
+    let redis = RedisServer::start().unwrap_or_else(|e| panic!("{e:#}"));
+    let ca = Authority::new("ratelimit-mtls").unwrap();
+    let server = ca.server(SERVICE_NAME).unwrap();
+    let envoy_certificate = ca.client("envoy").unwrap();
+    let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    let (cert, key, client_ca) = (path(&server.cert), path(&server.key), path(ca.cert()));
+    let service = RateLimitService::start_with(
+        &ratelimit_binary(),
+        &[
+            "--redis-url",
+            &redis.url(),
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--tls-client-ca",
+            &client_ca,
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let users = Upstream::start("users");
+    let config = json!({"minute": 2, "limit_by": "ip", "fault_tolerant": false});
+    let anonymous = node_over(&users, service.port(), &config, Some((&ca, None)));
+    assert_eq!(
+        one_by_one(&anonymous, 2),
+        vec![500, 500],
+        "{}",
+        anonymous.log()
+    );
+    assert_eq!(users.count(), 0);
+    assert_eq!(redis.integer(&["DBSIZE"]).unwrap(), Some(0));
+    room_in_this_minute(10);
+    let trusted = node_over(
+        &users,
+        service.port(),
+        &config,
+        Some((&ca, Some(&envoy_certificate))),
+    );
+    assert_eq!(
+        one_by_one(&trusted, 3),
+        vec![200, 200, 429],
+        "{}",
+        trusted.log()
+    );
+    assert_eq!(users.count(), 2);
+    assert_eq!(redis.integer(&["DBSIZE"]).unwrap(), Some(1));
+    assert_eq!(fallbacks(&trusted), 0.0);
 }

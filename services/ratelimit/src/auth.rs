@@ -132,21 +132,50 @@ impl Gate {
     }
 }
 
+/// How the service knows its callers, as the command line set it up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Callers {
+    /// A shared secret is set.
+    pub secret: bool,
+    /// The connection is TLS (`--tls-cert`).
+    pub tls: bool,
+    /// Callers present client certificates (`--tls-client-ca`).
+    pub client_certificates: bool,
+}
+
+impl Callers {
+    fn authenticated(self) -> bool {
+        self.secret || self.client_certificates
+    }
+}
+
 /// Refuses to serve unauthenticated calls beyond loopback unless `--trusted-network` says
-/// that every host that can reach `listen` may spend any counter.
+/// that every host that can reach `listen` may spend any counter. `Ok(Some(warning))` for a
+/// shared secret that would cross the network in cleartext.
 pub fn exposure(
     listen: SocketAddr,
-    authenticated: bool,
+    callers: Callers,
     trusted_network: bool,
-) -> Result<(), String> {
-    if listen.ip().is_loopback() || authenticated || trusted_network {
-        return Ok(());
+) -> Result<Option<String>, String> {
+    if listen.ip().is_loopback() {
+        return Ok(None);
     }
-    Err(format!(
-        "--listen {listen}: beyond loopback, and calls are not authenticated: set a shared secret \
-         (--secret-file FILE or {SECRET_ENV}), or add --trusted-network if every host that can \
-         reach this address may spend any counter"
-    ))
+    if !callers.authenticated() && !trusted_network {
+        return Err(format!(
+            "--listen {listen}: beyond loopback, and calls are not authenticated: set a shared \
+             secret (--secret-file FILE or {SECRET_ENV}) or client certificates \
+             (--tls-client-ca FILE), or add --trusted-network if every host that can reach \
+             this address may spend any counter"
+        ));
+    }
+    if callers.secret && !callers.tls {
+        return Ok(Some(format!(
+            "--listen {listen}: beyond loopback without TLS, the shared secret crosses the \
+             network in cleartext and whoever reads the traffic can use it; add --tls-cert and \
+             --tls-key"
+        )));
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -237,21 +266,51 @@ mod tests {
     }
 
     #[test]
-    fn beyond_loopback_wants_a_secret_or_a_trusted_network() {
+    fn beyond_loopback_wants_a_secret_client_certificates_or_a_trusted_network() {
         let loopback: SocketAddr = "127.0.0.1:8081".parse().unwrap();
         let v6_loopback: SocketAddr = "[::1]:8081".parse().unwrap();
         let any: SocketAddr = "0.0.0.0:8081".parse().unwrap();
         let lan: SocketAddr = "10.0.0.5:8081".parse().unwrap();
-        assert_eq!(exposure(loopback, false, false), Ok(()));
-        assert_eq!(exposure(v6_loopback, false, false), Ok(()));
-        assert_eq!(exposure(any, true, false), Ok(()));
-        assert_eq!(exposure(lan, false, true), Ok(()));
-        let refused = exposure(any, false, false).unwrap_err();
+        let none = Callers::default();
+        let secret_over_tls = Callers {
+            secret: true,
+            tls: true,
+            client_certificates: false,
+        };
+        let mutual = Callers {
+            secret: false,
+            tls: true,
+            client_certificates: true,
+        };
+        assert_eq!(exposure(loopback, none, false), Ok(None));
+        assert_eq!(exposure(v6_loopback, none, false), Ok(None));
+        assert_eq!(exposure(any, secret_over_tls, false), Ok(None));
+        assert_eq!(exposure(lan, mutual, false), Ok(None));
+        assert_eq!(exposure(lan, none, true), Ok(None));
+        let refused = exposure(any, none, false).unwrap_err();
         assert!(
             refused.starts_with("--listen 0.0.0.0:8081: beyond loopback"),
             "{refused}"
         );
         assert!(refused.contains("--trusted-network"), "{refused}");
-        assert!(exposure(lan, false, false).is_err());
+        assert!(refused.contains("--tls-client-ca"), "{refused}");
+        assert!(exposure(lan, none, false).is_err());
+        // TLS alone proves nothing about the caller.
+        let tls_only = Callers { tls: true, ..none };
+        assert!(exposure(lan, tls_only, false).is_err());
+    }
+
+    #[test]
+    fn a_secret_in_cleartext_beyond_loopback_is_served_with_a_warning() {
+        let lan: SocketAddr = "10.0.0.5:8081".parse().unwrap();
+        let cleartext_secret = Callers {
+            secret: true,
+            ..Callers::default()
+        };
+        let warning = exposure(lan, cleartext_secret, false).unwrap().unwrap();
+        assert!(warning.contains("in cleartext"), "{warning}");
+        assert!(warning.contains("--tls-cert"), "{warning}");
+        let loopback: SocketAddr = "127.0.0.1:8081".parse().unwrap();
+        assert_eq!(exposure(loopback, cleartext_secret, false), Ok(None));
     }
 }

@@ -6,18 +6,20 @@ use std::time::Duration;
 
 use crate::plan::Ceilings;
 use crate::store::Target;
+use crate::tls::TlsFiles;
 
 pub const USAGE: &str = "\
 usage: portcullis-ratelimit [--listen ADDR:PORT] [--redis-timeout-ms MS] [--config FILE]
          [--redis-url URL | --redis-cluster URL,URL… | --redis-sentinel MASTER,URL,URL…]
          [--max-hits-addend N] [--max-limit N] [--secret-file FILE] [--trusted-network]
+         [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]
 
 Envoy's rate limit service (envoy.service.ratelimit.v3.RateLimitService) over gRPC, with
 every counter in Redis. Each descriptor carries its limit in its `limit` override.
 
-  --listen ADDR:PORT      gRPC address (HTTP/2 cleartext); port 0 picks a free one.
-                          Default 127.0.0.1:8081. The bound address is printed on stdout:
-                          `portcullis-ratelimit listening on ADDR:PORT`.
+  --listen ADDR:PORT      gRPC address (HTTP/2; cleartext unless --tls-cert); port 0 picks
+                          a free one. Default 127.0.0.1:8081. The bound address is
+                          printed on stdout: `portcullis-ratelimit listening on ADDR:PORT`.
   --redis-url URL         one Redis server: redis://[user:pass@]host:port/db (no TLS).
                           Default redis://127.0.0.1:6379/0.
   --redis-cluster URLS    a Redis Cluster, found from any of these nodes (comma-separated).
@@ -39,7 +41,12 @@ every counter in Redis. Each descriptor carries its limit in its `limit` overrid
                           PORTCULLIS_RATELIMIT_SECRET (not both).
   --trusted-network       serve unauthenticated calls on a non-loopback --listen address:
                           every host that can reach it may then spend any counter. Without
-                          a secret the service refuses to listen beyond loopback otherwise.
+                          a secret or client certificates the service refuses to listen
+                          beyond loopback otherwise.
+  --tls-cert FILE         serve gRPC over TLS with this PEM certificate (chain, leaf first)
+  --tls-key FILE          and its PEM private key (PKCS#8, PKCS#1 or SEC1).
+  --tls-client-ca FILE    mutual TLS: every caller must present a client certificate that
+                          one of these PEM CA certificates signed; else no connection.
 ";
 
 /// What the command line asks for.
@@ -56,6 +63,8 @@ pub struct Options {
     pub secret_file: Option<PathBuf>,
     /// `--trusted-network`: unauthenticated calls are fine beyond loopback.
     pub trusted_network: bool,
+    /// `--tls-cert`, `--tls-key`, `--tls-client-ca`.
+    pub tls: TlsFiles,
 }
 
 impl Default for Options {
@@ -68,6 +77,7 @@ impl Default for Options {
             ceilings: Ceilings::default(),
             secret_file: None,
             trusted_network: false,
+            tls: TlsFiles::default(),
         }
     }
 }
@@ -106,6 +116,9 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, 
             }
             "--config" => options.config = Some(PathBuf::from(value()?)),
             "--secret-file" => options.secret_file = Some(PathBuf::from(value()?)),
+            "--tls-cert" => options.tls.cert = Some(PathBuf::from(value()?)),
+            "--tls-key" => options.tls.key = Some(PathBuf::from(value()?)),
+            "--tls-client-ca" => options.tls.client_ca = Some(PathBuf::from(value()?)),
             "--redis-url" | "--redis-cluster" | "--redis-sentinel" => {
                 if let Some(earlier) = redis_flag.replace(flag.clone()) {
                     return Err(format!("{flag}: {earlier} already says which Redis"));
@@ -178,7 +191,7 @@ mod tests {
     #[test]
     fn reads_every_flag_in_both_spellings() {
         let options = parse(args(
-            "--listen 127.0.0.1:0 --redis-url=redis://10.0.0.2:7000/1 --redis-timeout-ms 250 --config limits.json --max-hits-addend 5 --max-limit=1000 --secret-file s --trusted-network",
+            "--listen 127.0.0.1:0 --redis-url=redis://10.0.0.2:7000/1 --redis-timeout-ms 250 --config limits.json --max-hits-addend 5 --max-limit=1000 --secret-file s --trusted-network --tls-cert c.pem --tls-key=k.pem --tls-client-ca ca.pem",
         ))
         .unwrap()
         .unwrap();
@@ -191,6 +204,14 @@ mod tests {
         assert_eq!(options.config, Some(PathBuf::from("limits.json")));
         assert_eq!(options.secret_file, Some(PathBuf::from("s")));
         assert!(options.trusted_network);
+        assert_eq!(
+            options.tls,
+            TlsFiles {
+                cert: Some(PathBuf::from("c.pem")),
+                key: Some(PathBuf::from("k.pem")),
+                client_ca: Some(PathBuf::from("ca.pem")),
+            }
+        );
         assert_eq!(
             options.ceilings,
             Ceilings {

@@ -7,6 +7,7 @@
 //! |---|---|
 //! | [`cli`] | the command line |
 //! | [`auth`] | who may call: the shared secret, and where the service may listen without it |
+//! | [`tls`] | TLS and mutual TLS: certificates read and checked at start-up |
 //! | [`config`] | the optional static limits for descriptors without an override |
 //! | [`window`] | Envoy's units as calendar UTC windows |
 //! | [`key`] | counter keys and their escaping |
@@ -27,4 +28,5 @@ pub mod reply;
 pub mod script;
 pub mod service;
 pub mod store;
+pub mod tls;
 pub mod window;

@@ -5,12 +5,14 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
-use portcullis_ratelimit::auth::{self, Gate};
+use portcullis_ratelimit::auth::{self, Callers, Gate};
 use portcullis_ratelimit::cli::{self, Options, USAGE};
 use portcullis_ratelimit::config::Limits;
 use portcullis_ratelimit::service::{system_clock, RateLimiter};
 use portcullis_ratelimit::store::{describe, Store};
+use portcullis_ratelimit::tls;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::ServerTlsConfig;
 
 /// How long a stop signal waits for open connections to close.
 const GRACE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -30,12 +32,25 @@ fn main() -> ExitCode {
     let secret = match auth::load(
         options.secret_file.as_deref(),
         std::env::var(auth::SECRET_ENV).ok(),
-    )
-    .and_then(|secret| {
-        auth::exposure(options.listen, secret.is_some(), options.trusted_network)?;
-        Ok(secret)
-    }) {
+    ) {
         Ok(secret) => secret,
+        Err(why) => {
+            eprintln!("portcullis-ratelimit: {why}");
+            return ExitCode::from(2);
+        }
+    };
+    let callers = Callers {
+        secret: secret.is_some(),
+        tls: options.tls.cert.is_some(),
+        client_certificates: options.tls.mutual(),
+    };
+    let tls = match tls::load(&options.tls).and_then(|tls| {
+        if let Some(warning) = auth::exposure(options.listen, callers, options.trusted_network)? {
+            eprintln!("portcullis-ratelimit: warning: {warning}");
+        }
+        Ok(tls)
+    }) {
+        Ok(tls) => tls,
         Err(why) => {
             eprintln!("portcullis-ratelimit: {why}");
             return ExitCode::from(2);
@@ -51,7 +66,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(options, Gate::new(secret))) {
+    match runtime.block_on(serve(options, Gate::new(secret), tls)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(why) => {
             eprintln!("portcullis-ratelimit: {why}");
@@ -60,7 +75,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(options: Options, gate: Gate) -> Result<(), String> {
+async fn serve(options: Options, gate: Gate, tls: Option<ServerTlsConfig>) -> Result<(), String> {
     let limits = match &options.config {
         Some(path) => {
             let bytes =
@@ -84,16 +99,18 @@ async fn serve(options: Options, gate: Gate) -> Result<(), String> {
     let _ = writeln!(stdout, "portcullis-ratelimit listening on {address}");
     let _ = stdout.flush();
     eprintln!(
-        "portcullis-ratelimit: serving on {address}, counters in {} (timeout {} ms), {} static limits, ceilings: hits_addend {}, limit {}, {}",
+        "portcullis-ratelimit: serving on {address} ({}), counters in {} (timeout {} ms), {} static limits, ceilings: hits_addend {}, limit {}, {}",
+        options.tls.describe(),
         describe(&options.redis),
         options.redis_timeout.as_millis(),
         limits.len(),
         options.ceilings.hits_addend,
         options.ceilings.limit,
-        if gate.authenticates() {
-            "calls authenticated by the shared secret"
-        } else {
-            "calls not authenticated"
+        match (gate.authenticates(), options.tls.mutual()) {
+            (true, true) => "calls authenticated by client certificate and the shared secret",
+            (true, false) => "calls authenticated by the shared secret",
+            (false, true) => "calls authenticated by client certificate",
+            (false, false) => "calls not authenticated",
         }
     );
     let service = RateLimitServiceServer::with_interceptor(
@@ -101,12 +118,19 @@ async fn serve(options: Options, gate: Gate) -> Result<(), String> {
         move |request| gate.check(request),
     );
     let (stopping, stopped) = tokio::sync::oneshot::channel();
-    let server = tonic::transport::Server::builder()
-        .add_service(service)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| format!("--tls-cert: {e}"))?;
+    }
+    let server = builder.add_service(service).serve_with_incoming_shutdown(
+        TcpIncoming::from(listener),
+        async {
             signals.first().await;
             let _ = stopping.send(());
-        });
+        },
+    );
     // Graceful, within bounds: calls in flight finish, but a client that keeps its
     // connection open after the GOAWAY does not hold the exit up past GRACE.
     tokio::select! {
