@@ -66,7 +66,7 @@ run: setup build ## The demo gateway: real Envoy + the filters + user/order/paym
 	  RATELIMIT=$(abspath target/debug/portcullis-ratelimit) $(if $(NODES),DEMO_NODES=$(NODES)) \
 	  envoy-config/run.sh
 
-bench: setup build ## Portcullis vs Envoy's native filters, side by side (BENCH_QUICK=1: smoke only; BENCH_ONLY=jwt,acl,ratelimit,chain,host: those groups; BENCH_ROWS=a|b, BENCH_CONCURRENCY=1, BENCH_PROFILE=row: see the README)
+bench: setup build ## Portcullis vs Envoy's native filters, side by side (BENCH_QUICK=1: smoke only; BENCH_ONLY=jwt,acl,ratelimit,chain,host: those groups; BENCH_ROWS=a|b, BENCH_CONCURRENCY=1, BENCH_PROFILE=row: see docs/benchmarks.md)
 	$(CARGO) build $(if $(BENCH_QUICK),,--release) -q -p portcullis-ratelimit
 	PORTCULLIS_ENVOY=$(abspath $(ENVOY)) BENCH_QUICK=$(BENCH_QUICK) BENCH_ONLY=$(BENCH_ONLY) $(CARGO) run $(if $(BENCH_QUICK),,--release) -q -p portcullis-tests --bin portcullis-bench
 
