@@ -1,74 +1,13 @@
-//! Envoy configuration for the tests: `{{NAME}}` templates, the wasm filter entry every test
-//! uses, and [`Gateway`], the one-listener bootstrap most tests need.
+//! Envoy configuration for the tests: the wasm filter entry every test uses, and [`Gateway`],
+//! the one-listener bootstrap most tests need. `{{NAME}}` templates are filled by [`fill`],
+//! shared with the demo's config (`portcullis-template`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
+pub use portcullis_template::{fill, quote};
+
 use crate::upstream::Upstream;
-
-/// Replaces each `{{NAME}}` (upper-case letters, digits, `_`) with its value from `vars`.
-/// When the placeholder starts its line, every later line of a multi-line value is indented
-/// like the placeholder, so a YAML block drops in at the right depth. Errors name every
-/// placeholder that `vars` lacks.
-pub fn fill(template: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
-    let mut out = String::with_capacity(template.len());
-    let mut missing: Vec<&str> = Vec::new();
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let name = after.find("}}").map(|end| &after[..end]);
-        match name.filter(|n| is_placeholder(n)) {
-            Some(name) => {
-                match vars.get(name) {
-                    Some(value) => {
-                        let indent = placeholder_indent(&out).to_owned();
-                        out.push_str(&value.replace('\n', &format!("\n{indent}")));
-                    }
-                    None => {
-                        if !missing.contains(&name) {
-                            missing.push(name);
-                        }
-                        out.push_str(&format!("{{{{{name}}}}}"));
-                    }
-                }
-                rest = &after[name.len() + 2..];
-            }
-            None => {
-                out.push_str("{{");
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    if missing.is_empty() {
-        Ok(out)
-    } else {
-        Err(format!("no value for {}", missing.join(", ")))
-    }
-}
-
-fn is_placeholder(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
-}
-
-/// The whitespace before a placeholder that starts its line, else nothing.
-fn placeholder_indent(before: &str) -> &str {
-    let line = before.rsplit('\n').next().unwrap_or("");
-    if line.bytes().all(|b| b == b' ') {
-        line
-    } else {
-        ""
-    }
-}
-
-/// A YAML double-quoted scalar: a JSON string literal is one, escapes included.
-pub fn quote(text: &str) -> String {
-    serde_json::Value::from(text).to_string()
-}
 
 /// One `http_filters` entry running a wasm filter in V8, failing closed. `plugin_config_json`
 /// becomes the `StringValue` handed to `on_configure`; `None` leaves the configuration out,
@@ -303,41 +242,3 @@ static_resources:
   clusters:
   {{CLUSTERS}}
 "#;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn fill_indents_a_block_like_its_placeholder() {
-        let out = fill(
-            "a:\n  {{B}}\nc: {{C}}\n",
-            &vars(&[("B", "- x\n- y"), ("C", "1")]),
-        );
-        assert_eq!(out.as_deref(), Ok("a:\n  - x\n  - y\nc: 1\n"));
-    }
-
-    #[test]
-    fn fill_names_every_missing_placeholder() {
-        let out = fill("{{A}} {{B}} {{A}} {{C}}", &vars(&[("B", "b")]));
-        assert_eq!(out, Err("no value for A, C".to_owned()));
-    }
-
-    #[test]
-    fn fill_leaves_braces_that_are_not_placeholders() {
-        let out = fill("value: \"{{not a name}}\" {{", &vars(&[]));
-        assert_eq!(out.as_deref(), Ok("value: \"{{not a name}}\" {{"));
-    }
-
-    #[test]
-    fn quote_escapes_a_json_plugin_config() {
-        assert_eq!(quote(r#"{"a":"b\n"}"#), r#""{\"a\":\"b\\n\"}""#);
-    }
-}
