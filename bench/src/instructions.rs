@@ -2,7 +2,11 @@
 //! host-test: deterministic, so a change to a filter shows its cost here to the instruction.
 
 use host_test::{GrpcAnswer, Host, Request};
+use portcullis_core::rate_limit::rls::{
+    DescriptorStatus, ProtoDuration, RateLimitResponse, CODE_OK,
+};
 use portcullis_tests::{paths, tokens};
+use prost::Message;
 
 use crate::filters::{SERVICE_CLUSTER, SERVICE_LIMIT_PER_MINUTE};
 use crate::rows::Row;
@@ -59,23 +63,21 @@ pub fn print(rows: &[Row]) {
     }
 }
 
-/// The service's answer to a one-descriptor request that is under its limit, encoded by
-/// hand (`RateLimitResponse{overall_code: OK, statuses: [{OK, limit_remaining, 60 s}]}`):
-/// host-test's stand-in for the service when counting instructions.
-/// Appends `n` as a protobuf varint.
-fn varint(buf: &mut Vec<u8>, mut n: usize) {
-    while n >= 0x80 {
-        buf.push((n & 0x7f) as u8 | 0x80);
-        n >>= 7;
-    }
-    buf.push(n as u8);
-}
-
+/// The rate limit service's answer to a one-descriptor request under its limit, as the
+/// filter decodes it: overall OK, and the descriptor OK with `limit_remaining` and a
+/// minute's window. host-test's stand-in for the service.
 fn ok_answer(limit_remaining: u32) -> Vec<u8> {
-    let mut status = vec![0x08, 0x01, 0x18];
-    varint(&mut status, limit_remaining as usize);
-    status.extend([0x22, 0x02, 0x08, 60]);
-    let mut answer = vec![0x08, 0x01, 0x12, status.len() as u8];
-    answer.extend(status);
-    answer
+    RateLimitResponse {
+        overall_code: CODE_OK,
+        statuses: vec![DescriptorStatus {
+            code: CODE_OK,
+            current_limit: None,
+            limit_remaining,
+            duration_until_reset: Some(ProtoDuration {
+                seconds: 60,
+                nanos: 0,
+            }),
+        }],
+    }
+    .encode_to_vec()
 }
