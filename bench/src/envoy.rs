@@ -3,7 +3,10 @@
 
 use std::process::Command;
 
-use portcullis_tests::{config, paths, Envoy};
+use portcullis_tests::config::{
+    bootstrap, cluster, direct_response, grpc_cluster, route, virtual_host, Listener,
+};
+use portcullis_tests::{paths, Envoy};
 
 use crate::filters::SERVICE_CLUSTER;
 use crate::rows::Row;
@@ -23,66 +26,27 @@ const FAULT_200: &str = r#"- name: envoy.filters.http.fault
 /// contacted: [`FAULT_200`] answers first; were it reached, the 503 would flag the row).
 /// With the rate limit service's port, its HTTP/2 cluster too.
 pub fn config(row: &Row, service: Option<u16>) -> String {
-    let mut filters = row.filters.clone();
-    if row.routed {
-        if !filters.is_empty() {
-            filters.push('\n');
-        }
-        filters.push_str(FAULT_200);
-    }
-    if !filters.is_empty() {
-        filters.push('\n');
-    }
-    let filters = filters.replace('\n', "\n          ");
     let answer = if row.routed {
-        "route: { cluster: bench }"
+        route("bench", "/", "bench")
     } else {
-        "direct_response: { status: 200, body: { inline_string: ok } }"
+        direct_response("bench", "/", 200, "ok")
     };
-    let mut blocks = Vec::new();
+    let mut listener = Listener::new("main")
+        .stat_prefix("bench")
+        .virtual_host(virtual_host("bench", &["*"], &[answer]));
+    if !row.filters.is_empty() {
+        listener = listener.filter(row.filters.as_str());
+    }
+    let mut clusters = Vec::new();
     if row.routed {
+        listener = listener.filter(FAULT_200);
         // The discard port: nothing listens there, and nothing should get that far.
-        blocks.push(config::cluster("bench", 9));
+        clusters.push(cluster("bench", 9));
     }
     if let Some(port) = service {
-        blocks.push(config::grpc_cluster(SERVICE_CLUSTER, port));
+        clusters.push(grpc_cluster(SERVICE_CLUSTER, port));
     }
-    // Each block at the depth of `clusters:`'s items.
-    let mut clusters: String = blocks
-        .iter()
-        .flat_map(|block| block.lines())
-        .map(|line| format!("  {line}\n"))
-        .collect();
-    if !clusters.is_empty() {
-        clusters.insert_str(0, "  clusters:\n");
-    }
-    format!(
-        r#"admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-static_resources:
-  listeners:
-  - name: main
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: bench
-          route_config:
-            virtual_hosts:
-            - name: bench
-              domains: ["*"]
-              routes:
-              - name: bench
-                match: {{ prefix: / }}
-                {answer}
-          http_filters:
-          {filters}- name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-{clusters}"#
-    )
+    bootstrap(&[listener], &clusters)
 }
 
 /// Starts `row`'s Envoy with `concurrency` workers (and the rate limit service's cluster at
