@@ -19,6 +19,7 @@
 pub mod client;
 pub mod config;
 pub mod envoy;
+pub mod headers;
 pub mod load;
 pub mod paths;
 pub mod ratelimit_service;
