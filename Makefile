@@ -68,7 +68,7 @@ run: setup build ## The demo gateway: real Envoy + the filters + user/order/paym
 
 bench: setup build ## Portcullis vs Envoy's native filters, side by side (BENCH_QUICK=1: smoke only; BENCH_ONLY=jwt,acl,ratelimit,chain,host: those groups; BENCH_ROWS=a|b, BENCH_CONCURRENCY=1, BENCH_PROFILE=row: see docs/benchmarks.md)
 	$(CARGO) build $(if $(BENCH_QUICK),,--release) -q -p portcullis-ratelimit
-	PORTCULLIS_ENVOY=$(abspath $(ENVOY)) BENCH_QUICK=$(BENCH_QUICK) BENCH_ONLY=$(BENCH_ONLY) $(CARGO) run $(if $(BENCH_QUICK),,--release) -q -p portcullis-tests --bin portcullis-bench
+	PORTCULLIS_ENVOY=$(abspath $(ENVOY)) BENCH_QUICK=$(BENCH_QUICK) BENCH_ONLY=$(BENCH_ONLY) $(CARGO) run $(if $(BENCH_QUICK),,--release) -q -p portcullis-bench
 
 oci: build ## Package each filter as Wasm OCI images (compat + oci variants) in dist/oci/, and dist/*.wasm.sha256
 	$(CARGO) run -q -p portcullis-oci -- build --dist $(DIST) $(FILTERS)

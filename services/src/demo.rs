@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use portcullis_template::{fill, quote};
+
 use crate::service::Service;
 
 /// The filters of the demo chain, in the order the template runs them.
@@ -132,62 +134,11 @@ fn ratelimit_cluster(addr: SocketAddr) -> String {
     )
 }
 
-/// A YAML double-quoted scalar: a JSON string literal is one, escapes included.
-pub fn quote(text: &str) -> String {
-    serde_json::Value::from(text).to_string()
-}
-
-/// Replaces each `{{NAME}}` (upper-case letters, digits, `_`) with its value; the error names
-/// every placeholder `vars` lacks. Other braces are left alone.
-pub fn fill(template: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
-    let mut out = String::with_capacity(template.len());
-    let mut missing: Vec<&str> = Vec::new();
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        let (before, after) = rest.split_at(start);
-        out.push_str(before);
-        let inner = &after[2..];
-        let name = inner.find("}}").map(|end| &inner[..end]).filter(|name| {
-            !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
-        });
-        match name {
-            Some(name) => {
-                match vars.get(name) {
-                    Some(value) => out.push_str(value),
-                    None if missing.contains(&name) => {}
-                    None => missing.push(name),
-                }
-                rest = &inner[name.len() + 2..];
-            }
-            None => {
-                out.push_str("{{");
-                rest = inner;
-            }
-        }
-    }
-    out.push_str(rest);
-    if missing.is_empty() {
-        Ok(out)
-    } else {
-        Err(format!("no value for {}", missing.join(", ")))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
 
     use super::*;
-
-    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     /// A scratch copy of `policies/` and `dist/`, to break one file at a time.
     struct Scratch(PathBuf);
@@ -238,20 +189,6 @@ mod tests {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
-    }
-
-    #[test]
-    fn fill_replaces_placeholders_and_names_every_missing_one() {
-        let values = vars(&[("A", "1"), ("B", "two")]);
-        assert_eq!(fill("{{A}}-{{B}}-{{A}}", &values), Ok("1-two-1".to_owned()));
-        assert_eq!(
-            fill("{{A}} {{C}} {{D}} {{C}}", &values),
-            Err("no value for C, D".to_owned())
-        );
-        assert_eq!(
-            fill(r#"{"a":{}} {{ not }} {{"#, &values),
-            Ok(r#"{"a":{}} {{ not }} {{"#.to_owned())
-        );
     }
 
     #[test]

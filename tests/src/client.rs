@@ -5,6 +5,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use crate::headers;
+
 /// How long one exchange may take before it counts as a transport failure.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -20,17 +22,12 @@ pub struct Reply {
 impl Reply {
     /// The first value of the header `name` (any case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.header_all(name).into_iter().next()
+        headers::first(&self.headers, name)
     }
 
     /// Every value of the header `name` (any case), in arrival order.
     pub fn header_all(&self, name: &str) -> Vec<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .filter(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
-            .collect()
+        headers::all(&self.headers, name)
     }
 
     /// The body as text (invalid UTF-8 replaced).
@@ -148,10 +145,7 @@ fn parse_raw(raw: &[u8]) -> Result<Reply, String> {
         .and_then(|rest| rest.get(..3))
         .and_then(|code| code.parse().ok())
         .ok_or("no HTTP/1.1 status line")?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
+    let headers: Vec<(String, String)> = lines.filter_map(headers::parse_line).collect();
     let mut reply = Reply {
         status,
         headers,

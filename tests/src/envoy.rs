@@ -14,18 +14,11 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _};
 
 use crate::client;
-use crate::config::fill;
+use crate::config::{fill, ADMIN};
 use crate::paths::{envoy_binary, ScratchDir};
 
 /// How many lines of Envoy's log a failure shows.
 const TAIL_LINES: usize = 80;
-
-/// Prepended to a config that has no `admin:` section: the harness finds the admin port
-/// through `--admin-address-path`, so it can always be 0.
-const ADMIN: &str = "admin:
-  address:
-    socket_address: { address: 127.0.0.1, port_value: 0 }
-";
 
 /// How to start an Envoy; see [`Envoy::builder`].
 #[derive(Clone, Debug)]
@@ -85,8 +78,8 @@ impl EnvoyBuilder {
         self
     }
 
-    /// The config Envoy will run: the template filled in, with an admin section on port 0
-    /// added when it has none.
+    /// The config Envoy will run: the template filled in, with [`ADMIN`] (port 0: the
+    /// harness finds it through `--admin-address-path`) added when it has no `admin:`.
     pub fn render(&self) -> anyhow::Result<String> {
         let config = fill(&self.template, &self.vars).map_err(|e| anyhow!("template: {e}"))?;
         let has_admin = config.lines().any(|line| line.starts_with("admin:"));

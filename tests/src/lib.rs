@@ -20,6 +20,7 @@ pub mod certs;
 pub mod client;
 pub mod config;
 pub mod envoy;
+pub mod headers;
 pub mod load;
 pub mod paths;
 pub mod ratelimit_service;

@@ -8,6 +8,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::headers;
+
 /// One request as the upstream received it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Recorded {
@@ -22,17 +24,12 @@ pub struct Recorded {
 impl Recorded {
     /// The first value of the header `name` (any case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.header_all(name).into_iter().next()
+        headers::first(&self.headers, name)
     }
 
     /// Every value of the header `name` (any case), in arrival order.
     pub fn header_all(&self, name: &str) -> Vec<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .filter(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
-            .collect()
+        headers::all(&self.headers, name)
     }
 
     /// The body as text (invalid UTF-8 replaced).
@@ -322,15 +319,9 @@ fn read_request(
     let headers: Vec<(String, String)> = head
         .iter()
         .skip(1)
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .filter_map(|l| headers::parse_line(l))
         .collect();
-    let value = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.to_ascii_lowercase())
-    };
+    let value = |name: &str| headers::first(&headers, name).map(str::to_ascii_lowercase);
     let chunked = value("transfer-encoding").is_some_and(|v| v.contains("chunked"));
     let body = if chunked {
         read_chunked(reader)?

@@ -1,7 +1,9 @@
 //! The harness against a real Envoy: the four Portcullis filters chained in front of two
 //! recording upstreams, a broken filter config refused at start-up, and config validation.
 
-use portcullis_tests::config::{portcullis_filter, wasm_filter};
+use portcullis_tests::config::{
+    bootstrap, direct_response, portcullis_filter, virtual_host, wasm_filter, Listener,
+};
 use portcullis_tests::{client, paths, Envoy, Gateway, Upstream};
 
 const FILTERS: [&str; 4] = ["jwt", "acl", "rate-limiting", "token-issuer"];
@@ -268,35 +270,20 @@ fn template_placeholders_are_filled_and_a_missing_one_is_named() {
 
 #[test]
 fn a_template_without_admin_gets_one_and_each_listener_is_found_by_name() {
+    // Two listeners, neither called `main`, each answering `/` with its own body.
     let listener = |name: &str, body: &str| {
-        format!(
-            "  - name: {name}
-    address:
-      socket_address: {{ address: 127.0.0.1, port_value: 0 }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: {name}
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: [\"*\"]
-              routes:
-              - match: {{ prefix: \"/\" }}
-                direct_response: {{ status: 200, body: {{ inline_string: {body} }} }}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-"
-        )
+        Listener::new(name).virtual_host(virtual_host(
+            "all",
+            &["*"],
+            &[direct_response(name, "/", 200, body)],
+        ))
     };
-    let template = format!(
-        "static_resources:\n  listeners:\n{}{}",
-        listener("public", "{{PUBLIC_BODY}}"),
-        listener("internal", "internal")
+    let template = bootstrap(
+        &[
+            listener("public", "{{PUBLIC_BODY}}"),
+            listener("internal", "internal"),
+        ],
+        &[],
     );
     let envoy = Envoy::builder(template)
         .var("PUBLIC_BODY", "public")

@@ -16,95 +16,82 @@
 use std::time::Duration;
 
 use portcullis_tests::client;
+use portcullis_tests::config::{bootstrap, cluster, grpc_cluster, virtual_host, Listener};
 use portcullis_tests::ratelimit_service::{ratelimit_binary, RateLimitService};
 use portcullis_tests::redis::RedisServer;
 use portcullis_tests::{Envoy, Upstream};
 
-const CONFIG: &str = r#"static_resources:
-  listeners:
-  - name: main
-    address:
-      socket_address: { address: 127.0.0.1, port_value: 0 }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: gateway
-          route_config:
-            name: gateway
-            virtual_hosts:
-            - name: gateway
-              domains: ["*"]
-              routes:
-              - name: free
-                match: { prefix: /free }
-                route:
-                  cluster: users
-                  rate_limits:
-                  - actions:
-                    - generic_key: { descriptor_value: free }
-              - name: users
-                match: { prefix: /users }
-                route:
-                  cluster: users
-                  rate_limits:
-                  - actions:
-                    - generic_key: { descriptor_value: users }
-                    limit:
-                      dynamic_metadata:
-                        metadata_key:
-                          key: portcullis.ratelimit
-                          path: [ { key: users } ]
-          http_filters:
-          - name: envoy.filters.http.set_metadata
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.set_metadata.v3.Config
-              metadata:
-              - metadata_namespace: portcullis.ratelimit
-                value:
-                  users: { requests_per_unit: {{LIMIT}}, unit: HOUR }
-          - name: envoy.filters.http.ratelimit
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit
-              domain: interop
-              failure_mode_deny: true
-              timeout: 2s
-              enable_x_ratelimit_headers: DRAFT_VERSION_03
-              rate_limit_service:
-                transport_api_version: V3
-                grpc_service:
-                  envoy_grpc: { cluster_name: ratelimit }
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: users
-    type: STATIC
-    connect_timeout: 2s
-    load_assignment:
-      cluster_name: users
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address:
-              socket_address: { address: 127.0.0.1, port_value: {{USERS_PORT}} }
-  - name: ratelimit
-    type: STATIC
-    connect_timeout: 2s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config:
-          http2_protocol_options: {}
-    load_assignment:
-      cluster_name: ratelimit
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address:
-              socket_address: { address: 127.0.0.1, port_value: {{RATELIMIT_PORT}} }
-"#;
+/// `/free` sends a descriptor without a limit, `/users` one whose limit set_metadata puts
+/// in the request's dynamic metadata; both go to the cluster `users`.
+const ROUTES: &str = r#"- name: free
+  match: { prefix: /free }
+  route:
+    cluster: users
+    rate_limits:
+    - actions:
+      - generic_key: { descriptor_value: free }
+- name: users
+  match: { prefix: /users }
+  route:
+    cluster: users
+    rate_limits:
+    - actions:
+      - generic_key: { descriptor_value: users }
+      limit:
+        dynamic_metadata:
+          metadata_key:
+            key: portcullis.ratelimit
+            path: [ { key: users } ]"#;
+
+/// set_metadata holding `limit` requests an hour for `/users`, then Envoy's ratelimit
+/// filter calling the service in the domain `interop`, failing closed; `secret`, when
+/// given, rides in the call's `initial_metadata` as the service's bearer secret.
+fn filters(limit: u32, secret: Option<&str>) -> String {
+    let initial_metadata = secret.map_or(String::new(), |secret| {
+        format!(
+            "\n        initial_metadata:\
+             \n        - {{ key: authorization, value: \"Bearer {secret}\" }}"
+        )
+    });
+    format!(
+        r#"- name: envoy.filters.http.set_metadata
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.set_metadata.v3.Config
+    metadata:
+    - metadata_namespace: portcullis.ratelimit
+      value:
+        users: {{ requests_per_unit: {limit}, unit: HOUR }}
+- name: envoy.filters.http.ratelimit
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit
+    domain: interop
+    failure_mode_deny: true
+    timeout: 2s
+    enable_x_ratelimit_headers: DRAFT_VERSION_03
+    rate_limit_service:
+      transport_api_version: V3
+      grpc_service:
+        envoy_grpc: {{ cluster_name: ratelimit }}{initial_metadata}"#
+    )
+}
+
+/// One listener with [`ROUTES`] and [`filters`], in front of `users` and `service`.
+fn config(
+    limit: u32,
+    users: &Upstream,
+    service: &RateLimitService,
+    secret: Option<&str>,
+) -> String {
+    let listener = Listener::new("main")
+        .stat_prefix("gateway")
+        .virtual_host(virtual_host("gateway", &["*"], &[ROUTES.to_owned()]))
+        .filter(filters(limit, secret));
+    let clusters = [
+        cluster("users", users.port()),
+        grpc_cluster("ratelimit", service.port()),
+    ];
+    bootstrap(&[listener], &clusters)
+}
 
 struct Setup {
     users: Upstream,
@@ -117,10 +104,7 @@ fn setup(limit: u32) -> Setup {
     let redis = RedisServer::start().unwrap();
     let service = RateLimitService::start(&ratelimit_binary(), &redis.url()).unwrap();
     let users = Upstream::start("users");
-    let envoy = Envoy::builder(CONFIG)
-        .var("LIMIT", limit.to_string())
-        .var("USERS_PORT", users.port().to_string())
-        .var("RATELIMIT_PORT", service.port().to_string())
+    let envoy = Envoy::builder(config(limit, &users, &service, None))
         .component_log_level("main:warning")
         .start()
         .unwrap_or_else(|e| panic!("{e:#}"));
@@ -262,10 +246,7 @@ fn two_envoys_and_two_service_replicas_share_one_limit_exactly() {
     let envoys: Vec<Envoy> = replicas
         .iter()
         .map(|service| {
-            Envoy::builder(CONFIG)
-                .var("LIMIT", "30")
-                .var("USERS_PORT", users.port().to_string())
-                .var("RATELIMIT_PORT", service.port().to_string())
+            Envoy::builder(config(30, &users, service, None))
                 .concurrency(2)
                 .component_log_level("main:warning")
                 .start()
@@ -312,17 +293,7 @@ fn envoys_initial_metadata_carries_the_shared_secret() {
     .unwrap();
     let users = Upstream::start("users");
     let with = |secret: &str| {
-        let config = CONFIG.replace(
-            "                  envoy_grpc: { cluster_name: ratelimit }\n",
-            &format!(
-                "                  envoy_grpc: {{ cluster_name: ratelimit }}\n                  initial_metadata:\n                  - {{ key: authorization, value: \"Bearer {secret}\" }}\n"
-            ),
-        );
-        assert_ne!(config, CONFIG);
-        Envoy::builder(&config)
-            .var("LIMIT", "2")
-            .var("USERS_PORT", users.port().to_string())
-            .var("RATELIMIT_PORT", service.port().to_string())
+        Envoy::builder(config(2, &users, &service, Some(secret)))
             .component_log_level("main:warning")
             .start()
             .unwrap_or_else(|e| panic!("{e:#}"))

@@ -14,7 +14,6 @@
 // Test code: clippy.toml lets #[test] functions panic, and these helpers are test code too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use portcullis_tests::config::{cluster, fill, portcullis_filter};
+use portcullis_tests::config::{bootstrap, cluster, portcullis_filter, Listener};
 use portcullis_tests::{client, tokens, Envoy, Reply, Response, Upstream};
 use serde_json::{json, Value};
 
@@ -134,61 +133,43 @@ fn answer_chunked(stream: TcpStream, chunks: &[Vec<u8>]) {
     let _ = writer.write_all(b"0\r\n\r\n");
 }
 
-/// One listener on `PORT` with routes `/login` and `/big-login` (the login services),
-/// `/orders`, and the issuer's JWKS path; the filters before the router; a cluster `self`
-/// that points back at the listener, for the jwt filter's remote JWKS.
-const TEMPLATE: &str = r#"static_resources:
-  listeners:
-  - name: main
-    address:
-      socket_address: { address: 127.0.0.1, port_value: {{PORT}} }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: gateway
-          access_log:
-          - name: envoy.access_loggers.stdout
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
-              log_format:
-                text_format_source:
-                  inline_string: "[access] %REQ(:METHOD)% %REQ(:PATH)% route=%ROUTE_NAME% status=%RESPONSE_CODE% details=%RESPONSE_CODE_DETAILS% flags=%RESPONSE_FLAGS%\n"
-          route_config:
-            name: gateway
-            virtual_hosts:
-            - name: gateway
-              domains: ["*"]
-              routes:
-              - name: login
-                match: { prefix: "/login", case_sensitive: false }
-                route: { cluster: login }
-              - name: login
-                match: { path: "/big-login" }
-                route: { cluster: big-login }
-              - name: orders
-                match: { prefix: "/orders" }
-                route: { cluster: orders }
-              - name: jwks
-                match: { prefix: "/.well-known/" }
-                direct_response: { status: 404 }
-            # Another virtual host whose /login goes to another upstream (orders here): an
-            # attacker's `Host` picks it.
-            - name: other
-              domains: ["other.example"]
-              routes:
-              - name: other-login
-                match: { path: "/login" }
-                route: { cluster: orders }
-          http_filters:
-          {{FILTERS}}
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  {{CLUSTERS}}
-"#;
+/// Routes `/login` and `/big-login` (the login services), `/orders`, and the issuer's JWKS
+/// path; and another virtual host whose `/login` goes to another upstream (orders here): an
+/// attacker's `Host` picks it.
+const VIRTUAL_HOSTS: &str = r#"- name: gateway
+  domains: ["*"]
+  routes:
+  - name: login
+    match: { prefix: "/login", case_sensitive: false }
+    route: { cluster: login }
+  - name: login
+    match: { path: "/big-login" }
+    route: { cluster: big-login }
+  - name: orders
+    match: { prefix: "/orders" }
+    route: { cluster: orders }
+  - name: jwks
+    match: { prefix: "/.well-known/" }
+    direct_response: { status: 404 }
+- name: other
+  domains: ["other.example"]
+  routes:
+  - name: other-login
+    match: { path: "/login" }
+    route: { cluster: orders }"#;
+
+/// One listener on `port` with [`VIRTUAL_HOSTS`], `filters` before the router, and
+/// `clusters`; the jwt filter's remote JWKS comes through a cluster `self` pointing back at
+/// the listener.
+fn config(port: u16, filters: &[String], clusters: &[String]) -> String {
+    let listener = Listener::new("main")
+        .port(port)
+        .stat_prefix("gateway")
+        .access_log()
+        .virtual_host(VIRTUAL_HOSTS)
+        .filter(filters.join("\n"));
+    bootstrap(&[listener], clusters)
+}
 
 /// The issuer's wasm filter entry; `held` adds Envoy's `allow_on_headers_stop_iteration`.
 fn issuer_filter(config: &Value, held: bool) -> String {
@@ -216,22 +197,14 @@ fn scene(issuer: &Value, held: bool, jwt: &Value, port: u16, big_chunks: Vec<Vec
     let filters = [
         issuer_filter(issuer, held),
         portcullis_filter("jwt", Some(&jwt.to_string())),
-    ]
-    .join("\n");
+    ];
     let clusters = [
         cluster("login", login.port()),
         cluster("big-login", big.port),
         cluster("orders", orders.port()),
         cluster("self", port),
-    ]
-    .join("\n");
-    let vars = BTreeMap::from([
-        ("PORT".to_owned(), port.to_string()),
-        ("FILTERS".to_owned(), filters),
-        ("CLUSTERS".to_owned(), clusters),
-    ]);
-    let config = fill(TEMPLATE, &vars).unwrap_or_else(|e| panic!("{e}"));
-    let envoy = Envoy::builder(config)
+    ];
+    let envoy = Envoy::builder(config(port, &filters, &clusters))
         .concurrency(2)
         .start()
         .unwrap_or_else(|e| panic!("{e:#}"));
@@ -500,21 +473,12 @@ fn a_weak_secret_keeps_envoy_from_starting_and_the_log_names_the_field() {
         "keys": [{"kid": "k", "algorithm": "HS256", "secret": "super-secret-key"}],
     });
     let login = Upstream::start("login");
-    let vars = BTreeMap::from([
-        ("PORT".to_owned(), "0".to_owned()),
-        ("FILTERS".to_owned(), issuer_filter(&issuer, false)),
-        (
-            "CLUSTERS".to_owned(),
-            [
-                cluster("login", login.port()),
-                cluster("big-login", 1),
-                cluster("orders", 1),
-            ]
-            .join("\n"),
-        ),
-    ]);
-    let config = fill(TEMPLATE, &vars).unwrap_or_else(|e| panic!("{e}"));
-    let log = Envoy::builder(config)
+    let clusters = [
+        cluster("login", login.port()),
+        cluster("big-login", 1),
+        cluster("orders", 1),
+    ];
+    let log = Envoy::builder(config(0, &[issuer_filter(&issuer, false)], &clusters))
         .start_expecting_refusal()
         .unwrap_or_else(|e| panic!("{e:#}"));
     assert!(

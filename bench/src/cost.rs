@@ -1,0 +1,69 @@
+//! The `host` group and the floors: the cost fixture (`host-test/cost`) doing one kind of
+//! host call a number of times per request, so a row prices what Envoy charges a wasm filter.
+
+use portcullis_core::envoy_foreign::VerifySignatureArguments;
+use portcullis_tests::{config, paths};
+use prost::Message;
+use serde_json::json;
+
+/// The `host` group: what the cost fixture does per request in each row.
+pub const HOST_COSTS: [(&str, &str); 8] = [
+    ("20 header reads", r#"{"header_reads":20}"#),
+    ("20 header map reads", r#"{"map_reads":20}"#),
+    ("20 property reads", r#"{"property_reads":20}"#),
+    ("20 header writes", r#"{"header_writes":20}"#),
+    ("20 metric increments", r#"{"metric_incs":20}"#),
+    (
+        "20 shared data reads (key absent: no value)",
+        r#"{"shared_reads":20}"#,
+    ),
+    ("20 property writes", r#"{"property_writes":20}"#),
+    ("1000 allocations of 64 bytes", r#"{"allocs":1000}"#),
+];
+
+/// The argument of one `verify_signature` call Envoy answers `true` (the glue's probe
+/// vectors: `rsa` or `ec`), in hex for the cost fixture.
+pub fn verify_argument(family: &str) -> String {
+    let vector = |name: &str| {
+        std::fs::read(paths::workspace_root().join(format!("filters/glue/vectors/{name}")))
+            .unwrap_or_else(|e| panic!("filters/glue/vectors/{name}: {e}"))
+    };
+    let message = VerifySignatureArguments {
+        hash_function: "sha256".into(),
+        public_key: vector(&format!("{family}.pub.der")),
+        public_key_pem: String::new(),
+        signature: vector(&format!("{family}.sig")),
+        text: vector("text"),
+    };
+    message
+        .encode_to_vec()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The host calls of a jwt check whose signature Envoy verifies (`rsa` or `ec`): a cache
+/// hit's, and one `verify_signature`.
+pub fn host_verify_calls(family: &str) -> String {
+    let mut config: serde_json::Value =
+        serde_json::from_str(JWT_HIT_HOST_CALLS).unwrap_or_default();
+    config["foreign_calls"] = json!(1);
+    config["foreign_function"] = json!("verify_signature");
+    config["foreign_argument"] = json!(verify_argument(family));
+    config.to_string()
+}
+
+/// The host calls a Portcullis jwt cache hit makes (host-test counts them): the header map,
+/// the clock, Kong's four headers, the identity, two counters — and nothing else.
+pub const JWT_HIT_HOST_CALLS: &str =
+    r#"{"map_reads":1,"clock_reads":1,"header_writes":4,"property_writes":1,"metric_incs":2}"#;
+
+pub fn cost_filter(config: &str) -> String {
+    config::wasm_filter(
+        "cost",
+        "cost",
+        "cost",
+        &paths::fixture("cost"),
+        Some(config),
+    )
+}

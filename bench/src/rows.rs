@@ -1,0 +1,289 @@
+//! The row catalogue: every configuration the bench loads, its group, and what it is
+//! compared with.
+
+use crate::cost::{cost_filter, host_verify_calls, HOST_COSTS, JWT_HIT_HOST_CALLS};
+use crate::filters::{
+    native_jwt, native_service_rate_limit, portcullis_jwt_config, redis_rate_limit, token, ACL,
+    ALGORITHMS, NATIVE_DOMAIN, NATIVE_RATE_LIMIT, NATIVE_RBAC, PORTCULLIS_DOMAIN, RATE_LIMIT,
+    RATE_LIMIT_IP,
+};
+use portcullis_tests::config;
+
+/// One configuration under load.
+pub struct Row {
+    pub name: String,
+    /// What `BENCH_ONLY` selects it by: `ceiling`, `jwt`, `acl`, `ratelimit`, `chain`.
+    pub group: &'static str,
+    /// The native row this one is compared with.
+    pub native: Option<String>,
+    /// Other rows this one is compared with, below the table.
+    pub versus: Vec<String>,
+    /// Answered by Envoy's fault filter on a route with a cluster (see `envoy::FAULT_200`),
+    /// not by a `direct_response`.
+    pub routed: bool,
+    /// The rate limit service domain it counts under, when it calls the service: its Envoy
+    /// gets the `ratelimit` cluster, and its counters are checked in Redis.
+    pub domain: Option<&'static str>,
+    /// Its HTTP filters before the router, YAML at column 0 (empty: none).
+    pub filters: String,
+    /// The bearer token every request carries.
+    pub token: Option<String>,
+    /// The Portcullis filters and their configurations, in chain order, for host-test's
+    /// instruction counts.
+    pub portcullis: Vec<(String, String)>,
+}
+
+impl Row {
+    fn new(name: &str, group: &'static str, filters: String, token: Option<String>) -> Row {
+        Row {
+            name: name.into(),
+            group,
+            native: None,
+            versus: Vec::new(),
+            domain: None,
+            routed: false,
+            filters,
+            token,
+            portcullis: Vec::new(),
+        }
+    }
+
+    fn native(mut self, native: &str) -> Row {
+        self.native = Some(native.into());
+        self
+    }
+
+    fn versus(mut self, other: &str) -> Row {
+        self.versus.push(other.into());
+        self
+    }
+
+    fn routed(mut self) -> Row {
+        self.routed = true;
+        self
+    }
+
+    fn domain(mut self, domain: &'static str) -> Row {
+        self.domain = Some(domain);
+        self
+    }
+
+    fn portcullis(mut self, filters: &[(&str, &str)]) -> Row {
+        self.portcullis = filters
+            .iter()
+            .map(|(f, c)| (f.to_string(), c.to_string()))
+            .collect();
+        self
+    }
+}
+
+pub fn rows() -> Vec<Row> {
+    let mut rows = vec![Row::new(
+        "no filter (ceiling)",
+        "ceiling",
+        String::new(),
+        None,
+    )];
+    for alg in ALGORITHMS {
+        let native = format!("native jwt_authn {alg}");
+        rows.push(Row::new(
+            &native,
+            "jwt",
+            native_jwt(alg, false),
+            Some(token(alg)),
+        ));
+        rows.push(Row::new(
+            &format!("{native} +cache"),
+            "jwt",
+            native_jwt(alg, true),
+            Some(token(alg)),
+        ));
+        let variants: &[(&str, bool, bool)] = if alg == "HS256" || alg == "EdDSA" {
+            &[("", false, false), (" +cache", true, false)]
+        } else {
+            &[
+                (" host", false, false),
+                (" in-module", false, true),
+                (" host +cache", true, false),
+            ]
+        };
+        for (suffix, cache, in_module) in variants {
+            let config = portcullis_jwt_config(alg, *cache, *in_module);
+            rows.push(
+                Row::new(
+                    &format!("portcullis jwt {alg}{suffix}"),
+                    "jwt",
+                    config::portcullis_filter("jwt", Some(&config)),
+                    Some(token(alg)),
+                )
+                .native(&native)
+                .portcullis(&[("jwt", &config)]),
+            );
+        }
+    }
+    // What Envoy charges a wasm filter: the cost fixture doing nothing, then one kind of
+    // host call (or allocation) a number of times per request.
+    let empty = "wasm: empty filter";
+    // Each sends the token of the native row it is set against (Envoy's codec and the
+    // header map read price the token's bytes: an RS256 token is ~530, an HS256 one ~200).
+    let cost_row = |what: &str, config: &str, alg: &str| {
+        Row::new(
+            &format!("wasm: {what}"),
+            "host",
+            cost_filter(config),
+            Some(token(alg)),
+        )
+    };
+    rows.push(cost_row("empty filter", "{}", "HS256"));
+    for (what, config) in HOST_COSTS {
+        rows.push(cost_row(what, config, "HS256").versus(empty));
+    }
+    // Floors: the host calls any jwt filter that hands on Kong's headers and the identity
+    // makes, with no logic, next to the native filter it is measured against.
+    rows.push(
+        cost_row(
+            "the host calls of a jwt cache hit",
+            JWT_HIT_HOST_CALLS,
+            "HS256",
+        )
+        .versus(empty)
+        .versus("native jwt_authn HS256")
+        .versus("native jwt_authn HS256 +cache"),
+    );
+    for (family, alg) in [("rsa", "RS256"), ("ec", "ES256")] {
+        rows.push(
+            cost_row(
+                &format!("the host calls of a jwt {alg} check on the host"),
+                &host_verify_calls(family),
+                alg,
+            )
+            .versus(empty)
+            .versus(&format!("native jwt_authn {alg}")),
+        );
+    }
+    // rate-limiting, acl, and the three chained, with HS256 tokens.
+    let jwt_native = native_jwt("HS256", false);
+    let jwt_portcullis = portcullis_jwt_config("HS256", true, false);
+    let chain = |filters: &[String]| filters.join("\n");
+    let hs256 = || Some(token("HS256"));
+    let local_rl = "portcullis rate-limiting (by ip)";
+    let native_rls = "native ratelimit + service";
+    // The rate limiting rows are routed (see FAULT_200): Envoy's ratelimit filter needs it,
+    // and all of them are, so their ratios compare like with like.
+    rows.extend([
+        Row::new(
+            "no filter, routed (fault 200)",
+            "ratelimit",
+            String::new(),
+            None,
+        )
+        .routed(),
+        Row::new(
+            "native local_ratelimit",
+            "ratelimit",
+            NATIVE_RATE_LIMIT.into(),
+            hs256(),
+        )
+        .routed(),
+        // A floor: a wasm filter that does nothing, where local_ratelimit is measured.
+        Row::new(
+            "wasm: empty filter, routed",
+            "ratelimit",
+            cost_filter("{}"),
+            hs256(),
+        )
+        .routed()
+        .versus("native local_ratelimit"),
+        Row::new(
+            local_rl,
+            "ratelimit",
+            config::portcullis_filter("rate-limiting", Some(RATE_LIMIT_IP)),
+            hs256(),
+        )
+        .routed()
+        .native("native local_ratelimit")
+        .portcullis(&[("rate-limiting", RATE_LIMIT_IP)]),
+        Row::new(
+            native_rls,
+            "ratelimit",
+            native_service_rate_limit(),
+            hs256(),
+        )
+        .routed()
+        .domain(NATIVE_DOMAIN),
+        Row::new(
+            "portcullis rate-limiting (by ip, policy redis)",
+            "ratelimit",
+            config::portcullis_filter("rate-limiting", Some(&redis_rate_limit())),
+            hs256(),
+        )
+        .routed()
+        .native(native_rls)
+        .versus(local_rl)
+        .domain(PORTCULLIS_DOMAIN)
+        .portcullis(&[("rate-limiting", &redis_rate_limit())]),
+        Row::new(
+            "native jwt_authn + rbac",
+            "acl",
+            chain(&[jwt_native.clone(), NATIVE_RBAC.into()]),
+            hs256(),
+        ),
+        Row::new(
+            "portcullis jwt + acl",
+            "acl",
+            chain(&[
+                config::portcullis_filter("jwt", Some(&jwt_portcullis)),
+                config::portcullis_filter("acl", Some(ACL)),
+            ]),
+            hs256(),
+        )
+        .native("native jwt_authn + rbac")
+        .portcullis(&[("jwt", &jwt_portcullis), ("acl", ACL)]),
+        Row::new(
+            "native chain (jwt_authn + rbac + local_ratelimit)",
+            "chain",
+            chain(&[jwt_native, NATIVE_RBAC.into(), NATIVE_RATE_LIMIT.into()]),
+            hs256(),
+        ),
+        Row::new(
+            "portcullis chain (jwt + acl + rate-limiting)",
+            "chain",
+            chain(&[
+                config::portcullis_filter("jwt", Some(&jwt_portcullis)),
+                config::portcullis_filter("acl", Some(ACL)),
+                config::portcullis_filter("rate-limiting", Some(RATE_LIMIT)),
+            ]),
+            hs256(),
+        )
+        .native("native chain (jwt_authn + rbac + local_ratelimit)")
+        .portcullis(&[
+            ("jwt", &jwt_portcullis),
+            ("acl", ACL),
+            ("rate-limiting", RATE_LIMIT),
+        ]),
+    ]);
+    rows
+}
+
+/// The groups `BENCH_ONLY` may name.
+const GROUPS: [&str; 5] = ["jwt", "acl", "ratelimit", "chain", "host"];
+
+/// The rows `BENCH_ONLY` (comma-separated groups) selects, the ceiling always; all rows when
+/// it is unset or empty.
+pub fn selected(rows: Vec<Row>, only: &str) -> Result<Vec<Row>, String> {
+    let groups: Vec<&str> = only
+        .split(',')
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .collect();
+    if let Some(unknown) = groups.iter().find(|g| !GROUPS.contains(g)) {
+        return Err(format!(
+            "BENCH_ONLY: unknown group {unknown:?}; the groups are {}",
+            GROUPS.join(", ")
+        ));
+    }
+    Ok(rows
+        .into_iter()
+        .filter(|row| groups.is_empty() || row.group == "ceiling" || groups.contains(&row.group))
+        .collect())
+}

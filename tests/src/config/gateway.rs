@@ -1,0 +1,95 @@
+//! [`Gateway`]: the one-listener config most tests need.
+
+use super::listener::{bootstrap, direct_response, route, virtual_host, Listener, ADMIN};
+use super::{cluster, grpc_cluster};
+use crate::upstream::Upstream;
+
+/// The bootstrap most tests need: an admin endpoint and one listener (named
+/// [`Gateway::LISTENER`], statistics under `http.gateway.`) on kernel-chosen loopback ports,
+/// named routes matched by prefix in the order added, the given HTTP filters before the
+/// router, and one cluster per upstream. Every request is also logged (method, path, route
+/// name, status, details) to Envoy's log.
+#[derive(Clone, Debug, Default)]
+pub struct Gateway {
+    routes: Vec<String>,
+    clusters: Vec<(String, u16)>,
+    grpc_clusters: Vec<(String, u16)>,
+    filters: Vec<String>,
+    use_remote_address: bool,
+}
+
+impl Gateway {
+    /// The name of the one listener; [`crate::Envoy::url`] addresses it.
+    pub const LISTENER: &'static str = "main";
+
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Routes paths starting with `prefix` to `upstream` through a route called `name` (what
+    /// a filter reads as `xds.route_name`), via a cluster named after the upstream.
+    pub fn route(self, name: &str, prefix: &str, upstream: &Upstream) -> Self {
+        self.route_to(name, prefix, upstream.name(), upstream.port())
+    }
+
+    /// Like [`route`](Self::route), to any HTTP/1.1 server on `127.0.0.1:port`.
+    pub fn route_to(mut self, name: &str, prefix: &str, cluster: &str, port: u16) -> Self {
+        self.routes.push(route(name, prefix, cluster));
+        if !self.clusters.iter().any(|(c, _)| c == cluster) {
+            self.clusters.push((cluster.to_owned(), port));
+        }
+        self
+    }
+
+    /// A cluster speaking HTTP/2 to `127.0.0.1:port`, for a gRPC service a filter calls (a
+    /// rate limit service): no route leads to it.
+    pub fn grpc_cluster(mut self, name: &str, port: u16) -> Self {
+        self.grpc_clusters.push((name.to_owned(), port));
+        self
+    }
+
+    /// Answers paths starting with `prefix` from Envoy itself: no upstream is involved.
+    pub fn direct_response(mut self, name: &str, prefix: &str, status: u16, body: &str) -> Self {
+        self.routes
+            .push(direct_response(name, prefix, status, body));
+        self
+    }
+
+    /// Sets the connection manager's `use_remote_address` (Envoy's default is false): the
+    /// peer becomes `source.address` and is appended to `X-Forwarded-For` before any filter
+    /// runs (for a loopback peer, as in these tests, Envoy appends its own address instead).
+    pub fn use_remote_address(mut self, on: bool) -> Self {
+        self.use_remote_address = on;
+        self
+    }
+
+    /// Appends an `http_filters` entry (such as [`super::wasm_filter`] renders); filters run
+    /// in the order added, all before the router.
+    pub fn filter(mut self, http_filter: String) -> Self {
+        self.filters.push(http_filter);
+        self
+    }
+
+    /// The bootstrap YAML, ready for [`crate::Envoy::builder`].
+    pub fn render(&self) -> String {
+        let mut listener = Listener::new(Self::LISTENER)
+            .stat_prefix("gateway")
+            .use_remote_address(self.use_remote_address)
+            .access_log()
+            .virtual_host(virtual_host("gateway", &["*"], &self.routes));
+        for filter in &self.filters {
+            listener = listener.filter(filter.as_str());
+        }
+        let clusters: Vec<String> = self
+            .clusters
+            .iter()
+            .map(|(name, port)| cluster(name, *port))
+            .chain(
+                self.grpc_clusters
+                    .iter()
+                    .map(|(name, port)| grpc_cluster(name, *port)),
+            )
+            .collect();
+        format!("{ADMIN}{}", bootstrap(&[listener], &clusters))
+    }
+}
