@@ -1,0 +1,306 @@
+//! One HTTP stream through a chain of plugins, driven as Envoy's filter manager drives it:
+//! request headers, body chunks and trailers through the filters in order, the upstream, then
+//! the response back through them in reverse order; local responses, pauses and resumptions,
+//! `http_call` answers delivered while a filter waits, then `on_log`, `on_done`, `on_delete`.
+//!
+//! | file | holds |
+//! |------|-------|
+//! | `mod.rs` | [`send`]: the stream from the connection manager to `on_delete` |
+//! | `callbacks.rs` | one direction through the filters: headers, body, trailers |
+//! | `wait.rs` | a paused filter waiting for answers, ticks or a client reset |
+//! | `flow.rs` | where the stream stands after a callback, and which way it runs |
+
+mod callbacks;
+mod flow;
+mod wait;
+
+use std::sync::{Arc, Mutex};
+
+use self::callbacks::{
+    body_phase, headers_phase, http1_frames, response_phases, resume_held, trailers_phase,
+};
+use self::flow::{Direction, Flow};
+use crate::connection_manager::{connection_manager_headers, downstream_address};
+use crate::exchange::{ClientResponse, Exchange, Metered};
+use crate::headers::Headers;
+use crate::host::lock;
+use crate::plugin::Plugin;
+use crate::request::Request;
+use crate::stream::{LocalResponse, StreamState};
+use crate::upstream::UpstreamRequest;
+
+impl Plugin {
+    /// Sends one request through this plugin alone.
+    pub fn send(&mut self, request: Request) -> Exchange {
+        send(&mut [self], request)
+    }
+}
+
+/// Sends one request through a chain of plugins, in the order given (Envoy's filter order).
+pub fn send(filters: &mut [&mut Plugin], request: Request) -> Exchange {
+    let mut ex = Exchange::default();
+    for f in filters.iter_mut() {
+        if let Err(e) = f.run_due() {
+            ex.crash = Some(e);
+        }
+    }
+    if let Some(dead) = filters.iter().find_map(|f| f.crashed().map(str::to_string)) {
+        return crashed(ex, dead);
+    }
+    let request_headers = connection_manager_headers(&request);
+    let source = downstream_address(&request, &request_headers);
+    let client_reset_at = request.client_resets_after.and_then(|after| {
+        let now = filters.first()?.host().now_nanos();
+        Some(now + after.as_nanos() as u64)
+    });
+    let stream = Arc::new(Mutex::new(StreamState {
+        request_headers,
+        request_trailers: request.trailers.clone(),
+        properties: request.properties.iter().cloned().collect(),
+        source,
+        destination: request.destination.clone(),
+        client_reset_at,
+        ..StreamState::default()
+    }));
+    let mut contexts = Vec::with_capacity(filters.len());
+    for f in filters.iter_mut() {
+        match f.new_context() {
+            Ok(id) => contexts.push(id),
+            Err(e) => return crashed(ex, e),
+        }
+        lock(&stream)
+            .contexts
+            .push((f.name().to_string(), *contexts.last().unwrap_or(&0)));
+    }
+    let order: Vec<usize> = (0..filters.len()).collect();
+    let reverse: Vec<usize> = order.iter().rev().copied().collect();
+
+    // The request, filter by filter.
+    let has_body = !request.body.is_empty();
+    let has_trailers = !request.trailers.pairs.is_empty();
+    let mut flow = headers_phase(
+        filters,
+        &contexts,
+        &stream,
+        &order,
+        Direction::Request,
+        !has_body && !has_trailers,
+    );
+    let mut body = Vec::new();
+    if matches!(flow, Flow::Continue | Flow::Held(_)) && has_body {
+        let frames = http1_frames(&request.body, has_trailers);
+        (flow, body) = body_phase(
+            filters,
+            &contexts,
+            &stream,
+            &order,
+            &frames,
+            Direction::Request,
+            flow,
+        );
+    }
+    if let Flow::Held(pos) = flow {
+        flow = resume_held(filters, &contexts, &stream, &order, pos, Direction::Request);
+    }
+    if matches!(flow, Flow::Continue) && has_trailers {
+        flow = trailers_phase(filters, &contexts, &stream, &order, Direction::Request);
+    }
+
+    // The upstream, or the local response.
+    let mut encoders = reverse.clone();
+    match flow {
+        Flow::Continue => {
+            let mut s = lock(&stream);
+            ex.upstream = Some(UpstreamRequest {
+                headers: s.request_headers.clone(),
+                body,
+                trailers: s.request_trailers.clone(),
+            });
+            s.response_headers = request.response.headers.clone();
+            // Envoy's router adds this before the encoders run.
+            s.response_headers
+                .add("x-envoy-upstream-service-time", b"1");
+            s.response_trailers = request.response.trailers.clone();
+            s.response_code = status_of(&s.response_headers);
+            drop(s);
+            let trailers = !request.response.trailers.pairs.is_empty();
+            let frames = if request.response.body.is_empty() {
+                Vec::new()
+            } else {
+                http1_frames(&request.response.body, trailers)
+            };
+            let (f, out) =
+                response_phases(filters, &contexts, &stream, &encoders, &frames, trailers);
+            flow = f;
+            body = out;
+            if let Flow::Local(sender) = flow {
+                // A local reply from an encoder callback: the response headers exist, so Envoy
+                // never runs it through the filters (`FilterManager::sendLocalReply`).
+                flow = late_local_reply(&stream, &mut ex, filters[sender].name(), &mut body);
+            }
+        }
+        Flow::Local(_) => {}
+        _ => {}
+    }
+    if let Flow::Local(sender) = flow {
+        let local = lock(&stream).local_response.clone();
+        if let Some(local) = local {
+            ex.local_response = Some((filters[sender].name().to_string(), local.clone()));
+            let mut s = lock(&stream);
+            s.response_headers = local_response_headers(&local);
+            s.response_code = Some(local.status);
+            s.local_response = None;
+            drop(s);
+            // The local reply goes back through the filters that saw the request.
+            encoders = reverse.iter().copied().filter(|i| *i <= sender).collect();
+            // Envoy encodes a local reply's body in one frame that ends the stream.
+            let frames = if local.body.is_empty() {
+                Vec::new()
+            } else {
+                vec![(local.body.clone(), true)]
+            };
+            let (f, out) = response_phases(filters, &contexts, &stream, &encoders, &frames, false);
+            body = out;
+            flow = match f {
+                // A second local response while answering the first is ignored by Envoy.
+                Flow::Local(_) => Flow::Continue,
+                other => other,
+            };
+        }
+    }
+    // A body changed without its content-length leaves a peer waiting for bytes that never
+    // come (or reading garbage): Envoy does not fix the header, so neither does host-test.
+    if let Some(up) = &ex.upstream {
+        if let Some(why) = framing_error(&up.headers, up.body.len(), "the upstream") {
+            flow = Flow::Stalled(why);
+        }
+    }
+    if matches!(flow, Flow::Continue | Flow::Local(_)) {
+        let s = lock(&stream);
+        if let Some(why) = framing_error(&s.response_headers, body.len(), "the client") {
+            flow = Flow::Stalled(why);
+        }
+    }
+    match flow {
+        Flow::Stalled(why) => ex.stalled = Some(why),
+        Flow::Crashed(why) => ex.crash = Some(why),
+        Flow::Reset => ex.reset = true,
+        Flow::Held(_) => {
+            ex.stalled = Some("a filter held the headers with nothing left to resume them".into())
+        }
+        Flow::Continue | Flow::Local(_) => {}
+    }
+    {
+        let s = lock(&stream);
+        ex.response = ClientResponse {
+            status: status_of(&s.response_headers).unwrap_or(0),
+            headers: s.response_headers.clone(),
+            body,
+            trailers: s.response_trailers.clone(),
+        };
+        ex.filter_state = s.filter_state.clone();
+    }
+    if ex.stalled.is_some() || ex.reset {
+        ex.response = ClientResponse::default();
+    }
+
+    // The end of the stream: on_log, on_done, on_delete, for every context.
+    lock(&stream).access_log_phase = true;
+    for (i, f) in filters.iter_mut().enumerate() {
+        let ctx = contexts[i] as i32;
+        if f.crashed().is_none() {
+            let end = f.with_stream(&stream, contexts[i], |p| {
+                p.call_optional::<i32, ()>("proxy_on_log", ctx)?;
+                p.call_optional::<i32, i32>("proxy_on_done", ctx)?;
+                p.call_optional::<i32, ()>("proxy_on_delete", ctx)
+            });
+            if let Err(e) = end {
+                ex.crash.get_or_insert(e);
+            }
+        }
+        f.cancel_calls(contexts[i]);
+        let name = f.name().to_string();
+        ex.metering
+            .extend(f.take_metering().into_iter().map(|m| Metered {
+                plugin: name.clone(),
+                callback: m.callback,
+                instructions: m.instructions,
+                host_calls: m.host_calls,
+                reentries: m.reentries,
+            }));
+    }
+    if let Some(crash) = ex.crash.clone() {
+        return crashed(ex, crash);
+    }
+    ex
+}
+
+fn framing_error(headers: &Headers, body: usize, peer: &str) -> Option<String> {
+    let declared = headers.get_str("content-length")?;
+    match declared.trim().parse::<usize>() {
+        Ok(n) if n == body => None,
+        _ => Some(format!(
+            "content-length says {declared} but {body} body bytes reached {peer}: \
+             a filter changed the body without fixing content-length"
+        )),
+    }
+}
+
+fn crashed(mut ex: Exchange, why: String) -> Exchange {
+    // Envoy's fail-closed answer for a dead VM.
+    ex.crash = Some(why);
+    ex.upstream = None;
+    ex.response = ClientResponse {
+        status: 503,
+        ..ClientResponse::default()
+    };
+    ex
+}
+
+fn status_of(headers: &Headers) -> Option<u16> {
+    headers.get_str(":status")?.parse().ok()
+}
+
+/// The headers Envoy gives a local reply (seen by the probe conformance test): status, the
+/// filter's headers, the length, and `content-type: text/plain` for a body the filter gave
+/// no type.
+fn local_response_headers(local: &LocalResponse) -> Headers {
+    let mut headers = Headers::default();
+    headers.add(":status", local.status.to_string().as_bytes());
+    for (k, v) in &local.headers {
+        headers.add(k, v);
+    }
+    if !local.body.is_empty() {
+        headers.replace("content-length", local.body.len().to_string().as_bytes());
+        if headers.get("content-type").is_none() {
+            headers.add("content-type", b"text/plain");
+        }
+    }
+    headers
+}
+
+/// A filter sent a local response from an encoder callback. Envoy's
+/// `FilterManager::sendLocalReply`: while the response headers have not reached the codec,
+/// the reply goes straight to the client, bypassing the filters (`sendDirectLocalReply`);
+/// once they have, "Prior headers have already been sent" and the stream is reset.
+fn late_local_reply(
+    stream: &Arc<Mutex<StreamState>>,
+    ex: &mut Exchange,
+    sender: &str,
+    body: &mut Vec<u8>,
+) -> Flow {
+    let mut s = lock(stream);
+    let Some(local) = s.local_response.take() else {
+        return Flow::Continue;
+    };
+    ex.local_response = Some((sender.to_string(), local.clone()));
+    if s.response_headers_sent {
+        return Flow::Reset;
+    }
+    s.response_headers = local_response_headers(&local);
+    s.response_trailers = Headers::default();
+    s.response_code = Some(local.status);
+    s.response_headers_sent = true;
+    *body = local.body;
+    Flow::Continue
+}
