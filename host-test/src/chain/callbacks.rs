@@ -10,40 +10,34 @@ use crate::host::lock;
 use crate::plugin::Plugin;
 use crate::stream::StreamState;
 
-/// The response through the encoders: `frames` is the body as it arrives (empty: none).
-pub(super) fn response_phases(
+/// One direction through the filters of `order`: headers, body, trailers. `frames` is the
+/// body as it arrives (empty: none). Returns the body that left the last of them.
+pub(super) fn through_filters(
     filters: &mut [&mut Plugin],
     contexts: &[u32],
     stream: &Arc<Mutex<StreamState>>,
     order: &[usize],
     frames: &[(Vec<u8>, bool)],
     trailers: bool,
+    dir: Direction,
 ) -> (Flow, Vec<u8>) {
     let mut flow = headers_phase(
         filters,
         contexts,
         stream,
         order,
-        Direction::Response,
+        dir,
         frames.is_empty() && !trailers,
     );
     let mut body = Vec::new();
     if matches!(flow, Flow::Continue | Flow::Held(_)) && !frames.is_empty() {
-        (flow, body) = body_phase(
-            filters,
-            contexts,
-            stream,
-            order,
-            frames,
-            Direction::Response,
-            flow,
-        );
+        (flow, body) = body_phase(filters, contexts, stream, order, frames, dir, flow);
     }
     if let Flow::Held(pos) = flow {
-        flow = resume_held(filters, contexts, stream, order, pos, Direction::Response);
+        flow = resume_held(filters, contexts, stream, order, pos, dir);
     }
     if matches!(flow, Flow::Continue) && trailers {
-        flow = trailers_phase(filters, contexts, stream, order, Direction::Response);
+        flow = trailers_phase(filters, contexts, stream, order, dir);
     }
     (flow, body)
 }
@@ -55,7 +49,7 @@ fn callback_name(dir: Direction, part: &str) -> String {
     }
 }
 
-pub(super) fn headers_phase(
+fn headers_phase(
     filters: &mut [&mut Plugin],
     contexts: &[u32],
     stream: &Arc<Mutex<StreamState>>,
@@ -111,7 +105,7 @@ pub(super) fn headers_phase(
 /// Headers held at `order[pos]` go on: the filter continued its body (or the body ended).
 /// The later filters get them with `end_of_stream` false, as body follows; one of them may
 /// hold them again (the position returned is in `order`).
-pub(super) fn resume_held(
+fn resume_held(
     filters: &mut [&mut Plugin],
     contexts: &[u32],
     stream: &Arc<Mutex<StreamState>>,
@@ -145,7 +139,7 @@ fn release(
         .push((plugin.instance_id(), context, map));
 }
 
-pub(super) fn trailers_phase(
+fn trailers_phase(
     filters: &mut [&mut Plugin],
     contexts: &[u32],
     stream: &Arc<Mutex<StreamState>>,
@@ -186,8 +180,12 @@ pub(super) fn trailers_phase(
 }
 
 /// How Envoy's HTTP/1 codec frames a body: every chunk as it arrives, not yet the end, then
-/// an empty frame that ends the stream (unless trailers end it).
+/// an empty frame that ends the stream (unless trailers end it). No chunks, no frames: the
+/// headers (or the trailers) end the stream.
 pub(super) fn http1_frames(chunks: &[Vec<u8>], trailers: bool) -> Vec<(Vec<u8>, bool)> {
+    if chunks.is_empty() {
+        return Vec::new();
+    }
     let mut frames: Vec<(Vec<u8>, bool)> = chunks.iter().map(|c| (c.clone(), false)).collect();
     if !trailers {
         frames.push((Vec::new(), true));
@@ -198,7 +196,7 @@ pub(super) fn http1_frames(chunks: &[Vec<u8>], trailers: bool) -> Vec<(Vec<u8>, 
 /// Body chunks through the filters. A filter that pauses before the end of the stream buffers:
 /// its next callback sees everything buffered so far, as with Envoy's
 /// `StopIterationAndBuffer`. Returns what left the last filter.
-pub(super) fn body_phase(
+fn body_phase(
     filters: &mut [&mut Plugin],
     contexts: &[u32],
     stream: &Arc<Mutex<StreamState>>,

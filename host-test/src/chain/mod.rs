@@ -16,9 +16,7 @@ mod wait;
 
 use std::sync::{Arc, Mutex};
 
-use self::callbacks::{
-    body_phase, headers_phase, http1_frames, response_phases, resume_held, trailers_phase,
-};
+use self::callbacks::{http1_frames, through_filters};
 use self::flow::{Direction, Flow};
 use crate::connection_manager::{connection_manager_headers, downstream_address};
 use crate::exchange::{ClientResponse, Exchange, Metered};
@@ -128,6 +126,18 @@ impl<'a, 'p> Chain<'a, 'p> {
         })
     }
 
+    /// One direction through the filters of `order` (see [`callbacks::through_filters`]).
+    fn through_filters(
+        &mut self,
+        order: &[usize],
+        frames: &[(Vec<u8>, bool)],
+        trailers: bool,
+        dir: Direction,
+    ) -> (Flow, Vec<u8>) {
+        let (filters, contexts, stream) = (&mut *self.filters, &self.contexts, &self.stream);
+        through_filters(filters, contexts, stream, order, frames, trailers, dir)
+    }
+
     /// Filter indices in chain order: the decoders.
     fn order(&self) -> Vec<usize> {
         (0..self.filters.len()).collect()
@@ -141,38 +151,9 @@ impl<'a, 'p> Chain<'a, 'p> {
     /// The request, filter by filter: headers, body, trailers. Returns the body that left
     /// the last filter.
     fn decode_request(&mut self, request: &Request) -> (Flow, Vec<u8>) {
-        let order = self.order();
-        let (filters, contexts, stream) = (&mut *self.filters, &self.contexts, &self.stream);
-        let has_body = !request.body.is_empty();
-        let has_trailers = !request.trailers.pairs.is_empty();
-        let mut flow = headers_phase(
-            filters,
-            contexts,
-            stream,
-            &order,
-            Direction::Request,
-            !has_body && !has_trailers,
-        );
-        let mut body = Vec::new();
-        if matches!(flow, Flow::Continue | Flow::Held(_)) && has_body {
-            let frames = http1_frames(&request.body, has_trailers);
-            (flow, body) = body_phase(
-                filters,
-                contexts,
-                stream,
-                &order,
-                &frames,
-                Direction::Request,
-                flow,
-            );
-        }
-        if let Flow::Held(pos) = flow {
-            flow = resume_held(filters, contexts, stream, &order, pos, Direction::Request);
-        }
-        if matches!(flow, Flow::Continue) && has_trailers {
-            flow = trailers_phase(filters, contexts, stream, &order, Direction::Request);
-        }
-        (flow, body)
+        let trailers = !request.trailers.pairs.is_empty();
+        let frames = http1_frames(&request.body, trailers);
+        self.through_filters(&self.order(), &frames, trailers, Direction::Request)
     }
 
     /// The router forwards the request as the filters left it, and the upstream's response
@@ -201,19 +182,9 @@ impl<'a, 'p> Chain<'a, 'p> {
     ) -> (Flow, Vec<u8>) {
         let encoders = self.reverse();
         let trailers = !response.trailers.pairs.is_empty();
-        let frames = if response.body.is_empty() {
-            Vec::new()
-        } else {
-            http1_frames(&response.body, trailers)
-        };
-        let (mut flow, mut body) = response_phases(
-            self.filters,
-            &self.contexts,
-            &self.stream,
-            &encoders,
-            &frames,
-            trailers,
-        );
+        let frames = http1_frames(&response.body, trailers);
+        let (mut flow, mut body) =
+            self.through_filters(&encoders, &frames, trailers, Direction::Response);
         if let Flow::Local(sender) = flow {
             // A local reply from an encoder callback: the response headers exist, so Envoy
             // never runs it through the filters (`FilterManager::sendLocalReply`).
@@ -252,14 +223,7 @@ impl<'a, 'p> Chain<'a, 'p> {
             } else {
                 vec![(local.body.clone(), true)]
             };
-            let (f, out) = response_phases(
-                self.filters,
-                &self.contexts,
-                &self.stream,
-                &encoders,
-                &frames,
-                false,
-            );
+            let (f, out) = self.through_filters(&encoders, &frames, false, Direction::Response);
             body = out;
             flow = match f {
                 // A second local response while answering the first is ignored by Envoy.
