@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use crate::headers::Headers;
+use crate::plugin::Metered;
 use crate::stream::LocalResponse;
 use crate::upstream::UpstreamRequest;
 
@@ -14,19 +15,6 @@ pub struct ClientResponse {
     pub headers: Headers,
     pub body: Vec<u8>,
     pub trailers: Headers,
-}
-
-/// Instructions one callback of one plugin used.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Metered {
-    pub plugin: String,
-    pub callback: String,
-    pub instructions: u64,
-    /// Calls into the host (proxy-wasm and WASI) the callback made.
-    pub host_calls: u64,
-    /// Times the host entered the VM again during those calls: one per value it returned
-    /// (a header, a property, shared data), which it must allocate in the VM's memory.
-    pub reentries: u64,
 }
 
 /// Everything that happened to one request.

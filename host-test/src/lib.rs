@@ -38,13 +38,13 @@ use std::path::PathBuf;
 
 pub use abi::{LogLevel, MetricType, Status};
 pub use chain::send;
-pub use exchange::{ClientResponse, Exchange, Metered};
+pub use exchange::{ClientResponse, Exchange};
 pub use headers::Headers;
 pub use host::{
     GrpcAnswer, GrpcOutcome, GrpcRequest, GrpcService, Host, HttpCallReply, HttpCallRequest,
     LogEntry, Metric, SharedWriter, EPOCH_START_NANOS,
 };
-pub use plugin::{Meter, Plugin, PluginBuilder, StartError};
+pub use plugin::{Metered, Plugin, PluginBuilder, StartError};
 pub use request::{Request, DEFAULT_ENVOY_ADDRESS};
 pub use stream::LocalResponse;
 pub use upstream::{UpstreamRequest, UpstreamResponse};

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use self::callbacks::{http1_frames, through_filters};
 use self::flow::{Direction, Flow};
 use crate::connection_manager::{connection_manager_headers, downstream_address};
-use crate::exchange::{ClientResponse, Exchange, Metered};
+use crate::exchange::{ClientResponse, Exchange};
 use crate::headers::Headers;
 use crate::host::lock;
 use crate::plugin::Plugin;
@@ -297,15 +297,7 @@ impl<'a, 'p> Chain<'a, 'p> {
                 }
             }
             f.cancel_calls(self.contexts[i]);
-            let name = f.name().to_string();
-            ex.metering
-                .extend(f.take_metering().into_iter().map(|m| Metered {
-                    plugin: name.clone(),
-                    callback: m.callback,
-                    instructions: m.instructions,
-                    host_calls: m.host_calls,
-                    reentries: m.reentries,
-                }));
+            ex.metering.extend(f.take_metering());
         }
     }
 }
