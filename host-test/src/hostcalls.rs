@@ -7,12 +7,13 @@ use std::time::Duration;
 use wasmtime::{Caller, Linker};
 
 use crate::abi::{decode_pairs, encode_pairs, BufferType, LogLevel, MapType, MetricType, Status};
+use crate::headers::Headers;
 use crate::host::{lock, GrpcOutcome, GrpcRequest, HttpCallReply, HttpCallRequest};
 use crate::plugin::{
     PendingCall, PendingGrpc, VmState, CALLOUT_TOKEN_STEP, GRPC_CALL_TOKEN_TYPE,
     GRPC_STREAM_TOKEN_TYPE,
 };
-use crate::stream::{Headers, LocalResponse};
+use crate::stream::LocalResponse;
 
 /// Why a host call did not succeed: a status for the module, or a trap.
 pub(crate) enum Fail {
@@ -330,7 +331,8 @@ pub(crate) fn define(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
         |mut c: Call, path: i32, path_len: i32, ptr_ptr: i32, size_ptr: i32| {
             ret((|| {
                 let path = read(&mut c, path, path_len)?;
-                let value = crate::stream::get_property(c.data(), &path).ok_or(Status::NotFound)?;
+                let value =
+                    crate::properties::get_property(c.data(), &path).ok_or(Status::NotFound)?;
                 return_bytes(&mut c, &value, ptr_ptr, size_ptr)
             })())
         },

@@ -20,25 +20,34 @@
 //! to race them for real.
 
 pub mod abi;
+mod chain;
+mod connection_manager;
+mod exchange;
 pub mod foreign;
+mod headers;
 mod host;
 mod hostcalls;
 mod plugin;
+mod properties;
+mod request;
 mod stream;
+mod upstream;
 mod wasi;
 
 use std::path::PathBuf;
 
 pub use abi::{LogLevel, MetricType, Status};
+pub use chain::send;
+pub use exchange::{ClientResponse, Exchange};
+pub use headers::Headers;
 pub use host::{
     GrpcAnswer, GrpcOutcome, GrpcRequest, GrpcService, Host, HttpCallReply, HttpCallRequest,
     LogEntry, Metric, SharedWriter, EPOCH_START_NANOS,
 };
-pub use plugin::{Meter, Plugin, PluginBuilder, StartError};
-pub use stream::{
-    send, ClientResponse, Exchange, Headers, LocalResponse, Metered, Request, UpstreamRequest,
-    UpstreamResponse, DEFAULT_ENVOY_ADDRESS,
-};
+pub use plugin::{Metered, Plugin, PluginBuilder, StartError};
+pub use request::{Request, DEFAULT_ENVOY_ADDRESS};
+pub use stream::LocalResponse;
+pub use upstream::{UpstreamRequest, UpstreamResponse};
 
 /// The workspace root (where `dist/` lives).
 pub fn workspace_root() -> PathBuf {

@@ -231,13 +231,17 @@ fn instantiate(
     linker.instantiate(&mut *store, module)
 }
 
-/// What one callback cost: wasm instructions, calls into the host, and how often the host
-/// entered the VM again meanwhile (to allocate what a call returns).
-#[derive(Clone, Debug)]
-pub struct Meter {
+/// What one callback of one plugin cost: wasm instructions, calls into the host, and how
+/// often the host entered the VM again meanwhile (to allocate what a call returns).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metered {
+    pub plugin: String,
     pub callback: String,
     pub instructions: u64,
+    /// Calls into the host (proxy-wasm and WASI) the callback made.
     pub host_calls: u64,
+    /// Times the host entered the VM again during those calls: one per value it returned
+    /// (a header, a property, shared data), which it must allocate in the VM's memory.
     pub reentries: u64,
 }
 
@@ -281,7 +285,7 @@ pub(crate) struct VmState {
     pub(crate) tick_period_ms: u32,
     pub(crate) next_tick_nanos: u64,
     /// What each callback cost since the last drain.
-    pub(crate) meter: Vec<Meter>,
+    pub(crate) meter: Vec<Metered>,
     /// Host calls so far, for the meter.
     pub(crate) calls: Calls,
     pub(crate) done_requested: bool,
@@ -363,7 +367,7 @@ impl Plugin {
     }
 
     /// What the callbacks cost since the last call of this method (or of a request).
-    pub fn take_metering(&mut self) -> Vec<Meter> {
+    pub fn take_metering(&mut self) -> Vec<Metered> {
         std::mem::take(&mut self.store.data_mut().meter)
     }
 
@@ -392,7 +396,9 @@ impl Plugin {
         let result = func.call(&mut self.store, params);
         let used = FUEL_PER_CALLBACK - self.store.get_fuel().unwrap_or(0);
         let after = self.store.data().calls;
-        self.store.data_mut().meter.push(Meter {
+        let plugin = self.store.data().plugin_name.clone();
+        self.store.data_mut().meter.push(Metered {
+            plugin,
             callback: export.to_string(),
             instructions: used,
             host_calls: after.host - before.host,
