@@ -85,6 +85,20 @@ impl MakeRun {
         for variable in SCRIPT_VARIABLES {
             command.env_remove(variable);
         }
+        // What `cargo test` set for this test (CARGO, CARGO_MANIFEST_DIR, CARGO_PKG_NAME,
+        // OUT_DIR…) is not in a user's shell, and build scripts that watch such variables
+        // (ring's) would make `make run`'s cargo rebuild them, and the service after them.
+        for (variable, _) in std::env::vars_os() {
+            let name = variable.to_string_lossy();
+            let from_cargo_test = name == "CARGO"
+                || (name.starts_with("CARGO_")
+                    && name != "CARGO_HOME"
+                    && name != "CARGO_TARGET_DIR")
+                || name == "OUT_DIR";
+            if from_cargo_test {
+                command.env_remove(&variable);
+            }
+        }
         let mut child = command
             .current_dir(paths::workspace_root())
             .envs(ports.iter().map(|(v, p)| (v, p.to_string())))
