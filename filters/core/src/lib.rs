@@ -4,6 +4,7 @@
 //! with `cargo test`. The filters under `filters/` are thin glue around this crate.
 
 pub mod acl;
+pub mod config;
 pub mod envoy_foreign;
 pub mod header_map;
 pub mod identity;

@@ -8,9 +8,8 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use super::{Access, AclPolicySet, GroupSource, RouteAcl, Rule};
+use crate::config::{err, strict_json, ConfigError, StrictError};
 use crate::identity::header_safe;
-use crate::jwt::token::{strict_json, StrictError};
-use crate::jwt::ConfigError;
 
 /// Who may pass on a route: exactly one of `allow`, `deny`, `any_consumer: true` and
 /// `public: true`. At the top level it is the default policy, for every route not under
@@ -191,13 +190,6 @@ impl TryFrom<RawAclConfig> for AclPolicySet {
             by_name,
             groups,
         })
-    }
-}
-
-fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        path: path.into(),
-        message: message.into(),
     }
 }
 

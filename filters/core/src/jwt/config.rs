@@ -2,7 +2,6 @@
 //! compilation into a [`JwtPolicySet`]; every refusal names the JSON path it is about.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
@@ -13,33 +12,9 @@ use super::claims::TimeRules;
 use super::keyring::{compile_keyring, Keyring};
 use super::policy::{JwtPolicy, JwtPolicySet, RoutePolicy};
 use super::sources::TokenLocations;
-use super::token::strict_json;
 use super::Handoff;
+use crate::config::{bounded, err, strict_json, ConfigError};
 use crate::identity;
-
-/// A refused configuration: the JSON path and what is wrong there.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError {
-    pub path: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
-    }
-}
-
-pub(crate) fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        path: path.into(),
-        message: message.into(),
-    }
-}
 
 /// Settings a route may override; at the top level they are the default policy's.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -496,14 +471,6 @@ fn compile_route(
         realm,
         keyring: Arc::clone(keyring),
     })))
-}
-
-pub(crate) fn bounded(path: &str, value: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
-    if (min..=max).contains(&value) {
-        Ok(value)
-    } else {
-        Err(err(path, format!("{value} is outside {min}..={max}")))
-    }
 }
 
 fn is_token_char(b: u8) -> bool {

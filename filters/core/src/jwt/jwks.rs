@@ -11,7 +11,7 @@ use rsa::{BoxedUint, PublicKey as RsaPublicKey};
 use serde_json::{Map, Value};
 
 use super::crypto::{Algorithm, AlgorithmSet, Family, KeyError, PreparedKey};
-use super::token::strict_json;
+use crate::config::strict_json;
 
 /// A JWKS document larger than this is refused whole.
 pub const MAX_JWKS_BYTES: usize = 512 * 1024;

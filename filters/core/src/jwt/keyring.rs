@@ -8,11 +8,10 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
 use serde_json::{Map, Value};
 
-use super::config::{
-    bounded, err, ConfigError, RawConsumer, RawCredential, RawProvider, RawRemoteJwks,
-};
+use super::config::{RawConsumer, RawCredential, RawProvider, RawRemoteJwks};
 use super::crypto::{Algorithm, Family, PreparedKey};
 use super::jwks::{parse_jwks, prepare_jwk, JwkSet};
+use crate::config::{bounded, err, ConfigError};
 use crate::identity::{header_safe, Identity};
 
 /// A Kong consumer.

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 pub use cache::TokenCache;
-pub use config::{ConfigError, CryptoChoice, RawJwtConfig};
+pub use config::{CryptoChoice, RawJwtConfig};
 pub use crypto::{Algorithm, InModule, PreparedKey, SignatureBackend};
 pub use jwks::KeyStore;
 pub use policy::{JwtPolicy, JwtPolicySet, Refusal, RoutePolicy};

@@ -11,9 +11,7 @@ use super::policy::{Policy, RateLimitPolicySet, ResponseSettings, RoutePolicies}
 use super::rls::ServiceSettings;
 use super::table::{DEFAULT_SLOTS, MAX_SLOTS, MIN_SLOTS};
 use super::window::Period;
-use crate::jwt::config::err;
-use crate::jwt::token::{strict_json, StrictError};
-use crate::jwt::ConfigError;
+use crate::config::{err, strict_json, ConfigError, StrictError};
 
 /// Kong's default `error_message`.
 pub const DEFAULT_MESSAGE: &str = "API rate limit exceeded";

@@ -9,9 +9,9 @@ use super::cookie::{CookieRules, SameSite};
 use super::jws::jwks_document;
 use super::keys::{decode_secret_base64, SigningKey, SIGNING_ALGORITHMS};
 use super::{normal_form, AuthPath, TokenIssuer};
+use crate::config::{err, strict_json, ConfigError};
 use crate::jwt::crypto::Algorithm;
-use crate::jwt::token::strict_json;
-use crate::jwt::{ConfigError, CryptoChoice};
+use crate::jwt::CryptoChoice;
 
 /// Default token lifetime: one hour.
 pub const DEFAULT_TTL: u64 = 3600;
@@ -129,13 +129,6 @@ pub struct RawCookie {
     pub same_site: Option<SameSite>,
     /// `Path` (default `/`).
     pub path: Option<String>,
-}
-
-fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        path: path.into(),
-        message: message.into(),
-    }
 }
 
 impl RawConfig {

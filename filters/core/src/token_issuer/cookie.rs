@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 use super::config::RawCookie;
-use crate::jwt::ConfigError;
+use crate::config::ConfigError;
 
 /// The cookie's `SameSite` attribute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]

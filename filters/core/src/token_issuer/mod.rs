@@ -20,7 +20,7 @@ pub use cookie::{CookieRules, SameSite};
 pub use keys::{InModuleSigner, SignError, SigningBackend, SigningKey};
 pub use refusal::Refusal;
 
-use crate::jwt::token::strict_json;
+use crate::config::strict_json;
 use crate::jwt::CryptoChoice;
 use crate::UnixTime;
 
