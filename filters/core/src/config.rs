@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -40,6 +40,40 @@ pub(crate) fn bounded(path: &str, value: u64, min: u64, max: u64) -> Result<u64,
     } else {
         Err(err(path, format!("{value} is outside {min}..={max}")))
     }
+}
+
+/// Reads a whole configuration: strict JSON ([`strict_json`]), an object, then `T`'s fields.
+pub(crate) fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
+    let value = strict_json(bytes).map_err(|e| match e {
+        StrictError::Syntax => err("", "not JSON"),
+        StrictError::Duplicate => err("", "a member name repeats"),
+    })?;
+    if !value.is_object() {
+        return Err(err("", "not a JSON object"));
+    }
+    typed("", value)
+}
+
+/// `value` as a `T`; a refusal names the path inside `value`, below `path`.
+pub(crate) fn typed<T: DeserializeOwned>(path: &str, value: Value) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let inner = e.path().to_string();
+        let full = match (path.is_empty(), inner.as_str()) {
+            (true, _) => inner.clone(),
+            (false, ".") => path.to_owned(),
+            (false, _) if inner.starts_with('[') => format!("{path}{inner}"),
+            (false, _) => format!("{path}.{inner}"),
+        };
+        err(
+            if full == "." { String::new() } else { full },
+            e.into_inner().to_string(),
+        )
+    })
+}
+
+/// A byte of an HTTP token (RFC 9110 `tchar`): what header and cookie names are made of.
+pub(crate) fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Why [`strict_json`] refused a document.

@@ -8,7 +8,7 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use super::{Access, AclPolicySet, GroupSource, RouteAcl, Rule};
-use crate::config::{err, strict_json, ConfigError, StrictError};
+use crate::config::{self, err, ConfigError};
 use crate::identity::header_safe;
 
 /// Who may pass on a route: exactly one of `allow`, `deny`, `any_consumer: true` and
@@ -125,20 +125,7 @@ impl RawAclConfig {
     /// Reads the JSON configuration. Unknown fields, wrong types and repeated member names
     /// are refused with their path.
     pub fn from_json(bytes: &[u8]) -> Result<RawAclConfig, ConfigError> {
-        let value = strict_json(bytes).map_err(|e| match e {
-            StrictError::Syntax => err("", "not JSON"),
-            StrictError::Duplicate => err("", "a member name repeats"),
-        })?;
-        if !value.is_object() {
-            return Err(err("", "not a JSON object"));
-        }
-        serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            err(
-                if path == "." { String::new() } else { path },
-                e.into_inner().to_string(),
-            )
-        })
+        config::from_json(bytes)
     }
 }
 

@@ -13,7 +13,7 @@ use super::keyring::{compile_keyring, Keyring};
 use super::policy::{JwtPolicy, JwtPolicySet, RoutePolicy};
 use super::sources::TokenLocations;
 use super::Handoff;
-use crate::config::{bounded, err, strict_json, ConfigError};
+use crate::config::{bounded, err, is_token_char, strict_json, typed, ConfigError};
 use crate::identity;
 
 /// Settings a route may override; at the top level they are the default policy's.
@@ -237,22 +237,6 @@ fn take<T: DeserializeOwned>(
     map.remove(key).map(|v| typed(key, v)).transpose()
 }
 
-fn typed<T: DeserializeOwned>(path: &str, value: Value) -> Result<T, ConfigError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let inner = e.path().to_string();
-        let full = match (path.is_empty(), inner.as_str()) {
-            (true, _) => inner.clone(),
-            (false, ".") => path.to_owned(),
-            (false, _) if inner.starts_with('[') => format!("{path}{inner}"),
-            (false, _) => format!("{path}.{inner}"),
-        };
-        err(
-            if full == "." { String::new() } else { full },
-            e.into_inner().to_string(),
-        )
-    })
-}
-
 impl JwtPolicySet {
     /// Reads and compiles the JSON configuration in one step.
     pub fn from_json(bytes: &[u8]) -> Result<JwtPolicySet, ConfigError> {
@@ -471,10 +455,6 @@ fn compile_route(
         realm,
         keyring: Arc::clone(keyring),
     })))
-}
-
-fn is_token_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn header_list(

@@ -9,7 +9,7 @@ use super::cookie::{CookieRules, SameSite};
 use super::jws::jwks_document;
 use super::keys::{decode_secret_base64, SigningKey, SIGNING_ALGORITHMS};
 use super::{normal_form, AuthPath, TokenIssuer};
-use crate::config::{err, strict_json, ConfigError};
+use crate::config::{err, strict_json, typed, ConfigError};
 use crate::jwt::crypto::Algorithm;
 use crate::jwt::CryptoChoice;
 
@@ -140,13 +140,7 @@ impl RawConfig {
         if !value.is_object() {
             return Err(err("", "expected a JSON object"));
         }
-        serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            err(
-                if path == "." { String::new() } else { path },
-                e.into_inner().to_string(),
-            )
-        })
+        typed("", value)
     }
 }
 

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 use super::config::RawCookie;
-use crate::config::ConfigError;
+use crate::config::{is_token_char, ConfigError};
 
 /// The cookie's `SameSite` attribute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -21,10 +21,6 @@ pub struct CookieRules {
     pub secure: bool,
     pub same_site: SameSite,
     pub path: String,
-}
-
-fn is_token_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 impl CookieRules {
