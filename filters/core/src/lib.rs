@@ -8,6 +8,7 @@ pub mod config;
 pub mod envoy_foreign;
 pub mod header_map;
 pub mod identity;
+pub mod jose;
 pub mod jwt;
 pub mod log_value;
 pub mod path;

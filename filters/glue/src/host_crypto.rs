@@ -7,7 +7,7 @@ use prost::Message;
 use proxy_wasm::hostcalls;
 
 use portcullis_core::envoy_foreign::{VerifySignatureArguments, VerifySignatureResult};
-use portcullis_core::jwt::crypto::{
+use portcullis_core::jose::crypto::{
     host_verify_input, Algorithm, AlgorithmSet, CryptoError, PreparedKey, SignatureBackend,
 };
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, Status};
 
-use portcullis_core::jwt::jwks::{parse_jwks, KeyStore};
-use portcullis_core::jwt::keyring::RemoteJwks;
+use portcullis_core::jose::jwks::parse_jwks;
+use portcullis_core::jwt::keyring::{KeyStore, RemoteJwks};
 use portcullis_core::jwt::refresh::{RefreshState, Trigger};
 use portcullis_core::UnixTime;
 use portcullis_glue::host::log;

@@ -14,14 +14,14 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 use portcullis_core::header_map::HeaderMap;
-use portcullis_core::jwt::crypto::{Algorithm, AlgorithmSet, CryptoError, SplitBackend};
+use portcullis_core::jose::crypto::{AlgorithmSet, CryptoError, SplitBackend};
+use portcullis_core::jose::{Algorithm, CryptoChoice, InModule, PreparedKey, SignatureBackend};
 use portcullis_core::jwt::keyring::RemoteJwks;
 use portcullis_core::jwt::refresh::Trigger;
 use portcullis_core::jwt::sources::{strip_cookie, strip_query_param};
 use portcullis_core::jwt::{
-    authenticate, Accepted, CryptoChoice, InModule, JwtPolicy, JwtPolicySet, KeyStore, PreparedKey,
-    Refusal, Rejection, RoutePolicy, SignatureBackend, TokenCache, TokenLocation, TokenSources,
-    Verifier,
+    authenticate, Accepted, JwtPolicy, JwtPolicySet, KeyStore, Refusal, Rejection, RoutePolicy,
+    TokenCache, TokenLocation, TokenSources, Verifier,
 };
 use portcullis_core::UnixTime;
 use portcullis_glue::host::{self, log, Counter};

@@ -6,7 +6,7 @@ use prost::Message;
 use proxy_wasm::hostcalls;
 
 use portcullis_core::envoy_foreign::{SignArguments, SignResult};
-use portcullis_core::jwt::CryptoChoice;
+use portcullis_core::jose::CryptoChoice;
 use portcullis_core::token_issuer::{
     InModuleSigner, SignError, SigningBackend, SigningKey, TokenIssuer, PROBE_TEXT,
 };

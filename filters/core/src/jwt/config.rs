@@ -15,6 +15,7 @@ use super::sources::TokenLocations;
 use super::Handoff;
 use crate::config::{bounded, err, is_token_char, strict_json, typed, ConfigError};
 use crate::identity;
+use crate::jose::CryptoChoice;
 
 /// Settings a route may override; at the top level they are the default policy's.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -182,15 +183,6 @@ pub struct RawJwtConfig {
     /// module, for hosts whose crypto cannot be trusted or for comparison.
     pub crypto: Option<CryptoChoice>,
     pub settings: RawSettings,
-}
-
-/// Where signatures are checked (see [`RawJwtConfig::crypto`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CryptoChoice {
-    #[default]
-    Auto,
-    InModule,
 }
 
 impl RawJwtConfig {

@@ -5,11 +5,11 @@ use std::fmt;
 
 use serde_json::Value;
 
-use super::base64url;
 use super::claims::TimeClaims;
-use super::crypto::{ecdsa_in_range, Algorithm, Family};
 use super::object::{JsonObject, ObjectError};
 use crate::config::StrictError;
+use crate::jose::base64url;
+use crate::jose::crypto::{ecdsa_in_range, Algorithm, Family};
 
 /// Which part of the token a problem is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,8 +10,7 @@ use super::jws::jwks_document;
 use super::keys::{decode_secret_base64, SigningKey, SIGNING_ALGORITHMS};
 use super::{normal_form, AuthPath, TokenIssuer};
 use crate::config::{err, strict_json, typed, ConfigError};
-use crate::jwt::crypto::Algorithm;
-use crate::jwt::CryptoChoice;
+use crate::jose::{Algorithm, CryptoChoice};
 
 /// Default token lifetime: one hour.
 pub const DEFAULT_TTL: u64 = 3600;

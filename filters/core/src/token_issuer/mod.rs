@@ -21,7 +21,7 @@ pub use keys::{InModuleSigner, SignError, SigningBackend, SigningKey};
 pub use refusal::Refusal;
 
 use crate::config::strict_json;
-use crate::jwt::CryptoChoice;
+use crate::jose::CryptoChoice;
 use crate::UnixTime;
 
 /// The text the start-up probe asks the host to sign.
