@@ -13,6 +13,7 @@ pub mod jwt;
 pub mod log_value;
 pub mod path;
 pub mod rate_limit;
+pub mod shared;
 pub mod token_issuer;
 
 /// Kong's body for a failure that is not the client's (a host that cannot give what a

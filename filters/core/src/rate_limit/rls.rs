@@ -23,6 +23,7 @@ use super::limiter::{Decision, Limiter};
 use super::policy::{Policy, Selection};
 use super::window::Period;
 use super::UnixMillis;
+use crate::shared::SharedStore;
 
 /// The gRPC service and method called.
 pub const SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";
@@ -240,7 +241,7 @@ impl Limiter {
         &self,
         call: &ServiceCall,
         reply: Reply<'_>,
-        store: &dyn super::store::SharedStore,
+        store: &dyn SharedStore,
         now: UnixMillis,
     ) -> Answer<'_> {
         let selection = self.policies().select(call.route.as_deref());
@@ -396,8 +397,8 @@ mod tests {
 
     use super::*;
     use crate::rate_limit::key::tests::Facts;
-    use crate::rate_limit::store::MemoryStore;
     use crate::rate_limit::RateLimitPolicySet;
+    use crate::shared::MemoryStore;
 
     /// 2026-01-01T00:00:10Z.
     const NOW: UnixMillis = UnixMillis(1_767_225_610_000);
