@@ -3,7 +3,8 @@
 //! The SDK's `hostcalls::get_shared_data` and `set_shared_data` panic on any status other
 //! than the few they expect, and a panic kills the VM for every later request on the worker.
 //! These return every other status as an error instead, for the caller to fail closed: the
-//! rate limiter turns it into a counting fault that `fault_tolerant` decides.
+//! rate limiter turns it into a counting fault that `fault_tolerant` decides; the jwt
+//! filter's JWKS refresh claims nothing and keeps the keys it has.
 
 use std::ptr::{null, null_mut};
 
