@@ -5,7 +5,6 @@ use std::fmt;
 
 use serde_json::Value;
 
-use super::claims::TimeClaims;
 use super::object::{JsonObject, ObjectError};
 use crate::config::StrictError;
 use crate::jose::base64url;
@@ -82,6 +81,27 @@ impl TokenError {
                 format!("{len}-byte signature for {alg}")
             }
             TokenError::EcdsaRange => "ECDSA r or s zero or not below the curve order".into(),
+        }
+    }
+}
+
+/// A token's `exp`, `nbf` and `iat`, read once when the token is parsed (a cached token is
+/// checked against the clock on every request): each absent, a number, or present but not
+/// a number.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TimeClaims {
+    pub(super) exp: Option<Option<f64>>,
+    pub(super) nbf: Option<Option<f64>>,
+    pub(super) iat: Option<Option<f64>>,
+}
+
+impl TimeClaims {
+    /// Reads them from a token's claims.
+    pub fn read(claims: &JsonObject) -> TimeClaims {
+        TimeClaims {
+            exp: claims.get_f64("exp"),
+            nbf: claims.get_f64("nbf"),
+            iat: claims.get_f64("iat"),
         }
     }
 }
