@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod claims;
+pub mod compile;
 pub mod config;
 pub mod keyring;
 pub mod object;

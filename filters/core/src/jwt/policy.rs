@@ -1,5 +1,5 @@
 //! The compiled, immutable jwt policy: per route, how tokens are found and checked, over
-//! the [`Keyring`] every route shares. Built once from configuration by `config`.
+//! the [`Keyring`] every route shares. Built once from configuration by `compile`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
