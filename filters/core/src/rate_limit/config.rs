@@ -7,8 +7,7 @@ use serde::Deserialize;
 
 use super::counter::Algorithm;
 use super::key::{ClientIpRule, LimitBy, DEFAULT_IPV6_PREFIX_LENGTH};
-use super::policy::{Policy, RateLimitPolicySet, ResponseSettings, RoutePolicies};
-use super::rls::ServiceSettings;
+use super::policy::{Policy, RateLimitPolicySet, ResponseSettings, RoutePolicies, ServiceSettings};
 use super::table::{DEFAULT_SLOTS, MAX_SLOTS, MIN_SLOTS};
 use super::window::Period;
 use crate::config::{self, err, ConfigError};

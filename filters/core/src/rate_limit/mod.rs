@@ -36,8 +36,8 @@ pub use config::RawConfig;
 pub use counter::Algorithm;
 pub use key::{LimitBy, RequestFacts};
 pub use limiter::{Decision, Limiter, FAULT_BODY};
-pub use policy::{Policy, RateLimitPolicySet};
-pub use rls::{Answer, Reply, ServiceCall, ServiceSettings};
+pub use policy::{Policy, RateLimitPolicySet, ServiceSettings};
+pub use rls::{Answer, Reply, ServiceCall};
 pub use window::Period;
 
 /// Milliseconds since the Unix epoch, as the host's clock reports them. Handed in by the

@@ -20,7 +20,7 @@ use prost::Message;
 use super::headers::{client_headers, WindowReport};
 use super::key::{LimitKey, RequestFacts};
 use super::limiter::{Decision, Limiter};
-use super::policy::{Policy, Selection};
+use super::policy::{Policy, Selection, ServiceSettings};
 use super::window::Period;
 use super::UnixMillis;
 use crate::shared::SharedStore;
@@ -30,17 +30,6 @@ pub const SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";
 pub const METHOD: &str = "ShouldRateLimit";
 /// The descriptor entry naming the policy (`global`, `routes.<name>`).
 pub const POLICY_ENTRY: &str = "portcullis_policy";
-
-/// Where the service is and how long to wait for it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServiceSettings {
-    /// The Envoy cluster (HTTP/2) of the rate limit service.
-    pub cluster: String,
-    /// The descriptors' domain: deployments sharing a service and a domain share counters.
-    pub domain: String,
-    /// Milliseconds before the call counts as failed.
-    pub timeout_ms: u64,
-}
 
 /// `envoy.service.ratelimit.v3.RateLimitRequest`.
 #[derive(Clone, PartialEq, Message)]
