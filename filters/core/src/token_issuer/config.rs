@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::claims::{ClaimRules, RESERVED};
-use super::cookie::{CookieRules, SameSite};
+use super::cookie::{CookieRules, RawCookie};
 use super::jws::jwks_document;
 use super::keys::{decode_secret_base64, SigningKey, SIGNING_ALGORITHMS};
 use super::{normal_form, AuthPath, TokenIssuer};
@@ -112,22 +112,6 @@ pub struct RawKey {
     pub private_key: Option<String>,
     /// Signs new tokens.
     pub active: Option<bool>,
-}
-
-/// The cookie that carries the token too.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawCookie {
-    /// Cookie name; the jwt filter's `cookie_names` should list it.
-    pub name: String,
-    /// `HttpOnly` (default true): scripts cannot read the token.
-    pub http_only: Option<bool>,
-    /// `Secure` (default true): only sent over HTTPS. Pitfall: false only for local tests.
-    pub secure: Option<bool>,
-    /// `Strict`, `Lax` (default) or `None` (needs `secure`).
-    pub same_site: Option<SameSite>,
-    /// `Path` (default `/`).
-    pub path: Option<String>,
 }
 
 impl RawConfig {
