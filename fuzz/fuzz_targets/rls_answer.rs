@@ -6,8 +6,9 @@
 use libfuzzer_sys::fuzz_target;
 use portcullis_core::identity::Identity;
 use portcullis_core::rate_limit::{
-    Answer, Limiter, MemoryStore, RateLimitPolicySet, Reply, RequestFacts, UnixMillis,
+    Answer, Limiter, RateLimitPolicySet, Reply, RequestFacts, UnixMillis,
 };
+use portcullis_core::shared::MemoryStore;
 
 /// A request from one IP, nothing else.
 struct Facts;

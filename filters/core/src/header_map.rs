@@ -170,7 +170,7 @@ fn question_marks(mut bytes: Vec<u8>) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -192,7 +192,8 @@ mod tests {
         out
     }
 
-    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+    /// The map a host would hand over for `pairs`.
+    pub(crate) fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let bytes: Vec<(&[u8], &[u8])> = pairs
             .iter()
             .map(|(n, v)| (n.as_bytes(), v.as_bytes()))

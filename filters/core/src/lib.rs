@@ -4,13 +4,16 @@
 //! with `cargo test`. The filters under `filters/` are thin glue around this crate.
 
 pub mod acl;
+pub mod config;
 pub mod envoy_foreign;
 pub mod header_map;
 pub mod identity;
+pub mod jose;
 pub mod jwt;
 pub mod log_value;
 pub mod path;
 pub mod rate_limit;
+pub mod shared;
 pub mod token_issuer;
 
 /// Kong's body for a failure that is not the client's (a host that cannot give what a

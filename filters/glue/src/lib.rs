@@ -8,6 +8,7 @@ use proxy_wasm::types::{BufferType, LogLevel};
 pub mod host;
 pub mod host_crypto;
 pub mod scaffold;
+pub mod shared;
 
 /// Sets the SDK's log level and routes panics to the host's log at critical level, so the
 /// one panic that slips through is at least visible in Envoy's log before the VM dies.

@@ -2,18 +2,21 @@
 //! (`portcullis.jwt.jwks.<provider>`: 8-byte generation, then the document), fetched by one
 //! worker at a time (`portcullis.jwt.refresh.<provider>`, a CAS-guarded `RefreshState`),
 //! refreshed on the tick and on an unknown `kid`, never more often than the floor, always
-//! dispatched by the worker's root context. A failed or garbage fetch keeps the last good set.
+//! dispatched by the worker's root context. A failed or garbage fetch keeps the last good set,
+//! and so does shared data the host refuses: nothing is claimed, nothing panics.
 
 use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, Status};
 
-use portcullis_core::jwt::jwks::{parse_jwks, KeyStore};
-use portcullis_core::jwt::keyring::RemoteJwks;
+use portcullis_core::jose::jwks::parse_jwks;
+use portcullis_core::jwt::keyring::{KeyStore, RemoteJwks};
 use portcullis_core::jwt::refresh::{RefreshState, Trigger};
+use portcullis_core::shared::{SharedStore, Written};
 use portcullis_core::UnixTime;
 use portcullis_glue::host::log;
+use portcullis_glue::shared::HostStore;
 
 fn jwks_key(provider: &str) -> String {
     format!("portcullis.jwt.jwks.{provider}")
@@ -26,7 +29,7 @@ fn refresh_key(provider: &str) -> String {
 /// Installs the shared copy of `provider`'s keys when it is newer than this worker's.
 /// `true` when the worker's keys changed.
 pub fn sync(store: &mut KeyStore, provider: &str) -> bool {
-    let Ok((Some(bytes), _)) = hostcalls::get_shared_data(&jwks_key(provider)) else {
+    let Ok(Some((bytes, _))) = HostStore.get(&jwks_key(provider)) else {
         return false;
     };
     let (Some(generation), Some(document)) = (bytes.get(..8), bytes.get(8..)) else {
@@ -53,8 +56,12 @@ pub fn sync(store: &mut KeyStore, provider: &str) -> bool {
 /// Claims the right to fetch now if one is due; the caller then dispatches [`fetch`].
 pub fn claim(remote: &RemoteJwks, now: UnixTime, trigger: Trigger) -> bool {
     let key = refresh_key(&remote.provider);
-    let (mut bytes, mut cas) = hostcalls::get_shared_data(&key).unwrap_or((None, None));
-    if cas.is_none() {
+    // A host error claims nothing. A CAS of 0 would make the claim's write unconditional:
+    // such an entry counts as absent.
+    let Ok(mut entry) = HostStore.get(&key) else {
+        return false;
+    };
+    if entry.as_ref().is_none_or(|(_, cas)| *cas == 0) {
         // The ABI has no create-if-absent: a write without a CAS always succeeds, so two
         // workers could both claim a key that does not exist yet. Create it (unclaimed)
         // first, then claim with the CAS that creation gave. (Only a worker creating it
@@ -63,19 +70,24 @@ pub fn claim(remote: &RemoteJwks, now: UnixTime, trigger: Trigger) -> bool {
         if !RefreshState::default().due(remote, now, trigger) {
             return false;
         }
-        let _ = hostcalls::set_shared_data(&key, Some(&RefreshState::default().encode()), None);
-        (bytes, cas) = hostcalls::get_shared_data(&key).unwrap_or((None, None));
-        if cas.is_none() {
+        if HostStore
+            .cas_set(&key, &RefreshState::default().encode(), 0)
+            .is_err()
+        {
             return false;
         }
+        entry = HostStore.get(&key).ok().flatten();
     }
-    let state = RefreshState::decode(bytes.as_deref().unwrap_or_default());
+    let Some((bytes, cas)) = entry.filter(|(_, cas)| *cas != 0) else {
+        return false;
+    };
+    let state = RefreshState::decode(&bytes);
     if !state.due(remote, now, trigger) {
         return false;
     }
     let started = state.started(now).encode();
     // A CAS mismatch means another worker claimed it first.
-    hostcalls::set_shared_data(&key, Some(&started), cas).is_ok()
+    matches!(HostStore.cas_set(&key, &started, cas), Ok(Written::Ok))
 }
 
 /// Dispatches the fetch; the answer comes to the calling context's `on_http_call_response`.
@@ -128,7 +140,15 @@ pub fn answered(
                 + 1;
             let mut value = generation.to_le_bytes().to_vec();
             value.extend_from_slice(&body);
-            let _ = hostcalls::set_shared_data(&jwks_key(&remote.provider), Some(&value), None);
+            if let Err(e) = HostStore.cas_set(&jwks_key(&remote.provider), &value, 0) {
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "portcullis-jwt: JWKS of {}: not shared with the other workers: {e}",
+                        remote.provider
+                    ),
+                );
+            }
             if !parsed.skipped.is_empty() {
                 log(
                     LogLevel::Warn,
@@ -167,17 +187,29 @@ pub fn release(remote: &RemoteJwks, now: UnixTime) {
     finish(remote, now, false);
 }
 
-/// Records in the shared refresh state that this worker's fetch ended.
+/// Records in the shared refresh state that this worker's fetch ended. When the host
+/// refuses the state, the claim stands until it expires.
 fn finish(remote: &RemoteJwks, now: UnixTime, installed: bool) {
     let key = refresh_key(&remote.provider);
-    let (bytes, _) = hostcalls::get_shared_data(&key).unwrap_or((None, None));
-    let state = RefreshState::decode(bytes.as_deref().unwrap_or_default()).finished(now, installed);
-    let _ = hostcalls::set_shared_data(&key, Some(&state.encode()), None);
+    let written = HostStore.get(&key).and_then(|entry| {
+        let bytes = entry.map(|(bytes, _)| bytes).unwrap_or_default();
+        let state = RefreshState::decode(&bytes).finished(now, installed);
+        HostStore.cas_set(&key, &state.encode(), 0)
+    });
+    if let Err(e) = written {
+        log(
+            LogLevel::Warn,
+            &format!(
+                "portcullis-jwt: JWKS of {}: refresh state not recorded: {e}",
+                remote.provider
+            ),
+        );
+    }
 }
 
 fn shared_generation(provider: &str) -> u64 {
-    match hostcalls::get_shared_data(&jwks_key(provider)) {
-        Ok((Some(bytes), _)) => bytes.get(..8).map_or(0, |g| {
+    match HostStore.get(&jwks_key(provider)) {
+        Ok(Some((bytes, _))) => bytes.get(..8).map_or(0, |g| {
             let mut word = [0u8; 8];
             word.copy_from_slice(g);
             u64::from_le_bytes(word)

@@ -14,14 +14,14 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 use portcullis_core::header_map::HeaderMap;
-use portcullis_core::jwt::crypto::{Algorithm, AlgorithmSet, CryptoError, SplitBackend};
+use portcullis_core::jose::crypto::{AlgorithmSet, CryptoError, SplitBackend};
+use portcullis_core::jose::{Algorithm, CryptoChoice, InModule, PreparedKey, SignatureBackend};
 use portcullis_core::jwt::keyring::RemoteJwks;
 use portcullis_core::jwt::refresh::Trigger;
-use portcullis_core::jwt::sources::{strip_cookie, strip_query_param};
+use portcullis_core::jwt::sources::hide;
 use portcullis_core::jwt::{
-    authenticate, Accepted, CryptoChoice, InModule, JwtPolicy, JwtPolicySet, KeyStore, PreparedKey,
-    Refusal, Rejection, RoutePolicy, SignatureBackend, TokenCache, TokenLocation, TokenSources,
-    Verifier,
+    authenticate, Accepted, JwtPolicy, JwtPolicySet, KeyStore, Refusal, Rejection, RoutePolicy,
+    TokenCache, TokenSources, Verifier,
 };
 use portcullis_core::UnixTime;
 use portcullis_glue::host::{self, log, Counter};
@@ -553,7 +553,9 @@ impl Worker {
             );
         }
         if policy.hide_credentials() {
-            hide(&accepted.token_locations, headers);
+            for (name, value) in hide(&accepted.token_locations, headers) {
+                host::set_request_header(name, value.as_deref());
+            }
         }
         for (name, value) in accepted.upstream_headers() {
             host::set_request_header(name, Some(value));
@@ -593,41 +595,5 @@ impl Worker {
         }
         drop((delayed, live));
         self.retick();
-    }
-}
-
-/// Removes the token from everywhere it was found (Kong's `hide_credentials`). Each change
-/// builds on the last, so a token under two parameter or cookie names loses both copies;
-/// cookies split over several `cookie` headers are joined, so no other cookie is lost.
-fn hide(locations: &[TokenLocation], headers: &HeaderMap) {
-    let mut path: Option<String> = None;
-    let mut cookie: Option<Option<String>> = None;
-    for location in locations {
-        match location {
-            TokenLocation::Header(name) => host::set_request_header(name, None),
-            TokenLocation::Query(param) => {
-                let current = path
-                    .take()
-                    .or_else(|| headers.get(":path").map(str::to_owned));
-                path = current.map(|p| strip_query_param(&p, param));
-            }
-            TokenLocation::Cookie(name) => {
-                let current = cookie.take().unwrap_or_else(|| {
-                    let all: Vec<&str> = headers
-                        .iter()
-                        .filter(|(k, _)| k.eq_ignore_ascii_case("cookie"))
-                        .map(|(_, v)| v)
-                        .collect();
-                    (!all.is_empty()).then(|| all.join("; "))
-                });
-                cookie = Some(current.and_then(|c| strip_cookie(&c, name)));
-            }
-        }
-    }
-    if let Some(path) = path {
-        host::set_request_header(":path", Some(&path));
-    }
-    if let Some(cookie) = cookie {
-        host::set_request_header("cookie", cookie.as_deref());
     }
 }

@@ -5,8 +5,6 @@
 //! With `policy: redis` the request waits for the rate limit service instead (one gRPC
 //! call), and the local limiter counts it only when the service fails.
 
-mod shared;
-
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -21,8 +19,7 @@ use portcullis_core::rate_limit::{
     FAULT_BODY,
 };
 use portcullis_glue::host::{self, log, Counter};
-
-use shared::HostStore;
+use portcullis_glue::shared::HostStore;
 
 proxy_wasm::main! {{
     portcullis_glue::start("rate-limiting");

@@ -15,27 +15,13 @@ use portcullis_core::identity::Identity;
 use portcullis_core::rate_limit::headers::all_names;
 use portcullis_core::rate_limit::slot::Slot;
 use portcullis_core::rate_limit::table::Table;
-use serde_json::{json, Value};
+use serde_json::json;
 
-/// The plugin name (and VM id) every worker of these tests runs under; it names the table.
-const NAME: &str = "rate-limiting";
-
-fn worker(host: &Host, config: &Value) -> Plugin {
-    host.plugin(dist("rate-limiting"))
-        .name(NAME)
-        .vm_id(NAME)
-        .root_id(NAME)
-        .config_json(config)
-        .start()
-        .unwrap_or_else(|e| panic!("rate-limiting refused {config}: {e}"))
-}
+mod common;
+use common::{from, metric, worker, NAME};
 
 fn get(route: &str, path: &str) -> Request {
     Request::get(path).route(route)
-}
-
-fn from(ip: &str) -> Request {
-    get("users", "/users").source(&format!("{ip}:40000"))
 }
 
 fn header(exchange: &Exchange, name: &str) -> Option<String> {
@@ -56,10 +42,6 @@ fn assert_limited(exchange: &Exchange, what: &str) {
     );
     assert!(!exchange.reached_upstream(), "{what}: reached the upstream");
     assert!(exchange.crash.is_none(), "{what}: {:?}", exchange.crash);
-}
-
-fn metric(host: &Host, name: &str) -> i64 {
-    host.metric_value(&format!("portcullis_rate_limiting_{name}_total"))
 }
 
 #[test]

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use host_test::{dist, GrpcAnswer, Host, Plugin, Request};
+use host_test::{GrpcAnswer, Host, Request};
 use portcullis_core::rate_limit::rls::{
     DescriptorStatus, ProtoDuration, RateLimitRequest, RateLimitResponse, CODE_OK, CODE_OVER_LIMIT,
     METHOD, SERVICE,
@@ -23,18 +23,10 @@ use portcullis_core::rate_limit::rls::{
 use prost::Message;
 use serde_json::{json, Value};
 
-const NAME: &str = "rate-limiting";
-const CLUSTER: &str = "ratelimit";
+mod common;
+use common::{from, metric, worker};
 
-fn worker(host: &Host, config: &Value) -> Plugin {
-    host.plugin(dist("rate-limiting"))
-        .name(NAME)
-        .vm_id(NAME)
-        .root_id(NAME)
-        .config_json(config)
-        .start()
-        .unwrap_or_else(|e| panic!("rate-limiting refused {config}: {e}"))
-}
+const CLUSTER: &str = "ratelimit";
 
 fn redis(mut config: Value) -> Value {
     config["policy"] = json!("redis");
@@ -44,16 +36,6 @@ fn redis(mut config: Value) -> Value {
         .entry("rate_limit_service")
         .or_insert(json!({"cluster": CLUSTER, "domain": "shop", "timeout": 50}));
     config
-}
-
-fn from(ip: &str) -> Request {
-    Request::get("/users")
-        .route("users")
-        .source(&format!("{ip}:40000"))
-}
-
-fn metric(host: &Host, name: &str) -> i64 {
-    host.metric_value(&format!("portcullis_rate_limiting_{name}_total"))
 }
 
 /// A rate limit service in miniature: fixed windows by the descriptor's entries and unit,

@@ -1,45 +1,12 @@
 //! Where tokens are signed, decided once at start: Envoy's `sign` foreign function
-//! (BoringSSL, for RS256 and ES256) when a probe shows it answers correctly, else the
-//! module's own RustCrypto signer. And the random bytes of each `jti`.
+//! (BoringSSL, for RS256 and ES256; [`HostSigner`]) when a probe shows it answers correctly,
+//! else the module's own RustCrypto signer. And the random bytes of each `jti`.
 
-use prost::Message;
-use proxy_wasm::hostcalls;
-
-use portcullis_core::envoy_foreign::{SignArguments, SignResult};
-use portcullis_core::jwt::CryptoChoice;
+use portcullis_core::jose::CryptoChoice;
 use portcullis_core::token_issuer::{
     InModuleSigner, SignError, SigningBackend, SigningKey, TokenIssuer, PROBE_TEXT,
 };
-
-const FUNCTION: &str = "sign";
-
-/// The host's `sign`.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct HostSigner;
-
-impl SigningBackend for HostSigner {
-    fn sign(&self, key: &SigningKey, input: &[u8]) -> Result<Vec<u8>, SignError> {
-        let (hash, private_key) = key
-            .host_arguments()
-            .ok_or(SignError::Unsupported(key.alg()))?;
-        let arguments = SignArguments {
-            hash_function: hash.to_owned(),
-            private_key: private_key.to_vec(),
-            text: input.to_vec(),
-            private_key_pem: String::new(),
-        };
-        let answer = hostcalls::call_foreign_function(FUNCTION, Some(&arguments.encode_to_vec()))
-            .map_err(|status| SignError::Host(format!("{status:?}")))?
-            .unwrap_or_default();
-        let result = SignResult::decode(answer.as_slice())
-            .map_err(|e| SignError::Host(format!("result does not decode: {e}")))?;
-        if !result.result {
-            return Err(SignError::Host(result.error));
-        }
-        key.jws_signature_from_host(&result.signature)
-            .ok_or_else(|| SignError::Host("the answer is not a signature of this key".into()))
-    }
-}
+use portcullis_glue::host_crypto::HostSigner;
 
 /// The backend chosen at start.
 #[derive(Clone, Copy, Debug)]

@@ -346,7 +346,7 @@ fn the_jwks_endpoint_publishes_the_public_keys() {
         ["es256-1", "old-rsa"],
         "the HMAC secret is never published"
     );
-    let parsed = portcullis_core::jwt::jwks::parse_jwks(ex.body_text().as_bytes()).unwrap();
+    let parsed = portcullis_core::jose::jwks::parse_jwks(ex.body_text().as_bytes()).unwrap();
     assert!(parsed.skipped.is_empty(), "{:?}", parsed.skipped);
     let post = issuer.send(Request::post(JWKS_PATH).body("{}"));
     assert_eq!(post.status(), 405);

@@ -8,9 +8,8 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use super::{Access, AclPolicySet, GroupSource, RouteAcl, Rule};
+use crate::config::{self, err, ConfigError};
 use crate::identity::header_safe;
-use crate::jwt::token::{strict_json, StrictError};
-use crate::jwt::ConfigError;
 
 /// Who may pass on a route: exactly one of `allow`, `deny`, `any_consumer: true` and
 /// `public: true`. At the top level it is the default policy, for every route not under
@@ -126,20 +125,7 @@ impl RawAclConfig {
     /// Reads the JSON configuration. Unknown fields, wrong types and repeated member names
     /// are refused with their path.
     pub fn from_json(bytes: &[u8]) -> Result<RawAclConfig, ConfigError> {
-        let value = strict_json(bytes).map_err(|e| match e {
-            StrictError::Syntax => err("", "not JSON"),
-            StrictError::Duplicate => err("", "a member name repeats"),
-        })?;
-        if !value.is_object() {
-            return Err(err("", "not a JSON object"));
-        }
-        serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            err(
-                if path == "." { String::new() } else { path },
-                e.into_inner().to_string(),
-            )
-        })
+        config::from_json(bytes)
     }
 }
 
@@ -191,13 +177,6 @@ impl TryFrom<RawAclConfig> for AclPolicySet {
             by_name,
             groups,
         })
-    }
-}
-
-fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        path: path.into(),
-        message: message.into(),
     }
 }
 

@@ -226,7 +226,7 @@ impl Decision {
 
 impl AclPolicySet {
     /// Reads and compiles the JSON configuration in one step.
-    pub fn from_json(bytes: &[u8]) -> Result<AclPolicySet, crate::jwt::ConfigError> {
+    pub fn from_json(bytes: &[u8]) -> Result<AclPolicySet, crate::config::ConfigError> {
         AclPolicySet::try_from(RawAclConfig::from_json(bytes)?)
     }
 

@@ -22,8 +22,8 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
-use super::crypto::KeyFingerprint;
 use super::token::Token;
+use crate::jose::crypto::KeyFingerprint;
 
 /// What the cache holds for one verified token.
 #[derive(Clone, Debug)]

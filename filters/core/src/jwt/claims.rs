@@ -4,8 +4,8 @@
 use serde_json::Value;
 
 use super::object::JsonObject;
-
 use super::rejection::Rejection;
+use super::token::TimeClaims;
 use crate::identity::header_safe;
 use crate::UnixTime;
 
@@ -20,27 +20,6 @@ pub struct TimeRules {
     pub nbf_required: bool,
     /// When non-zero, `exp` may lie at most this many seconds ahead (Kong).
     pub maximum_expiration: u64,
-}
-
-/// A token's `exp`, `nbf` and `iat`, read once when the token is parsed (a cached token is
-/// checked against the clock on every request): each absent, a number, or present but not
-/// a number.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct TimeClaims {
-    exp: Option<Option<f64>>,
-    nbf: Option<Option<f64>>,
-    iat: Option<Option<f64>>,
-}
-
-impl TimeClaims {
-    /// Reads them from a token's claims.
-    pub fn read(claims: &JsonObject) -> TimeClaims {
-        TimeClaims {
-            exp: claims.get_f64("exp"),
-            nbf: claims.get_f64("nbf"),
-            iat: claims.get_f64("iat"),
-        }
-    }
 }
 
 /// Checks `exp`, `nbf` and `iat` against `now`. Each claim, when present, must be a number

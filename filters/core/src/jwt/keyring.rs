@@ -1,5 +1,6 @@
 //! Who may sign: consumers with their credentials, and providers with their key sets —
-//! compiled once from configuration and shared by every route.
+//! compiled once from configuration and shared by every route — and the per-worker store of
+//! the remote key sets the glue fills from shared data.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,12 +9,11 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
 use serde_json::{Map, Value};
 
-use super::config::{
-    bounded, err, ConfigError, RawConsumer, RawCredential, RawProvider, RawRemoteJwks,
-};
-use super::crypto::{Algorithm, Family, PreparedKey};
-use super::jwks::{parse_jwks, prepare_jwk, JwkSet};
+use super::config::{RawConsumer, RawCredential, RawProvider, RawRemoteJwks};
+use crate::config::{bounded, err, ConfigError};
 use crate::identity::{header_safe, Identity};
+use crate::jose::crypto::{Algorithm, Family, PreparedKey};
+use crate::jose::jwks::{parse_jwks, prepare_jwk, JwkSet};
 
 /// A Kong consumer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -378,4 +378,34 @@ fn compile_remote(
             86_400,
         )?,
     })
+}
+
+/// The remote key sets of every provider, per worker. The glue installs a set whenever the
+/// shared-data copy changes generation (its CAS), so each worker parses a document once.
+#[derive(Debug, Default)]
+pub struct KeyStore {
+    sets: HashMap<String, (u64, JwkSet)>,
+}
+
+impl KeyStore {
+    /// An empty store.
+    pub fn new() -> KeyStore {
+        KeyStore::default()
+    }
+
+    /// Installs `set` as `provider`'s keys at `generation`, replacing the previous set.
+    pub fn install(&mut self, provider: &str, generation: u64, set: JwkSet) {
+        self.sets.insert(provider.to_owned(), (generation, set));
+    }
+
+    /// The generation installed for `provider`, if any: the glue compares it with the
+    /// shared-data CAS to know whether to re-parse.
+    pub fn generation(&self, provider: &str) -> Option<u64> {
+        self.sets.get(provider).map(|(generation, _)| *generation)
+    }
+
+    /// `provider`'s current keys, if any were ever installed.
+    pub fn keys(&self, provider: &str) -> Option<&JwkSet> {
+        self.sets.get(provider).map(|(_, set)| set)
+    }
 }

@@ -4,12 +4,10 @@
 //! The glue reads the request headers into [`TokenSources`], picks the route's
 //! [`JwtPolicy`] from the [`JwtPolicySet`], calls [`authenticate`], and acts on the answer.
 
-pub mod base64url;
 pub mod cache;
 pub mod claims;
+pub mod compile;
 pub mod config;
-pub mod crypto;
-pub mod jwks;
 pub mod keyring;
 pub mod object;
 pub mod policy;
@@ -25,15 +23,15 @@ use std::sync::Arc;
 use serde_json::Value;
 
 pub use cache::TokenCache;
-pub use config::{ConfigError, CryptoChoice, RawJwtConfig};
-pub use crypto::{Algorithm, InModule, PreparedKey, SignatureBackend};
-pub use jwks::KeyStore;
+pub use config::RawJwtConfig;
+pub use keyring::KeyStore;
 pub use policy::{JwtPolicy, JwtPolicySet, Refusal, RoutePolicy};
 pub use rejection::Rejection;
 pub use sources::{TokenLocation, TokenSources};
 pub use token::{Token, TokenError};
 
 use crate::identity::Identity;
+use crate::jose::{PreparedKey, SignatureBackend};
 use crate::UnixTime;
 use cache::CachedToken;
 use keyring::{Credential, Provider, ProviderKeys};

@@ -7,7 +7,7 @@
 //! `strict_json` accepts (its tests hold it to that on generated documents), and when it
 //! refuses one, `strict_json` reads the document again to say why.
 //!
-//! [`strict_json`]: super::token::strict_json
+//! [`strict_json`]: crate::config::strict_json
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
@@ -15,7 +15,7 @@ use std::ops::Range;
 
 use serde_json::Value;
 
-use super::token::{strict_json, StrictError};
+use crate::config::{strict_json, StrictError};
 
 /// Why [`JsonObject::parse`] refused a document.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,7 +28,7 @@ pub enum ObjectError {
 
 /// A strictly checked JSON object: no member name twice at any depth, UTF-8 with no lone
 /// surrogate, no control character in a string, numbers within `f64`, nesting within
-/// serde_json's limit — the objects [`strict_json`](super::token::strict_json) accepts, and
+/// serde_json's limit — the objects [`strict_json`](crate::config::strict_json) accepts, and
 /// no others.
 #[derive(Clone, Debug)]
 pub struct JsonObject {
@@ -55,7 +55,7 @@ impl JsonObject {
     /// Reads `bytes` as a JSON object. A refusal says what [`strict_json`] says of the
     /// document (which, when it has several faults, names the first in reading order).
     ///
-    /// [`strict_json`]: super::token::strict_json
+    /// [`strict_json`]: crate::config::strict_json
     pub fn parse(bytes: Vec<u8>) -> Result<JsonObject, ObjectError> {
         let text = match String::from_utf8(bytes) {
             Ok(text) => text,

@@ -1,5 +1,5 @@
 //! The compiled, immutable jwt policy: per route, how tokens are found and checked, over
-//! the [`Keyring`] every route shares. Built once from configuration by `config`.
+//! the [`Keyring`] every route shares. Built once from configuration by `compile`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use super::keyring::{Keyring, ProviderKeys, RemoteJwks};
 use super::rejection::Rejection;
 use super::sources::TokenLocations;
 use crate::identity::{self, Identity};
+use crate::jose::CryptoChoice;
 
 /// How one route treats requests.
 #[derive(Clone, Debug)]
@@ -28,7 +29,7 @@ pub struct JwtPolicySet {
     pub(crate) keyring: Arc<Keyring>,
     pub(crate) strip_headers: Vec<String>,
     pub(crate) token_cache_size: usize,
-    pub(crate) crypto: super::config::CryptoChoice,
+    pub(crate) crypto: CryptoChoice,
 }
 
 impl JwtPolicySet {
@@ -89,7 +90,7 @@ impl JwtPolicySet {
     }
 
     /// Where signatures are checked.
-    pub fn crypto(&self) -> super::config::CryptoChoice {
+    pub fn crypto(&self) -> CryptoChoice {
         self.crypto
     }
 }

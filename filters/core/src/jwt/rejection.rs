@@ -3,8 +3,8 @@
 
 use std::fmt;
 
-use super::crypto::CryptoError;
 use super::token::TokenError;
+use crate::jose::crypto::CryptoError;
 
 /// Every reason the jwt filter refuses a request.
 #[derive(Clone, Debug, PartialEq, Eq)]

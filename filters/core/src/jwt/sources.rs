@@ -1,6 +1,8 @@
 //! Where a token may be in a request (headers, query parameters, cookies), finding every
 //! copy of it, and removing it again for `hide_credentials`.
 
+use crate::header_map::HeaderMap;
+
 /// Where a policy looks for tokens. Names are stored lowercase (headers) or as configured
 /// (query parameters and cookies, which are case-sensitive).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -178,6 +180,48 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8(out).unwrap_or_else(|_| text.to_owned())
 }
 
+/// What removing the token from everywhere it was found takes (Kong's `hide_credentials`):
+/// the request headers to change, in order, each with its new value or `None` to remove it.
+/// Each change builds on the last, so a token under two parameter or cookie names loses both
+/// copies; cookies split over several `cookie` headers are joined, so no other cookie is lost.
+pub fn hide<'l>(
+    locations: &'l [TokenLocation],
+    headers: &HeaderMap,
+) -> Vec<(&'l str, Option<String>)> {
+    let mut edits = Vec::new();
+    let mut path: Option<String> = None;
+    let mut cookie: Option<Option<String>> = None;
+    for location in locations {
+        match location {
+            TokenLocation::Header(name) => edits.push((name.as_str(), None)),
+            TokenLocation::Query(param) => {
+                let current = path
+                    .take()
+                    .or_else(|| headers.get(":path").map(str::to_owned));
+                path = current.map(|p| strip_query_param(&p, param));
+            }
+            TokenLocation::Cookie(name) => {
+                let current = cookie.take().unwrap_or_else(|| {
+                    let all: Vec<&str> = headers
+                        .iter()
+                        .filter(|(k, _)| k.eq_ignore_ascii_case("cookie"))
+                        .map(|(_, v)| v)
+                        .collect();
+                    (!all.is_empty()).then(|| all.join("; "))
+                });
+                cookie = Some(current.and_then(|c| strip_cookie(&c, name)));
+            }
+        }
+    }
+    if let Some(path) = path {
+        edits.push((":path", Some(path)));
+    }
+    if let Some(cookie) = cookie {
+        edits.push(("cookie", cookie));
+    }
+    edits
+}
+
 /// `path` without any `name=` query parameter (for `hide_credentials`).
 pub fn strip_query_param(path: &str, name: &str) -> String {
     let Some((base, query)) = path.split_once('?') else {
@@ -222,6 +266,7 @@ pub fn strip_cookie(header: &str, name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::header_map::tests::map;
 
     fn locations() -> TokenLocations {
         TokenLocations {
@@ -351,5 +396,99 @@ mod tests {
             Some("a=1; b=2")
         );
         assert_eq!(strip_cookie("session=t", "session"), None);
+    }
+
+    /// `hide` on a request with `headers`, for tokens found at `locations`.
+    fn hidden(
+        locations: &[TokenLocation],
+        headers: &[(&str, &str)],
+    ) -> Vec<(String, Option<String>)> {
+        hide(locations, &map(headers))
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect()
+    }
+
+    fn edit(name: &str, value: Option<&str>) -> (String, Option<String>) {
+        (name.to_owned(), value.map(str::to_owned))
+    }
+
+    #[test]
+    fn hides_nothing_when_no_token_was_found() {
+        assert_eq!(hidden(&[], &[(":path", "/orders?jwt=t")]), vec![]);
+    }
+
+    #[test]
+    fn removes_a_token_header_whole() {
+        let at = [TokenLocation::Header("x-token".into())];
+        assert_eq!(
+            hidden(&at, &[("x-token", "t")]),
+            vec![edit("x-token", None)]
+        );
+    }
+
+    #[test]
+    fn removes_the_token_parameter_and_keeps_the_rest_of_the_path() {
+        let at = [TokenLocation::Query("jwt".into())];
+        let headers = [(":path", "/orders?page=2&jwt=t#top")];
+        assert_eq!(
+            hidden(&at, &headers),
+            vec![edit(":path", Some("/orders?page=2#top"))]
+        );
+    }
+
+    #[test]
+    fn a_token_under_two_parameter_names_loses_both_in_one_change() {
+        let at = [
+            TokenLocation::Query("jwt".into()),
+            TokenLocation::Query("token".into()),
+        ];
+        let headers = [(":path", "/orders?jwt=t&a=1&token=t")];
+        assert_eq!(
+            hidden(&at, &headers),
+            vec![edit(":path", Some("/orders?a=1"))]
+        );
+    }
+
+    #[test]
+    fn joins_cookie_headers_so_no_other_cookie_is_lost() {
+        let at = [TokenLocation::Cookie("session".into())];
+        let headers = [("cookie", "a=1; session=t"), ("Cookie", "b=2")];
+        assert_eq!(
+            hidden(&at, &headers),
+            vec![edit("cookie", Some("a=1; b=2"))]
+        );
+    }
+
+    #[test]
+    fn removes_the_cookie_header_when_the_token_was_its_only_cookie() {
+        let at = [
+            TokenLocation::Cookie("session".into()),
+            TokenLocation::Cookie("jwt".into()),
+        ];
+        let headers = [("cookie", "session=t; jwt=t")];
+        assert_eq!(hidden(&at, &headers), vec![edit("cookie", None)]);
+    }
+
+    #[test]
+    fn headers_go_first_then_the_path_then_the_cookies() {
+        let at = [
+            TokenLocation::Cookie("session".into()),
+            TokenLocation::Query("jwt".into()),
+            TokenLocation::Header("authorization".into()),
+        ];
+        let headers = [
+            (":path", "/orders?jwt=t"),
+            ("authorization", "Bearer t"),
+            ("cookie", "session=t; theme=dark"),
+        ];
+        assert_eq!(
+            hidden(&at, &headers),
+            vec![
+                edit("authorization", None),
+                edit(":path", Some("/orders")),
+                edit("cookie", Some("theme=dark")),
+            ]
+        );
     }
 }

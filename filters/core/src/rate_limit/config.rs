@@ -7,13 +7,10 @@ use serde::Deserialize;
 
 use super::counter::Algorithm;
 use super::key::{ClientIpRule, LimitBy, DEFAULT_IPV6_PREFIX_LENGTH};
-use super::policy::{Policy, RateLimitPolicySet, ResponseSettings, RoutePolicies};
-use super::rls::ServiceSettings;
+use super::policy::{Policy, RateLimitPolicySet, ResponseSettings, RoutePolicies, ServiceSettings};
 use super::table::{DEFAULT_SLOTS, MAX_SLOTS, MIN_SLOTS};
 use super::window::Period;
-use crate::jwt::config::err;
-use crate::jwt::token::{strict_json, StrictError};
-use crate::jwt::ConfigError;
+use crate::config::{self, err, ConfigError};
 
 /// Kong's default `error_message`.
 pub const DEFAULT_MESSAGE: &str = "API rate limit exceeded";
@@ -170,20 +167,7 @@ impl RawConfig {
     /// Reads the JSON configuration. Unknown fields, wrong types and repeated member names
     /// are refused with their path.
     pub fn from_json(bytes: &[u8]) -> Result<RawConfig, ConfigError> {
-        let value = strict_json(bytes).map_err(|e| match e {
-            StrictError::Syntax => err("", "not JSON"),
-            StrictError::Duplicate => err("", "a member name repeats"),
-        })?;
-        if !value.is_object() {
-            return Err(err("", "not a JSON object"));
-        }
-        serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            err(
-                if path == "." { String::new() } else { path },
-                e.into_inner().to_string(),
-            )
-        })
+        config::from_json(bytes)
     }
 
     /// The top level's fields as a route entry.

@@ -15,9 +15,9 @@ use super::headers::{client_headers, WindowReport};
 use super::key::{KeyError, LimitKey, RequestFacts};
 use super::policy::{Policy, RateLimitPolicySet, ResponseSettings};
 use super::slot::Slot;
-use super::store::{SharedStore, StoreError, Written};
 use super::table::{Located, Place, Table};
 use super::UnixMillis;
+use crate::shared::{SharedStore, StoreError, Written};
 
 /// CAS writes one request may try while counting before it is a fault (contention so heavy
 /// is not expected: two workers rarely write one slot at once). Taking a count back has a
@@ -495,7 +495,7 @@ mod tests {
 
     use super::*;
     use crate::rate_limit::key::tests::Facts;
-    use crate::rate_limit::store::MemoryStore;
+    use crate::shared::MemoryStore;
 
     /// 2026-01-01T00:00:00Z.
     const T0: u64 = 1_767_225_600;

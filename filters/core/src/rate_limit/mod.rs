@@ -5,7 +5,7 @@
 //! The glue compiles the configuration once ([`RateLimitPolicySet::from_json`]), builds a
 //! [`Limiter`] and creates its counter table in shared data ([`table::Table::initialise`]),
 //! then per request hands [`Limiter::decide`] the route, the request's facts
-//! ([`RequestFacts`]), shared data ([`SharedStore`]) and the time, and acts on the
+//! ([`RequestFacts`]), shared data ([`SharedStore`](crate::shared::SharedStore)) and the time, and acts on the
 //! [`Decision`].
 //!
 //! | module | holds |
@@ -17,8 +17,7 @@
 //! | [`counter`] | one window's count: rolling, usage, reset and retry times |
 //! | [`slot`] | a slot's bytes and the owner hash |
 //! | [`table`] | the bounded table of slots: keys, probing, overflow |
-//! | [`store`] | the shared-data trait and its in-memory double |
-//! | [`limiter`] | check all, count all, CAS retries, undo |
+//! //! | [`limiter`] | check all, count all, CAS retries, undo |
 //! | [`headers`] | Kong's and the IETF draft's response headers |
 //! | [`rls`] | `policy: redis`: Envoy's rate limit service protocol, and the local fallback |
 
@@ -30,7 +29,6 @@ pub mod limiter;
 pub mod policy;
 pub mod rls;
 pub mod slot;
-pub mod store;
 pub mod table;
 pub mod window;
 
@@ -38,9 +36,8 @@ pub use config::RawConfig;
 pub use counter::Algorithm;
 pub use key::{LimitBy, RequestFacts};
 pub use limiter::{Decision, Limiter, FAULT_BODY};
-pub use policy::{Policy, RateLimitPolicySet};
-pub use rls::{Answer, Reply, ServiceCall, ServiceSettings};
-pub use store::{MemoryStore, SharedStore, StoreError, Written};
+pub use policy::{Policy, RateLimitPolicySet, ServiceSettings};
+pub use rls::{Answer, Reply, ServiceCall};
 pub use window::Period;
 
 /// Milliseconds since the Unix epoch, as the host's clock reports them. Handed in by the

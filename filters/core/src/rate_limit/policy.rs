@@ -5,7 +5,6 @@ use std::collections::HashMap;
 
 use super::counter::Algorithm;
 use super::key::{ClientIpRule, LimitBy};
-use super::rls::ServiceSettings;
 use super::slot::hash;
 use super::window::Period;
 
@@ -71,6 +70,17 @@ pub struct ResponseSettings {
 pub struct RoutePolicies {
     pub policy: Policy,
     pub response: ResponseSettings,
+}
+
+/// Where the service is and how long to wait for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSettings {
+    /// The Envoy cluster (HTTP/2) of the rate limit service.
+    pub cluster: String,
+    /// The descriptors' domain: deployments sharing a service and a domain share counters.
+    pub domain: String,
+    /// Milliseconds before the call counts as failed.
+    pub timeout_ms: u64,
 }
 
 /// The whole configuration, compiled.

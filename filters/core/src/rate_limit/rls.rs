@@ -20,26 +20,16 @@ use prost::Message;
 use super::headers::{client_headers, WindowReport};
 use super::key::{LimitKey, RequestFacts};
 use super::limiter::{Decision, Limiter};
-use super::policy::{Policy, Selection};
+use super::policy::{Policy, Selection, ServiceSettings};
 use super::window::Period;
 use super::UnixMillis;
+use crate::shared::SharedStore;
 
 /// The gRPC service and method called.
 pub const SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";
 pub const METHOD: &str = "ShouldRateLimit";
 /// The descriptor entry naming the policy (`global`, `routes.<name>`).
 pub const POLICY_ENTRY: &str = "portcullis_policy";
-
-/// Where the service is and how long to wait for it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServiceSettings {
-    /// The Envoy cluster (HTTP/2) of the rate limit service.
-    pub cluster: String,
-    /// The descriptors' domain: deployments sharing a service and a domain share counters.
-    pub domain: String,
-    /// Milliseconds before the call counts as failed.
-    pub timeout_ms: u64,
-}
 
 /// `envoy.service.ratelimit.v3.RateLimitRequest`.
 #[derive(Clone, PartialEq, Message)]
@@ -240,7 +230,7 @@ impl Limiter {
         &self,
         call: &ServiceCall,
         reply: Reply<'_>,
-        store: &dyn super::store::SharedStore,
+        store: &dyn SharedStore,
         now: UnixMillis,
     ) -> Answer<'_> {
         let selection = self.policies().select(call.route.as_deref());
@@ -396,8 +386,8 @@ mod tests {
 
     use super::*;
     use crate::rate_limit::key::tests::Facts;
-    use crate::rate_limit::store::MemoryStore;
     use crate::rate_limit::RateLimitPolicySet;
+    use crate::shared::MemoryStore;
 
     /// 2026-01-01T00:00:10Z.
     const NOW: UnixMillis = UnixMillis(1_767_225_610_000);

@@ -25,7 +25,7 @@ use super::headers::push_decimal;
 use super::key::LimitKey;
 use super::policy::Policy;
 use super::slot::{self, hash, Slot};
-use super::store::{SharedStore, StoreError, Written};
+use crate::shared::{SharedStore, StoreError, Written};
 
 /// Default table size: 65536 slots, at most 3.9 MB of shared data when every policy counts
 /// one window, 11.7 MB with all six (see [`Table::bound`]).
@@ -274,8 +274,8 @@ mod tests {
     use super::*;
     use crate::rate_limit::counter::{Algorithm, WindowCount};
     use crate::rate_limit::key::{ClientIpRule, KeyKind, LimitBy};
-    use crate::rate_limit::store::MemoryStore;
     use crate::rate_limit::window::Period;
+    use crate::shared::MemoryStore;
 
     const NOW: u64 = 1_767_225_600;
 

@@ -5,13 +5,12 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::claims::{ClaimRules, RESERVED};
-use super::cookie::{CookieRules, SameSite};
+use super::cookie::{CookieRules, RawCookie};
 use super::jws::jwks_document;
 use super::keys::{decode_secret_base64, SigningKey, SIGNING_ALGORITHMS};
 use super::{normal_form, AuthPath, TokenIssuer};
-use crate::jwt::crypto::Algorithm;
-use crate::jwt::token::strict_json;
-use crate::jwt::{ConfigError, CryptoChoice};
+use crate::config::{err, strict_json, typed, ConfigError};
+use crate::jose::{Algorithm, CryptoChoice};
 
 /// Default token lifetime: one hour.
 pub const DEFAULT_TTL: u64 = 3600;
@@ -115,29 +114,6 @@ pub struct RawKey {
     pub active: Option<bool>,
 }
 
-/// The cookie that carries the token too.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawCookie {
-    /// Cookie name; the jwt filter's `cookie_names` should list it.
-    pub name: String,
-    /// `HttpOnly` (default true): scripts cannot read the token.
-    pub http_only: Option<bool>,
-    /// `Secure` (default true): only sent over HTTPS. Pitfall: false only for local tests.
-    pub secure: Option<bool>,
-    /// `Strict`, `Lax` (default) or `None` (needs `secure`).
-    pub same_site: Option<SameSite>,
-    /// `Path` (default `/`).
-    pub path: Option<String>,
-}
-
-fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        path: path.into(),
-        message: message.into(),
-    }
-}
-
 impl RawConfig {
     /// Reads the JSON configuration; unknown fields, wrong types and repeated member names
     /// are refused with their path.
@@ -147,13 +123,7 @@ impl RawConfig {
         if !value.is_object() {
             return Err(err("", "expected a JSON object"));
         }
-        serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            err(
-                if path == "." { String::new() } else { path },
-                e.into_inner().to_string(),
-            )
-        })
+        typed("", value)
     }
 }
 

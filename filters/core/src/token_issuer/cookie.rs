@@ -2,8 +2,7 @@
 
 use serde::Deserialize;
 
-use super::config::RawCookie;
-use crate::jwt::ConfigError;
+use crate::config::{is_token_char, ConfigError};
 
 /// The cookie's `SameSite` attribute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -11,6 +10,22 @@ pub enum SameSite {
     Strict,
     Lax,
     None,
+}
+
+/// The cookie that carries the token too.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCookie {
+    /// Cookie name; the jwt filter's `cookie_names` should list it.
+    pub name: String,
+    /// `HttpOnly` (default true): scripts cannot read the token.
+    pub http_only: Option<bool>,
+    /// `Secure` (default true): only sent over HTTPS. Pitfall: false only for local tests.
+    pub secure: Option<bool>,
+    /// `Strict`, `Lax` (default) or `None` (needs `secure`).
+    pub same_site: Option<SameSite>,
+    /// `Path` (default `/`).
+    pub path: Option<String>,
 }
 
 /// How the token cookie is written, compiled from configuration.
@@ -21,10 +36,6 @@ pub struct CookieRules {
     pub secure: bool,
     pub same_site: SameSite,
     pub path: String,
-}
-
-fn is_token_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 impl CookieRules {

@@ -14,7 +14,7 @@ use rsa::{Pkcs1v15Sign, PrivateKey as RsaPrivateKey};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
-use crate::jwt::crypto::{Algorithm, InModule, PreparedKey, SignatureBackend, MIN_RSA_BITS};
+use crate::jose::crypto::{Algorithm, InModule, PreparedKey, SignatureBackend, MIN_RSA_BITS};
 
 /// The algorithms the issuer signs with.
 pub const SIGNING_ALGORITHMS: [Algorithm; 6] = [

@@ -20,8 +20,8 @@ pub use cookie::{CookieRules, SameSite};
 pub use keys::{InModuleSigner, SignError, SigningBackend, SigningKey};
 pub use refusal::Refusal;
 
-use crate::jwt::token::strict_json;
-use crate::jwt::CryptoChoice;
+use crate::config::strict_json;
+use crate::jose::CryptoChoice;
 use crate::UnixTime;
 
 /// The text the start-up probe asks the host to sign.

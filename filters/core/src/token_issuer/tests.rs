@@ -6,9 +6,10 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::jwt::jwks::parse_jwks;
+use crate::jose::jwks::parse_jwks;
+use crate::jose::InModule;
 use crate::jwt::{
-    authenticate, InModule, JwtPolicySet, KeyStore, Rejection, RoutePolicy, TokenSources, Verifier,
+    authenticate, JwtPolicySet, KeyStore, Rejection, RoutePolicy, TokenSources, Verifier,
 };
 
 const NOW: UnixTime = UnixTime(1_767_225_600);

@@ -1,7 +1,8 @@
 //! `authenticate` end to end: every algorithm accepted, every rejection class refused.
 
-use portcullis_core::jwt::jwks::parse_jwks;
-use portcullis_core::jwt::{Algorithm, InModule, KeyStore, Rejection, TokenError, TokenLocation};
+use portcullis_core::jose::jwks::parse_jwks;
+use portcullis_core::jose::{Algorithm, InModule};
+use portcullis_core::jwt::{KeyStore, Rejection, TokenError, TokenLocation};
 use portcullis_core::UnixTime;
 use serde_json::json;
 

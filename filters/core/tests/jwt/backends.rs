@@ -6,13 +6,12 @@
 
 use std::cell::Cell;
 
-use portcullis_core::jwt::crypto::{
+use portcullis_core::jose::crypto::{
     ecdsa_der, host_capable, host_verify_input, AlgorithmSet, CryptoError, SplitBackend,
 };
-use portcullis_core::jwt::jwks::parse_jwks;
-use portcullis_core::jwt::{
-    Algorithm, InModule, KeyStore, PreparedKey, Rejection, SignatureBackend, TokenCache,
-};
+use portcullis_core::jose::jwks::parse_jwks;
+use portcullis_core::jose::{Algorithm, InModule, PreparedKey, SignatureBackend};
+use portcullis_core::jwt::{KeyStore, Rejection, TokenCache};
 use portcullis_core::UnixTime;
 use ring::signature::{self as ring_sig, UnparsedPublicKey, VerificationAlgorithm};
 use rsa::pkcs8::spki::{der::Decode, SubjectPublicKeyInfoRef};

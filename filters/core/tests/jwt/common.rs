@@ -7,9 +7,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{KeyInit, Mac};
 use jwt_simple::prelude::*;
+use portcullis_core::jose::{Algorithm, InModule, SignatureBackend};
 use portcullis_core::jwt::{
-    authenticate, Accepted, Algorithm, InModule, JwtPolicySet, KeyStore, Rejection, RoutePolicy,
-    SignatureBackend, TokenCache, TokenSources, Verifier,
+    authenticate, Accepted, JwtPolicySet, KeyStore, Rejection, RoutePolicy, TokenCache,
+    TokenSources, Verifier,
 };
 use portcullis_core::UnixTime;
 use rsa::pkcs8::spki::{der::Decode, SubjectPublicKeyInfoRef};

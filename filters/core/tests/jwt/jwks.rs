@@ -1,7 +1,7 @@
 //! JWKS documents: usable keys kept, bad keys skipped and reported, garbage refused.
 
-use portcullis_core::jwt::jwks::{parse_jwks, JwksError};
-use portcullis_core::jwt::Algorithm;
+use portcullis_core::jose::jwks::{parse_jwks, JwksError};
+use portcullis_core::jose::Algorithm;
 use serde_json::json;
 
 use crate::common::*;
@@ -78,6 +78,6 @@ fn refuses_garbage_whole() {
         let err = parse_jwks(doc).unwrap_err();
         assert!(expected(&err), "{}: {err:?}", String::from_utf8_lossy(doc));
     }
-    let huge = vec![b' '; portcullis_core::jwt::jwks::MAX_JWKS_BYTES + 1];
+    let huge = vec![b' '; portcullis_core::jose::jwks::MAX_JWKS_BYTES + 1];
     assert!(matches!(parse_jwks(&huge), Err(JwksError::TooLarge(_))));
 }

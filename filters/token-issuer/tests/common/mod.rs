@@ -17,9 +17,10 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 pub use host_test::{dist, Exchange, Host, LogLevel, Plugin, Request, UpstreamResponse};
+use portcullis_core::jose::InModule;
 pub use portcullis_core::jwt::Rejection;
 use portcullis_core::jwt::{
-    authenticate, InModule, JwtPolicySet, KeyStore, RoutePolicy, TokenSources, Verifier,
+    authenticate, JwtPolicySet, KeyStore, RoutePolicy, TokenSources, Verifier,
 };
 use portcullis_core::UnixTime;
 pub use portcullis_tests::tokens;

@@ -677,3 +677,14 @@ impl<H: SignatureBackend> SignatureBackend for SplitBackend<H> {
         }
     }
 }
+
+/// Where signatures are checked and made, as the jwt and token-issuer configurations write
+/// it (`crypto`): `auto` lets the host do what it does correctly, `in_module` keeps it all
+/// in the module.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CryptoChoice {
+    #[default]
+    Auto,
+    InModule,
+}

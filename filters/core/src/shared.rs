@@ -1,7 +1,9 @@
-//! What the limiter needs from the host: proxy-wasm shared data, one value and one CAS
-//! number per key, shared by every worker of a VM id. The glue implements [`SharedStore`]
-//! over `proxy_get_shared_data` / `proxy_set_shared_data`; [`MemoryStore`] is the test
-//! double, with Envoy's exact CAS rules and a hook to write between a read and its CAS.
+//! Proxy-wasm shared data, as the filters need it from the host: one value and one CAS
+//! number per key, shared by every worker of a VM id. The rate limiter counts in it; the jwt
+//! filter keeps its remote key sets and their refresh claims there. The glue implements
+//! [`SharedStore`] once over `proxy_get_shared_data` / `proxy_set_shared_data`;
+//! [`MemoryStore`] is the test double, with Envoy's exact CAS rules and a hook to write
+//! between a read and its CAS.
 
 use std::collections::HashMap;
 use std::fmt;

@@ -1,7 +1,5 @@
-//! JSON Web Keys (RFC 7517/7518): one JWK or a whole JWKS document into prepared keys, and
-//! the per-worker store of remote key sets the glue fills from shared data.
+//! JSON Web Keys (RFC 7517/7518): one JWK or a whole JWKS document into prepared keys.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -11,7 +9,7 @@ use rsa::{BoxedUint, PublicKey as RsaPublicKey};
 use serde_json::{Map, Value};
 
 use super::crypto::{Algorithm, AlgorithmSet, Family, KeyError, PreparedKey};
-use super::token::strict_json;
+use crate::config::strict_json;
 
 /// A JWKS document larger than this is refused whole.
 pub const MAX_JWKS_BYTES: usize = 512 * 1024;
@@ -289,34 +287,4 @@ fn sec1_point(x: &[u8], y: &[u8], len: usize) -> Result<Vec<u8>, KeyError> {
         }
     }
     Ok([&[0x04][..], x, y].concat())
-}
-
-/// The remote key sets of every provider, per worker. The glue installs a set whenever the
-/// shared-data copy changes generation (its CAS), so each worker parses a document once.
-#[derive(Debug, Default)]
-pub struct KeyStore {
-    sets: HashMap<String, (u64, JwkSet)>,
-}
-
-impl KeyStore {
-    /// An empty store.
-    pub fn new() -> KeyStore {
-        KeyStore::default()
-    }
-
-    /// Installs `set` as `provider`'s keys at `generation`, replacing the previous set.
-    pub fn install(&mut self, provider: &str, generation: u64, set: JwkSet) {
-        self.sets.insert(provider.to_owned(), (generation, set));
-    }
-
-    /// The generation installed for `provider`, if any: the glue compares it with the
-    /// shared-data CAS to know whether to re-parse.
-    pub fn generation(&self, provider: &str) -> Option<u64> {
-        self.sets.get(provider).map(|(generation, _)| *generation)
-    }
-
-    /// `provider`'s current keys, if any were ever installed.
-    pub fn keys(&self, provider: &str) -> Option<&JwkSet> {
-        self.sets.get(provider).map(|(_, set)| set)
-    }
 }

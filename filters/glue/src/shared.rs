@@ -1,14 +1,14 @@
-//! Shared data through the raw proxy-wasm calls, as `portcullis_core::rate_limit::SharedStore`.
+//! Shared data through the raw proxy-wasm calls, as `portcullis_core::shared::SharedStore`.
 //!
 //! The SDK's `hostcalls::get_shared_data` and `set_shared_data` panic on any status other
 //! than the few they expect, and a panic kills the VM for every later request on the worker.
-//! These return every other status as an error instead, which the limiter turns into a
-//! counting fault that `fault_tolerant` decides. (A candidate for `portcullis-glue` once a
-//! second filter needs shared data.)
+//! These return every other status as an error instead, for the caller to fail closed: the
+//! rate limiter turns it into a counting fault that `fault_tolerant` decides; the jwt
+//! filter's JWKS refresh claims nothing and keeps the keys it has.
 
 use std::ptr::{null, null_mut};
 
-use portcullis_core::rate_limit::{SharedStore, StoreError, Written};
+use portcullis_core::shared::{SharedStore, StoreError, Written};
 
 // The statuses of the proxy-wasm ABI that matter here.
 const OK: u32 = 0;
