@@ -5,7 +5,7 @@
 mod jwks;
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use proxy_wasm::types::{Action, ContextType, LogLevel};
 use portcullis_core::header_map::HeaderMap;
 use portcullis_core::jose::crypto::{AlgorithmSet, CryptoError, SplitBackend};
 use portcullis_core::jose::{Algorithm, CryptoChoice, InModule, PreparedKey, SignatureBackend};
+use portcullis_core::jwt::delay::DelayedRefusals;
 use portcullis_core::jwt::keyring::RemoteJwks;
 use portcullis_core::jwt::refresh::Trigger;
 use portcullis_core::jwt::sources::hide;
@@ -92,12 +93,8 @@ struct Worker {
     keys: RefCell<KeyStore>,
     cache: RefCell<TokenCache>,
     metrics: Metrics,
-    /// Refusals held back by `failure_delay_ms`, answered by the root context's tick: the
-    /// soonest due on top, so a tick with nothing due costs one look, however many wait.
-    delayed: RefCell<BinaryHeap<Delayed>>,
-    /// The streams whose refusal waits in `delayed` and that are still there: a stream that
-    /// ends (its client left) leaves this set at once, its heap entry when due or compacted.
-    delayed_live: RefCell<HashSet<u32>>,
+    /// Refusals held back by `failure_delay_ms`, answered by the root context's tick.
+    delayed: RefCell<DelayedRefusals>,
     /// Providers whose fetch a request claimed, for the root context to dispatch at its
     /// next tick: a fetch belongs to the root context, never to the stream that wanted it,
     /// so no client can cancel it by resetting its stream.
@@ -111,41 +108,6 @@ struct Worker {
     /// request would keep the tick from ever firing).
     tick: Cell<Duration>,
 }
-
-/// A refusal to send once `due_ms` (host clock, Unix milliseconds) has passed.
-struct Delayed {
-    due_ms: u64,
-    context: u32,
-    refusal: Refusal,
-}
-
-/// Ordered by due time, soonest greatest, for the max-heap [`BinaryHeap`].
-impl Ord for Delayed {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        other.due_ms.cmp(&self.due_ms)
-    }
-}
-
-impl PartialOrd for Delayed {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for Delayed {
-    fn eq(&self, other: &Self) -> bool {
-        self.due_ms == other.due_ms
-    }
-}
-
-impl Eq for Delayed {}
-
-/// At most this many refusals wait for their delay per worker, counting only streams still
-/// open (a client that leaves frees its place); past it a refusal is answered at once, so a
-/// flood of bad tokens cannot hold memory (or streams) without bound.
-const MAX_DELAYED: usize = 1024;
-/// The heap is compacted (entries of streams that ended dropped) when it reaches this size.
-const MAX_DELAYED_ENTRIES: usize = 4 * MAX_DELAYED;
 
 /// How often the root context looks for delayed refusals to send while any wait.
 const DELAY_TICK: Duration = Duration::from_millis(10);
@@ -242,8 +204,7 @@ impl RootContext for JwtRoot {
             backend,
             keys: RefCell::new(KeyStore::new()),
             metrics: Metrics::define(),
-            delayed: RefCell::new(BinaryHeap::new()),
-            delayed_live: RefCell::new(HashSet::new()),
+            delayed: RefCell::new(DelayedRefusals::new()),
             to_dispatch: RefCell::new(Vec::new()),
             waiting: RefCell::new(Vec::new()),
             normal_tick,
@@ -301,18 +262,10 @@ impl JwtRoot {
     /// Sends the delayed refusals that are due, each on its own stream; a stream that is
     /// gone (the client left) is skipped.
     fn send_delayed(&self, worker: &Worker) {
-        let now = host::now_millis();
-        let mut due = Vec::new();
-        {
-            let mut delayed = worker.delayed.borrow_mut();
-            while delayed.peek().is_some_and(|d| d.due_ms <= now) {
-                due.extend(delayed.pop());
-            }
-        }
-        for d in due {
-            let live = worker.delayed_live.borrow_mut().remove(&d.context);
-            if live && hostcalls::set_effective_context(d.context).is_ok() {
-                respond(&d.refusal);
+        let due = worker.delayed.borrow_mut().due(host::now_millis());
+        for (context, refusal) in due {
+            if hostcalls::set_effective_context(context).is_ok() {
+                respond(&refusal);
             }
         }
         let _ = hostcalls::set_effective_context(self.id);
@@ -429,7 +382,7 @@ impl Context for JwtFilter {
             .waiting
             .borrow_mut()
             .retain(|w| w.context != self.id);
-        self.worker.delayed_live.borrow_mut().remove(&self.id);
+        self.worker.delayed.borrow_mut().ended(self.id);
         true
     }
 }
@@ -575,25 +528,19 @@ impl Worker {
             &format!("portcullis-jwt: rejected: {}", rejection.log_reason()),
         );
         let refusal = policy.refusal(rejection);
-        if refusal.delay_ms == 0 || self.delayed_live.borrow().len() >= MAX_DELAYED {
+        if refusal.delay_ms == 0 {
             respond(&refusal);
             return;
         }
         // Pingap's `delay`: answer later, from the root context's tick, so that a
-        // refusal takes as long whatever the reason (no timing oracle).
-        let mut delayed = self.delayed.borrow_mut();
-        let mut live = self.delayed_live.borrow_mut();
-        delayed.push(Delayed {
-            due_ms: host::now_millis() + refusal.delay_ms,
-            context,
-            refusal,
-        });
-        live.insert(context);
-        if delayed.len() >= MAX_DELAYED_ENTRIES {
-            // At most MAX_DELAYED of them are live: this drops at least three quarters.
-            delayed.retain(|d| live.contains(&d.context));
+        // refusal takes as long whatever the reason (no timing oracle); at once past the
+        // bound on waiting streams.
+        let due_ms = host::now_millis() + refusal.delay_ms;
+        let held = self.delayed.borrow_mut().hold(context, due_ms, refusal);
+        if let Err(refusal) = held {
+            respond(&refusal);
+            return;
         }
-        drop((delayed, live));
         self.retick();
     }
 }

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod claims;
 pub mod compile;
 pub mod config;
+pub mod delay;
 pub mod keyring;
 pub mod object;
 pub mod policy;
