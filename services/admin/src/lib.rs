@@ -1,0 +1,57 @@
+//! `portcullis-admin`: the Portcullis control plane. It owns consumers, JWT credentials,
+//! ACL groups and revocations in SQLite or PostgreSQL, serves Kong's Admin API for them
+//! (so scripts written for Kong work unchanged), and tells the gateways what changed
+//! through a read-only, versioned data-plane API.
+//!
+//! | module | holds |
+//! |---|---|
+//! | [`cli`] | the command line |
+//! | [`server`] | the two listeners, the pruner, graceful shutdown |
+//! | [`admin_api`] | Kong's Admin API routes |
+//! | [`data_plane`] | the gateways' API (`/v1/…`) |
+//! | [`http`] | what both listeners share: request, reply, token check, log line |
+//! | [`input`] | bodies and query strings read as Kong reads them, field checks |
+//! | [`failure`] | why a request failed, as Kong answers it |
+//! | [`ops`] | the operations, written once for both databases |
+//! | [`model`] | the entities as stored and shown |
+//! | [`events`] | the change log: append, feed, prune |
+//! | [`store`] | async handlers to blocking transactions |
+//! | [`db`] | the database trait, SQLite, PostgreSQL, migrations |
+//! | [`import`] | a jwt filter config's static consumers into the database |
+//! | [`bench`] | the figures: lookups per second, change-to-event latency |
+//! | [`token`], [`ids`], [`clock`], [`metrics`] | tokens, UUIDs and secrets, time, counters |
+
+pub mod admin_api;
+pub mod bench;
+pub mod cli;
+pub mod clock;
+pub mod data_plane;
+pub mod db;
+pub mod events;
+pub mod failure;
+pub mod http;
+pub mod ids;
+pub mod import;
+pub mod input;
+pub mod metrics;
+pub mod model;
+pub mod ops;
+pub mod server;
+pub mod store;
+pub mod token;
+
+use std::time::Instant;
+
+use crate::store::Store;
+use crate::token::Token;
+
+/// What every request handler shares.
+pub struct App {
+    pub store: Store,
+    pub admin_token: Option<Token>,
+    pub data_plane_token: Option<Token>,
+    pub max_body: usize,
+    pub started: Instant,
+    /// The database, for `/` and the log (no password).
+    pub database: String,
+}

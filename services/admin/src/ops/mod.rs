@@ -1,0 +1,134 @@
+//! The Admin API's operations on the database, written once for both backends. Each runs
+//! inside one transaction (see [`crate::store`]): it validates its whole input first,
+//! then reads, then writes, and records what it changed in [`Changes`] so that the event
+//! log and the data agree.
+//!
+//! | module | holds |
+//! |---|---|
+//! | [`consumers`] | `/consumers` |
+//! | [`jwts`] | `/consumers/{c}/jwt`, `/jwts` |
+//! | [`acls`] | `/consumers/{c}/acls`, `/acls` |
+//! | [`revocations`] | `/revocations` |
+//! | [`lookup`] | the data plane's reads |
+
+pub mod acls;
+pub mod consumers;
+pub mod jwts;
+pub mod lookup;
+pub mod revocations;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde_json::Value as Json;
+
+use crate::db::{DbError, Row, Tx, Value};
+use crate::failure::Failure;
+use crate::input::Input;
+
+pub use crate::events::Changes;
+
+/// The longest username, custom_id, credential key, group or jti accepted.
+pub const MAX_NAME: usize = 1024;
+
+/// One page of a listing: `size` and `offset` from the query, Kong's defaults (100, at
+/// most 1000).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageRequest {
+    pub size: i64,
+    /// The last id of the previous page (decoded from `offset`).
+    pub after: String,
+}
+
+impl PageRequest {
+    /// Reads `size` and `offset` as Kong does (`size must be a number`, `size must be an
+    /// integer between 1 and 1000`, `'x' is not a valid offset: bad base64 encoding`).
+    pub fn from_query(query: &Input) -> Result<PageRequest, Failure> {
+        let size = match query.get("size") {
+            None | Some(Json::Null) => 100,
+            Some(Json::String(text)) => {
+                let number: f64 = text
+                    .trim()
+                    .parse()
+                    .map_err(|_| Failure::InvalidSize("size must be a number".to_owned()))?;
+                if number.fract() != 0.0 || !(1.0..=1000.0).contains(&number) {
+                    return Err(Failure::InvalidSize(
+                        "size must be an integer between 1 and 1000".to_owned(),
+                    ));
+                }
+                number as i64
+            }
+            Some(_) => return Err(Failure::InvalidSize("size must be a number".to_owned())),
+        };
+        let after = match query.get("offset") {
+            None | Some(Json::Null) => String::new(),
+            Some(Json::String(offset)) => URL_SAFE_NO_PAD
+                .decode(offset)
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .filter(|id| crate::ids::is_uuid(id))
+                .ok_or_else(|| Failure::InvalidOffset(offset.clone(), "bad base64 encoding"))?,
+            Some(other) => {
+                return Err(Failure::InvalidOffset(
+                    other.to_string(),
+                    "bad base64 encoding",
+                ))
+            }
+        };
+        Ok(PageRequest { size, after })
+    }
+}
+
+/// A page: the items and, when more follow, the offset of the next page.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Page {
+    pub data: Vec<Json>,
+    pub offset: Option<String>,
+}
+
+/// Runs a page query whose last two parameters are `after` and `limit` (asks one more
+/// row than `size` to know whether a next page exists).
+pub fn page<T>(
+    tx: &mut dyn Tx,
+    sql: &str,
+    mut params: Vec<Value>,
+    request: &PageRequest,
+    from_row: fn(&Row) -> Result<T, DbError>,
+    to_json: fn(&T) -> Json,
+    id_of: fn(&T) -> &str,
+) -> Result<Page, Failure> {
+    params.push(Value::from(request.after.as_str()));
+    params.push(Value::Int(request.size + 1));
+    let rows = tx.query(sql, &params)?;
+    let mut items = rows.iter().map(from_row).collect::<Result<Vec<T>, _>>()?;
+    let more = items.len() as i64 > request.size;
+    items.truncate(usize::try_from(request.size).unwrap_or(0));
+    let offset = match (more, items.last()) {
+        (true, Some(last)) => Some(URL_SAFE_NO_PAD.encode(id_of(last))),
+        _ => None,
+    };
+    Ok(Page {
+        data: items.iter().map(to_json).collect(),
+        offset,
+    })
+}
+
+/// Whether `sql` (with `params`) returns a row.
+pub fn exists(tx: &mut dyn Tx, sql: &str, params: &[Value]) -> Result<bool, DbError> {
+    Ok(!tx.query(sql, params)?.is_empty())
+}
+
+/// The keys of every credential of a consumer, in key order.
+pub fn credential_keys(tx: &mut dyn Tx, consumer_id: &str) -> Result<Vec<String>, DbError> {
+    tx.query(
+        "SELECT key FROM jwt_secrets WHERE consumer_id = $1 ORDER BY key",
+        &[Value::from(consumer_id)],
+    )?
+    .iter()
+    .map(|row| row.text(0))
+    .collect()
+}
+
+/// A new id: the OS random source failing is an internal error, never a weak id.
+pub fn new_id() -> Result<String, Failure> {
+    crate::ids::new_uuid().map_err(Failure::Internal)
+}
