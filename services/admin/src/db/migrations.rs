@@ -106,7 +106,7 @@ pub fn apply(db: &dyn Database) -> Result<Vec<i64>, String> {
     run(db, Access::Write, |tx: &mut dyn Tx| -> Result<Vec<i64>, DbError> {
         if dialect == Dialect::Postgres {
             // Any constant: replicas starting together queue here, one migrates.
-            tx.query("SELECT pg_advisory_xact_lock(7303214420011)", &[])?;
+            tx.execute("SELECT pg_advisory_xact_lock(7303214420011)", &[])?;
         }
         tx.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (
