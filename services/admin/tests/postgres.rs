@@ -3,7 +3,12 @@
 //! database, the database stopped mid-run (503, nothing written, recovery), and
 //! concurrent writers whose events come out gapless in commit order.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::type_complexity)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::type_complexity
+)]
 
 mod common;
 

@@ -2,7 +2,12 @@
 //! scenario of `common/scenarios.rs` on a fresh file, then what only a process shows
 //! (tokens, start-up refusals, SIGTERM, two processes on one file, the pruner).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::type_complexity)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::type_complexity
+)]
 
 mod common;
 
@@ -177,4 +182,94 @@ fn prunes_old_events_and_tells_late_readers_to_reset() {
     );
     let status = admin.get("/status").json();
     assert_eq!(status["database"]["pruned_through"], 2);
+}
+
+#[test]
+fn imports_a_jwt_filter_configuration_in_one_step() {
+    let dir = ScratchDir::new("import");
+    let db = format!("sqlite:{}", dir.path().join("admin.db").display());
+    let config = dir.path().join("jwt.json");
+    let id = "6e2f2a5e-3c7e-4c44-9a4e-1b2c3d4e5f80";
+    std::fs::write(
+        &config,
+        json!({
+            "consumers": [
+                { "username": "mobile-app", "id": id, "custom_id": "123", "groups": ["admins", "ops"],
+                  "credentials": [
+                      { "key": "mobile-app", "secret": "demo-only-mobile-app-secret-0123456789abcdef" },
+                      { "key": "mobile-b64", "algorithm": "HS256",
+                        "secret_base64": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" } ] },
+                { "username": "svc", "credentials": [
+                      { "key": "svc-rs", "algorithm": "RS256", "public_key": scenarios::RSA2048 } ] }
+            ],
+            "routes": { "login": { "public": true } }
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let import = |file: &std::path::Path| {
+        std::process::Command::new(common::binary())
+            .args(["import", "--db", &db])
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    let out = import(&config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("imported into {db}: consumers 2 created, 0 updated; credentials 3 created, 0 updated; groups 2 created")
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("consumers[1]: no id"));
+    // Twice: updates, creates nothing.
+    let again = import(&config);
+    assert!(String::from_utf8_lossy(&again.stdout).contains(
+        "consumers 0 created, 2 updated; credentials 0 created, 3 updated; groups 0 created"
+    ));
+
+    // A broken file: refused as the filter refuses it, or by the Admin API's rules; nothing written.
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"consumers":[{"username":"new","credentials":[{"key":"x","secret":"short"}]}]}"#,
+    )
+    .unwrap();
+    let refused = import(&bad);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr)
+        .contains("consumers[0].credentials[0].secret: 5 bytes, HS256 needs at least 32"));
+    let jwk = dir.path().join("jwk.json");
+    std::fs::write(&jwk, r#"{"consumers":[{"username":"new","credentials":[{"key":"x","jwk":{"kty":"oct","k":"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"}}]}]}"#).unwrap();
+    let refused = import(&jwk);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains(
+            "consumers[0].credentials[0]: schema violation (jwk: JWK credentials are not imported"
+        ),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    let admin = Admin::start(&db, &[]);
+    assert_eq!(
+        admin.get("/consumers/new").status,
+        404,
+        "nothing half-imported"
+    );
+    let found = admin.data("/v1/credentials/mobile-b64").json();
+    assert_eq!(found["consumer"]["id"], id);
+    assert_eq!(found["consumer"]["custom_id"], "123");
+    assert_eq!(found["consumer"]["groups"], json!(["admins", "ops"]));
+    assert_eq!(
+        found["credential"]["secret"],
+        "0123456789abcdef0123456789abcdef"
+    );
+    assert_eq!(
+        admin.data("/v1/credentials/svc-rs").json()["credential"]["rsa_public_key"],
+        scenarios::RSA2048
+    );
+    assert_eq!(admin.data("/v1/changes?after=0").json()["head"], 7 + 5);
 }
