@@ -109,6 +109,19 @@ impl Postgres {
     }
 }
 
+impl Drop for Postgres {
+    /// A `postgres::Client` closes its connection by blocking on its own runtime, which
+    /// panics on a thread that drives async tasks (where the service drops this at exit):
+    /// close the idle connections on a plain thread.
+    fn drop(&mut self) {
+        let idle = match self.pool.get_mut() {
+            Ok(pool) => std::mem::take(&mut pool.idle),
+            Err(_) => return,
+        };
+        let _ = std::thread::spawn(move || drop(idle)).join();
+    }
+}
+
 impl Database for Postgres {
     fn dialect(&self) -> Dialect {
         Dialect::Postgres
