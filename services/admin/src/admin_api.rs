@@ -44,13 +44,19 @@ pub async fn handle(State(app): State<Arc<App>>, request: axum::extract::Request
 }
 
 async fn route(app: &Arc<App>, mut request: Request) -> Outcome {
+    if app.admin_token.is_none() {
+        if let Some(why) = crate::http::browser_refusal(&request.headers) {
+            return Err(Failure::Forbidden(why));
+        }
+    }
+    let authorised = request.authorised(app.admin_token.as_ref(), "kong-admin-token", false);
     // `/status` answers without the token: a health check carries none, and it tells
-    // nothing but whether the database is reachable.
+    // nothing but whether the database is reachable (why not, only with the token).
     if request.segments.len() == 1 && request.segments.first().is_some_and(|s| s == "status") {
         only(&request, &[Method::GET])?;
-        return Ok(status(app).await);
+        return Ok(status(app, authorised).await);
     }
-    if !request.authorised(app.admin_token.as_ref(), "kong-admin-token", false) {
+    if !authorised {
         return Err(Failure::Unauthorized);
     }
     let method = request.method.clone();
@@ -485,7 +491,7 @@ async fn list_consumers(app: &Arc<App>, request: &Request) -> Outcome {
 
 /// Kong's `/status`: `{"database":{"reachable":…},"server":{…}}`; 503 when the database
 /// cannot be reached (a load balancer's health check reads the status alone).
-async fn status(app: &Arc<App>) -> Reply {
+async fn status(app: &Arc<App>, detailed: bool) -> Reply {
     let reachable = app.store.read(|tx| Ok(crate::events::head(tx)?)).await;
     let (code, database) = match &reachable {
         Ok((head, pruned)) => {
@@ -499,6 +505,10 @@ async fn status(app: &Arc<App>) -> Reply {
         Err(failure) => {
             app.store.metrics.reachable(false);
             let why = match failure {
+                _ if !detailed => {
+                    "the database cannot be reached (the reason is shown with the admin token)"
+                        .to_owned()
+                }
                 Failure::Unavailable(why) | Failure::Internal(why) => why.clone(),
                 other => other.body().to_string(),
             };

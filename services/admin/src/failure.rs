@@ -110,6 +110,9 @@ pub enum Failure {
     BadRequest(String),
     /// 401: no or a wrong `Kong-Admin-Token` (or data-plane token).
     Unauthorized,
+    /// 403: a request a browser may have sent on its user's behalf (a listener without a
+    /// token admits only loopback `Host`s and origins); the reason.
+    Forbidden(&'static str),
     /// 405 `{"message":"Method not allowed"}`.
     MethodNotAllowed,
     /// 413: the body is larger than `--max-body-bytes`.
@@ -130,6 +133,8 @@ impl From<DbError> for Failure {
             DbError::Unique(constraint) => {
                 Failure::Unique(BTreeMap::from([(constraint, Value::Null)]))
             }
+            // What the write referred to went away meanwhile: it is not there (any more).
+            DbError::ForeignKey(_) => Failure::NotFound,
             DbError::Failed(why) => Failure::Internal(why),
             DbError::Aborted => Failure::Internal("transaction aborted".to_owned()),
         }
@@ -158,6 +163,7 @@ impl Failure {
             | Failure::InvalidOffset(..)
             | Failure::BadRequest(_) => 400,
             Failure::Unauthorized => 401,
+            Failure::Forbidden(_) => 403,
             Failure::NotFound => 404,
             Failure::MethodNotAllowed => 405,
             Failure::Unique(_) => 409,
@@ -180,6 +186,7 @@ impl Failure {
             Failure::InvalidOffset(..) => "invalid_offset",
             Failure::BadRequest(_) => "bad_request",
             Failure::Unauthorized => "unauthorized",
+            Failure::Forbidden(_) => "forbidden",
             Failure::MethodNotAllowed => "method_not_allowed",
             Failure::TooLarge(_) => "too_large",
             Failure::UnsupportedMediaType => "unsupported_media_type",
@@ -229,6 +236,9 @@ impl Failure {
             Failure::Unauthorized => {
                 json!({ "message": "Invalid credentials. Token or User credentials required" })
             }
+            Failure::Forbidden(why) => json!({
+                "message": format!("Forbidden: {why}; without a token this service answers only loopback clients that are not browsers on another site's behalf")
+            }),
             Failure::MethodNotAllowed => json!({ "message": "Method not allowed" }),
             Failure::TooLarge(limit) => json!({
                 "message": format!("Request body too large: at most {limit} bytes")

@@ -38,11 +38,16 @@ impl Request {
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
             .collect();
+        // A NUL cannot be in any stored name: not found, before any database sees it.
         let segments = raw_segments
             .iter()
-            .map(|s| percent_decode(s).ok_or(Failure::NotFound))
+            .map(|s| {
+                percent_decode(s)
+                    .filter(|s| !s.contains('\0'))
+                    .ok_or(Failure::NotFound)
+            })
             .collect::<Result<Vec<String>, Failure>>()?;
-        let query = input::form(parts.uri.query().unwrap_or("").as_bytes());
+        let query = input::form(parts.uri.query().unwrap_or("").as_bytes())?;
         Ok(Request {
             method: parts.method,
             path,
@@ -111,6 +116,57 @@ impl Request {
     }
 }
 
+/// Whether `authority` (`host[:port]`, as in `Host` or an origin) names this machine by
+/// loopback: `127.0.0.1`, `[::1]` or `localhost`, any port.
+pub fn is_loopback_authority(authority: &str) -> bool {
+    let host = if authority.starts_with('[') {
+        authority.split_inclusive(']').next().unwrap_or("")
+    } else {
+        authority.split(':').next().unwrap_or("")
+    };
+    let port_ok = authority.get(host.len()..).is_some_and(|rest| {
+        rest.is_empty()
+            || rest
+                .strip_prefix(':')
+                .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    });
+    port_ok && (host == "127.0.0.1" || host == "[::1]" || host.eq_ignore_ascii_case("localhost"))
+}
+
+/// Why a browser may not have sent this request on its user's behalf, if so: a `Host` that
+/// is not loopback (DNS rebinding: a page of `evil.example` resolving to 127.0.0.1), an
+/// `Origin` that is not loopback, or `Sec-Fetch-Site: cross-site` (a cross-site form
+/// POST). Checked when a listener has no token: then loopback is its only guard, and a
+/// browser on the same machine is the one way past it.
+pub fn browser_refusal(headers: &HeaderMap) -> Option<&'static str> {
+    let host = headers.get(header::HOST).map(HeaderValue::as_bytes);
+    let host_ok = host
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .is_some_and(is_loopback_authority);
+    if !host_ok || headers.get_all(header::HOST).iter().count() > 1 {
+        return Some("the Host header must name 127.0.0.1, [::1] or localhost");
+    }
+    for origin in headers.get_all(header::ORIGIN) {
+        let loopback = origin.to_str().ok().is_some_and(|origin| {
+            let authority = origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"));
+            authority.is_some_and(is_loopback_authority)
+        });
+        if !loopback {
+            return Some("a request from another origin");
+        }
+    }
+    let cross_site = headers
+        .get_all("sec-fetch-site")
+        .iter()
+        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
+    if cross_site {
+        return Some("a cross-site request");
+    }
+    None
+}
+
 /// `%xx` sequences decoded; `None` if the result is not UTF-8 or a sequence is broken.
 fn percent_decode(segment: &str) -> Option<String> {
     let bytes = segment.as_bytes();
@@ -159,9 +215,7 @@ pub fn finish(
                     failure.status()
                 );
             }
-            if !matches!(failure, Failure::Unavailable(_) | Failure::Internal(_)) {
-                metrics.failed(&failure);
-            }
+            metrics.failed(&failure);
             (
                 failure.status(),
                 "application/json; charset=utf-8",
@@ -191,6 +245,82 @@ pub fn finish(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn knows_loopback_hosts() {
+        for yes in [
+            "127.0.0.1",
+            "127.0.0.1:8001",
+            "[::1]",
+            "[::1]:1",
+            "localhost",
+            "LOCALHOST:80",
+        ] {
+            assert!(is_loopback_authority(yes), "{yes}");
+        }
+        for no in [
+            "evil.example",
+            "127.0.0.1.evil.example",
+            "localhost.evil.example:80",
+            "[::1]x",
+            "127.0.0.1:",
+            "127.0.0.1:80x",
+            "",
+            "10.0.0.1:8001",
+        ] {
+            assert!(!is_loopback_authority(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn refuses_what_a_browser_sends_cross_site() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut map = HeaderMap::new();
+            for (name, value) in pairs {
+                map.append(*name, HeaderValue::from_static(value));
+            }
+            map
+        };
+        let rows: [(&[(&str, &str)], bool); 9] = [
+            (&[("host", "127.0.0.1:8001")], true),
+            (
+                &[
+                    ("host", "localhost:8001"),
+                    ("origin", "http://localhost:3000"),
+                ],
+                true,
+            ),
+            (
+                &[("host", "[::1]:8001"), ("sec-fetch-site", "same-origin")],
+                true,
+            ),
+            (&[], false),
+            (&[("host", "evil.example:8001")], false),
+            (
+                &[
+                    ("host", "127.0.0.1:8001"),
+                    ("origin", "https://evil.example"),
+                ],
+                false,
+            ),
+            (&[("host", "127.0.0.1:8001"), ("origin", "null")], false),
+            (
+                &[("host", "127.0.0.1:8001"), ("sec-fetch-site", "cross-site")],
+                false,
+            ),
+            (
+                &[("host", "127.0.0.1:8001"), ("host", "evil.example")],
+                false,
+            ),
+        ];
+        for (pairs, admitted) in rows {
+            assert_eq!(
+                browser_refusal(&headers(pairs)).is_none(),
+                admitted,
+                "{pairs:?}"
+            );
+        }
+    }
 
     #[test]
     fn decodes_percent_escapes() {

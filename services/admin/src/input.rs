@@ -31,21 +31,30 @@ pub fn body(content_type: Option<&str>, bytes: &[u8]) -> Result<Input, Failure> 
             Ok(Value::Object(map)) => Ok(map),
             _ => Err(Failure::BadRequest("Cannot parse JSON body".to_owned())),
         },
-        "application/x-www-form-urlencoded" => Ok(form(bytes)),
+        "application/x-www-form-urlencoded" => form(bytes),
         _ => Err(Failure::UnsupportedMediaType),
     }
 }
 
-/// Form data (or a query string) as Kong's `normalize_nested_params` makes it.
-pub fn form(bytes: &[u8]) -> Input {
+/// Form data (or a query string) as Kong's `normalize_nested_params` makes it. A name
+/// given both as a plain value and as an object (`username=bob&username.x=1`) is a 400,
+/// and so is a NUL byte anywhere (no database stores one in text).
+pub fn form(bytes: &[u8]) -> Result<Input, Failure> {
     let mut input = Input::new();
     for (name, value) in form_urlencoded::parse(bytes) {
+        if name.contains('\0') || value.contains('\0') {
+            return Err(Failure::BadRequest(format!(
+                "{}: a NUL byte is not allowed",
+                name.replace('\0', "%00")
+            )));
+        }
         let value = if value.is_empty() {
             Value::Null
         } else {
             Value::String(value.into_owned())
         };
         let (field, sub) = split_name(&name);
+        let both = || Failure::BadRequest(format!("{field} given as both a value and an object"));
         match sub {
             // `tags[]=a`, `tags[1]=a`: an array element.
             Some(index) if index.is_empty() || index.bytes().all(|b| b.is_ascii_digit()) => {
@@ -56,14 +65,14 @@ pub fn form(bytes: &[u8]) -> Input {
                 let entry = input
                     .entry(field.to_owned())
                     .or_insert_with(|| Value::Object(Map::new()));
-                if let Value::Object(map) = entry {
-                    map.insert(member.to_owned(), value);
-                } else {
-                    *entry = Value::String(format!("{field} given as both a value and an object"));
-                }
+                let Value::Object(map) = entry else {
+                    return Err(both());
+                };
+                map.insert(member.to_owned(), value);
             }
             // A repeated plain name builds an array, as Kong's `combine_arg`.
             None => match input.get_mut(field) {
+                Some(Value::Object(_)) => return Err(both()),
                 Some(Value::Array(items)) => items.push(value),
                 Some(existing) => {
                     let first = existing.take();
@@ -75,7 +84,7 @@ pub fn form(bytes: &[u8]) -> Input {
             },
         }
     }
-    input
+    Ok(input)
 }
 
 fn push(input: &mut Input, field: &str, value: Value) {
@@ -180,6 +189,11 @@ impl<'a> Reader<'a> {
             Some(Value::String(text)) if text.len() > max => {
                 self.violations
                     .field(name, format!("length must be at most {max}"));
+                Field::Absent
+            }
+            Some(Value::String(text)) if text.contains('\0') => {
+                self.violations
+                    .field(name, "invalid value: a NUL byte is not allowed");
                 Field::Absent
             }
             Some(Value::String(text)) => Field::Set(text.clone()),
@@ -322,7 +336,8 @@ mod tests {
     #[test]
     fn reads_form_data_as_kong_does() {
         let input =
-            form(b"username=bob&custom_id=&tags[]=a&tags[]=b&consumer.id=x&group=admins&group=ops");
+            form(b"username=bob&custom_id=&tags[]=a&tags[]=b&consumer.id=x&group=admins&group=ops")
+                .unwrap();
         assert_eq!(
             Value::Object(input),
             json!({
@@ -334,8 +349,39 @@ mod tests {
             })
         );
         assert_eq!(
-            Value::Object(form(b"consumer%5Bid%5D=y&tags=one")),
+            Value::Object(form(b"consumer%5Bid%5D=y&tags=one").unwrap()),
             json!({ "consumer": { "id": "y" }, "tags": "one" })
+        );
+    }
+
+    #[test]
+    fn refuses_a_name_both_plain_and_nested() {
+        for body in [
+            &b"username=bob&username.x=1"[..],
+            b"username.x=1&username=bob",
+            b"consumer=x&consumer[id]=y",
+        ] {
+            let refused = form(body);
+            assert!(
+                matches!(&refused, Err(Failure::BadRequest(m)) if m.ends_with("given as both a value and an object")),
+                "{:?}: {refused:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_nul_bytes_in_every_text() {
+        assert!(form(b"secret=a%00b").is_err());
+        assert!(form(b"a%00=b").is_err());
+        let Value::Object(input) = json!({ "secret": "0123456789abcdef0123456789abcdef\0" }) else {
+            unreachable!()
+        };
+        let mut reader = Reader::new(&input, &["secret"]);
+        assert_eq!(reader.text("secret", 100), Field::Absent);
+        assert_eq!(
+            reader.violations.fields["secret"],
+            "invalid value: a NUL byte is not allowed"
         );
     }
 

@@ -33,7 +33,6 @@ impl Store {
         F: FnOnce(&mut dyn Tx, &mut Changes) -> Result<T, Failure> + Send + 'static,
     {
         let db = Arc::clone(&self.db);
-        let metrics = Arc::clone(&self.metrics);
         let result = blocking(move || {
             db::run(&*db, Access::Write, |tx: &mut dyn Tx| {
                 let mut changes = Changes::default();
@@ -44,16 +43,10 @@ impl Store {
             })
         })
         .await;
-        match result {
-            Ok((out, head, count)) => {
-                self.metrics.committed(count, head);
-                Ok((out, head))
-            }
-            Err(failure) => {
-                metrics.failed(&failure);
-                Err(failure)
-            }
-        }
+        // A failure is counted once, where the request is answered (`http::finish`).
+        let (out, head, count) = result?;
+        self.metrics.committed(count, head);
+        Ok((out, head))
     }
 
     /// Runs `work` in one read-only snapshot.
@@ -63,11 +56,7 @@ impl Store {
         F: FnOnce(&mut dyn Tx) -> Result<T, Failure> + Send + 'static,
     {
         let db = Arc::clone(&self.db);
-        let result = blocking(move || db::run(&*db, Access::Read, work)).await;
-        if let Err(failure) = &result {
-            self.metrics.failed(failure);
-        }
-        result
+        blocking(move || db::run(&*db, Access::Read, work)).await
     }
 }
 

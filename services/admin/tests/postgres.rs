@@ -131,3 +131,43 @@ fn a_replica_starting_on_a_migrated_database_applies_nothing() {
         second.log()
     );
 }
+
+#[test]
+fn removals_racing_credential_creates_list_every_key() {
+    let pg = Postgres::start();
+    let admin = Admin::start(&pg.database("stale"), &[]);
+    common::removals_race_credential_creates(&admin, 10, 8);
+}
+
+/// Concurrent POSTs of one consumer's cutoff: one creates it (201), the others move it
+/// (200); never a malformed 409 or a 500.
+#[test]
+fn concurrent_cutoffs_of_one_consumer_make_one_revocation() {
+    let pg = Postgres::start();
+    let admin = Admin::start(&pg.database("cutoffs"), &[]);
+    admin.form("POST", "/consumers", &[("username", "bob")]);
+    let barrier = std::sync::Barrier::new(8);
+    let mut statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let (admin, barrier) = (&admin, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    let answer = admin.json("POST", "/revocations", &json!({ "consumer": "bob" }));
+                    assert!(matches!(answer.status, 200 | 201), "{}", answer.body);
+                    answer.status
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 200, 200, 201]);
+    assert_eq!(
+        admin.get("/revocations").json()["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}

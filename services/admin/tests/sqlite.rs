@@ -273,3 +273,119 @@ fn imports_a_jwt_filter_configuration_in_one_step() {
     );
     assert_eq!(admin.data("/v1/changes?after=0").json()["head"], 7 + 5);
 }
+
+#[test]
+fn removals_racing_credential_creates_list_every_key() {
+    let (_dir, admin) = fresh();
+    common::removals_race_credential_creates(&admin, 5, 8);
+}
+
+/// Without a token, loopback is the only guard, and a browser on this machine the one way
+/// past it: a page elsewhere may POST cross-site (writes) or rebind its name to 127.0.0.1
+/// (reads). Both listeners answer 403 to a foreign `Host`, `Origin` or `Sec-Fetch-Site`.
+#[test]
+fn browsers_on_another_site_reach_neither_listener_without_a_token() {
+    let (_dir, admin) = fresh();
+    let refused: [&[(&str, &str)]; 5] = [
+        &[("Host", "evil.example:8001")],
+        &[("Host", "127.0.0.1.evil.example")],
+        &[("Origin", "http://evil.example")],
+        &[("Origin", "null")],
+        &[("Sec-Fetch-Site", "cross-site")],
+    ];
+    for headers in refused {
+        let mut with_form = headers.to_vec();
+        with_form.push(("Content-Type", "application/x-www-form-urlencoded"));
+        let write = admin.raw("POST", "/consumers", &with_form, b"username=victim");
+        assert_eq!(write.status, 403, "{headers:?}: {}", write.body);
+        assert!(
+            write.json()["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("Forbidden: "),
+            "{}",
+            write.body
+        );
+        assert_eq!(admin.raw("GET", "/status", headers, b"").status, 403);
+        let read = common::send(admin.data_plane, "GET", "/v1/revocations", headers, b"");
+        assert_eq!(read.status, 403, "{headers:?}: {}", read.body);
+    }
+    assert_eq!(
+        admin.get("/consumers/victim").status,
+        404,
+        "nothing written"
+    );
+    for headers in [
+        &[
+            ("Host", "localhost:8001"),
+            ("Origin", "http://localhost:3000"),
+        ][..],
+        &[("Host", "[::1]"), ("Sec-Fetch-Site", "same-origin")],
+    ] {
+        assert_eq!(admin.raw("GET", "/consumers", headers, b"").status, 200);
+        let read = common::send(admin.data_plane, "GET", "/v1/revocations", headers, b"");
+        assert_eq!(read.status, 200, "{}", read.body);
+    }
+
+    // With tokens, the token is the guard: a name other than loopback is fine.
+    let dir = ScratchDir::new("tokens-host");
+    let db = format!("sqlite:{}", dir.path().join("admin.db").display());
+    let (token, data_token) = (
+        "0123456789abcdef0123456789abcdef",
+        "fedcba9876543210fedcba9876543210",
+    );
+    let admin = Admin::try_start(
+        &db,
+        &[],
+        &[
+            ("PORTCULLIS_ADMIN_TOKEN", token),
+            ("PORTCULLIS_ADMIN_DATA_PLANE_TOKEN", data_token),
+        ],
+    )
+    .unwrap();
+    let answer = admin.raw(
+        "GET",
+        "/consumers",
+        &[("Host", "admin.internal"), ("Kong-Admin-Token", token)],
+        b"",
+    );
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let bearer = format!("Bearer {data_token}");
+    let read = common::send(
+        admin.data_plane,
+        "GET",
+        "/v1/revocations",
+        &[("Host", "admin.internal"), ("Authorization", &bearer)],
+        b"",
+    );
+    assert_eq!(read.status, 200, "{}", read.body);
+}
+
+/// A request refused or failed is counted once, whatever the reason; methods beyond the
+/// five the API answers share one label.
+#[test]
+fn failures_are_counted_once_and_methods_bounded() {
+    let (_dir, admin) = fresh();
+    admin.form("POST", "/consumers", &[("username", "bob")]);
+    assert_eq!(
+        admin
+            .form("POST", "/consumers", &[("username", "bob")])
+            .status,
+        409
+    );
+    for n in 0..5 {
+        admin.raw(&format!("FOO{n}"), "/consumers", &[], b"");
+    }
+    let metrics = admin.get("/metrics").body;
+    assert!(
+        metrics.contains("portcullis_admin_failures_total{reason=\"unique_violation\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "portcullis_admin_requests_total{api=\"admin\",method=\"other\",status=\"405\"} 5\n"
+        ),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("FOO"), "{metrics}");
+}

@@ -103,7 +103,7 @@ pub fn latest() -> i64 {
 /// database whose schema is newer than this binary.
 pub fn apply(db: &dyn Database) -> Result<Vec<i64>, String> {
     let dialect = db.dialect();
-    run(db, Access::Write, |tx: &mut dyn Tx| -> Result<Vec<i64>, DbError> {
+    run(db, Access::Maintenance, |tx: &mut dyn Tx| -> Result<Vec<i64>, DbError> {
         if dialect == Dialect::Postgres {
             // Any constant: replicas starting together queue here, one migrates.
             tx.execute("SELECT pg_advisory_xact_lock(7303214420011)", &[])?;

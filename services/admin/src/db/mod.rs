@@ -119,6 +119,8 @@ pub enum DbError {
     /// A unique constraint refused the write: a concurrent writer got there first (HTTP
     /// 409). The text names the constraint (`consumers.username`, `consumers_username_key`).
     Unique(String),
+    /// A foreign key refused the write: the entity referred to is gone (the constraint's name).
+    ForeignKey(String),
     /// Anything else: a bug or a schema the service does not know (HTTP 500).
     Failed(String),
     /// The transaction's body asked for a rollback (it found a problem in the input).
@@ -130,6 +132,9 @@ impl fmt::Display for DbError {
         match self {
             DbError::Unavailable(why) => write!(f, "database unavailable: {why}"),
             DbError::Unique(constraint) => write!(f, "unique constraint {constraint} violated"),
+            DbError::ForeignKey(constraint) => {
+                write!(f, "foreign key constraint {constraint} violated")
+            }
             DbError::Failed(why) => write!(f, "database error: {why}"),
             DbError::Aborted => f.write_str("transaction rolled back"),
         }
@@ -149,8 +154,16 @@ pub trait Tx {
 pub enum Access {
     /// Reads only, from one consistent snapshot.
     Read,
-    /// Reads and writes; the backend may serialise writers.
+    /// Reads and writes, serialised with every other `Write`: SQLite's `BEGIN IMMEDIATE`,
+    /// PostgreSQL's `SELECT … FROM meta WHERE id = 1 FOR UPDATE` as the first statement.
+    /// Every statement then sees every write committed before it (READ COMMITTED), so what
+    /// a write reads to list in its events (a consumer's credential keys) cannot miss a
+    /// concurrent one.
     Write,
+    /// Reads and writes that need no order with other writes and append no event (the
+    /// migrations, which run before `meta` exists; the pruner's batched deletes): not
+    /// serialised on PostgreSQL, so they never hold up the writers.
+    Maintenance,
 }
 
 /// A database the service can keep its data in.

@@ -1,6 +1,7 @@
 //! PostgreSQL through the `postgres` crate (the synchronous face of `tokio-postgres`, pure
-//! Rust): a bounded pool of connections, each transaction `READ COMMITTED` for writes and
-//! `REPEATABLE READ READ ONLY` for reads (one snapshot). No TLS to the database: keep it on
+//! Rust): a bounded pool of connections, each transaction `READ COMMITTED` for writes (that
+//! first lock the `meta` row, so writers run one at a time) and `REPEATABLE READ READ ONLY`
+//! for reads (one snapshot). No TLS to the database: keep it on
 //! a private network or a Unix socket.
 
 use std::error::Error as _;
@@ -145,6 +146,12 @@ impl Database for Postgres {
                     .read_only(true);
             }
             let mut transaction = builder.start().map_err(|e| classify(&e))?;
+            if access == Access::Write {
+                // Writers one at a time, as SQLite's BEGIN IMMEDIATE: held to the commit.
+                transaction
+                    .execute("SELECT id FROM meta WHERE id = 1 FOR UPDATE", &[])
+                    .map_err(|e| classify(&e))?;
+            }
             let mut tx = PostgresTx(&mut transaction);
             work(&mut tx)?;
             transaction.commit().map_err(|e| classify(&e))
@@ -261,6 +268,9 @@ fn classify(e: &postgres::Error) -> DbError {
     let code = db.code();
     if *code == SqlState::UNIQUE_VIOLATION {
         return DbError::Unique(db.constraint().unwrap_or("unknown").to_owned());
+    }
+    if *code == SqlState::FOREIGN_KEY_VIOLATION {
+        return DbError::ForeignKey(db.constraint().unwrap_or("unknown").to_owned());
     }
     let class = code.code().get(..2).unwrap_or("");
     if matches!(class, "08" | "53" | "57")

@@ -84,7 +84,7 @@ impl Database for Sqlite {
         let connection = self.take()?;
         let begin = match access {
             Access::Read => "BEGIN DEFERRED",
-            Access::Write => "BEGIN IMMEDIATE",
+            Access::Write | Access::Maintenance => "BEGIN IMMEDIATE",
         };
         if let Err(e) = connection.execute_batch(begin) {
             // A connection that cannot even begin is not worth keeping.
@@ -178,6 +178,11 @@ fn classify(e: rusqlite::Error) -> DbError {
                         .map_or(message.as_str(), |(_, columns)| columns)
                         .to_owned(),
                 )
+            }
+            ErrorCode::ConstraintViolation
+                if failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY =>
+            {
+                DbError::ForeignKey(message)
             }
             ErrorCode::DatabaseBusy
             | ErrorCode::DatabaseLocked

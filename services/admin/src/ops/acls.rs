@@ -283,6 +283,9 @@ fn conflict(e: DbError, acl: &Acl) -> Failure {
             unique_failure(acl)
         }
         DbError::Unique(_) => Failure::PrimaryKey(acl.id.clone()),
+        DbError::ForeignKey(_) => Failure::ForeignKey {
+            consumer_id: acl.consumer_id.clone(),
+        },
         other => Failure::from(other),
     }
 }

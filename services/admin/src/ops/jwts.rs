@@ -384,10 +384,16 @@ fn check_unique(tx: &mut dyn Tx, jwt: &JwtSecret) -> Result<(), Failure> {
 
 fn conflict(e: DbError, jwt: &JwtSecret) -> Failure {
     match e {
-        DbError::Unique(constraint) if constraint.contains("key") => {
+        // SQLite names the columns, PostgreSQL the constraint (not `jwt_secrets_pkey`).
+        DbError::Unique(constraint)
+            if constraint == "jwt_secrets.key" || constraint == "jwt_secrets_key_key" =>
+        {
             Failure::unique("key", jwt.key.as_str())
         }
         DbError::Unique(_) => Failure::PrimaryKey(jwt.id.clone()),
+        DbError::ForeignKey(_) => Failure::ForeignKey {
+            consumer_id: jwt.consumer_id.clone(),
+        },
         other => Failure::from(other),
     }
 }

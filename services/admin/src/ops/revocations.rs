@@ -58,7 +58,7 @@ pub fn list(tx: &mut dyn Tx, request: &PageRequest) -> Result<Page, Failure> {
 fn reference(input: &Input, name: &str, violations: &mut Violations) -> Option<String> {
     match input.get(name) {
         None | Some(Json::Null) => None,
-        Some(Json::String(text)) if !text.is_empty() && text.len() <= MAX_NAME => {
+        Some(Json::String(text)) if crate::input::text_problem(text, MAX_NAME).is_none() => {
             Some(text.clone())
         }
         Some(Json::Object(map)) => match map.get("id") {
