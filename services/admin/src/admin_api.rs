@@ -29,7 +29,7 @@ pub async fn handle(State(app): State<Arc<App>>, request: axum::extract::Request
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let outcome = match Request::new(request, app.max_body) {
+    let outcome = match Request::new(request, app.max_body, app.limits.body_timeout) {
         Ok(request) => route(&app, request).await,
         Err(failure) => Err(failure),
     };
@@ -370,9 +370,9 @@ async fn route(app: &Arc<App>, mut request: Request) -> Outcome {
             listing(listed, "/revocations", &request)
         }
         ("POST", ["revocations"]) => {
-            let input = request.body().await?;
+            let (input, policy) = (request.body().await?, app.revocations);
             let ((revocation, created), _) = store
-                .write(move |tx, ch| revocations::create(tx, ch, &input))
+                .write(move |tx, ch| revocations::create(tx, ch, &input, policy))
                 .await?;
             Ok(Reply::Json(
                 if created { 201 } else { 200 },
@@ -494,12 +494,17 @@ async fn list_consumers(app: &Arc<App>, request: &Request) -> Outcome {
 async fn status(app: &Arc<App>, detailed: bool) -> Reply {
     let reachable = app.store.read(|tx| Ok(crate::events::head(tx)?)).await;
     let (code, database) = match &reachable {
-        Ok((head, pruned)) => {
-            app.store.metrics.head_seen(*head);
+        Ok(position) => {
+            app.store.metrics.head_seen(position.head);
             app.store.metrics.reachable(true);
             (
                 200,
-                json!({ "reachable": true, "head": head, "pruned_through": pruned }),
+                json!({
+                    "reachable": true,
+                    "head": position.head,
+                    "pruned_through": position.pruned_through,
+                    "epoch": position.epoch,
+                }),
             )
         }
         Err(failure) => {

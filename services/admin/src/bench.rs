@@ -66,6 +66,8 @@ async fn measure(bench: &BenchOptions, options: &Options) -> Result<(), String> 
         admin_token: None,
         data_plane_token: None,
         max_body: options.max_body_bytes,
+        limits: options.limits,
+        revocations: options.revocations,
         started: Instant::now(),
     });
     let data = TcpListener::bind("127.0.0.1:0")

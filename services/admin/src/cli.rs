@@ -5,12 +5,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::db::{PoolOptions, Target};
+use crate::ops::revocations::RevocationPolicy;
+use crate::server::Limits;
 
 pub const USAGE: &str = "\
 usage: portcullis-admin [serve] [--db sqlite:PATH | --db postgres://USER@HOST:PORT/DB]
          [--listen ADDR:PORT] [--data-plane-listen ADDR:PORT]
          [--admin-token-file FILE] [--data-plane-token-file FILE]
          [--event-retention SECONDS] [--max-body-bytes N] [--db-pool N] [--db-timeout-ms MS]
+         [--header-timeout-ms MS] [--body-timeout-ms MS] [--max-connections N]
+         [--revocation-grace SECONDS] [--max-revocations N]
        portcullis-admin import [--db …] JWT_CONFIG.json
        portcullis-admin bench [--db …] [--consumers N] [--seconds S] [--concurrency C]
 
@@ -37,6 +41,16 @@ the gateways follow.
   --db-pool N               the most database connections. Default 16.
   --db-timeout-ms MS        the most a connection, lock wait or statement may take (then
                             503). Default 5000.
+  --header-timeout-ms MS    the most a client may take to send a request's head, or stay
+                            idle between requests; then its connection is closed. Default 10000.
+  --body-timeout-ms MS      the most a client may take to send a body (then 408). Default 30000.
+  --max-connections N       the most connections open at once on each listener; more wait
+                            in the accept queue. Default 256.
+  --revocation-grace SEC    a revocation is kept and served this long past its expires_at,
+                            so it outlives the jwt filter's leeway. Default 86400 (the
+                            filter's largest leeway).
+  --max-revocations N       the most revocations in force; past it POST /revocations is a
+                            409. Default 10000.
 
 import: creates or updates, in one transaction, the static `consumers` of a jwt filter
 configuration (username, id if a UUID, custom_id, credentials, groups as ACLs).
@@ -55,6 +69,8 @@ pub struct Options {
     pub event_retention: Duration,
     pub max_body_bytes: usize,
     pub pool: PoolOptions,
+    pub limits: Limits,
+    pub revocations: RevocationPolicy,
 }
 
 impl Default for Options {
@@ -68,6 +84,8 @@ impl Default for Options {
             event_retention: Duration::from_secs(3600),
             max_body_bytes: 64 * 1024,
             pool: PoolOptions::default(),
+            limits: Limits::default(),
+            revocations: RevocationPolicy::default(),
         }
     }
 }
@@ -144,6 +162,23 @@ pub fn parse(
             "--db-pool" => options.pool.connections = whole(&flag, &value()?, 1, 1024)? as usize,
             "--db-timeout-ms" => {
                 options.pool.timeout = Duration::from_millis(whole(&flag, &value()?, 1, 600_000)?);
+            }
+            "--header-timeout-ms" => {
+                options.limits.header_timeout =
+                    Duration::from_millis(whole(&flag, &value()?, 100, 600_000)?);
+            }
+            "--body-timeout-ms" => {
+                options.limits.body_timeout =
+                    Duration::from_millis(whole(&flag, &value()?, 100, 600_000)?);
+            }
+            "--max-connections" => {
+                options.limits.max_connections = whole(&flag, &value()?, 1, 65_536)? as usize;
+            }
+            "--revocation-grace" => {
+                options.revocations.grace = whole(&flag, &value()?, 0, 30 * 86_400)? as i64;
+            }
+            "--max-revocations" => {
+                options.revocations.max_in_force = whole(&flag, &value()?, 1, 10_000_000)?;
             }
             "--consumers" if verb == "bench" => consumers = whole(&flag, &value()?, 1, 10_000_000)?,
             "--seconds" if verb == "bench" => seconds = whole(&flag, &value()?, 1, 3600)?,

@@ -2,20 +2,24 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `GET /v1/credentials/{key}` | 200 `{"head":H,"consumer":{"id","username","custom_id","groups"},"credential":{"id","key","algorithm","secret" or "rsa_public_key"}}`; 404 `{"head":H,"message":"Not found"}` |
-//! | `GET /v1/changes?after=N[&limit=M]` | 200 `{"head":H,"events":[{"id","at_ms","entity","entity_id","key","op","consumer_id","credentials"}…]}` (at most `limit`, default and most 1000, in id order); `"reset":true` when events after `N` were pruned (drop the cache, start from `head`) |
-//! | `GET /v1/revocations` | 200 `{"head":H,"jtis":[{"jti","exp"}],"consumers":[{"id","issued_before","expires_at"}],"credentials":[{"id","key","issued_before","expires_at"}]}` |
+//! | `GET /v1/credentials/{key}` | 200 `{"epoch","head","found":true,"grace","consumer":{"id","username","custom_id","groups","cutoff"},"credential":{"id","key","algorithm","secret" or "rsa_public_key","cutoff"}}`; 200 `{"epoch","head","found":false}` when no credential has this key |
+//! | `GET /v1/changes?after=N[&limit=M]` | 200 `{"epoch","head","events":[{"id","at_ms","entity","entity_id","key","op","consumer_id","credentials"}…]}` (at most `limit`, default and most 1000, in id order); `"reset":true` when events after `N` were pruned or `N` is beyond the head (drop the cache, start from `head`) |
+//! | `GET /v1/revocations` | 200 `{"epoch","head","grace","jtis":[{"id","jti","expires_at"}],"consumers":[{"id","consumer_id","issued_before","expires_at"}],"credentials":[{"id","credential_id","key","issued_before","expires_at"}]}` |
+//! | `GET /v1/revocations/{id}` | 200 `{"epoch","head","grace","found":true,"revocation":{…as in the list}}` or `{"epoch","head","grace","found":false}` |
 //!
-//! Every answer is compact JSON and carries the event head it was read at: a gateway that
-//! has applied a later event than an answer's head discards the answer. A database that
-//! cannot be reached is a 503 (`{"message":…}`): a gateway keeps what it has.
+//! Every answer is compact JSON and carries the feed's `epoch` and the event `head` it was
+//! read at: a gateway that has applied a later event than an answer's head discards the
+//! answer, and one that sees another epoch drops everything. Only a 200 with `found` is
+//! an answer about a key: any other status (a 404 of a wrong path or version, a 503) is
+//! not, and must not be cached. A database that cannot be reached is a 503
+//! (`{"message":…}`): a gateway keeps what it has.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::State;
 use axum::response::Response;
-use serde_json::{json, Value as Json};
+use serde_json::Value as Json;
 
 use crate::events::MAX_FEED;
 use crate::failure::Failure;
@@ -28,7 +32,7 @@ pub async fn handle(State(app): State<Arc<App>>, request: axum::extract::Request
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let outcome = match Request::new(request, 0) {
+    let outcome = match Request::new(request, 0, app.limits.body_timeout) {
         Ok(request) => route(&app, request).await,
         Err(failure) => Err(failure),
     };
@@ -53,19 +57,18 @@ async fn route(app: &Arc<App>, request: Request) -> Result<Reply, Failure> {
     }
     let segments: Vec<&str> = request.segments.iter().map(String::as_str).collect();
     let get = request.method == axum::http::Method::GET;
+    let grace = app.revocations.grace;
     match segments.as_slice() {
         ["v1", "credentials", key] if get => {
             let key = key.to_string();
-            let (head, answer) = app
+            let now = crate::clock::now_secs();
+            let (position, answer) = app
                 .store
-                .read(move |tx| Ok(lookup::credential(tx, &key)?))
+                .read(move |tx| Ok(lookup::credential(tx, &key, now, grace)?))
                 .await?;
-            app.store.metrics.lookup(answer.is_some());
-            app.store.metrics.head_seen(head);
-            Ok(match answer {
-                Some(answer) => Reply::Json(200, answer),
-                None => Reply::Json(404, json!({ "head": head, "message": "Not found" })),
-            })
+            app.store.metrics.lookup(answer["found"] == true);
+            app.store.metrics.head_seen(position.head);
+            Ok(Reply::Json(200, answer))
         }
         ["v1", "changes"] if get => {
             let after = number(&request, "after", 0)?;
@@ -80,13 +83,22 @@ async fn route(app: &Arc<App>, request: Request) -> Result<Reply, Failure> {
             let now = crate::clock::now_secs();
             let list = app
                 .store
-                .read(move |tx| Ok(lookup::revocations(tx, now)?))
+                .read(move |tx| Ok(lookup::revocations(tx, now, grace)?))
                 .await?;
             Ok(Reply::Json(200, list))
         }
-        ["v1", "credentials", _] | ["v1", "changes"] | ["v1", "revocations"] => {
-            Err(Failure::MethodNotAllowed)
+        ["v1", "revocations", id] if get => {
+            let (id, now) = (id.to_ascii_lowercase(), crate::clock::now_secs());
+            let one = app
+                .store
+                .read(move |tx| Ok(lookup::revocation(tx, &id, now, grace)?))
+                .await?;
+            Ok(Reply::Json(200, one))
         }
+        ["v1", "credentials", _]
+        | ["v1", "changes"]
+        | ["v1", "revocations"]
+        | ["v1", "revocations", _] => Err(Failure::MethodNotAllowed),
         _ => Err(Failure::NotFound),
     }
 }

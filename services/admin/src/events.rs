@@ -65,7 +65,7 @@ impl Changes {
 /// were none. Call last in the transaction: it takes the row lock that orders commits.
 pub fn append(tx: &mut dyn Tx, changes: Changes) -> Result<i64, DbError> {
     if changes.0.is_empty() {
-        return head(tx).map(|(head, _)| head);
+        return head(tx).map(|position| position.head);
     }
     let count = i64::try_from(changes.0.len()).unwrap_or(i64::MAX);
     let rows = tx.query(
@@ -97,13 +97,42 @@ pub fn append(tx: &mut dyn Tx, changes: Changes) -> Result<i64, DbError> {
     Ok(last)
 }
 
-/// `(head, pruned_through)`.
-pub fn head(tx: &mut dyn Tx) -> Result<(i64, i64), DbError> {
-    let rows = tx.query("SELECT head, pruned_through FROM meta WHERE id = 1", &[])?;
+/// Where the feed stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Position {
+    /// The last event id.
+    pub head: i64,
+    /// The last pruned event id.
+    pub pruned_through: i64,
+    /// The feed's identity: a UUID made when the schema was created. A gateway that sees
+    /// it change follows another (or a restored) database and drops everything.
+    pub epoch: String,
+}
+
+/// The columns [`Position::from_row`] reads, in order, from `meta`.
+pub const POSITION_COLUMNS: &str = "m.head, m.pruned_through, m.epoch";
+
+impl Position {
+    /// From the first three columns of `row`.
+    pub fn from_row(row: &crate::db::Row) -> Result<Position, DbError> {
+        Ok(Position {
+            head: row.int(0)?,
+            pruned_through: row.int(1)?,
+            epoch: row.opt_text(2)?.unwrap_or_default(),
+        })
+    }
+}
+
+/// Where the feed stands now.
+pub fn head(tx: &mut dyn Tx) -> Result<Position, DbError> {
+    let rows = tx.query(
+        &format!("SELECT {POSITION_COLUMNS} FROM meta m WHERE m.id = 1"),
+        &[],
+    )?;
     let row = rows
         .first()
         .ok_or_else(|| DbError::Failed("the meta row is missing".to_owned()))?;
-    Ok((row.int(0)?, row.int(1)?))
+    Position::from_row(row)
 }
 
 /// The most events one feed answer carries.
@@ -113,9 +142,13 @@ pub const MAX_FEED: i64 = 1000;
 /// "events":[]}` when the reader missed pruned events (or asks from beyond the head, i.e.
 /// followed another database).
 pub fn feed(tx: &mut dyn Tx, after: i64, limit: i64) -> Result<Json, DbError> {
-    let (head, pruned_through) = head(tx)?;
+    let Position {
+        head,
+        pruned_through,
+        epoch,
+    } = head(tx)?;
     if after < pruned_through || after > head {
-        return Ok(json!({ "head": head, "reset": true, "events": [] }));
+        return Ok(json!({ "epoch": epoch, "head": head, "reset": true, "events": [] }));
     }
     let rows = tx.query(
         "SELECT id, at_ms, entity, entity_id, key, operation, consumer_id, credentials
@@ -137,12 +170,15 @@ pub fn feed(tx: &mut dyn Tx, after: i64, limit: i64) -> Result<Json, DbError> {
             "credentials": credentials,
         }));
     }
-    Ok(json!({ "head": head, "events": events }))
+    Ok(json!({ "epoch": epoch, "head": head, "events": events }))
 }
 
-/// Deletes events older than `older_than_ms` and raises `pruned_through`; returns how
-/// many it deleted.
-pub fn prune(tx: &mut dyn Tx, older_than_ms: i64) -> Result<u64, DbError> {
+/// Marks events older than `older_than_ms` as pruned: raises `pruned_through` to the last
+/// of them and returns it (`None` if there are none). Readers asking from below it are
+/// told to reset from now on, so the events can then be deleted at leisure
+/// ([`delete_pruned`]) without a reader ever seeing a gap. A short write: the only one
+/// of the pruner that holds the writers' lock.
+pub fn mark_pruned(tx: &mut dyn Tx, older_than_ms: i64) -> Result<Option<i64>, DbError> {
     let rows = tx.query(
         "SELECT MAX(id) FROM events WHERE at_ms < $1",
         &[Value::Int(older_than_ms)],
@@ -153,11 +189,20 @@ pub fn prune(tx: &mut dyn Tx, older_than_ms: i64) -> Result<u64, DbError> {
         .transpose()?
         .flatten()
     else {
-        return Ok(0);
+        return Ok(None);
     };
     tx.execute(
         "UPDATE meta SET pruned_through = $1 WHERE id = 1 AND pruned_through < $1",
         &[Value::Int(through)],
     )?;
-    tx.execute("DELETE FROM events WHERE id <= $1", &[Value::Int(through)])
+    Ok(Some(through))
+}
+
+/// Deletes up to `batch` events at or below `through` (already marked pruned); returns how
+/// many. Run it until it returns 0, each batch its own short transaction.
+pub fn delete_pruned(tx: &mut dyn Tx, through: i64, batch: i64) -> Result<u64, DbError> {
+    tx.execute(
+        "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE id <= $1 ORDER BY id LIMIT $2)",
+        &[Value::Int(through), Value::Int(batch)],
+    )
 }

@@ -96,6 +96,9 @@ pub enum Failure {
     Schema(Violations),
     /// 409: a unique field already holds this value (`fields`: the field and its value).
     Unique(BTreeMap<String, Value>),
+    /// 409 `{"message":…}`: a bound of this service (revocations in force, groups or
+    /// credentials of one consumer) would be exceeded; nothing was written.
+    Limit(String),
     /// 400: a `consumer` reference to a consumer that does not exist.
     ForeignKey { consumer_id: String },
     /// 400: an explicit `id` that another entity already has.
@@ -115,6 +118,8 @@ pub enum Failure {
     Forbidden(&'static str),
     /// 405 `{"message":"Method not allowed"}`.
     MethodNotAllowed,
+    /// 408: the body did not arrive within `--body-timeout-ms`.
+    Timeout(std::time::Duration),
     /// 413: the body is larger than `--max-body-bytes`.
     TooLarge(usize),
     /// 415: the body is neither JSON nor form data.
@@ -166,7 +171,8 @@ impl Failure {
             Failure::Forbidden(_) => 403,
             Failure::NotFound => 404,
             Failure::MethodNotAllowed => 405,
-            Failure::Unique(_) => 409,
+            Failure::Unique(_) | Failure::Limit(_) => 409,
+            Failure::Timeout(_) => 408,
             Failure::TooLarge(_) => 413,
             Failure::UnsupportedMediaType => 415,
             Failure::Internal(_) => 500,
@@ -179,6 +185,7 @@ impl Failure {
         match self {
             Failure::Schema(_) => "schema_violation",
             Failure::Unique(_) => "unique_violation",
+            Failure::Limit(_) => "limit",
             Failure::ForeignKey { .. } => "foreign_key_violation",
             Failure::PrimaryKey(_) => "primary_key_violation",
             Failure::NotFound => "not_found",
@@ -188,6 +195,7 @@ impl Failure {
             Failure::Unauthorized => "unauthorized",
             Failure::Forbidden(_) => "forbidden",
             Failure::MethodNotAllowed => "method_not_allowed",
+            Failure::Timeout(_) => "timeout",
             Failure::TooLarge(_) => "too_large",
             Failure::UnsupportedMediaType => "unsupported_media_type",
             Failure::Unavailable(_) => "database_unavailable",
@@ -232,7 +240,7 @@ impl Failure {
                 "name": "invalid offset",
                 "message": format!("'{offset}' is not a valid offset: {why}"),
             }),
-            Failure::BadRequest(message) => json!({ "message": message }),
+            Failure::BadRequest(message) | Failure::Limit(message) => json!({ "message": message }),
             Failure::Unauthorized => {
                 json!({ "message": "Invalid credentials. Token or User credentials required" })
             }
@@ -240,6 +248,9 @@ impl Failure {
                 "message": format!("Forbidden: {why}; without a token this service answers only loopback clients that are not browsers on another site's behalf")
             }),
             Failure::MethodNotAllowed => json!({ "message": "Method not allowed" }),
+            Failure::Timeout(limit) => json!({
+                "message": format!("Request timeout: the body did not arrive within {} ms", limit.as_millis())
+            }),
             Failure::TooLarge(limit) => json!({
                 "message": format!("Request body too large: at most {limit} bytes")
             }),

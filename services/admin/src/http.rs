@@ -27,10 +27,15 @@ pub struct Request {
     /// In a mutex only so that `&Request` is `Sync` (a body is `Send` only).
     body: std::sync::Mutex<Option<Body>>,
     max_body: usize,
+    body_timeout: std::time::Duration,
 }
 
 impl Request {
-    pub fn new(request: axum::extract::Request, max_body: usize) -> Result<Request, Failure> {
+    pub fn new(
+        request: axum::extract::Request,
+        max_body: usize,
+        body_timeout: std::time::Duration,
+    ) -> Result<Request, Failure> {
         let (parts, body) = request.into_parts();
         let path = parts.uri.path().to_owned();
         let raw_segments: Vec<String> = path
@@ -57,6 +62,7 @@ impl Request {
             headers: parts.headers,
             body: std::sync::Mutex::new(Some(body)),
             max_body,
+            body_timeout,
         })
     }
 
@@ -79,8 +85,9 @@ impl Request {
             .ok()
             .and_then(Option::take)
             .unwrap_or_default();
-        let bytes = axum::body::to_bytes(body, limit)
+        let bytes = tokio::time::timeout(self.body_timeout, axum::body::to_bytes(body, limit))
             .await
+            .map_err(|_| Failure::Timeout(self.body_timeout))?
             .map_err(|_| Failure::TooLarge(limit))?;
         if self.headers.get_all(header::CONTENT_TYPE).iter().count() > 1 {
             return Err(Failure::BadRequest(

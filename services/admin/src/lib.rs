@@ -51,6 +51,10 @@ pub struct App {
     pub admin_token: Option<Token>,
     pub data_plane_token: Option<Token>,
     pub max_body: usize,
+    /// Timeouts and the connection cap of both listeners.
+    pub limits: crate::server::Limits,
+    /// How long revocations outlive their `expires_at`, and how many may be in force.
+    pub revocations: crate::ops::revocations::RevocationPolicy,
     pub started: Instant,
     /// The database, for `/` and the log (no password).
     pub database: String,

@@ -96,6 +96,8 @@ fn prepare(options: &Options) -> Result<Arc<App>, String> {
         admin_token,
         data_plane_token,
         max_body: options.max_body_bytes,
+        limits: options.limits,
+        revocations: options.revocations,
         started: Instant::now(),
     }))
 }

@@ -161,7 +161,7 @@ fn concurrent_writes_make_one_event_each_in_commit_order() {
 fn prunes_old_events_and_tells_late_readers_to_reset() {
     let dir = ScratchDir::new("prune");
     let db = format!("sqlite:{}", dir.path().join("admin.db").display());
-    let admin = Admin::start(&db, &["--event-retention", "1"]);
+    let admin = Admin::start(&db, &["--event-retention", "1", "--revocation-grace", "0"]);
     admin.form("POST", "/consumers", &[("username", "bob")]);
     let soon = common::now() + 2;
     admin.json(
@@ -174,7 +174,14 @@ fn prunes_old_events_and_tells_late_readers_to_reset() {
     assert_eq!(late["reset"], true, "{late}");
     assert_eq!(late["head"], 2);
     let current = admin.data("/v1/changes?after=2").json();
-    assert_eq!(current, json!({ "head": 2, "events": [] }));
+    assert_eq!(
+        current,
+        json!({ "epoch": late["epoch"], "head": 2, "events": [] })
+    );
+    // Beyond the head: another (or a restored) database; reset too.
+    let beyond = admin.data("/v1/changes?after=3").json();
+    assert_eq!(beyond["reset"], true, "{beyond}");
+    assert_eq!(beyond["head"], 2);
     assert_eq!(
         admin.get("/revocations").json()["data"],
         json!([]),
@@ -388,4 +395,118 @@ fn failures_are_counted_once_and_methods_bounded() {
         "{metrics}"
     );
     assert!(!metrics.contains("FOO"), "{metrics}");
+}
+
+/// A client that sends its head or body too slowly is cut off, and at most
+/// `--max-connections` connections are served at once: slow clients cannot hold the
+/// service.
+#[test]
+fn slow_clients_are_cut_off_and_connections_capped() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Instant;
+    let dir = ScratchDir::new("limits");
+    let db = format!("sqlite:{}", dir.path().join("admin.db").display());
+    let admin = Admin::start(
+        &db,
+        &[
+            "--header-timeout-ms",
+            "300",
+            "--body-timeout-ms",
+            "300",
+            "--max-connections",
+            "2",
+        ],
+    );
+    let open = |address| {
+        let stream = TcpStream::connect(address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream
+    };
+    // A head that never ends: closed after the header timeout.
+    let started = Instant::now();
+    let mut slow = open(admin.admin);
+    slow.write_all(b"GET /consumers HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = slow.read_to_end(&mut rest);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the connection stayed open {:?}",
+        started.elapsed()
+    );
+    // A body that never arrives: 408.
+    let mut slow = open(admin.admin);
+    slow.write_all(b"POST /consumers HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 20\r\n\r\n{\"us")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = slow.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("Request timeout"), "{answer}");
+
+    // Two connections held (each mid-head): a third waits until one is cut off.
+    let data = admin.data_plane;
+    let mut held: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = open(data);
+            s.write_all(b"GET /v1/revocations HTTP/1.1\r\n").unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(50));
+    let started = Instant::now();
+    let third = common::send(data, "GET", "/v1/revocations", &[], b"");
+    assert_eq!(third.status, 200);
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "served at once: {:?}",
+        started.elapsed()
+    );
+    held.clear();
+}
+
+/// At most `--max-revocations` in force: the next is a 409 that says so, and moving an
+/// existing cutoff is still fine.
+#[test]
+fn revocations_in_force_are_capped() {
+    let dir = ScratchDir::new("cap");
+    let db = format!("sqlite:{}", dir.path().join("admin.db").display());
+    let admin = Admin::start(&db, &["--max-revocations", "2"]);
+    admin.form("POST", "/consumers", &[("username", "bob")]);
+    let future = 4_000_000_000i64;
+    for jti in ["a", "b"] {
+        let answer = admin.json(
+            "POST",
+            "/revocations",
+            &json!({ "jti": jti, "expires_at": future }),
+        );
+        assert_eq!(answer.status, 201, "{}", answer.body);
+    }
+    let refused = admin.json("POST", "/revocations", &json!({ "consumer": "bob" }));
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert_eq!(
+        refused.json(),
+        json!({ "message": "too many revocations in force: at most 2 (--max-revocations); delete some, or rotate the credential instead" })
+    );
+    let id = admin.get("/revocations").json()["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(admin.delete(&format!("/revocations/{id}")).status, 204);
+    assert_eq!(
+        admin
+            .json("POST", "/revocations", &json!({ "consumer": "bob" }))
+            .status,
+        201
+    );
+    assert_eq!(
+        admin
+            .json("POST", "/revocations", &json!({ "consumer": "bob" }))
+            .status,
+        200,
+        "moving a cutoff adds nothing"
+    );
 }

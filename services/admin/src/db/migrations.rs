@@ -8,7 +8,7 @@
 //!
 //! | table | holds |
 //! |---|---|
-//! | `meta` | one row: `head`, the last event id, and `pruned_through`, the last pruned one |
+//! | `meta` | one row: `head`, the last event id, `pruned_through`, the last pruned one, and `epoch`, a UUID naming this database's feed |
 //! | `consumers` | Kong's consumers |
 //! | `jwt_secrets` | Kong's JWT credentials, each of one consumer |
 //! | `acls` | Kong's ACL groups, each of one consumer |
@@ -26,10 +26,11 @@ pub struct Migration {
 }
 
 /// Every migration, oldest first. Append; never edit one that has shipped.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "consumers, jwt_secrets, acls, revocations, events",
-    sql: "
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "consumers, jwt_secrets, acls, revocations, events",
+        sql: "
 CREATE TABLE meta (
   id BIGINT PRIMARY KEY,
   head BIGINT NOT NULL,
@@ -92,7 +93,15 @@ CREATE TABLE events (
 );
 CREATE INDEX events_at_idx ON events (at_ms);
 ",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "meta.epoch: the feed's identity",
+        sql: "
+ALTER TABLE meta ADD COLUMN epoch TEXT;
+",
+    },
+];
 
 /// The newest schema version this binary knows.
 pub fn latest() -> i64 {
@@ -143,6 +152,15 @@ pub fn apply(db: &dyn Database) -> Result<Vec<i64>, String> {
                 ],
             )?;
             applied.push(migration.version);
+        }
+        // A database gets its epoch once, on the migration that adds the column: a
+        // gateway that sees another one follows another (or a restored) database.
+        if applied.contains(&2) {
+            let epoch = crate::ids::new_uuid().map_err(DbError::Failed)?;
+            tx.execute(
+                "UPDATE meta SET epoch = $1 WHERE id = 1 AND epoch IS NULL",
+                &[Value::from(epoch)],
+            )?;
         }
         Ok(applied)
     })

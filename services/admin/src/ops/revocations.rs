@@ -1,10 +1,20 @@
 //! `/revocations`, beyond Kong (whose answer to "token blacklists" is none): one token
 //! by `jti` until its `exp` (`expires_at`), or every token of a consumer or of a
-//! credential issued before a time (`issued_before`, an `iat` cutoff; default now).
+//! credential issued at or before a time (`issued_before`, an `iat` cutoff; default now).
 //!
-//! A consumer or a credential has at most one cutoff: posting another moves it (answered
-//! 200 with the updated revocation, 201 when created). A `jti` is revoked once (409 the
-//! second time). Entries past `expires_at` are forgotten by the pruner.
+//! **The rule the gateways apply (issue 22).** A token is revoked when its `jti` is
+//! listed, or when its consumer or credential has a cutoff and the token's `iat` is at or
+//! before `issued_before` (a token without `iat` under a cutoff is revoked). An entry is
+//! in force until `expires_at + grace` (`--revocation-grace`, default 86400 s, the jwt
+//! filter's largest leeway): the filter accepts a token until `exp + leeway`, so its
+//! revocation must outlive `exp` by at least as long.
+//!
+//! A consumer or a credential has at most one cutoff: posting another moves it, never
+//! back (`issued_before` and `expires_at` become the later of the two, a null
+//! `expires_at` being "never"; answered 200, 201 when created). To loosen one, delete it
+//! and post anew. A `jti` is revoked once (409 the second time). At most
+//! `--max-revocations` are in force (409 past it). Entries past `expires_at + grace` are
+//! forgotten by the pruner.
 
 use serde_json::Value as Json;
 
@@ -30,6 +40,43 @@ const EXACTLY_ONE: &str =
     "exactly one of these fields must be non-empty: 'consumer', 'credential', 'jti'";
 /// 9999-12-31T23:59:59Z: no later time is accepted.
 const MAX_TIME: i64 = 253_402_300_799;
+/// The longest `jti` accepted: the revocation list carries every one in force.
+pub const MAX_JTI: usize = 256;
+
+/// How long revocations outlive their `expires_at`, and how many may be in force.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RevocationPolicy {
+    /// Seconds an entry is kept and served past its `expires_at` (`--revocation-grace`).
+    /// At least the jwt filter's `leeway`, else a revoked token is accepted again between
+    /// `exp` and `exp + leeway`.
+    pub grace: i64,
+    /// The most revocations in force (`--max-revocations`): bounds `/v1/revocations`.
+    pub max_in_force: u64,
+}
+
+impl Default for RevocationPolicy {
+    fn default() -> RevocationPolicy {
+        RevocationPolicy {
+            // The filter's leeway is at most 86400 s (filters/core/src/jwt/config.rs).
+            grace: 86_400,
+            max_in_force: 10_000,
+        }
+    }
+}
+
+/// How many revocations are in force at `now`.
+pub fn in_force(tx: &mut dyn Tx, now: i64, grace: i64) -> Result<u64, DbError> {
+    let rows = tx.query(
+        "SELECT COUNT(*) FROM revocations WHERE expires_at IS NULL OR expires_at > $1",
+        &[Value::Int(now - grace)],
+    )?;
+    Ok(rows
+        .first()
+        .map(|row| row.int(0))
+        .transpose()?
+        .and_then(|n| u64::try_from(n).ok())
+        .unwrap_or(0))
+}
 
 pub fn by_id(tx: &mut dyn Tx, id: &str) -> Result<Option<Revocation>, DbError> {
     tx.query(
@@ -80,10 +127,11 @@ pub fn create(
     tx: &mut dyn Tx,
     changes: &mut Changes,
     input: &Input,
+    policy: RevocationPolicy,
 ) -> Result<(Revocation, bool), Failure> {
     let mut reader = Reader::new(input, FIELDS);
     let id = reader.uuid("id");
-    let jti = reader.string("jti", MAX_NAME);
+    let jti = reader.string("jti", MAX_JTI);
     let expires_at = reader.integer("expires_at", 0, MAX_TIME);
     let issued_before = reader.integer("issued_before", 0, MAX_TIME);
     let tags = reader.tags();
@@ -99,6 +147,7 @@ pub fn create(
         + usize::from(consumer.is_some())
         + usize::from(credential.is_some());
     if chosen != 1
+        && !violations.fields.contains_key("jti")
         && !violations.fields.contains_key("consumer")
         && !violations.fields.contains_key("credential")
     {
@@ -113,10 +162,10 @@ pub fn create(
         }
     }
     if let Some(at) = expires_at {
-        if at <= now {
+        if at.saturating_add(policy.grace) <= now {
             violations.field(
                 "expires_at",
-                "must be in the future: the token has expired already",
+                format!("must be later than now - {} s (the revocation grace): the token has expired already", policy.grace),
             );
         }
     }
@@ -207,6 +256,12 @@ pub fn create(
     if let Some(existing) = existing {
         revocation.id = existing.id;
         revocation.created_at = existing.created_at;
+        // Never back: a repost cannot un-revoke tokens the cutoff already covers.
+        revocation.issued_before = revocation.issued_before.max(existing.issued_before);
+        revocation.expires_at = match (revocation.expires_at, existing.expires_at) {
+            (Some(new), Some(old)) => Some(new.max(old)),
+            _ => None,
+        };
         tx.execute(
             "UPDATE revocations SET issued_before = $2, expires_at = $3, tags = $4 WHERE id = $1",
             &[
@@ -219,6 +274,12 @@ pub fn create(
     } else {
         if by_id(tx, &revocation.id)?.is_some() {
             return Err(Failure::PrimaryKey(revocation.id));
+        }
+        if in_force(tx, now, policy.grace)? >= policy.max_in_force {
+            return Err(Failure::Limit(format!(
+                "too many revocations in force: at most {} (--max-revocations); delete some, or rotate the credential instead",
+                policy.max_in_force
+            )));
         }
         tx.execute(
             "INSERT INTO revocations (id, created_at, jti, consumer_id, credential_id, issued_before, expires_at, tags)
@@ -284,12 +345,13 @@ fn affected(
     Ok((None, Vec::new()))
 }
 
-/// Forgets revocations past their `expires_at`; returns how many. No event: every
-/// gateway drops them at the same instant by the same rule.
-pub fn forget_expired(tx: &mut dyn Tx, now: i64) -> Result<u64, DbError> {
+/// Forgets up to `batch` revocations past `expires_at + grace`; returns how many. No
+/// event: every gateway drops them at the same instant by the same rule.
+pub fn forget_expired(tx: &mut dyn Tx, now: i64, grace: i64, batch: i64) -> Result<u64, DbError> {
     tx.execute(
-        "DELETE FROM revocations WHERE expires_at IS NOT NULL AND expires_at <= $1",
-        &[Value::Int(now)],
+        "DELETE FROM revocations WHERE id IN (SELECT id FROM revocations
+           WHERE expires_at IS NOT NULL AND expires_at <= $1 LIMIT $2)",
+        &[Value::Int(now - grace), Value::Int(batch)],
     )
 }
 

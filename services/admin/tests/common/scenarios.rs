@@ -632,7 +632,7 @@ pub fn cascade(admin: &Admin) {
             .status,
         201
     );
-    assert_eq!(admin.data("/v1/credentials/b1").status, 200);
+    assert_eq!(admin.data("/v1/credentials/b1").json()["found"], true);
     let before = admin.data("/v1/changes?after=0").json()["head"]
         .as_i64()
         .unwrap();
@@ -649,8 +649,8 @@ pub fn cascade(admin: &Admin) {
         1
     );
     assert_eq!(admin.get("/revocations").json()["data"], json!([]));
-    assert_eq!(admin.data("/v1/credentials/b1").status, 404);
-    assert_eq!(admin.data("/v1/credentials/k1").status, 200);
+    assert_eq!(admin.data("/v1/credentials/b1").json()["found"], false);
+    assert_eq!(admin.data("/v1/credentials/k1").json()["found"], true);
 
     // One event per deleted row, in one transaction: consecutive ids.
     let feed = admin.data(&format!("/v1/changes?after={before}")).json();
@@ -907,9 +907,15 @@ pub fn hostile_input(admin: &Admin) {
         evil
     );
     assert_eq!(admin.delete(&path).status, 204);
-    assert_eq!(admin.data("/v1/credentials/'%20OR%20'1'%3D'1").status, 404);
+    let missing = admin.data("/v1/credentials/'%20OR%20'1'%3D'1");
+    assert_eq!(missing.status, 200);
+    assert_eq!(missing.json()["found"], false);
 
     assert_eq!(totals(admin), before, "hostile input stored nothing");
+}
+
+fn is_uuid_like(text: &str) -> bool {
+    text.len() == 36 && text.bytes().filter(|b| *b == b'-').count() == 4
 }
 
 pub fn revocations(admin: &Admin) {
@@ -945,7 +951,11 @@ pub fn revocations(admin: &Admin) {
         ),
         (
             json!({ "jti": "t-2", "expires_at": 1000 }),
-            json!({ "expires_at": "must be in the future: the token has expired already" }),
+            json!({ "expires_at": "must be later than now - 86400 s (the revocation grace): the token has expired already" }),
+        ),
+        (
+            json!({ "jti": "x".repeat(257), "expires_at": future }),
+            json!({ "jti": "length must be at most 256" }),
         ),
         (
             json!({}),
@@ -985,15 +995,78 @@ pub fn revocations(admin: &Admin) {
     assert_eq!(moved.status, 200, "{}", moved.body);
     assert_eq!(moved.json()["id"], cutoff.json()["id"]);
     assert_eq!(moved.json()["issued_before"], 1_800_000_000);
+    assert_eq!(moved.json()["expires_at"], Value::Null);
+    // Never back: an earlier cutoff or expiry posted later keeps the later one.
+    let back = admin.form(
+        "POST",
+        "/revocations",
+        &[
+            ("consumer", "bob"),
+            ("issued_before", "1750000000"),
+            ("expires_at", "3000000000"),
+        ],
+    );
+    assert_eq!(back.status, 200, "{}", back.body);
+    assert_eq!(back.json()["issued_before"], 1_800_000_000);
+    assert_eq!(back.json()["expires_at"], Value::Null, "null is never");
+    // A token of the last second's `iat` is covered: the default cutoff is now, inclusive.
+    let before_post = super::now();
+    let by_default = admin.json("POST", "/revocations", &json!({ "consumer": "bob" }));
+    assert!(by_default.json()["issued_before"].as_i64().unwrap() >= before_post);
     let by_key = admin.json("POST", "/revocations", &json!({ "credential": "bob-key" }));
     assert_eq!(by_key.status, 201, "{}", by_key.body);
     let credential_id = admin.get("/jwts/bob-key").json()["id"].clone();
     assert_eq!(by_key.json()["credential"], json!({ "id": credential_id }));
 
     let in_force = admin.data("/v1/revocations").json();
-    assert_eq!(in_force["jtis"], json!([{ "jti": "t-1", "exp": future }]));
-    assert_eq!(in_force["consumers"][0]["issued_before"], 1_800_000_000);
+    assert_eq!(
+        in_force["jtis"],
+        json!([{ "id": jti["id"], "jti": "t-1", "expires_at": future }])
+    );
+    assert_eq!(in_force["grace"], 86_400);
+    assert!(in_force["consumers"][0]["issued_before"].as_i64().unwrap() >= 1_800_000_000);
     assert_eq!(in_force["credentials"][0]["key"], "bob-key");
+    assert_eq!(in_force["credentials"][0]["credential_id"], credential_id);
+    // A revocation event names the revocation: fetched alone, not the whole list.
+    let one = admin
+        .data(&format!(
+            "/v1/revocations/{}",
+            by_key.json()["id"].as_str().unwrap()
+        ))
+        .json();
+    assert_eq!(one["found"], true);
+    assert_eq!(one["revocation"], in_force["credentials"][0]);
+    // The credential's answer carries both cutoffs.
+    let answer = admin.data("/v1/credentials/bob-key").json();
+    assert_eq!(
+        answer["credential"]["cutoff"]["issued_before"],
+        by_key.json()["issued_before"]
+    );
+    assert_eq!(
+        answer["consumer"]["cutoff"]["issued_before"],
+        in_force["consumers"][0]["issued_before"]
+    );
+    // A jti whose exp has just passed is still accepted by a filter with leeway: it can
+    // be revoked, and stays listed for the grace.
+    let just_expired = admin.json(
+        "POST",
+        "/revocations",
+        &json!({ "jti": "t-late", "expires_at": super::now() - 10 }),
+    );
+    assert_eq!(just_expired.status, 201, "{}", just_expired.body);
+    let late_id = just_expired.json()["id"].clone();
+    assert_eq!(
+        admin
+            .data(&format!("/v1/revocations/{}", late_id.as_str().unwrap()))
+            .json()["found"],
+        true
+    );
+    assert_eq!(
+        admin
+            .delete(&format!("/revocations/{}", late_id.as_str().unwrap()))
+            .status,
+        204
+    );
 
     assert_eq!(
         admin.get("/revocations").json()["data"]
@@ -1007,6 +1080,10 @@ pub fn revocations(admin: &Admin) {
     assert_eq!(admin.delete(&format!("/revocations/{id}")).status, 204);
     not_found(&admin.delete(&format!("/revocations/{id}")));
     assert_eq!(admin.data("/v1/revocations").json()["jtis"], json!([]));
+    assert_eq!(
+        admin.data(&format!("/v1/revocations/{id}")).json()["found"],
+        false
+    );
 }
 
 pub fn data_plane(admin: &Admin) {
@@ -1030,10 +1107,21 @@ pub fn data_plane(admin: &Admin) {
     );
     assert_eq!(a["consumer"]["custom_id"], "svc-1");
     assert_eq!(a["consumer"]["groups"], json!([]));
+    assert_eq!(a["found"], true);
+    assert_eq!(a["consumer"]["cutoff"], Value::Null);
+    assert_eq!(a["credential"]["cutoff"], Value::Null);
+    assert!(is_uuid_like(a["epoch"].as_str().unwrap()), "{a}");
+    // A key that is not there is an answer (200, found false), with the position; a wrong
+    // path or version is a 404 without `found`, which a gateway must not cache.
     let missing = admin.data("/v1/credentials/nope");
-    assert_eq!(missing.status, 404);
-    assert_eq!(missing.json()["message"], "Not found");
-    assert_eq!(missing.json()["head"], a["head"]);
+    assert_eq!(missing.status, 200);
+    assert_eq!(
+        missing.json(),
+        json!({ "epoch": a["epoch"], "head": a["head"], "found": false })
+    );
+    let wrong = admin.data("/v2/credentials/svc-rs");
+    assert_eq!(wrong.status, 404);
+    assert!(wrong.json().get("found").is_none());
     assert_eq!(
         super::send(admin.data_plane, "POST", "/v1/credentials/svc-rs", &[], b"").status,
         405
@@ -1062,5 +1150,13 @@ pub fn data_plane(admin: &Admin) {
             .unwrap()
             .len(),
         1
+    );
+    // Keys are percent-decoded path segments: `a/b c` is `a%2Fb%20c`.
+    admin.json("POST", "/consumers/svc/jwt", &json!({ "key": "a/b c+d" }));
+    let odd = admin.data("/v1/credentials/a%2Fb%20c+d").json();
+    assert_eq!(odd["credential"]["key"], "a/b c+d", "{odd}");
+    assert_eq!(
+        admin.data("/v1/credentials/a%2Fb%20c%2Bd").json()["found"],
+        true
     );
 }
