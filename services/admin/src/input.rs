@@ -196,6 +196,17 @@ impl<'a> Reader<'a> {
                     .field(name, "invalid value: a NUL byte is not allowed");
                 Field::Absent
             }
+            Some(Value::String(text))
+                if text
+                    .chars()
+                    .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) =>
+            {
+                self.violations.field(
+                    name,
+                    "invalid value: control characters other than CR, LF and tab are not allowed",
+                );
+                Field::Absent
+            }
             Some(Value::String(text)) => Field::Set(text.clone()),
             Some(_) => {
                 self.violations.field(name, "expected a string");

@@ -510,3 +510,54 @@ fn revocations_in_force_are_capped() {
         "moving a cutoff adds nothing"
     );
 }
+
+/// A credential answer must fit one `http_call`: at most 100 groups and 100 credentials
+/// per consumer (409 past either), a group at most 256 bytes.
+#[test]
+fn a_consumer_has_at_most_100_groups_and_100_credentials() {
+    let (_dir, admin) = fresh();
+    admin.form("POST", "/consumers", &[("username", "bob")]);
+    for i in 0..100 {
+        let group = format!("g{i}");
+        assert_eq!(
+            admin
+                .form("POST", "/consumers/bob/acls", &[("group", &group)])
+                .status,
+            201
+        );
+        let key = format!("k{i}");
+        assert_eq!(
+            admin
+                .form("POST", "/consumers/bob/jwt", &[("key", &key)])
+                .status,
+            201
+        );
+    }
+    let group = admin.form("POST", "/consumers/bob/acls", &[("group", "one-more")]);
+    assert_eq!(group.status, 409, "{}", group.body);
+    assert!(group.json()["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("a consumer has at most 100 groups"));
+    let jwt = admin.form("POST", "/consumers/bob/jwt", &[("key", "one-more")]);
+    assert_eq!(jwt.status, 409, "{}", jwt.body);
+    assert!(jwt.json()["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("a consumer has at most 100 credentials"));
+    admin.form("POST", "/consumers", &[("username", "eve")]);
+    let long = admin.form(
+        "POST",
+        "/consumers/eve/acls",
+        &[("group", &"g".repeat(257))],
+    );
+    assert_eq!(long.status, 400);
+    assert_eq!(long.json()["fields"]["group"], "length must be at most 256");
+    assert_eq!(
+        admin.data("/v1/credentials/k0").json()["consumer"]["groups"]
+            .as_array()
+            .unwrap()
+            .len(),
+        100
+    );
+}

@@ -3,7 +3,8 @@
 //! immediate `SQLITE_BUSY`. A small pool of connections is reused across requests.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
+use std::time::Instant;
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
@@ -14,7 +15,15 @@ use super::{numbered_for_sqlite, Access, Database, DbError, Dialect, PoolOptions
 pub struct Sqlite {
     path: PathBuf,
     options: PoolOptions,
-    idle: Mutex<Vec<Connection>>,
+    pool: Mutex<Pool>,
+    freed: Condvar,
+}
+
+#[derive(Default)]
+struct Pool {
+    idle: Vec<Connection>,
+    /// Connections handed out or idle: never above `options.connections` (`--db-pool`).
+    open: usize,
 }
 
 impl Sqlite {
@@ -23,10 +32,11 @@ impl Sqlite {
         let sqlite = Sqlite {
             path: path.to_owned(),
             options: *options,
-            idle: Mutex::new(Vec::new()),
+            pool: Mutex::new(Pool::default()),
+            freed: Condvar::new(),
         };
         let first = sqlite
-            .connect()
+            .take()
             .map_err(|e| format!("--db sqlite:{}: {e}", path.display()))?;
         sqlite.give_back(first);
         Ok(sqlite)
@@ -50,20 +60,50 @@ impl Sqlite {
         Ok(connection)
     }
 
+    /// A connection: an idle one, a new one if fewer than `--db-pool` are open, else the
+    /// first one freed within the timeout (then 503).
     fn take(&self) -> Result<Connection, DbError> {
-        let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
-        match idle {
-            Some(connection) => Ok(connection),
-            None => self.connect(),
+        let deadline = Instant::now() + self.options.timeout;
+        let poisoned = || DbError::Failed("connection pool lock poisoned".to_owned());
+        let mut pool = self.pool.lock().map_err(|_| poisoned())?;
+        loop {
+            if let Some(connection) = pool.idle.pop() {
+                return Ok(connection);
+            }
+            if pool.open < self.options.connections {
+                pool.open += 1;
+                drop(pool);
+                return self.connect().inspect_err(|_| self.release_slot());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(DbError::Unavailable(format!(
+                    "all {} connections busy for {} ms",
+                    self.options.connections,
+                    self.options.timeout.as_millis()
+                )));
+            }
+            pool = self
+                .freed
+                .wait_timeout(pool, left)
+                .map_err(|_| poisoned())?
+                .0;
         }
     }
 
     fn give_back(&self, connection: Connection) {
-        if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() < self.options.connections {
-                idle.push(connection);
-            }
+        if let Ok(mut pool) = self.pool.lock() {
+            pool.idle.push(connection);
         }
+        self.freed.notify_one();
+    }
+
+    /// A connection dropped (broken, or left in a transaction): its slot is free.
+    fn release_slot(&self) {
+        if let Ok(mut pool) = self.pool.lock() {
+            pool.open = pool.open.saturating_sub(1);
+        }
+        self.freed.notify_one();
     }
 }
 
@@ -88,6 +128,8 @@ impl Database for Sqlite {
         };
         if let Err(e) = connection.execute_batch(begin) {
             // A connection that cannot even begin is not worth keeping.
+            drop(connection);
+            self.release_slot();
             return Err(classify(e));
         }
         let mut tx = SqliteTx(&connection);
@@ -98,6 +140,9 @@ impl Database for Sqlite {
         }
         if connection.is_autocommit() {
             self.give_back(connection);
+        } else {
+            drop(connection);
+            self.release_slot();
         }
         result
     }
@@ -198,4 +243,45 @@ fn classify(e: rusqlite::Error) -> DbError {
         };
     }
     DbError::Failed(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--db-pool` bounds SQLite's connections too: with one held, the next request waits
+    /// the timeout, then is a 503.
+    #[test]
+    fn the_pool_is_capped() {
+        let dir =
+            std::env::temp_dir().join(format!("portcullis-admin-pool-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let options = PoolOptions {
+            connections: 1,
+            timeout: std::time::Duration::from_millis(200),
+        };
+        let db = std::sync::Arc::new(Sqlite::open(&dir.join("pool.db"), &options).unwrap());
+        let (held, release) = std::sync::mpsc::channel::<()>();
+        let (started, wait_started) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let db = std::sync::Arc::clone(&db);
+            std::thread::spawn(move || {
+                db.transaction(Access::Read, &mut |_| {
+                    let _ = started.send(());
+                    let _ = release.recv();
+                    Ok(())
+                })
+            })
+        };
+        wait_started.recv().unwrap();
+        let second = db.transaction(Access::Read, &mut |_| Ok(()));
+        assert!(
+            matches!(&second, Err(DbError::Unavailable(why)) if why == "all 1 connections busy for 200 ms"),
+            "{second:?}"
+        );
+        held.send(()).unwrap();
+        holder.join().unwrap().unwrap();
+        assert_eq!(db.transaction(Access::Read, &mut |_| Ok(())), Ok(()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

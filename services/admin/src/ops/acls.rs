@@ -10,7 +10,8 @@ use crate::input::{Field, Input, Reader};
 use crate::model::{tags_to, Acl, Consumer, ACL_COLUMNS};
 
 use super::{
-    consumers, credential_keys, exists, new_id, page, Changes, Page, PageRequest, MAX_NAME,
+    check_room, consumers, credential_keys, exists, new_id, page, Changes, Page, PageRequest,
+    MAX_GROUP, MAX_GROUPS,
 };
 
 const FIELDS: &[&str] = &["id", "created_at", "consumer", "group", "tags"];
@@ -29,7 +30,7 @@ fn read(input: &Input) -> (Fields, Violations) {
         id: reader.uuid("id"),
         created_at: reader.integer("created_at", 0, i64::from(i32::MAX)),
         consumer: reader.consumer(),
-        group: reader.string("group", MAX_NAME),
+        group: reader.string("group", MAX_GROUP),
         tags: reader.tags(),
     };
     if let Field::Set(group) = &fields.group {
@@ -292,6 +293,7 @@ fn conflict(e: DbError, acl: &Acl) -> Failure {
 
 fn insert(tx: &mut dyn Tx, changes: &mut Changes, acl: &Acl) -> Result<(), Failure> {
     check_unique(tx, acl)?;
+    check_room(tx, "acls", &acl.consumer_id, MAX_GROUPS, "groups")?;
     tx.execute(
         "INSERT INTO acls (id, created_at, consumer_id, grp, tags) VALUES ($1, $2, $3, $4, $5)",
         &[
@@ -310,6 +312,9 @@ fn insert(tx: &mut dyn Tx, changes: &mut Changes, acl: &Acl) -> Result<(), Failu
 
 fn replace(tx: &mut dyn Tx, changes: &mut Changes, old: &Acl, acl: &Acl) -> Result<(), Failure> {
     check_unique(tx, acl)?;
+    if old.consumer_id != acl.consumer_id {
+        check_room(tx, "acls", &acl.consumer_id, MAX_GROUPS, "groups")?;
+    }
     tx.execute(
         "UPDATE acls SET created_at = $2, consumer_id = $3, grp = $4, tags = $5 WHERE id = $1",
         &[

@@ -12,7 +12,10 @@ use crate::ids::{is_uuid, random_hex};
 use crate::input::{Field, Input, Reader};
 use crate::model::{tags_to, Consumer, JwtSecret, JWT_COLUMNS};
 
-use super::{consumers, exists, new_id, page, Changes, Page, PageRequest, MAX_NAME};
+use super::{
+    check_room, consumers, exists, new_id, page, Changes, Page, PageRequest, MAX_CREDENTIALS,
+    MAX_NAME,
+};
 
 const FIELDS: &[&str] = &[
     "id",
@@ -32,7 +35,7 @@ pub const KONG_ALGORITHMS: &[&str] = &[
 ];
 
 /// The longest secret or PEM accepted.
-const MAX_KEY_TEXT: usize = 16 * 1024;
+pub const MAX_KEY_TEXT: usize = 16 * 1024;
 const CONDITIONAL: &str = "failed conditional validation given value of field 'algorithm'";
 
 struct Fields {
@@ -413,6 +416,13 @@ fn params(jwt: &JwtSecret) -> Vec<Value> {
 
 fn insert(tx: &mut dyn Tx, changes: &mut Changes, jwt: &JwtSecret) -> Result<(), Failure> {
     check_unique(tx, jwt)?;
+    check_room(
+        tx,
+        "jwt_secrets",
+        &jwt.consumer_id,
+        MAX_CREDENTIALS,
+        "credentials",
+    )?;
     tx.execute(
         "INSERT INTO jwt_secrets (id, created_at, consumer_id, key, secret, rsa_public_key, algorithm, tags)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -430,6 +440,15 @@ fn replace(
     jwt: &JwtSecret,
 ) -> Result<(), Failure> {
     check_unique(tx, jwt)?;
+    if old.consumer_id != jwt.consumer_id {
+        check_room(
+            tx,
+            "jwt_secrets",
+            &jwt.consumer_id,
+            MAX_CREDENTIALS,
+            "credentials",
+        )?;
+    }
     tx.execute(
         "UPDATE jwt_secrets SET created_at = $2, consumer_id = $3, key = $4, secret = $5,
            rsa_public_key = $6, algorithm = $7, tags = $8

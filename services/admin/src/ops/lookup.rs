@@ -175,3 +175,56 @@ pub fn revocation(tx: &mut dyn Tx, id: &str, now: i64, grace: i64) -> Result<Jso
     }
     Ok(answer)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::jwts::MAX_KEY_TEXT;
+    use crate::ops::{MAX_GROUP, MAX_GROUPS, MAX_NAME};
+
+    /// The bound the README states for one credential answer.
+    pub const LARGEST_ANSWER: usize = 96 * 1024;
+
+    /// Every field at its longest, made of the characters JSON escapes to two bytes.
+    #[test]
+    fn the_largest_credential_answer_fits_the_stated_bound() {
+        let worst = |n: usize| Value::Text("\"".repeat(n));
+        let groups = MAX_GROUPS as usize;
+        let rows: Vec<Row> = (0..groups)
+            .map(|g| {
+                let mut group = "\\".repeat(MAX_GROUP - 3);
+                group.push_str(&format!("{g:03}"));
+                Row(vec![
+                    Value::Int(i64::MAX),
+                    Value::Int(i64::MAX),
+                    Value::Text("6e2f2a5e-3c7e-4c44-9a4e-1b2c3d4e5f80".into()),
+                    Value::Text("6e2f2a5e-3c7e-4c44-9a4e-1b2c3d4e5f80".into()),
+                    worst(MAX_NAME),
+                    worst(MAX_NAME),
+                    Value::Text("6e2f2a5e-3c7e-4c44-9a4e-1b2c3d4e5f80".into()),
+                    worst(MAX_NAME),
+                    Value::Text("HS512".into()),
+                    Value::Text("\n".repeat(MAX_KEY_TEXT)),
+                    Value::Null,
+                    Value::Text(group),
+                    Value::Int(i64::MAX),
+                    Value::Int(i64::MAX),
+                    Value::Int(i64::MAX),
+                    Value::Int(i64::MAX),
+                ])
+            })
+            .collect();
+        let (_, answer) = credential_answer(&rows, i64::MAX).unwrap();
+        let bytes = answer.to_string().len();
+        assert_eq!(
+            answer["consumer"]["groups"].as_array().unwrap().len(),
+            groups
+        );
+        assert!(bytes <= LARGEST_ANSWER, "{bytes} bytes");
+        assert!(
+            bytes > LARGEST_ANSWER - 8 * 1024,
+            "{bytes} bytes: tighten the bound"
+        );
+        println!("largest credential answer: {bytes} bytes");
+    }
+}

@@ -27,8 +27,42 @@ use crate::input::Input;
 
 pub use crate::events::Changes;
 
-/// The longest username, custom_id, credential key, group or jti accepted.
+/// The longest username, custom_id or credential key accepted.
 pub const MAX_NAME: usize = 1024;
+/// The longest group name: a consumer's groups all ride in each of its credential answers.
+pub const MAX_GROUP: usize = 256;
+/// The most groups one consumer may have: a credential answer lists them all and must fit
+/// one `http_call` (see `lookup`'s largest-answer test).
+pub const MAX_GROUPS: i64 = 100;
+/// The most credentials one consumer may have: a consumer's events list all their keys.
+pub const MAX_CREDENTIALS: i64 = 100;
+
+/// 409 if `consumer_id` already has `max` rows in `table` (`acls` or `jwt_secrets`).
+pub fn check_room(
+    tx: &mut dyn Tx,
+    table: &str,
+    consumer_id: &str,
+    max: i64,
+    what: &str,
+) -> Result<(), Failure> {
+    let sql = if table == "acls" {
+        "SELECT COUNT(*) FROM acls WHERE consumer_id = $1"
+    } else {
+        "SELECT COUNT(*) FROM jwt_secrets WHERE consumer_id = $1"
+    };
+    let count = tx
+        .query(sql, &[Value::from(consumer_id)])?
+        .first()
+        .map(|row| row.int(0))
+        .transpose()?
+        .unwrap_or(0);
+    if count >= max {
+        return Err(Failure::Limit(format!(
+            "a consumer has at most {max} {what}: consumer {consumer_id} has {count}"
+        )));
+    }
+    Ok(())
+}
 
 /// One page of a listing: `size` and `offset` from the query, Kong's defaults (100, at
 /// most 1000).
