@@ -429,12 +429,12 @@ fn only(request: &Request, methods: &[Method]) -> Result<(), Failure> {
 }
 
 /// An `/acls/{x}` or `/revocations/{x}` segment: these have no endpoint key, so anything
-/// but a UUID is Kong's `schema violation (id: expected a valid UUID)`.
+/// but a UUID is Kong's `invalid primary key` (the DAO's `select({id = x})` refuses it).
 fn uuid_only(segment: &str) -> Result<String, Failure> {
     if is_uuid(segment) {
         Ok(segment.to_ascii_lowercase())
     } else {
-        Err(Failure::field("id", "expected a valid UUID"))
+        Err(Failure::InvalidPrimaryKey)
     }
 }
 

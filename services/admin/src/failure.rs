@@ -103,6 +103,9 @@ pub enum Failure {
     ForeignKey { consumer_id: String },
     /// 400: an explicit `id` that another entity already has.
     PrimaryKey(String),
+    /// 400 Kong's `invalid primary key` (code 1): a path segment that must be a UUID
+    /// (`/acls/{id}`, `/revocations/{id}`) is not one.
+    InvalidPrimaryKey,
     /// 404 `{"message":"Not found"}`.
     NotFound,
     /// 400 `invalid size` (`size` not a number, or not 1 to 1000).
@@ -164,6 +167,7 @@ impl Failure {
             Failure::Schema(_)
             | Failure::ForeignKey { .. }
             | Failure::PrimaryKey(_)
+            | Failure::InvalidPrimaryKey
             | Failure::InvalidSize(_)
             | Failure::InvalidOffset(..)
             | Failure::BadRequest(_) => 400,
@@ -188,6 +192,7 @@ impl Failure {
             Failure::Limit(_) => "limit",
             Failure::ForeignKey { .. } => "foreign_key_violation",
             Failure::PrimaryKey(_) => "primary_key_violation",
+            Failure::InvalidPrimaryKey => "invalid_primary_key",
             Failure::NotFound => "not_found",
             Failure::InvalidSize(_) => "invalid_size",
             Failure::InvalidOffset(..) => "invalid_offset",
@@ -230,6 +235,12 @@ impl Failure {
                 "name": "primary key violation",
                 "message": format!("primary key violation on key '{{id={id:?}}}'"),
                 "fields": { "id": id },
+            }),
+            Failure::InvalidPrimaryKey => json!({
+                "code": 1,
+                "name": "invalid primary key",
+                "message": "invalid primary key: '{id=\"expected a valid UUID\"}'",
+                "fields": { "id": "expected a valid UUID" },
             }),
             Failure::NotFound => json!({ "message": "Not found" }),
             Failure::InvalidSize(message) => {

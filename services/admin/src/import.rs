@@ -120,7 +120,8 @@ pub fn import(
         if let Some(custom_id) = &raw.custom_id {
             input.insert("custom_id".to_owned(), json!(custom_id));
         }
-        let existing = consumers::find(tx, &raw.username)
+        // By the field itself: a UUID-shaped username is still a username here.
+        let existing = consumers::by(tx, "username", &raw.username)
             .map_err(Failure::from)
             .map_err(at(path.clone()))?;
         let consumer = match existing {
@@ -151,7 +152,7 @@ pub fn import(
         for (j, credential) in raw.credentials.iter().enumerate() {
             let path = format!("{path}.credentials[{j}]");
             let input = credential_input(credential).map_err(at(path.clone()))?;
-            let existing = jwts::find(tx, &credential.key)
+            let existing = jwts::by_key(tx, &credential.key)
                 .map_err(Failure::from)
                 .map_err(at(path.clone()))?;
             match existing {
@@ -171,7 +172,7 @@ pub fn import(
         }
         for (j, group) in raw.groups.iter().enumerate() {
             let path = format!("{path}.groups[{j}]");
-            let has = acls::find_of(tx, &consumer, group)
+            let has = acls::by_group(tx, &consumer, group)
                 .map_err(Failure::from)
                 .map_err(at(path.clone()))?;
             if has.is_none() {

@@ -561,3 +561,46 @@ fn a_consumer_has_at_most_100_groups_and_100_credentials() {
         100
     );
 }
+
+/// Names shaped like UUIDs are still names: importing twice updates, never duplicates or
+/// fails on the second run.
+#[test]
+fn import_is_idempotent_for_uuid_shaped_names() {
+    let dir = ScratchDir::new("import-uuid");
+    let db = format!("sqlite:{}", dir.path().join("admin.db").display());
+    let config = dir.path().join("jwt.json");
+    let name = "0b4e3c2a-1111-4222-8333-944455556666";
+    std::fs::write(
+        &config,
+        json!({ "consumers": [ { "username": name, "groups": [name],
+            "credentials": [ { "key": name, "secret": "demo-only-uuid-named-secret-0123456789abcdef" } ] } ] })
+        .to_string(),
+    )
+    .unwrap();
+    let import = || {
+        std::process::Command::new(common::binary())
+            .args(["import", "--db", &db])
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let first = import();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let again = import();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains(
+            "consumers 0 created, 1 updated; credentials 0 created, 1 updated; groups 0 created"
+        ),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
+}

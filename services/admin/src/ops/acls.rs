@@ -59,6 +59,11 @@ pub fn find_of(tx: &mut dyn Tx, consumer: &Consumer, key: &str) -> Result<Option
     if is_uuid(key) {
         return Ok(by_id(tx, key)?.filter(|acl| acl.consumer_id == consumer.id));
     }
+    by_group(tx, consumer, key)
+}
+
+/// The group of `consumer` named `group` (never by id, whatever its shape).
+pub fn by_group(tx: &mut dyn Tx, consumer: &Consumer, key: &str) -> Result<Option<Acl>, DbError> {
     tx.query(
         &format!("SELECT {ACL_COLUMNS} FROM acls WHERE consumer_id = $1 AND grp = $2"),
         &[Value::from(&consumer.id), Value::from(key)],
@@ -148,8 +153,8 @@ pub fn update(
     Ok(Some(acl))
 }
 
-/// PUT …/acls/{id or group}: creates or replaces; a group in the path is the `group`
-/// (unless the body gives one).
+/// PUT …/acls/{id or group}: creates or replaces; a group in the path is the `group`,
+/// whatever the body says.
 pub fn upsert(
     tx: &mut dyn Tx,
     changes: &mut Changes,
@@ -162,7 +167,8 @@ pub fn upsert(
         Some(c) => find_of(tx, c, key)?,
         None => by_id(tx, key)?,
     };
-    if !is_uuid(key) && fields.group.is_absent() {
+    // The group in the path wins over the body's (as Kong's upsert by endpoint key).
+    if !is_uuid(key) {
         fields.group = Field::Set(key.to_owned());
     }
     fields.id = Field::Set(match &current {

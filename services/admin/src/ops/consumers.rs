@@ -143,7 +143,7 @@ pub fn update(
 }
 
 /// PUT /consumers/{username or id}: creates or replaces. A UUID in the path is the `id`;
-/// anything else is the `username` (unless the body gives one).
+/// anything else is the `username`, whatever the body says.
 pub fn upsert(
     tx: &mut dyn Tx,
     changes: &mut Changes,
@@ -158,7 +158,9 @@ pub fn upsert(
         None if is_uuid(key) => key.to_ascii_lowercase(),
         None => new_id()?,
     };
-    if !is_uuid(key) && fields.username.is_absent() {
+    // Kong's upsert_by_username: the username in the path wins over the body's, so
+    // `PUT /consumers/alice {"username":"bob"}` upserts alice, never renames to bob.
+    if !is_uuid(key) {
         fields.username = Field::Set(key.to_owned());
     }
     let consumer = Consumer {

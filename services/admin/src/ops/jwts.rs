@@ -82,6 +82,17 @@ pub fn find(tx: &mut dyn Tx, key: &str) -> Result<Option<JwtSecret>, DbError> {
         .transpose()
 }
 
+/// The credential whose `key` is `key` (never by id, whatever its shape).
+pub fn by_key(tx: &mut dyn Tx, key: &str) -> Result<Option<JwtSecret>, DbError> {
+    tx.query(
+        &format!("SELECT {JWT_COLUMNS} FROM jwt_secrets WHERE key = $1"),
+        &[Value::from(key)],
+    )?
+    .first()
+    .map(JwtSecret::from_row)
+    .transpose()
+}
+
 /// The credential `key` names, if it belongs to `consumer`.
 pub fn find_of(
     tx: &mut dyn Tx,
@@ -192,7 +203,8 @@ pub fn upsert(
             return Err(Failure::unique("key", current.key.clone()));
         }
     }
-    if !is_uuid(key) && fields.key.is_absent() {
+    // Kong's upsert_by_key: the key in the path wins over the body's.
+    if !is_uuid(key) {
         fields.key = Field::Set(key.to_owned());
     }
     let consumer_id = owner(consumer, &fields.consumer, &mut violations);

@@ -198,6 +198,12 @@ pub fn consumers(admin: &Admin) {
         Value::Null,
         "PUT replaces: absent is null"
     );
+    // Kong's upsert_by_username: the path wins over the body, never a rename.
+    let path_wins = admin.json("PUT", "/consumers/carol", &json!({ "username": "dave" }));
+    assert_eq!(path_wins.status, 200, "{}", path_wins.body);
+    assert_eq!(path_wins.json()["id"], carol_id.as_str());
+    assert_eq!(path_wins.json()["username"], "carol");
+    not_found(&admin.get("/consumers/dave"));
     let new_id = "6e2f2a5e-3c7e-4c44-9a4e-1b2c3d4e5f60";
     let put = admin.json(
         "PUT",
@@ -378,6 +384,10 @@ pub fn jwt_credentials(admin: &Admin) {
     assert_eq!(put.status, 200, "{}", put.body);
     assert_eq!(put.json()["key"], "abcd");
     assert_eq!(put.json()["consumer"]["id"], bob["id"]);
+    let path_wins = admin.json("PUT", "/consumers/bob/jwt/abcd", &json!({ "key": "efgh" }));
+    assert_eq!(path_wins.json()["key"], "abcd", "{}", path_wins.body);
+    assert_eq!(path_wins.json()["id"], put.json()["id"]);
+    not_found(&admin.get("/jwts/efgh"));
 
     // Asymmetric keys, parsed at write time; the PEM as JSON and as form data with CRLF.
     for (alg, pem) in [
@@ -529,12 +539,21 @@ pub fn acls(admin: &Admin) {
     not_found(&admin.get("/consumers/alice/acls/admins"));
     assert_eq!(admin.get(&format!("/acls/{id}")).json(), admins);
     assert_eq!(admin.get(&format!("/acls/{id}/consumer")).json(), bob);
-    let not_uuid = admin.get("/acls/admins");
-    assert_eq!(not_uuid.status, 400);
-    assert_eq!(
-        not_uuid.json()["message"],
-        "schema violation (id: expected a valid UUID)"
-    );
+    // Kong's DAO refuses a non-UUID primary key (kong/db/errors.lua, code 1).
+    for method in ["GET", "PATCH", "PUT", "DELETE"] {
+        let not_uuid = admin.raw(method, "/acls/admins", &[], b"");
+        assert_eq!(not_uuid.status, 400, "{method}");
+        assert_eq!(
+            not_uuid.json(),
+            json!({
+                "code": 1,
+                "name": "invalid primary key",
+                "message": "invalid primary key: '{id=\"expected a valid UUID\"}'",
+                "fields": { "id": "expected a valid UUID" },
+            }),
+            "{method}"
+        );
+    }
 
     // Another consumer may hold the same group; one consumer may not hold it twice.
     assert_eq!(
@@ -578,6 +597,13 @@ pub fn acls(admin: &Admin) {
     let put = admin.json("PUT", "/consumers/bob/acls/pro", &json!({}));
     assert_eq!(put.status, 200);
     assert_eq!(put.json()["group"], "pro");
+    let path_wins = admin.json(
+        "PUT",
+        "/consumers/bob/acls/pro",
+        &json!({ "group": "other" }),
+    );
+    assert_eq!(path_wins.json()["group"], "pro", "{}", path_wins.body);
+    assert_eq!(path_wins.json()["id"], put.json()["id"]);
     let top = admin.json(
         "PUT",
         "/acls/6e2f2a5e-3c7e-4c44-9a4e-1b2c3d4e5f70",
