@@ -171,3 +171,73 @@ fn concurrent_cutoffs_of_one_consumer_make_one_revocation() {
         1
     );
 }
+
+/// A statement that fails halfway through a cascade (a trigger refuses the groups'
+/// delete, after the revocations and credentials are gone within the transaction) leaves
+/// nothing half-written: the consumer, its credentials, groups, revocation and the event
+/// head are as before.
+#[test]
+fn a_write_failing_halfway_leaves_nothing_written() {
+    let pg = Postgres::start();
+    let url = pg.database("halfway");
+    let admin = Admin::start(&url, &[]);
+    admin.form("POST", "/consumers", &[("username", "bob")]);
+    for i in 0..20 {
+        let key = format!("bob-{i}");
+        assert_eq!(
+            admin
+                .form("POST", "/consumers/bob/jwt", &[("key", &key)])
+                .status,
+            201
+        );
+    }
+    admin.form("POST", "/consumers/bob/acls", &[("group", "admins")]);
+    admin.json("POST", "/revocations", &json!({ "consumer": "bob" }));
+    let head = admin.data("/v1/changes?after=0").json()["head"].clone();
+
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    client
+        .batch_execute(
+            "CREATE FUNCTION refuse() RETURNS trigger AS $$
+               BEGIN RAISE EXCEPTION 'refused by the test'; END $$ LANGUAGE plpgsql;
+             CREATE TRIGGER refuse_acl_delete BEFORE DELETE ON acls
+               FOR EACH ROW EXECUTE FUNCTION refuse();",
+        )
+        .unwrap();
+    let failed = admin.delete("/consumers/bob");
+    assert_eq!(failed.status, 500, "{}", failed.body);
+    assert_eq!(
+        failed.json(),
+        json!({ "message": "An unexpected error occurred" })
+    );
+    assert_eq!(admin.get("/consumers/bob").status, 200);
+    assert_eq!(
+        admin.get("/consumers/bob/jwt").json()["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        20
+    );
+    assert_eq!(
+        admin.get("/revocations").json()["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(admin.data("/v1/credentials/bob-7").json()["found"], true);
+    assert_eq!(admin.data("/v1/changes?after=0").json()["head"], head);
+
+    client
+        .batch_execute("DROP TRIGGER refuse_acl_delete ON acls")
+        .unwrap();
+    assert_eq!(admin.delete("/consumers/bob").status, 204);
+    assert_eq!(admin.data("/v1/credentials/bob-7").json()["found"], false);
+}
+
+#[test]
+fn concurrent_mixed_writes_make_gapless_events() {
+    let pg = Postgres::start();
+    let admin = Admin::start(&pg.database("mixed"), &[]);
+    common::concurrent_mixed_events(&admin, 30);
+}

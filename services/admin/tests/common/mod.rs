@@ -741,3 +741,86 @@ pub fn removals_race_credential_creates(admin: &Admin, rounds: usize, writers: u
         }
     }
 }
+
+/// `writers` threads at once, each doing one of: update a consumer, add a credential,
+/// delete a consumer with two credentials and a group (four events in one transaction).
+/// A reader following the feed meanwhile sees every id once, in order; a delete's
+/// events are consecutive; the total is what the writes made.
+pub fn concurrent_mixed_events(admin: &Admin, writers: usize) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    for i in 0..writers {
+        let name = format!("m-{i}");
+        admin.form("POST", "/consumers", &[("username", &name)]);
+        for k in 0..2 {
+            let key = format!("{name}-k{k}");
+            admin.form("POST", &format!("/consumers/{name}/jwt"), &[("key", &key)]);
+        }
+        admin.form(
+            "POST",
+            &format!("/consumers/{name}/acls"),
+            &[("group", "g")],
+        );
+    }
+    let start = admin.data("/v1/changes?after=0").json()["head"]
+        .as_i64()
+        .unwrap();
+    let done = AtomicBool::new(false);
+    let seen: Vec<Value> = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut after = start;
+            let mut seen = Vec::new();
+            loop {
+                let finished = done.load(Ordering::SeqCst);
+                let feed = admin.data(&format!("/v1/changes?after={after}")).json();
+                for event in feed["events"].as_array().unwrap() {
+                    let id = event["id"].as_i64().unwrap();
+                    assert_eq!(id, after + 1, "the feed skipped or repeated an id");
+                    after = id;
+                    seen.push(event.clone());
+                }
+                if finished && after == feed["head"].as_i64().unwrap() {
+                    break seen;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        let handles: Vec<_> = (0..writers)
+            .map(|i| {
+                s.spawn(move || {
+                    let name = format!("m-{i}");
+                    let answer = match i % 3 {
+                        0 => admin.json(
+                            "PATCH",
+                            &format!("/consumers/{name}"),
+                            &serde_json::json!({ "custom_id": format!("c-{i}") }),
+                        ),
+                        1 => admin.form(
+                            "POST",
+                            &format!("/consumers/{name}/jwt"),
+                            &[("key", &format!("{name}-new"))],
+                        ),
+                        _ => admin.delete(&format!("/consumers/{name}")),
+                    };
+                    assert!(matches!(answer.status, 200 | 201 | 204), "{}", answer.body);
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.join().unwrap();
+        }
+        done.store(true, Ordering::SeqCst);
+        reader.join().unwrap()
+    });
+    let deletes = (0..writers).filter(|i| i % 3 == 2).count();
+    assert_eq!(seen.len(), writers - deletes + deletes * 4);
+    for (i, event) in seen.iter().enumerate() {
+        if event["entity"] == "consumers" && event["op"] == "delete" {
+            // The cascade's three events come right before, for the same consumer.
+            for back in 1..=3 {
+                let child = &seen[i - back];
+                assert_eq!(child["op"], "delete", "{child}");
+                assert_eq!(child["consumer_id"], event["entity_id"], "{child}");
+            }
+        }
+    }
+}
