@@ -60,12 +60,16 @@ async fn route(app: &Arc<App>, request: Request) -> Result<Reply, Failure> {
     let grace = app.revocations.grace;
     match segments.as_slice() {
         ["v1", "credentials", key] if get => {
-            let key = key.to_string();
             let now = crate::clock::now_secs();
-            let (position, answer) = app
+            // One statement, no transaction: one round trip on PostgreSQL.
+            let rows = app
                 .store
-                .read(move |tx| Ok(lookup::credential(tx, &key, now, grace)?))
+                .query_once(
+                    lookup::CREDENTIAL_SQL,
+                    lookup::credential_params(key, now, grace).to_vec(),
+                )
                 .await?;
+            let (position, answer) = lookup::credential_answer(&rows, grace)?;
             app.store.metrics.lookup(answer["found"] == true);
             app.store.metrics.head_seen(position.head);
             Ok(Reply::Json(200, answer))

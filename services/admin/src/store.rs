@@ -60,6 +60,18 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Runs one read-only statement as its own snapshot (the data plane's hot path).
+    pub async fn query_once(
+        &self,
+        sql: &'static str,
+        params: Vec<crate::db::Value>,
+    ) -> Result<Vec<crate::db::Row>, Failure> {
+        let db = Arc::clone(&self.db);
+        blocking(move || Ok(db.query_once(sql, &params)?)).await
+    }
+}
+
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, Failure> + Send + 'static,
 ) -> Result<T, Failure> {

@@ -179,6 +179,17 @@ pub trait Database: Send + Sync {
         access: Access,
         work: &mut dyn FnMut(&mut dyn Tx) -> Result<(), DbError>,
     ) -> Result<(), DbError>;
+    /// Runs one read-only statement, its own snapshot, without an explicit transaction
+    /// (PostgreSQL: one round trip on a statement prepared once per connection, where a
+    /// transaction adds BEGIN and COMMIT). Blocks, as [`Database::transaction`].
+    fn query_once(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError> {
+        let mut rows = Vec::new();
+        self.transaction(Access::Read, &mut |tx| {
+            rows = tx.query(sql, params)?;
+            Ok(())
+        })?;
+        Ok(rows)
+    }
 }
 
 /// The SQL dialect of a backend, where the two differ (only in the migrations).

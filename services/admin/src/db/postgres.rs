@@ -4,13 +4,14 @@
 //! for reads (one snapshot). No TLS to the database: keep it on
 //! a private network or a Unix socket.
 
+use std::collections::HashMap;
 use std::error::Error as _;
 use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
 use postgres::error::SqlState;
 use postgres::types::{to_sql_checked, IsNull, ToSql, Type};
-use postgres::{Client, Config, IsolationLevel, NoTls};
+use postgres::{Client, Config, GenericClient, IsolationLevel, NoTls, Statement};
 
 use super::{redact, Access, Database, DbError, Dialect, PoolOptions, Row, Tx, Value};
 
@@ -23,9 +24,36 @@ pub struct Postgres {
     freed: Condvar,
 }
 
+/// A connection and the statements prepared on it: each SQL text is parsed once per
+/// connection, then every run is one round trip (Bind/Execute) instead of two.
+struct Conn {
+    client: Client,
+    statements: HashMap<String, Statement>,
+}
+
+impl Conn {
+    fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+}
+
+/// The statement for `sql` on this connection, prepared the first time.
+fn prepared(
+    client: &mut impl GenericClient,
+    statements: &mut HashMap<String, Statement>,
+    sql: &str,
+) -> Result<Statement, DbError> {
+    if let Some(statement) = statements.get(sql) {
+        return Ok(statement.clone());
+    }
+    let statement = client.prepare(sql).map_err(|e| classify(&e))?;
+    statements.insert(sql.to_owned(), statement.clone());
+    Ok(statement)
+}
+
 #[derive(Default)]
 struct Pool {
-    idle: Vec<Client>,
+    idle: Vec<Conn>,
     /// Connections handed out or idle: never above `options.connections`.
     open: usize,
 }
@@ -56,7 +84,7 @@ impl Postgres {
 
     /// A connection: an idle one, a new one if fewer than the limit are open, else the
     /// first one freed within the timeout.
-    fn take(&self) -> Result<Client, DbError> {
+    fn take(&self) -> Result<Conn, DbError> {
         let deadline = Instant::now() + self.options.timeout;
         let poisoned = || DbError::Failed("connection pool lock poisoned".to_owned());
         let mut pool = self.pool.lock().map_err(|_| poisoned())?;
@@ -70,10 +98,17 @@ impl Postgres {
             if pool.open < self.options.connections {
                 pool.open += 1;
                 drop(pool);
-                return self.config.connect(NoTls).map_err(|e| {
-                    self.release_slot();
-                    classify(&e)
-                });
+                return self
+                    .config
+                    .connect(NoTls)
+                    .map(|client| Conn {
+                        client,
+                        statements: HashMap::new(),
+                    })
+                    .map_err(|e| {
+                        self.release_slot();
+                        classify(&e)
+                    });
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -91,7 +126,7 @@ impl Postgres {
         }
     }
 
-    fn give_back(&self, client: Client) {
+    fn give_back(&self, client: Conn) {
         if let Ok(mut pool) = self.pool.lock() {
             if client.is_closed() {
                 pool.open = pool.open.saturating_sub(1);
@@ -137,7 +172,8 @@ impl Database for Postgres {
         access: Access,
         work: &mut dyn FnMut(&mut dyn Tx) -> Result<(), DbError>,
     ) -> Result<(), DbError> {
-        let mut client = self.take()?;
+        let mut conn = self.take()?;
+        let Conn { client, statements } = &mut conn;
         let result = (|| {
             let mut builder = client.build_transaction();
             if access == Access::Read {
@@ -152,23 +188,46 @@ impl Database for Postgres {
                     .execute("SELECT id FROM meta WHERE id = 1 FOR UPDATE", &[])
                     .map_err(|e| classify(&e))?;
             }
-            let mut tx = PostgresTx(&mut transaction);
+            let mut tx = PostgresTx(&mut transaction, statements);
             work(&mut tx)?;
             transaction.commit().map_err(|e| classify(&e))
             // Dropped without commit: rolled back.
         })();
-        if matches!(result, Err(DbError::Unavailable(_))) {
-            // Whatever broke, do not hand this connection to the next request.
-            drop(client);
-            self.release_slot();
-        } else {
-            self.give_back(client);
-        }
+        self.finish(conn, &result);
+        result
+    }
+
+    fn query_once(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError> {
+        let mut conn = self.take()?;
+        let Conn { client, statements } = &mut conn;
+        let result = prepared(client, statements, sql).and_then(|statement| {
+            let rows = client
+                .query(&statement, &PostgresTx::params(params))
+                .map_err(|e| classify(&e))?;
+            rows.iter().map(row).collect()
+        });
+        self.finish(conn, &result);
         result
     }
 }
 
-struct PostgresTx<'a, 'b>(&'a mut postgres::Transaction<'b>);
+impl Postgres {
+    /// Back to the pool, unless the database went away (then the slot is freed).
+    fn finish<T>(&self, conn: Conn, result: &Result<T, DbError>) {
+        if matches!(result, Err(DbError::Unavailable(_))) {
+            // Whatever broke, do not hand this connection to the next request.
+            drop(conn);
+            self.release_slot();
+        } else {
+            self.give_back(conn);
+        }
+    }
+}
+
+struct PostgresTx<'a, 'b>(
+    &'a mut postgres::Transaction<'b>,
+    &'a mut HashMap<String, Statement>,
+);
 
 impl PostgresTx<'_, '_> {
     fn params(params: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
@@ -178,16 +237,18 @@ impl PostgresTx<'_, '_> {
 
 impl Tx for PostgresTx<'_, '_> {
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError> {
+        let statement = prepared(self.0, self.1, sql)?;
         let rows = self
             .0
-            .query(sql, &Self::params(params))
+            .query(&statement, &Self::params(params))
             .map_err(|e| classify(&e))?;
         rows.iter().map(row).collect()
     }
 
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
+        let statement = prepared(self.0, self.1, sql)?;
         self.0
-            .execute(sql, &Self::params(params))
+            .execute(&statement, &Self::params(params))
             .map_err(|e| classify(&e))
     }
 }
