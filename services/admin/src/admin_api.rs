@@ -44,10 +44,8 @@ pub async fn handle(State(app): State<Arc<App>>, request: axum::extract::Request
 }
 
 async fn route(app: &Arc<App>, mut request: Request) -> Outcome {
-    if app.admin_token.is_none() {
-        if let Some(why) = crate::http::browser_refusal(&request.headers) {
-            return Err(Failure::Forbidden(why));
-        }
+    if let Some(why) = app.browser_refusal(app.admin_token.as_ref(), &request.headers) {
+        return Err(Failure::Forbidden(why));
     }
     let authorised = request.authorised(app.admin_token.as_ref(), "kong-admin-token", false);
     // `/status` answers without the token: a health check carries none, and it tells

@@ -68,6 +68,8 @@ async fn measure(bench: &BenchOptions, options: &Options) -> Result<(), String> 
         max_body: options.max_body_bytes,
         limits: options.limits,
         revocations: options.revocations,
+        tls: None,
+        client_certificates: false,
         started: Instant::now(),
     });
     let data = TcpListener::bind("127.0.0.1:0")

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::db::{PoolOptions, Target};
 use crate::ops::revocations::RevocationPolicy;
 use crate::server::Limits;
+use crate::tls::TlsFiles;
 
 pub const USAGE: &str = "\
 usage: portcullis-admin [serve] [--db sqlite:PATH | --db postgres://USER@HOST:PORT/DB]
@@ -15,6 +16,7 @@ usage: portcullis-admin [serve] [--db sqlite:PATH | --db postgres://USER@HOST:PO
          [--event-retention SECONDS] [--max-body-bytes N] [--db-pool N] [--db-timeout-ms MS]
          [--header-timeout-ms MS] [--body-timeout-ms MS] [--max-connections N]
          [--revocation-grace SECONDS] [--max-revocations N]
+         [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]
        portcullis-admin import [--db …] JWT_CONFIG.json
        portcullis-admin bench [--db …] [--consumers N] [--seconds S] [--concurrency C]
 
@@ -26,10 +28,11 @@ the gateways follow.
                             Default sqlite:portcullis-admin.db, or $PORTCULLIS_ADMIN_DB
                             (keeps a password out of `ps`). The schema is migrated at start.
   --listen ADDR:PORT        the Admin API. Default 127.0.0.1:8001 (Kong's). Beyond
-                            loopback it needs --admin-token-file, else the service refuses
-                            to start. Port 0 picks a free port.
+                            loopback it needs --admin-token-file or --tls-client-ca, else
+                            the service refuses to start. Port 0 picks a free port.
   --data-plane-listen A:P   the data-plane API (/v1/…). Default 127.0.0.1:8005. It serves
-                            secrets: beyond loopback it needs --data-plane-token-file.
+                            secrets: beyond loopback it needs --data-plane-token-file
+                            or --tls-client-ca.
   --admin-token-file FILE   every Admin API request must carry `Kong-Admin-Token: <token>`
                             (visible ASCII, at least 16 bytes; a trailing newline ignored).
                             Or $PORTCULLIS_ADMIN_TOKEN (not both).
@@ -51,6 +54,11 @@ the gateways follow.
                             filter's largest leeway).
   --max-revocations N       the most revocations in force; past it POST /revocations is a
                             409. Default 10000.
+  --tls-cert FILE           serve both listeners over TLS with this PEM certificate (chain,
+  --tls-key FILE            leaf first) and its PEM private key (PKCS#8, PKCS#1 or SEC1).
+  --tls-client-ca FILE      mutual TLS: every client must present a certificate signed by
+                            one of these CAs; that authenticates it beyond loopback, as a
+                            token does.
 
 import: creates or updates, in one transaction, the static `consumers` of a jwt filter
 configuration (username, id if a UUID, custom_id, credentials, groups as ACLs).
@@ -71,6 +79,8 @@ pub struct Options {
     pub pool: PoolOptions,
     pub limits: Limits,
     pub revocations: RevocationPolicy,
+    /// `--tls-cert`, `--tls-key`, `--tls-client-ca`: both listeners.
+    pub tls: TlsFiles,
 }
 
 impl Default for Options {
@@ -86,6 +96,7 @@ impl Default for Options {
             pool: PoolOptions::default(),
             limits: Limits::default(),
             revocations: RevocationPolicy::default(),
+            tls: TlsFiles::default(),
         }
     }
 }
@@ -180,6 +191,9 @@ pub fn parse(
             "--max-revocations" => {
                 options.revocations.max_in_force = whole(&flag, &value()?, 1, 10_000_000)?;
             }
+            "--tls-cert" => options.tls.cert = Some(PathBuf::from(value()?)),
+            "--tls-key" => options.tls.key = Some(PathBuf::from(value()?)),
+            "--tls-client-ca" => options.tls.client_ca = Some(PathBuf::from(value()?)),
             "--consumers" if verb == "bench" => consumers = whole(&flag, &value()?, 1, 10_000_000)?,
             "--seconds" if verb == "bench" => seconds = whole(&flag, &value()?, 1, 3600)?,
             "--concurrency" if verb == "bench" => {
@@ -219,7 +233,8 @@ fn whole(flag: &str, text: &str, min: u64, max: u64) -> Result<u64, String> {
         .ok_or_else(|| format!("{flag} {text}: want a whole number from {min} to {max}"))
 }
 
-/// Refuses to listen beyond loopback without a token.
+/// Refuses to listen beyond loopback without a token or client certificates (`token`:
+/// either is set).
 pub fn exposure(
     flag: &str,
     listen: SocketAddr,
@@ -230,7 +245,7 @@ pub fn exposure(
         return Ok(());
     }
     Err(format!(
-        "{flag} {listen}: beyond loopback, and requests are not authenticated: set {token_flag} FILE, or listen on 127.0.0.1"
+        "{flag} {listen}: beyond loopback, and requests are not authenticated: set {token_flag} FILE or --tls-client-ca FILE, or listen on 127.0.0.1"
     ))
 }
 
@@ -337,7 +352,7 @@ mod tests {
         let any = SocketAddr::from(([0, 0, 0, 0], 8001));
         assert_eq!(
             exposure("--listen", any, false, "--admin-token-file"),
-            Err("--listen 0.0.0.0:8001: beyond loopback, and requests are not authenticated: set --admin-token-file FILE, or listen on 127.0.0.1".to_owned())
+            Err("--listen 0.0.0.0:8001: beyond loopback, and requests are not authenticated: set --admin-token-file FILE or --tls-client-ca FILE, or listen on 127.0.0.1".to_owned())
         );
         assert_eq!(
             exposure("--listen", any, true, "--admin-token-file"),

@@ -47,10 +47,8 @@ pub async fn handle(State(app): State<Arc<App>>, request: axum::extract::Request
 }
 
 async fn route(app: &Arc<App>, request: Request) -> Result<Reply, Failure> {
-    if app.data_plane_token.is_none() {
-        if let Some(why) = crate::http::browser_refusal(&request.headers) {
-            return Err(Failure::Forbidden(why));
-        }
+    if let Some(why) = app.browser_refusal(app.data_plane_token.as_ref(), &request.headers) {
+        return Err(Failure::Forbidden(why));
     }
     if !request.authorised(app.data_plane_token.as_ref(), "authorization", true) {
         return Err(Failure::Unauthorized);

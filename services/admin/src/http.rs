@@ -140,6 +140,9 @@ pub fn is_loopback_authority(authority: &str) -> bool {
     port_ok && (host == "127.0.0.1" || host == "[::1]" || host.eq_ignore_ascii_case("localhost"))
 }
 
+/// The refusal of a `Host` that is not loopback.
+pub const FOREIGN_HOST: &str = "the Host header must name 127.0.0.1, [::1] or localhost";
+
 /// Why a browser may not have sent this request on its user's behalf, if so: a `Host` that
 /// is not loopback (DNS rebinding: a page of `evil.example` resolving to 127.0.0.1), an
 /// `Origin` that is not loopback, or `Sec-Fetch-Site: cross-site` (a cross-site form
@@ -151,7 +154,7 @@ pub fn browser_refusal(headers: &HeaderMap) -> Option<&'static str> {
         .and_then(|h| std::str::from_utf8(h).ok())
         .is_some_and(is_loopback_authority);
     if !host_ok || headers.get_all(header::HOST).iter().count() > 1 {
-        return Some("the Host header must name 127.0.0.1, [::1] or localhost");
+        return Some(FOREIGN_HOST);
     }
     for origin in headers.get_all(header::ORIGIN) {
         let loopback = origin.to_str().ok().is_some_and(|origin| {

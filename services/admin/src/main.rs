@@ -71,16 +71,18 @@ fn prepare(options: &Options) -> Result<Arc<App>, String> {
         "PORTCULLIS_ADMIN_DATA_PLANE_TOKEN",
         std::env::var("PORTCULLIS_ADMIN_DATA_PLANE_TOKEN").ok(),
     )?;
+    let tls = portcullis_admin::tls::load(&options.tls)?;
+    let client_certificates = options.tls.mutual();
     cli::exposure(
         "--listen",
         options.listen,
-        admin_token.is_some(),
+        admin_token.is_some() || client_certificates,
         "--admin-token-file",
     )?;
     cli::exposure(
         "--data-plane-listen",
         options.data_plane_listen,
-        data_plane_token.is_some(),
+        data_plane_token.is_some() || client_certificates,
         "--data-plane-token-file",
     )?;
     let db: Arc<dyn portcullis_admin::db::Database> = Arc::from(options.db.open(&options.pool)?);
@@ -98,6 +100,8 @@ fn prepare(options: &Options) -> Result<Arc<App>, String> {
         max_body: options.max_body_bytes,
         limits: options.limits,
         revocations: options.revocations,
+        tls,
+        client_certificates,
         started: Instant::now(),
     }))
 }
@@ -113,8 +117,9 @@ async fn run(options: Options, app: Arc<App>) -> Result<(), String> {
         .map_err(|e| format!("--data-plane-listen: {e}"))?;
     server::announce(admin_address, data_address);
     eprintln!(
-        "portcullis-admin: level=info admin={admin_address} admin_token={} data_plane={data_address} data_plane_token={} event_retention_s={} max_body_bytes={}",
+        "portcullis-admin: level=info admin={admin_address} admin_token={} transport={:?} data_plane={data_address} data_plane_token={} event_retention_s={} max_body_bytes={}",
         app.admin_token.is_some(),
+        options.tls.describe(),
         app.data_plane_token.is_some(),
         options.event_retention.as_secs(),
         options.max_body_bytes,

@@ -18,6 +18,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
 
 use crate::cli::Options;
 use crate::db::{self, Access, Tx};
@@ -92,10 +93,17 @@ pub async fn serve(
 ) -> Result<(), String> {
     let pruner = tokio::spawn(prune_forever(Arc::clone(&app), retention));
     let limits = app.limits;
-    let admin_server = accept_loop(admin, admin_router(Arc::clone(&app)), limits, stop.clone());
+    let admin_server = accept_loop(
+        admin,
+        admin_router(Arc::clone(&app)),
+        app.tls.clone(),
+        limits,
+        stop.clone(),
+    );
     let data_server = accept_loop(
         data_plane,
         data_plane_router(Arc::clone(&app)),
+        app.tls.clone(),
         limits,
         stop.clone(),
     );
@@ -110,12 +118,13 @@ pub async fn serve(
     Ok(())
 }
 
-/// Accepts connections (at most `limits.max_connections` open at once) and serves each
-/// with hyper's HTTP/1.1, until `stop`; then lets requests in flight finish, for at most
-/// [`GRACE`]. Whether every connection closed in time.
+/// Accepts connections (at most `limits.max_connections` open at once), over TLS if
+/// `tls`, and serves each with hyper's HTTP/1.1, until `stop`; then lets requests in
+/// flight finish, for at most [`GRACE`]. Whether every connection closed in time.
 async fn accept_loop(
     listener: TcpListener,
     router: Router,
+    tls: Option<TlsAcceptor>,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
 ) -> bool {
@@ -141,10 +150,22 @@ async fn accept_loop(
             },
             () = stopped(&mut stop) => break,
         };
-        let (router, stop) = (router.clone(), stop.clone());
+        let (router, stop, tls) = (router.clone(), stop.clone(), tls.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            serve_connection(stream, router, limits, stop).await;
+            match tls {
+                None => serve_connection(stream, router, limits, stop).await,
+                Some(tls) => {
+                    // A failed or slow handshake (no client certificate, a wrong CA,
+                    // cleartext) closes the connection; nothing reaches the routers.
+                    if let Ok(Ok(stream)) =
+                        tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, tls.accept(stream))
+                            .await
+                    {
+                        serve_connection(stream, router, limits, stop).await;
+                    }
+                }
+            }
         });
     }
     drop(listener);

@@ -114,7 +114,7 @@ pub fn send(
     parse_answer(&raw)
 }
 
-fn parse_answer(raw: &[u8]) -> Answer {
+pub fn parse_answer(raw: &[u8]) -> Answer {
     let text = String::from_utf8_lossy(raw).into_owned();
     let (head, body) = text
         .split_once("\r\n\r\n")
