@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `GET /v1/credentials/{key}` | 200 `{"epoch","head","found":true,"grace","consumer":{"id","username","custom_id","groups","cutoff"},"credential":{"id","key","algorithm","secret" or "rsa_public_key","cutoff"}}`; 200 `{"epoch","head","found":false}` when no credential has this key |
 //! | `GET /v1/changes?after=N[&limit=M]` | 200 `{"epoch","head","events":[{"id","at_ms","entity","entity_id","key","op","consumer_id","credentials"}…]}` (at most `limit`, default and most 1000, in id order); `"reset":true` when events after `N` were pruned or `N` is beyond the head (drop the cache, start from `head`) |
-//! | `GET /v1/revocations` | 200 `{"epoch","head","grace","jtis":[{"id","jti","expires_at"}],"consumers":[{"id","consumer_id","issued_before","expires_at"}],"credentials":[{"id","credential_id","key","issued_before","expires_at"}]}` |
+//! | `GET /v1/revocations` | 200 `{"epoch","head","grace","jtis":[{"id","jti","expires_at"[,"credential_id","key"]}],"consumers":[{"id","consumer_id","issued_before","expires_at"}],"credentials":[{"id","credential_id","key","issued_before","expires_at"}]}` |
 //! | `GET /v1/revocations/{id}` | 200 `{"epoch","head","grace","found":true,"revocation":{…as in the list}}` or `{"epoch","head","grace","found":false}` |
 //!
 //! Every answer is compact JSON and carries the feed's `epoch` and the event `head` it was

@@ -12,7 +12,7 @@
 //! | `consumers` | Kong's consumers |
 //! | `jwt_secrets` | Kong's JWT credentials, each of one consumer |
 //! | `acls` | Kong's ACL groups, each of one consumer |
-//! | `revocations` | a `jti` until its `exp`, or a consumer's or credential's `iat` cutoff |
+//! | `revocations` | a `jti` (global, or of one credential) until its `exp`, or a consumer's or credential's `iat` cutoff |
 //! | `events` | the change log the gateways follow |
 
 use super::{run, Access, Database, DbError, Dialect, Tx, Value};
@@ -23,6 +23,9 @@ pub struct Migration {
     pub name: &'static str,
     /// Statements for both dialects, separated by `;` at the end of a line.
     pub sql: &'static str,
+    /// SQLite's statements instead, where the dialects differ (SQLite cannot drop a
+    /// constraint: it rebuilds the table).
+    pub sqlite: Option<&'static str>,
 }
 
 /// Every migration, oldest first. Append; never edit one that has shipped.
@@ -30,6 +33,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
         name: "consumers, jwt_secrets, acls, revocations, events",
+        sqlite: None,
         sql: "
 CREATE TABLE meta (
   id BIGINT PRIMARY KEY,
@@ -100,6 +104,38 @@ CREATE INDEX events_at_idx ON events (at_ms);
         sql: "
 ALTER TABLE meta ADD COLUMN epoch TEXT;
 ",
+        sqlite: None,
+    },
+    Migration {
+        version: 3,
+        name: "revocations: a jti unique per credential, or globally",
+        sql: "
+ALTER TABLE revocations DROP CONSTRAINT revocations_jti_key;
+ALTER TABLE revocations DROP CONSTRAINT revocations_credential_key;
+CREATE UNIQUE INDEX revocations_jti_key ON revocations (jti) WHERE jti IS NOT NULL AND credential_id IS NULL;
+CREATE UNIQUE INDEX revocations_credential_jti_key ON revocations (credential_id, jti) WHERE jti IS NOT NULL;
+CREATE UNIQUE INDEX revocations_credential_key ON revocations (credential_id) WHERE jti IS NULL;
+",
+        sqlite: Some("
+CREATE TABLE revocations_v3 (
+  id TEXT PRIMARY KEY,
+  created_at BIGINT NOT NULL,
+  jti TEXT,
+  consumer_id TEXT REFERENCES consumers (id) ON DELETE CASCADE,
+  credential_id TEXT REFERENCES jwt_secrets (id) ON DELETE CASCADE,
+  issued_before BIGINT,
+  expires_at BIGINT,
+  tags TEXT,
+  CONSTRAINT revocations_consumer_key UNIQUE (consumer_id)
+);
+INSERT INTO revocations_v3 SELECT id, created_at, jti, consumer_id, credential_id, issued_before, expires_at, tags FROM revocations;
+DROP TABLE revocations;
+ALTER TABLE revocations_v3 RENAME TO revocations;
+CREATE INDEX revocations_expires_idx ON revocations (expires_at);
+CREATE UNIQUE INDEX revocations_jti_key ON revocations (jti) WHERE jti IS NOT NULL AND credential_id IS NULL;
+CREATE UNIQUE INDEX revocations_credential_jti_key ON revocations (credential_id, jti) WHERE jti IS NOT NULL;
+CREATE UNIQUE INDEX revocations_credential_key ON revocations (credential_id) WHERE jti IS NULL;
+"),
     },
 ];
 
@@ -111,6 +147,12 @@ pub fn latest() -> i64 {
 /// Brings the schema up to [`latest`]; returns the versions it applied. Refuses a
 /// database whose schema is newer than this binary.
 pub fn apply(db: &dyn Database) -> Result<Vec<i64>, String> {
+    apply_these(db, MIGRATIONS)
+}
+
+/// Applies those of `migrations` not yet applied (all of [`MIGRATIONS`], or its first few
+/// in a test that upgrades an old schema).
+fn apply_these(db: &dyn Database, migrations: &[Migration]) -> Result<Vec<i64>, String> {
     let dialect = db.dialect();
     run(db, Access::Maintenance, |tx: &mut dyn Tx| -> Result<Vec<i64>, DbError> {
         if dialect == Dialect::Postgres {
@@ -139,8 +181,12 @@ pub fn apply(db: &dyn Database) -> Result<Vec<i64>, String> {
             )));
         }
         let mut applied = Vec::new();
-        for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
-            for statement in statements(migration.sql) {
+        for migration in migrations.iter().filter(|m| m.version > current) {
+            let sql = match (dialect, migration.sqlite) {
+                (Dialect::Sqlite, Some(sqlite)) => sqlite,
+                _ => migration.sql,
+            };
+            for statement in statements(sql) {
                 tx.execute(statement, &[])?;
             }
             tx.execute(
@@ -181,6 +227,58 @@ mod tests {
         for (i, migration) in MIGRATIONS.iter().enumerate() {
             assert_eq!(migration.version, i as i64 + 1, "{}", migration.name);
         }
+    }
+
+    /// A version-1 database with revocations of every kind is upgraded in place: SQLite
+    /// rebuilds the table (it cannot drop a constraint) and keeps every row.
+    #[test]
+    fn upgrades_a_version_1_sqlite_database_keeping_its_revocations() {
+        let dir =
+            std::env::temp_dir().join(format!("portcullis-admin-migrate-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("v1.db");
+        let _ = std::fs::remove_file(&path);
+        let db =
+            crate::db::sqlite::Sqlite::open(&path, &crate::db::PoolOptions::default()).unwrap();
+        assert_eq!(apply_these(&db, &MIGRATIONS[..1]), Ok(vec![1]));
+        run(&db, Access::Write, |tx: &mut dyn Tx| -> Result<(), DbError> {
+            for sql in [
+                "INSERT INTO consumers (id, created_at, updated_at, username) VALUES ('c', 1, 1, 'bob')",
+                "INSERT INTO jwt_secrets (id, created_at, consumer_id, key, algorithm) VALUES ('j', 1, 'c', 'k', 'HS256')",
+                "INSERT INTO revocations (id, created_at, jti, expires_at) VALUES ('r1', 1, 't', 9)",
+                "INSERT INTO revocations (id, created_at, consumer_id, issued_before) VALUES ('r2', 1, 'c', 5)",
+                "INSERT INTO revocations (id, created_at, credential_id, issued_before) VALUES ('r3', 1, 'j', 5)",
+            ] {
+                tx.execute(sql, &[])?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(apply(&db), Ok(vec![2, 3]));
+        let count = |sql: &str| {
+            run(&db, Access::Read, |tx: &mut dyn Tx| tx.query(sql, &[]))
+                .unwrap()
+                .len()
+        };
+        assert_eq!(count("SELECT id FROM revocations"), 3);
+        assert_eq!(count("SELECT epoch FROM meta WHERE epoch IS NOT NULL"), 1);
+        // The credential's jti now fits beside the global one and the cutoff.
+        let scoped = run(&db, Access::Write, |tx: &mut dyn Tx| {
+            tx.execute(
+                "INSERT INTO revocations (id, created_at, jti, credential_id, expires_at) VALUES ('r4', 1, 't', 'j', 9)",
+                &[],
+            )
+        });
+        assert_eq!(scoped, Ok(1));
+        let twice = run(&db, Access::Write, |tx: &mut dyn Tx| {
+            tx.execute(
+                "INSERT INTO revocations (id, created_at, jti, expires_at) VALUES ('r5', 1, 't', 9)",
+                &[],
+            )
+        });
+        assert!(matches!(twice, Err(DbError::Unique(_))), "{twice:?}");
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub const CREDENTIAL_SQL: &str = "SELECT m.head, m.pruned_through, m.epoch,
  LEFT JOIN acls a ON a.consumer_id = c.id
  LEFT JOIN revocations rc ON rc.consumer_id = c.id
    AND (rc.expires_at IS NULL OR rc.expires_at > $2)
- LEFT JOIN revocations rj ON rj.credential_id = j.id
+ LEFT JOIN revocations rj ON rj.credential_id = j.id AND rj.jti IS NULL
    AND (rj.expires_at IS NULL OR rj.expires_at > $2)
  WHERE m.id = 1
  ORDER BY a.grp";
@@ -107,6 +107,11 @@ fn entry(row: &Row) -> Result<Json, DbError> {
     });
     if let Some(jti) = row.opt_text(1)? {
         entry["jti"] = json!(jti);
+        // A credential's own jti: only its tokens (the key is their `iss`).
+        if let Some(credential) = row.opt_text(3)? {
+            entry["credential_id"] = json!(credential);
+            entry["key"] = json!(row.opt_text(4)?);
+        }
     } else if let Some(credential) = row.opt_text(3)? {
         entry["credential_id"] = json!(credential);
         entry["key"] = json!(row.opt_text(4)?);

@@ -37,7 +37,7 @@ const FIELDS: &[&str] = &[
     "tags",
 ];
 const EXACTLY_ONE: &str =
-    "exactly one of these fields must be non-empty: 'consumer', 'credential', 'jti'";
+    "exactly one of these fields must be non-empty: 'consumer', 'credential', 'jti' (or 'jti' with 'credential')";
 /// 9999-12-31T23:59:59Z: no later time is accepted.
 const MAX_TIME: i64 = 253_402_300_799;
 /// The longest `jti` accepted: the revocation list carries every one in force.
@@ -143,9 +143,11 @@ pub fn create(
 
     let jti = jti.apply(None);
     let expires_at = expires_at.apply(None);
+    // A jti with a credential is that credential's token (RFC 7519: a jti is unique per
+    // issuer, and a credential's key is the issuer); alone, it is any token's.
     let chosen = usize::from(jti.is_some())
         + usize::from(consumer.is_some())
-        + usize::from(credential.is_some());
+        + usize::from(credential.is_some() && jti.is_none());
     if chosen != 1
         && !violations.fields.contains_key("jti")
         && !violations.fields.contains_key("consumer")
@@ -222,15 +224,27 @@ pub fn create(
         &revocation.consumer_id,
         &revocation.credential_id,
     ) {
-        (Some(jti), _, _) => {
+        (Some(jti), _, None) => {
             if !tx
                 .query(
-                    "SELECT id FROM revocations WHERE jti = $1",
+                    "SELECT id FROM revocations WHERE jti = $1 AND credential_id IS NULL",
                     &[Value::from(jti)],
                 )?
                 .is_empty()
             {
                 return Err(Failure::unique("jti", jti.as_str()));
+            }
+            None
+        }
+        (Some(jti), _, Some(credential)) => {
+            if !tx
+                .query(
+                    "SELECT id FROM revocations WHERE jti = $1 AND credential_id = $2",
+                    &[Value::from(jti), Value::from(credential)],
+                )?
+                .is_empty()
+            {
+                return Err(scoped_conflict(credential, jti));
             }
             None
         }
@@ -244,7 +258,7 @@ pub fn create(
             .transpose()?,
         (_, _, Some(credential)) => tx
             .query(
-                &format!("SELECT {REVOCATION_COLUMNS} FROM revocations WHERE credential_id = $1"),
+                &format!("SELECT {REVOCATION_COLUMNS} FROM revocations WHERE credential_id = $1 AND jti IS NULL"),
                 &[Value::from(credential)],
             )?
             .first()
@@ -295,11 +309,10 @@ pub fn create(
                 Value::from(tags_to(&revocation.tags)),
             ],
         )
-        .map_err(|e| match e {
-            DbError::Unique(c) if c.contains("jti") => {
-                Failure::unique("jti", revocation.jti.clone())
-            }
-            other => Failure::from(other),
+        .map_err(|e| match (e, &revocation.jti, &revocation.credential_id) {
+            (DbError::Unique(_), Some(jti), Some(credential)) => scoped_conflict(credential, jti),
+            (DbError::Unique(_), Some(jti), None) => Failure::unique("jti", jti.as_str()),
+            (other, _, _) => Failure::from(other),
         })?;
     }
     changes.push(event(
@@ -313,6 +326,17 @@ pub fn create(
         keys,
     ));
     Ok((revocation, created))
+}
+
+/// 409 on a jti already revoked for this credential.
+fn scoped_conflict(credential_id: &str, jti: &str) -> Failure {
+    Failure::Unique(std::collections::BTreeMap::from([
+        (
+            "credential".to_owned(),
+            serde_json::json!({ "id": credential_id }),
+        ),
+        ("jti".to_owned(), serde_json::json!(jti)),
+    ]))
 }
 
 /// DELETE /revocations/{id}. `Ok(false)` if there was none.

@@ -985,11 +985,11 @@ pub fn revocations(admin: &Admin) {
         ),
         (
             json!({}),
-            json!({ "@entity": ["exactly one of these fields must be non-empty: 'consumer', 'credential', 'jti'"] }),
+            json!({ "@entity": ["exactly one of these fields must be non-empty: 'consumer', 'credential', 'jti' (or 'jti' with 'credential')"] }),
         ),
         (
             json!({ "jti": "t-2", "expires_at": future, "consumer": "bob" }),
-            json!({ "@entity": ["exactly one of these fields must be non-empty: 'consumer', 'credential', 'jti'"] }),
+            json!({ "@entity": ["exactly one of these fields must be non-empty: 'consumer', 'credential', 'jti' (or 'jti' with 'credential')"] }),
         ),
         (
             json!({ "consumer": "nobody" }),
@@ -1043,11 +1043,36 @@ pub fn revocations(admin: &Admin) {
     assert_eq!(by_key.status, 201, "{}", by_key.body);
     let credential_id = admin.get("/jwts/bob-key").json()["id"].clone();
     assert_eq!(by_key.json()["credential"], json!({ "id": credential_id }));
+    // A jti of one credential (RFC 7519: unique per issuer), beside the global t-1 and
+    // the credential's cutoff.
+    let scoped = admin.json(
+        "POST",
+        "/revocations",
+        &json!({ "jti": "t-1", "credential": "bob-key", "expires_at": future }),
+    );
+    assert_eq!(scoped.status, 201, "{}", scoped.body);
+    assert_eq!(scoped.json()["credential"], json!({ "id": credential_id }));
+    let again = admin.json(
+        "POST",
+        "/revocations",
+        &json!({ "jti": "t-1", "credential": "bob-key", "expires_at": future }),
+    );
+    assert_eq!(again.status, 409, "{}", again.body);
+    assert_eq!(
+        again.json()["fields"],
+        json!({ "credential": { "id": credential_id }, "jti": "t-1" })
+    );
 
     let in_force = admin.data("/v1/revocations").json();
+    let mut jtis = in_force["jtis"].as_array().unwrap().clone();
+    jtis.sort_by_key(|j| j.get("key").is_some());
     assert_eq!(
-        in_force["jtis"],
-        json!([{ "id": jti["id"], "jti": "t-1", "expires_at": future }])
+        Value::Array(jtis),
+        json!([
+            { "id": jti["id"], "jti": "t-1", "expires_at": future },
+            { "id": scoped.json()["id"], "jti": "t-1", "expires_at": future,
+              "credential_id": credential_id, "key": "bob-key" },
+        ])
     );
     assert_eq!(in_force["grace"], 86_400);
     assert!(in_force["consumers"][0]["issued_before"].as_i64().unwrap() >= 1_800_000_000);
@@ -1099,12 +1124,17 @@ pub fn revocations(admin: &Admin) {
             .as_array()
             .unwrap()
             .len(),
-        3
+        4
     );
     let id = jti["id"].as_str().unwrap();
     assert_eq!(admin.get(&format!("/revocations/{id}")).json(), jti);
     assert_eq!(admin.delete(&format!("/revocations/{id}")).status, 204);
     not_found(&admin.delete(&format!("/revocations/{id}")));
+    let scoped_id = scoped.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        admin.delete(&format!("/revocations/{scoped_id}")).status,
+        204
+    );
     assert_eq!(admin.data("/v1/revocations").json()["jtis"], json!([]));
     assert_eq!(
         admin.data(&format!("/v1/revocations/{id}")).json()["found"],
