@@ -456,7 +456,18 @@ fn listing(page: Page, base: &str, request: &Request) -> Outcome {
             Some(Json::String(size)) => format!("&size={size}"),
             _ => String::new(),
         };
-        body["next"] = json!(format!("{base}?offset={offset}{size}"));
+        // Kong's next link keeps the tag filter, escaped.
+        let tags = match PageRequest::from_query(&request.query)
+            .ok()
+            .and_then(|p| p.tags)
+        {
+            Some(filter) => format!(
+                "&tags={}",
+                form_urlencoded::byte_serialize(filter.given.as_bytes()).collect::<String>()
+            ),
+            None => String::new(),
+        };
+        body["next"] = json!(format!("{base}?offset={offset}{tags}{size}"));
         body["offset"] = json!(offset);
     }
     Ok(Reply::Json(200, body))
@@ -465,9 +476,11 @@ fn listing(page: Page, base: &str, request: &Request) -> Outcome {
 async fn list_consumers(app: &Arc<App>, request: &Request) -> Outcome {
     if let Some(custom_id) = request.query.get("custom_id") {
         // Kong: `/consumers?custom_id=x` finds one consumer, answered as a list.
+        // Kong: select_by_custom_id(""), which its schema refuses (code 10).
         let Json::String(custom_id) = custom_id.clone() else {
-            return Err(Failure::BadRequest(
-                "custom_id must be an unempty string".to_owned(),
+            return Err(Failure::InvalidUnique(
+                "custom_id",
+                "length must be at least 1".to_owned(),
             ));
         };
         let consumer = app
@@ -476,11 +489,6 @@ async fn list_consumers(app: &Arc<App>, request: &Request) -> Outcome {
             .await?;
         let data: Vec<Json> = consumer.iter().map(Consumer::to_json).collect();
         return Ok(Reply::Json(200, json!({ "data": data, "next": null })));
-    }
-    if request.query.contains_key("tags") {
-        return Err(Failure::BadRequest(
-            "filtering by tags is not supported by portcullis-admin".to_owned(),
-        ));
     }
     let page = PageRequest::from_query(&request.query)?;
     let listed = app.store.read(move |tx| consumers::list(tx, &page)).await?;

@@ -108,6 +108,10 @@ pub enum Failure {
     InvalidPrimaryKey,
     /// 404 `{"message":"Not found"}`.
     NotFound,
+    /// 400 Kong's `invalid options` (code 11): the option and why.
+    InvalidOptions(&'static str, String),
+    /// 400 Kong's `invalid unique <field>` (code 10): the field and why.
+    InvalidUnique(&'static str, String),
     /// 400 `invalid size` (`size` not a number, or not 1 to 1000).
     InvalidSize(String),
     /// 400 `invalid offset`: the offset given, and why.
@@ -168,6 +172,8 @@ impl Failure {
             | Failure::ForeignKey { .. }
             | Failure::PrimaryKey(_)
             | Failure::InvalidPrimaryKey
+            | Failure::InvalidOptions(..)
+            | Failure::InvalidUnique(..)
             | Failure::InvalidSize(_)
             | Failure::InvalidOffset(..)
             | Failure::BadRequest(_) => 400,
@@ -193,6 +199,8 @@ impl Failure {
             Failure::ForeignKey { .. } => "foreign_key_violation",
             Failure::PrimaryKey(_) => "primary_key_violation",
             Failure::InvalidPrimaryKey => "invalid_primary_key",
+            Failure::InvalidOptions(..) => "invalid_options",
+            Failure::InvalidUnique(..) => "invalid_unique",
             Failure::NotFound => "not_found",
             Failure::InvalidSize(_) => "invalid_size",
             Failure::InvalidOffset(..) => "invalid_offset",
@@ -241,6 +249,17 @@ impl Failure {
                 "name": "invalid primary key",
                 "message": "invalid primary key: '{id=\"expected a valid UUID\"}'",
                 "fields": { "id": "expected a valid UUID" },
+            }),
+            Failure::InvalidOptions(option, why) => json!({
+                "code": 11,
+                "name": "invalid options",
+                "message": format!("invalid option ({option}: {why})"),
+                "options": { *option: why },
+            }),
+            Failure::InvalidUnique(field, why) => json!({
+                "code": 10,
+                "name": format!("invalid unique {field}"),
+                "message": why,
             }),
             Failure::NotFound => json!({ "message": "Not found" }),
             Failure::InvalidSize(message) => {

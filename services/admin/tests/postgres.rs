@@ -20,7 +20,7 @@ use serde_json::json;
 #[test]
 fn every_scenario_on_postgres() {
     let pg = Postgres::start();
-    let all: [(&str, fn(&Admin)); 9] = [
+    let all: [(&str, fn(&Admin)); 10] = [
         ("seed_flow", scenarios::seed_flow),
         ("consumers", scenarios::consumers),
         ("paging", scenarios::paging),
@@ -30,6 +30,7 @@ fn every_scenario_on_postgres() {
         ("hostile_input", scenarios::hostile_input),
         ("revocations", scenarios::revocations),
         ("data_plane", scenarios::data_plane),
+        ("tags", scenarios::tags),
     ];
     for (name, scenario) in all {
         let admin = Admin::start(&pg.database(name), &[]);

@@ -42,7 +42,8 @@ scenario!(
     cascade,
     hostile_input,
     revocations,
-    data_plane
+    data_plane,
+    tags
 );
 
 /// Every Admin API path, known or not, in every method, answers 401 without the admin

@@ -52,9 +52,11 @@ impl Sqlite {
             .map_err(classify)?;
         // WAL: readers see the last commit while a write is in progress. NORMAL sync is
         // durable against a crash of this process, not of the machine, in WAL mode.
+        // LIKE case-sensitive, as PostgreSQL's: tag filters match tags exactly.
         connection
             .execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;
+                 PRAGMA case_sensitive_like = ON;",
             )
             .map_err(classify)?;
         Ok(connection)

@@ -81,11 +81,11 @@ pub fn list(
 ) -> Result<Page, Failure> {
     let (sql, params) = match consumer {
         Some(c) => (
-            format!("SELECT {ACL_COLUMNS} FROM acls WHERE consumer_id = $1 AND id > $2 ORDER BY id LIMIT $3"),
+            format!("SELECT {ACL_COLUMNS} FROM acls WHERE consumer_id = $1 AND id > $2"),
             vec![Value::from(&c.id)],
         ),
         None => (
-            format!("SELECT {ACL_COLUMNS} FROM acls WHERE id > $1 ORDER BY id LIMIT $2"),
+            format!("SELECT {ACL_COLUMNS} FROM acls WHERE id > $1"),
             Vec::new(),
         ),
     };

@@ -71,7 +71,7 @@ pub fn by(tx: &mut dyn Tx, column: &str, value: &str) -> Result<Option<Consumer>
 pub fn list(tx: &mut dyn Tx, request: &PageRequest) -> Result<Page, Failure> {
     page(
         tx,
-        &format!("SELECT {CONSUMER_COLUMNS} FROM consumers WHERE id > $1 ORDER BY id LIMIT $2"),
+        &format!("SELECT {CONSUMER_COLUMNS} FROM consumers WHERE id > $1"),
         Vec::new(),
         request,
         Consumer::from_row,

@@ -110,11 +110,11 @@ pub fn list(
 ) -> Result<Page, Failure> {
     let (sql, params) = match consumer {
         Some(c) => (
-            format!("SELECT {JWT_COLUMNS} FROM jwt_secrets WHERE consumer_id = $1 AND id > $2 ORDER BY id LIMIT $3"),
+            format!("SELECT {JWT_COLUMNS} FROM jwt_secrets WHERE consumer_id = $1 AND id > $2"),
             vec![Value::from(&c.id)],
         ),
         None => (
-            format!("SELECT {JWT_COLUMNS} FROM jwt_secrets WHERE id > $1 ORDER BY id LIMIT $2"),
+            format!("SELECT {JWT_COLUMNS} FROM jwt_secrets WHERE id > $1"),
             Vec::new(),
         ),
     };
@@ -196,13 +196,9 @@ pub fn upsert(
     input: &Input,
 ) -> Result<JwtSecret, Failure> {
     let (mut fields, mut violations) = read(input);
+    // Kong's nested PUT (kong/plugins/jwt/api.lua) sets the path's consumer and upserts
+    // by key without checking the owner: another consumer's credential moves to this one.
     let current = find(tx, key)?;
-    if let (Some(c), Some(current)) = (consumer, &current) {
-        if current.consumer_id != c.id {
-            // Another consumer's credential: this path cannot reach it.
-            return Err(Failure::unique("key", current.key.clone()));
-        }
-    }
     // Kong's upsert_by_key: the key in the path wins over the body's.
     if !is_uuid(key) {
         fields.key = Field::Set(key.to_owned());

@@ -71,6 +71,75 @@ pub struct PageRequest {
     pub size: i64,
     /// The last id of the previous page (decoded from `offset`).
     pub after: String,
+    /// Kong's `?tags=a,b` (every one: `all` true) or `?tags=a/b` (any one).
+    pub tags: Option<TagFilter>,
+}
+
+/// A list's `tags` filter, as Kong reads `?tags=`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TagFilter {
+    pub tags: Vec<String>,
+    pub all: bool,
+    /// As given, for the `next` link.
+    pub given: String,
+}
+
+/// The most tags one filter may name (Kong's limit).
+const MAX_FILTER_TAGS: usize = 5;
+
+impl TagFilter {
+    /// `a,b,c` (and), `a/b/c` (or), `a`; Kong's regexes: each tag of printable ASCII but
+    /// `,` and `/`, or UTF-8, at least one byte (one trailing separator allowed).
+    pub fn parse(given: &str) -> Result<TagFilter, Failure> {
+        let invalid = |why: &str| Failure::InvalidOptions("tags", why.to_owned());
+        let (separator, all) = match (given.contains(','), given.contains('/')) {
+            (true, true) => return Err(invalid("invalid filter syntax")),
+            (_, true) => ('/', false),
+            _ => (',', true),
+        };
+        let mut tags: Vec<String> = given.split(separator).map(str::to_owned).collect();
+        if tags.len() > 1 && tags.last().is_some_and(String::is_empty) {
+            tags.pop();
+        }
+        let valid = |tag: &String| {
+            !tag.is_empty()
+                && tag
+                    .chars()
+                    .all(|c| c == ' ' || c.is_ascii_graphic() || !c.is_ascii())
+        };
+        if !tags.iter().all(valid) {
+            return Err(invalid("invalid filter syntax"));
+        }
+        if tags.len() > MAX_FILTER_TAGS {
+            return Err(invalid("cannot query more than 5 tags"));
+        }
+        Ok(TagFilter {
+            tags,
+            all,
+            given: given.to_owned(),
+        })
+    }
+
+    /// ` AND (tags LIKE $n ESCAPE '!' AND|OR …)`, its patterns pushed onto `params`: each
+    /// tag as its JSON string (as stored) inside the stored array's text.
+    fn clause(&self, params: &mut Vec<Value>) -> String {
+        let mut parts = Vec::with_capacity(self.tags.len());
+        for tag in &self.tags {
+            let json = serde_json::to_string(tag).unwrap_or_default();
+            let mut pattern = String::from("%");
+            for c in json.chars() {
+                if matches!(c, '%' | '_' | '!') {
+                    pattern.push('!');
+                }
+                pattern.push(c);
+            }
+            pattern.push('%');
+            params.push(Value::from(pattern));
+            parts.push(format!("tags LIKE ${} ESCAPE '!'", params.len()));
+        }
+        let joiner = if self.all { " AND " } else { " OR " };
+        format!(" AND ({})", parts.join(joiner))
+    }
 }
 
 impl PageRequest {
@@ -108,7 +177,17 @@ impl PageRequest {
                 ))
             }
         };
-        Ok(PageRequest { size, after })
+        let tags = match query.get("tags") {
+            None | Some(Json::Null) => None,
+            Some(Json::String(given)) => Some(TagFilter::parse(given)?),
+            Some(Json::Array(items)) => match items.first() {
+                // Kong reads the first of repeated `tags`.
+                Some(Json::String(given)) => Some(TagFilter::parse(given)?),
+                _ => None,
+            },
+            Some(_) => None,
+        };
+        Ok(PageRequest { size, after, tags })
     }
 }
 
@@ -119,8 +198,9 @@ pub struct Page {
     pub offset: Option<String>,
 }
 
-/// Runs a page query whose last two parameters are `after` and `limit` (asks one more
-/// row than `size` to know whether a next page exists).
+/// Runs a page query: `sql` selects up to its `WHERE … id > $n` (`$n` the parameter after
+/// `params`, the page's `after`); the tag filter, the order and the limit are added here
+/// (one more row than `size`, to know whether a next page exists).
 pub fn page<T>(
     tx: &mut dyn Tx,
     sql: &str,
@@ -131,8 +211,13 @@ pub fn page<T>(
     id_of: fn(&T) -> &str,
 ) -> Result<Page, Failure> {
     params.push(Value::from(request.after.as_str()));
+    let mut sql = sql.to_owned();
+    if let Some(tags) = &request.tags {
+        sql.push_str(&tags.clause(&mut params));
+    }
     params.push(Value::Int(request.size + 1));
-    let rows = tx.query(sql, &params)?;
+    sql.push_str(&format!(" ORDER BY id LIMIT ${}", params.len()));
+    let rows = tx.query(&sql, &params)?;
     let mut items = rows.iter().map(from_row).collect::<Result<Vec<T>, _>>()?;
     let more = items.len() as i64 > request.size;
     items.truncate(usize::try_from(request.size).unwrap_or(0));

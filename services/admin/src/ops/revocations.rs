@@ -91,7 +91,7 @@ pub fn by_id(tx: &mut dyn Tx, id: &str) -> Result<Option<Revocation>, DbError> {
 pub fn list(tx: &mut dyn Tx, request: &PageRequest) -> Result<Page, Failure> {
     page(
         tx,
-        &format!("SELECT {REVOCATION_COLUMNS} FROM revocations WHERE id > $1 ORDER BY id LIMIT $2"),
+        &format!("SELECT {REVOCATION_COLUMNS} FROM revocations WHERE id > $1"),
         Vec::new(),
         request,
         Revocation::from_row,

@@ -124,7 +124,7 @@ pub fn consumers(admin: &Admin) {
     assert_eq!(empty.status, 400);
     assert_eq!(
         empty.json(),
-        json!({ "message": "custom_id must be an unempty string" })
+        json!({ "code": 10, "name": "invalid unique custom_id", "message": "length must be at least 1" })
     );
 
     // Unique username and custom_id.
@@ -388,6 +388,17 @@ pub fn jwt_credentials(admin: &Admin) {
     assert_eq!(path_wins.json()["key"], "abcd", "{}", path_wins.body);
     assert_eq!(path_wins.json()["id"], put.json()["id"]);
     not_found(&admin.get("/jwts/efgh"));
+    // Kong's nested PUT sets the path's consumer without checking the owner: bob's
+    // credential moves to alice (and PATCH/GET/DELETE there stay 404 for another's).
+    not_found(&admin.json("PATCH", "/consumers/alice/jwt/abcd", &json!({})));
+    let moved = admin.json("PUT", "/consumers/alice/jwt/abcd", &json!({}));
+    assert_eq!(moved.status, 200, "{}", moved.body);
+    assert_eq!(moved.json()["id"], put.json()["id"]);
+    let alice_id = admin.get("/consumers/alice").json()["id"].clone();
+    assert_eq!(moved.json()["consumer"]["id"], alice_id);
+    assert_eq!(admin.get("/jwts/abcd/consumer").json()["username"], "alice");
+    let back = admin.json("PUT", "/consumers/bob/jwt/abcd", &json!({}));
+    assert_eq!(back.json()["consumer"]["id"], bob["id"]);
 
     // Asymmetric keys, parsed at write time; the PEM as JSON and as form data with CRLF.
     for (alg, pem) in [
@@ -1215,4 +1226,85 @@ pub fn data_plane(admin: &Admin) {
         admin.data("/v1/credentials/a%2Fb%20c%2Bd").json()["found"],
         true
     );
+}
+
+/// Kong's `?tags=a,b` (every tag) and `?tags=a/b` (any tag) on every list, case-sensitive,
+/// paged with the filter kept in `next`.
+pub fn tags(admin: &Admin) {
+    let rows = [
+        ("t-none", json!(null)),
+        ("t-a", json!(["a"])),
+        ("t-ab", json!(["a", "b"])),
+        ("t-b", json!(["b"])),
+        ("t-upper", json!(["A"])),
+        ("t-odd", json!(["50%_off!", "x\"y"])),
+    ];
+    for (name, tags) in &rows {
+        let answer = admin.json(
+            "POST",
+            "/consumers",
+            &json!({ "username": name, "tags": tags }),
+        );
+        assert_eq!(answer.status, 201, "{}", answer.body);
+        admin.json(
+            "POST",
+            &format!("/consumers/{name}/acls"),
+            &json!({ "group": "g", "tags": tags }),
+        );
+    }
+    let names = |path: &str| -> Vec<String> {
+        let answer = admin.get(path);
+        assert_eq!(answer.status, 200, "{path}: {}", answer.body);
+        let mut names: Vec<String> = answer.json()["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["username"].as_str().unwrap_or("").to_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names("/consumers?tags=a"), ["t-a", "t-ab"]);
+    assert_eq!(names("/consumers?tags=a,b"), ["t-ab"]);
+    assert_eq!(names("/consumers?tags=a/b"), ["t-a", "t-ab", "t-b"]);
+    assert_eq!(names("/consumers?tags=A"), ["t-upper"]);
+    assert_eq!(names("/consumers?tags=50%25_off!"), ["t-odd"]);
+    assert_eq!(names("/consumers?tags=50%25"), Vec::<String>::new());
+    assert_eq!(names("/consumers?tags=x%22y"), ["t-odd"]);
+    assert_eq!(
+        admin.get("/acls?tags=a,b").json()["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        admin.get("/consumers/t-ab/acls?tags=b").json()["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let paged = admin.get("/consumers?tags=a/b&size=1").json();
+    assert_eq!(paged["data"].as_array().unwrap().len(), 1);
+    let next = paged["next"].as_str().unwrap();
+    assert!(next.contains("&tags=a%2Fb"), "{next}");
+    assert_eq!(admin.get(next).json()["data"].as_array().unwrap().len(), 1);
+    for (query, why) in [
+        ("a,b/c", "invalid filter syntax"),
+        ("a,,b", "invalid filter syntax"),
+        ("a,b,c,d,e,f", "cannot query more than 5 tags"),
+    ] {
+        let refused = admin.get(&format!("/consumers?tags={query}"));
+        assert_eq!(refused.status, 400, "{query}");
+        assert_eq!(
+            refused.json(),
+            json!({
+                "code": 11,
+                "name": "invalid options",
+                "message": format!("invalid option (tags: {why})"),
+                "options": { "tags": why },
+            })
+        );
+    }
 }
