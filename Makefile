@@ -9,7 +9,7 @@ VENV         := .venv
 ENVOY        := $(VENV)/bin/envoy
 DIST         := dist
 CARGO        ?= cargo
-APT_PACKAGES := wrk docker-registry redis-server libssl-dev pkg-config curl g++
+APT_PACKAGES := wrk docker-registry redis-server libssl-dev pkg-config curl g++ postgresql
 FUZZ_SECONDS ?= 60
 SUDO         := $(if $(filter 0,$(shell id -u)),,sudo)
 
@@ -33,9 +33,9 @@ setup: ## Install everything the project needs (idempotent): wasm targets, Envoy
 	fi
 	@echo "setup: ok ($$($(ENVOY) --version | grep -o 'version: [^ ]*'))"
 
-build: ## Build every filter to dist/portcullis-<filter>.wasm (and the host-test probe fixture), and the rate limit service
+build: ## Build every filter to dist/portcullis-<filter>.wasm (and the host-test probe fixture), the rate limit service and the admin service
 	$(CARGO) build --release --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p portcullis-$(f)) -p portcullis-probe -p portcullis-cost
-	$(CARGO) build -p portcullis-ratelimit
+	$(CARGO) build -p portcullis-ratelimit -p portcullis-admin
 	@mkdir -p $(DIST)/fixtures
 	@for f in $(FILTERS); do \
 	  cp target/$(WASM_TARGET)/release/portcullis_$$(echo $$f | tr - _).wasm $(DIST)/portcullis-$$f.wasm; \
