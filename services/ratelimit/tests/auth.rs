@@ -3,44 +3,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
+mod common;
 
-use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::{
-    Entry, RateLimitOverride,
-};
-use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
-use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_limit::Unit;
+use common::{binary, request};
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
-use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
+use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitResponse;
 use portcullis_tests::paths::ScratchDir;
 use portcullis_tests::ratelimit_service::RateLimitService;
 use portcullis_tests::redis::RedisServer;
 
 const SECRET: &str = "s3cr3t-0123456789abcdef";
-
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_portcullis-ratelimit"))
-}
-
-fn request() -> RateLimitRequest {
-    RateLimitRequest {
-        domain: "edge".to_owned(),
-        descriptors: vec![RateLimitDescriptor {
-            entries: vec![Entry {
-                key: "route".to_owned(),
-                value: "users".to_owned(),
-            }],
-            limit: Some(RateLimitOverride {
-                requests_per_unit: 10,
-                unit: Unit::Day as i32,
-            }),
-            hits_addend: None,
-            is_negative_hits: false,
-        }],
-        hits_addend: 0,
-    }
-}
 
 /// One call carrying `authorization` (if any) as gRPC metadata.
 async fn call(

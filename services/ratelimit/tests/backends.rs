@@ -3,9 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
+mod common;
+
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::binary;
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::{
     Entry, RateLimitOverride,
 };
@@ -18,10 +20,6 @@ use portcullis_core::rate_limit::Period;
 use portcullis_tests::ratelimit_service::RateLimitService;
 use portcullis_tests::redis::{RedisCluster, RedisServer};
 use tonic::transport::Channel;
-
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_portcullis-ratelimit"))
-}
 
 fn limited(domain: &str, pairs: &[(&str, &str)], limit: u32) -> (String, RateLimitDescriptor) {
     let descriptor = RateLimitDescriptor {

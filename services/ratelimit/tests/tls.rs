@@ -4,16 +4,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::path::Path;
 
-use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::{
-    Entry, RateLimitOverride,
-};
-use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
-use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_limit::Unit;
+use common::{binary, request};
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
-use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
+use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitResponse;
 use portcullis_tests::certs::{Authority, Pair};
 use portcullis_tests::paths::ScratchDir;
 use portcullis_tests::ratelimit_service::RateLimitService;
@@ -23,31 +21,8 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 /// The name in the service's certificate that clients check.
 const SERVER_NAME: &str = "ratelimit.test";
 
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_portcullis-ratelimit"))
-}
-
 fn path(pair: &Path) -> &str {
     pair.to_str().unwrap()
-}
-
-fn request() -> RateLimitRequest {
-    RateLimitRequest {
-        domain: "edge".to_owned(),
-        descriptors: vec![RateLimitDescriptor {
-            entries: vec![Entry {
-                key: "route".to_owned(),
-                value: "users".to_owned(),
-            }],
-            limit: Some(RateLimitOverride {
-                requests_per_unit: 10,
-                unit: Unit::Day as i32,
-            }),
-            hits_addend: None,
-            is_negative_hits: false,
-        }],
-        hits_addend: 0,
-    }
 }
 
 /// How a test client reaches the service.
