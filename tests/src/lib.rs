@@ -25,6 +25,7 @@ pub mod load;
 pub mod paths;
 pub mod ratelimit_service;
 pub mod redis;
+pub mod service;
 pub mod tokens;
 pub mod upstream;
 

@@ -1,6 +1,8 @@
-//! Where things are: the workspace, the built filters and fixtures, the Envoy binary, and
-//! per-test scratch directories that never collide when tests run in parallel.
+//! Where things are: the workspace, the built filters and fixtures, the Envoy binary and
+//! the service binaries cargo built, free loopback ports, and per-test scratch directories
+//! that never collide when tests run in parallel.
 
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -43,6 +45,44 @@ pub fn envoy_binary() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The binary `name` cargo built alongside the running test: `$<variable>` if set; else
+/// `<target>/<profile>/<name>` next to this test executable's `deps/` (so it follows
+/// `CARGO_TARGET_DIR` and the profile); else `<workspace>/target/debug/<name>`, where
+/// `make build` puts it. Panics if none exists. For the service crates' binaries, whose
+/// package is named as the binary: a test inside that package has
+/// `env!("CARGO_BIN_EXE_<name>")` instead.
+pub fn built_binary(name: &str, variable: &str) -> PathBuf {
+    let from_env = std::env::var_os(variable)
+        .filter(|value| !value.is_empty())
+        .map(PathBuf::from);
+    let beside_test = std::env::current_exe().ok().and_then(|exe| {
+        let deps = exe.parent()?;
+        let profile = if deps.ends_with("deps") {
+            deps.parent()?
+        } else {
+            deps
+        };
+        Some(profile.join(name))
+    });
+    let default = workspace_root().join("target/debug").join(name);
+    let candidates: Vec<PathBuf> = from_env
+        .into_iter()
+        .chain(beside_test)
+        .chain(Some(default))
+        .collect();
+    let found = candidates.iter().find(|path| path.is_file()).cloned();
+    assert!(
+        found.is_some(),
+        "no {name} binary at any of {candidates:?}: run `make build` (or `cargo build -p {name}`)"
+    );
+    found.unwrap_or_default()
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// A fresh directory under the system temp dir, removed on drop unless [`keep`](Self::keep)

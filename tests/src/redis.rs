@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 
-use crate::paths::ScratchDir;
+use crate::paths::{free_port, ScratchDir};
 
 /// The server binary; `$PORTCULLIS_REDIS_SERVER` overrides it.
 pub fn redis_server_binary() -> PathBuf {
@@ -75,7 +75,7 @@ impl RedisServer {
         // binds it: try a few.
         let mut attempts = 0;
         loop {
-            server.port = free_port()?;
+            server.port = free_port().context("finding a free port")?;
             if cluster {
                 let bus_free = server
                     .port
@@ -241,12 +241,6 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(listener.local_addr()?.port())
 }
 
 /// A Redis Cluster of `masters` primaries (no replicas), each a [`RedisServer`] with
