@@ -1,7 +1,9 @@
 //! Portcullis end-to-end test helpers: a real Envoy ([`Envoy`]) in front of real recording
 //! upstreams ([`Upstream`]), configured from YAML ([`config`]) and driven by a small HTTP
-//! client ([`client`]). Every resource — ports, scratch directories, Envoy base ids — is
-//! per test, so tests run in parallel.
+//! client ([`client`]). Beside them, the project's services as processes
+//! ([`ratelimit_service`], [`admin_service`]) and real Redis ([`redis`]) and PostgreSQL
+//! ([`postgres`]). Every resource — ports, scratch directories, Envoy base ids — is per
+//! test, so tests run in parallel.
 //!
 //! ```no_run
 //! use portcullis_tests::{client, config, Envoy, Gateway, Upstream};
@@ -16,6 +18,7 @@
 //! assert_eq!(users.requests()[0].header("x-trace"), Some("1"));
 //! ```
 
+pub mod admin_service;
 pub mod certs;
 pub mod client;
 pub mod config;
@@ -23,6 +26,7 @@ pub mod envoy;
 pub mod headers;
 pub mod load;
 pub mod paths;
+pub mod postgres;
 pub mod ratelimit_service;
 pub mod redis;
 pub mod service;

@@ -14,12 +14,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{scenarios, Admin, Postgres};
+use common::{scenarios, Admin};
+use portcullis_tests::admin_service::AdminService;
+use portcullis_tests::postgres::Postgres;
 use serde_json::json;
 
 #[test]
 fn every_scenario_on_postgres() {
-    let pg = Postgres::start();
+    let pg = Postgres::start().unwrap();
     let all: [(&str, fn(&Admin)); 10] = [
         ("seed_flow", scenarios::seed_flow),
         ("consumers", scenarios::consumers),
@@ -33,15 +35,24 @@ fn every_scenario_on_postgres() {
         ("tags", scenarios::tags),
     ];
     for (name, scenario) in all {
-        let admin = Admin::start(&pg.database(name), &[]);
+        let admin = Admin::start(&pg.database(name).unwrap(), &[]);
         scenario(&admin);
     }
 }
 
+/// The shared harness on PostgreSQL, as real-Envoy tests start it: the binary found beside
+/// the test; a SIGKILLed service starts again on the same ports and database.
+#[test]
+fn the_shared_harness_writes_and_restarts_on_postgres() {
+    let pg = Postgres::start().unwrap();
+    let mut service = AdminService::start(&pg.database("harness").unwrap()).unwrap();
+    common::harness_writes_and_survives_a_kill(&mut service);
+}
+
 #[test]
 fn two_replicas_on_one_postgres_keep_keys_unique() {
-    let pg = Postgres::start();
-    let db = pg.database("race");
+    let pg = Postgres::start().unwrap();
+    let db = pg.database("race").unwrap();
     let a = Admin::start(&db, &[]);
     let b = Admin::start(&db, &[]);
     common::scenarios_race(&a, &b, 30);
@@ -49,15 +60,18 @@ fn two_replicas_on_one_postgres_keep_keys_unique() {
 
 #[test]
 fn concurrent_writes_make_one_event_each_in_commit_order() {
-    let pg = Postgres::start();
-    let admin = Admin::start(&pg.database("events"), &[]);
+    let pg = Postgres::start().unwrap();
+    let admin = Admin::start(&pg.database("events").unwrap(), &[]);
     common::concurrent_events(&admin, 60);
 }
 
 #[test]
 fn database_stopped_mid_run_is_a_503_then_recovers() {
-    let pg = Postgres::start();
-    let admin = Admin::start(&pg.database("outage"), &["--db-timeout-ms", "1000"]);
+    let pg = Postgres::start().unwrap();
+    let admin = Admin::start(
+        &pg.database("outage").unwrap(),
+        &["--db-timeout-ms", "1000"],
+    );
     assert_eq!(
         admin
             .form("POST", "/consumers", &[("username", "before")])
@@ -65,7 +79,7 @@ fn database_stopped_mid_run_is_a_503_then_recovers() {
         201
     );
 
-    pg.ctl_stop();
+    pg.stop().unwrap();
     let write = admin.form("POST", "/consumers", &[("username", "during")]);
     assert_eq!(write.status, 503, "{}", write.body);
     let message = write.json()["message"].as_str().unwrap().to_owned();
@@ -84,7 +98,7 @@ fn database_stopped_mid_run_is_a_503_then_recovers() {
         .body
         .contains("portcullis_admin_database_up 0"));
 
-    pg.ctl_start();
+    pg.start_again().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let mut answer = admin.form("POST", "/consumers", &[("username", "after")]);
     while answer.status == 503 && std::time::Instant::now() < deadline {
@@ -117,8 +131,8 @@ fn database_stopped_mid_run_is_a_503_then_recovers() {
 
 #[test]
 fn a_replica_starting_on_a_migrated_database_applies_nothing() {
-    let pg = Postgres::start();
-    let db = pg.database("migrate");
+    let pg = Postgres::start().unwrap();
+    let db = pg.database("migrate").unwrap();
     let first = Admin::start(&db, &[]);
     assert!(
         first.log().contains("migrations_applied=[1, 2, 3]"),
@@ -135,8 +149,8 @@ fn a_replica_starting_on_a_migrated_database_applies_nothing() {
 
 #[test]
 fn removals_racing_credential_creates_list_every_key() {
-    let pg = Postgres::start();
-    let admin = Admin::start(&pg.database("stale"), &[]);
+    let pg = Postgres::start().unwrap();
+    let admin = Admin::start(&pg.database("stale").unwrap(), &[]);
     common::removals_race_credential_creates(&admin, 10, 8);
 }
 
@@ -144,8 +158,8 @@ fn removals_racing_credential_creates_list_every_key() {
 /// (200); never a malformed 409 or a 500.
 #[test]
 fn concurrent_cutoffs_of_one_consumer_make_one_revocation() {
-    let pg = Postgres::start();
-    let admin = Admin::start(&pg.database("cutoffs"), &[]);
+    let pg = Postgres::start().unwrap();
+    let admin = Admin::start(&pg.database("cutoffs").unwrap(), &[]);
     // Several rounds: the race it pins (check, then insert) is not lost every time.
     for round in 0..6 {
         let name = format!("bob-{round}");
@@ -184,8 +198,8 @@ fn concurrent_cutoffs_of_one_consumer_make_one_revocation() {
 /// head are as before.
 #[test]
 fn a_write_failing_halfway_leaves_nothing_written() {
-    let pg = Postgres::start();
-    let url = pg.database("halfway");
+    let pg = Postgres::start().unwrap();
+    let url = pg.database("halfway").unwrap();
     let admin = Admin::start(&url, &[]);
     admin.form("POST", "/consumers", &[("username", "bob")]);
     for i in 0..20 {
@@ -243,7 +257,7 @@ fn a_write_failing_halfway_leaves_nothing_written() {
 
 #[test]
 fn concurrent_mixed_writes_make_gapless_events() {
-    let pg = Postgres::start();
-    let admin = Admin::start(&pg.database("mixed"), &[]);
+    let pg = Postgres::start().unwrap();
+    let admin = Admin::start(&pg.database("mixed").unwrap(), &[]);
     common::concurrent_mixed_events(&admin, 30);
 }

@@ -13,11 +13,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{scenarios, Admin, ScratchDir};
+use common::{scenarios, Admin};
+use portcullis_tests::admin_service::AdminService;
+use portcullis_tests::paths::ScratchDir;
 use serde_json::json;
 
 fn fresh() -> (ScratchDir, Admin) {
-    let dir = ScratchDir::new("sqlite");
+    let dir = ScratchDir::new("sqlite").unwrap();
     let db = format!("sqlite:{}", dir.path().join("admin.db").display());
     let admin = Admin::start(&db, &[]);
     (dir, admin)
@@ -46,11 +48,32 @@ scenario!(
     tags
 );
 
+/// The shared harness (`portcullis_tests::admin_service`) on its own SQLite file, with both
+/// tokens: its helpers send them, and it survives a SIGKILL on the same ports.
+#[test]
+fn the_shared_harness_writes_and_restarts_on_sqlite() {
+    let dir = ScratchDir::new("harness").unwrap();
+    let db = format!("sqlite:{}", dir.path().join("admin.db").display());
+    let env = [
+        ("PORTCULLIS_ADMIN_TOKEN", "0123456789abcdef0123456789abcdef"),
+        (
+            "PORTCULLIS_ADMIN_DATA_PLANE_TOKEN",
+            "fedcba9876543210fedcba9876543210",
+        ),
+    ];
+    let mut service = AdminService::start_with(common::binary(), &db, &[], &env).unwrap();
+    common::harness_writes_and_survives_a_kill(&mut service);
+    // And as a real-Envoy test starts it: the binary found beside the test, a file of its own.
+    let mut own = AdminService::sqlite().unwrap();
+    assert!(own.db().starts_with("sqlite:"), "{}", own.db());
+    common::harness_writes_and_survives_a_kill(&mut own);
+}
+
 /// Every Admin API path, known or not, in every method, answers 401 without the admin
 /// token and with a wrong one; only `/status` answers without it.
 #[test]
 fn the_admin_token_guards_every_path_but_status() {
-    let dir = ScratchDir::new("token");
+    let dir = ScratchDir::new("token").unwrap();
     let db = format!("sqlite:{}", dir.path().join("admin.db").display());
     let token = "0123456789abcdef0123456789abcdef";
     let mut admin = Admin::try_start(&db, &[], &[("PORTCULLIS_ADMIN_TOKEN", token)]).unwrap();
@@ -131,7 +154,7 @@ fn the_admin_token_guards_every_path_but_status() {
 /// another scheme, and 200 with `Authorization: Bearer <token>` (any case of `bearer`).
 #[test]
 fn the_data_plane_token_guards_every_data_plane_path() {
-    let dir = ScratchDir::new("data-token");
+    let dir = ScratchDir::new("data-token").unwrap();
     let db = format!("sqlite:{}", dir.path().join("admin.db").display());
     let data_token = "fedcba9876543210fedcba9876543210";
     let mut admin = Admin::try_start(
@@ -228,7 +251,7 @@ fn a_credential_secret_never_reaches_the_log() {
 
 #[test]
 fn refuses_to_start_exposed_or_misconfigured() {
-    let dir = ScratchDir::new("refuse");
+    let dir = ScratchDir::new("refuse").unwrap();
     let db = format!("sqlite:{}", dir.path().join("admin.db").display());
     let rows: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
         (vec!["--listen", "0.0.0.0:0"], vec![], "--listen 0.0.0.0:0: beyond loopback, and requests are not authenticated: set --admin-token-file FILE"),
@@ -268,7 +291,7 @@ fn refuses_to_start_exposed_or_misconfigured() {
 
 #[test]
 fn stops_gracefully_on_sigterm_and_keeps_its_data() {
-    let dir = ScratchDir::new("restart");
+    let dir = ScratchDir::new("restart").unwrap();
     let db = format!("sqlite:{}", dir.path().join("admin.db").display());
     let mut admin = Admin::start(&db, &[]);
     assert_eq!(
@@ -290,7 +313,7 @@ fn stops_gracefully_on_sigterm_and_keeps_its_data() {
 
 #[test]
 fn two_processes_on_one_file_keep_usernames_unique() {
-    let dir = ScratchDir::new("two");
+    let dir = ScratchDir::new("two").unwrap();
     let db = format!("sqlite:{}", dir.path().join("admin.db").display());
     let a = Admin::start(&db, &[]);
     let b = Admin::start(&db, &[]);
@@ -305,7 +328,7 @@ fn concurrent_writes_make_one_event_each_in_commit_order() {
 
 #[test]
 fn prunes_old_events_and_tells_late_readers_to_reset() {
-    let dir = ScratchDir::new("prune");
+    let dir = ScratchDir::new("prune").unwrap();
     let db = format!("sqlite:{}", dir.path().join("admin.db").display());
     let admin = Admin::start(&db, &["--event-retention", "1", "--revocation-grace", "0"]);
     admin.form("POST", "/consumers", &[("username", "bob")]);
@@ -339,7 +362,7 @@ fn prunes_old_events_and_tells_late_readers_to_reset() {
 
 #[test]
 fn imports_a_jwt_filter_configuration_in_one_step() {
-    let dir = ScratchDir::new("import");
+    let dir = ScratchDir::new("import").unwrap();
     let db = format!("sqlite:{}", dir.path().join("admin.db").display());
     let config = dir.path().join("jwt.json");
     let id = "6e2f2a5e-3c7e-4c44-9a4e-1b2c3d4e5f80";
@@ -481,7 +504,7 @@ fn browsers_on_another_site_reach_neither_listener_without_a_token() {
     }
 
     // With tokens, the token is the guard: a name other than loopback is fine.
-    let dir = ScratchDir::new("tokens-host");
+    let dir = ScratchDir::new("tokens-host").unwrap();
     let db = format!("sqlite:{}", dir.path().join("admin.db").display());
     let (token, data_token) = (
         "0123456789abcdef0123456789abcdef",
@@ -551,7 +574,7 @@ fn slow_clients_are_cut_off_and_connections_capped() {
     use std::io::{Read, Write};
     use std::net::TcpStream;
     use std::time::Instant;
-    let dir = ScratchDir::new("limits");
+    let dir = ScratchDir::new("limits").unwrap();
     let db = format!("sqlite:{}", dir.path().join("admin.db").display());
     let admin = Admin::start(
         &db,
@@ -618,7 +641,7 @@ fn slow_clients_are_cut_off_and_connections_capped() {
 /// existing cutoff is still fine.
 #[test]
 fn revocations_in_force_are_capped() {
-    let dir = ScratchDir::new("cap");
+    let dir = ScratchDir::new("cap").unwrap();
     let db = format!("sqlite:{}", dir.path().join("admin.db").display());
     let admin = Admin::start(&db, &["--max-revocations", "2"]);
     admin.form("POST", "/consumers", &[("username", "bob")]);
@@ -712,7 +735,7 @@ fn a_consumer_has_at_most_100_groups_and_100_credentials() {
 /// fails on the second run.
 #[test]
 fn import_is_idempotent_for_uuid_shaped_names() {
-    let dir = ScratchDir::new("import-uuid");
+    let dir = ScratchDir::new("import-uuid").unwrap();
     let db = format!("sqlite:{}", dir.path().join("admin.db").display());
     let config = dir.path().join("jwt.json");
     let name = "0b4e3c2a-1111-4222-8333-944455556666";

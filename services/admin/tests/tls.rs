@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Admin, Answer, ScratchDir};
+use common::{Admin, Answer};
+use portcullis_tests::paths::ScratchDir;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -151,7 +152,7 @@ fn db(dir: &ScratchDir) -> String {
 
 #[test]
 fn serves_both_listeners_over_tls() {
-    let dir = ScratchDir::new("tls");
+    let dir = ScratchDir::new("tls").unwrap();
     let ca = Authority::new(dir.path(), "tls");
     let server = ca.server();
     let admin = Admin::start(
@@ -194,7 +195,7 @@ fn serves_both_listeners_over_tls() {
 /// sends a client certificate by itself).
 #[test]
 fn client_certificates_authenticate_beyond_loopback() {
-    let dir = ScratchDir::new("mtls");
+    let dir = ScratchDir::new("mtls").unwrap();
     let ca = Authority::new(dir.path(), "mtls");
     let server = ca.server();
     let alice = ca.client("alice");
@@ -249,7 +250,7 @@ fn client_certificates_authenticate_beyond_loopback() {
 
 #[test]
 fn refuses_to_start_with_tls_files_that_cannot_work() {
-    let dir = ScratchDir::new("tls-refuse");
+    let dir = ScratchDir::new("tls-refuse").unwrap();
     let ca = Authority::new(dir.path(), "refuse");
     let server = ca.server();
     let other = ca.client("other");

@@ -1,60 +1,23 @@
-//! Test scaffolding: scratch directories, free ports, a PostgreSQL cluster of the tests'
-//! own (initdb/pg_ctl on a free port in a temporary directory, as an unprivileged user
-//! when the tests run as root), the real `portcullis-admin` binary started and its ready
-//! line read, and a plain HTTP/1.1 client that sends exactly the bytes a test gives it.
+//! Test scaffolding of the admin suites: the real `portcullis-admin` binary, started by the
+//! shared test crate's [`AdminService`] (free loopback ports, its ready line read, its log
+//! kept; `portcullis_tests::postgres` runs PostgreSQL); here, a plain HTTP/1.1 client that
+//! sends exactly the bytes a test gives it, the Admin API and data plane through it, and the
+//! scenarios that need more than one process or thread.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod scenarios;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::Duration;
 
-use serde_json::Value;
+use portcullis_tests::admin_service::AdminService;
+use serde_json::{json, Value};
 
 pub fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_portcullis-admin"))
-}
-
-/// A directory under the system temp dir, removed on drop.
-pub struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    pub fn new(name: &str) -> ScratchDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "portcullis-admin-{name}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        ScratchDir(path)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A port free right now on 127.0.0.1.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -160,16 +123,12 @@ fn dechunk(mut body: &str) -> String {
 // ---------------------------------------------------------------------------------------
 // The service
 
-/// The line the service prints once it listens.
-const READY: &str = "portcullis-admin listening on ";
-
-/// A running `portcullis-admin`, stopped with SIGTERM on drop.
+/// A running `portcullis-admin` and the raw client pointed at it; stopped with SIGTERM on
+/// drop, its log printed if the test is failing.
 pub struct Admin {
-    child: Option<Child>,
+    pub service: AdminService,
     pub admin: SocketAddr,
     pub data_plane: SocketAddr,
-    log: PathBuf,
-    _dir: ScratchDir,
     /// Sent as `Kong-Admin-Token` when set.
     pub token: Option<String>,
     /// Sent as `Authorization: Bearer …` to the data plane when set.
@@ -182,62 +141,21 @@ impl Admin {
         Admin::try_start(db, args, &[]).unwrap_or_else(|log| panic!("did not start:\n{log}"))
     }
 
-    /// Starts it, or returns its stderr if it exited or printed no ready line in 20 s.
+    /// Starts it, or returns why not (its log) if it exited or printed no ready line in 20 s.
     pub fn try_start(db: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Admin, String> {
-        let dir = ScratchDir::new("service");
-        let log = dir.path().join("stderr.log");
-        let mut child = Command::new(binary())
-            .args([
-                "--db",
-                db,
-                "--listen",
-                "127.0.0.1:0",
-                "--data-plane-listen",
-                "127.0.0.1:0",
-            ])
-            .args(args)
-            .env_remove("PORTCULLIS_ADMIN_TOKEN")
-            .env_remove("PORTCULLIS_ADMIN_DATA_PLANE_TOKEN")
-            .env_remove("PORTCULLIS_ADMIN_DB")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (lines, ready) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if lines.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        match ready.recv_timeout(Duration::from_secs(20)) {
-            Ok(line) if line.starts_with(READY) => {
-                let rest = &line[READY.len()..];
-                let (admin, data_plane) = rest.split_once(", data plane on ").unwrap();
-                Ok(Admin {
-                    child: Some(child),
-                    admin: admin.parse().unwrap(),
-                    data_plane: data_plane.trim().parse().unwrap(),
-                    log,
-                    _dir: dir,
-                    token: None,
-                    data_token: None,
-                })
-            }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(std::fs::read_to_string(&log).unwrap_or_default())
-            }
-        }
+        let service =
+            AdminService::start_with(binary(), db, args, env).map_err(|e| format!("{e:#}"))?;
+        Ok(Admin {
+            admin: service.admin_address(),
+            data_plane: service.data_plane_address(),
+            service,
+            token: None,
+            data_token: None,
+        })
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.service.log()
     }
 
     fn with_token<'a>(&'a self, headers: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
@@ -296,206 +214,7 @@ impl Admin {
 
     /// Sends SIGTERM; whether it exited 0 within 5 s.
     pub fn stop(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else {
-            return false;
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status.success();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        false
-    }
-}
-
-impl Drop for Admin {
-    fn drop(&mut self) {
-        self.stop();
-        if std::thread::panicking() {
-            eprintln!("--- portcullis-admin stderr ---\n{}", self.log());
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// PostgreSQL
-
-/// Where `initdb` and `pg_ctl` are: on `PATH`, else Debian's `/usr/lib/postgresql/N/bin`.
-fn pg_bin(name: &str) -> PathBuf {
-    if let Ok(path) = std::env::var("PATH") {
-        for dir in std::env::split_paths(&path) {
-            if dir.join(name).is_file() {
-                return dir.join(name);
-            }
-        }
-    }
-    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.path().join("bin").join(name))
-                .collect()
-        })
-        .unwrap_or_default();
-    versions.sort();
-    versions
-        .into_iter()
-        .rev()
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("no {name}: install Debian's postgresql (make setup)"))
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-/// A PostgreSQL cluster of the test's own, stopped and removed on drop.
-pub struct Postgres {
-    dir: ScratchDir,
-    pub port: u16,
-    run_as: Option<&'static str>,
-}
-
-impl Postgres {
-    pub fn start() -> Postgres {
-        let dir = ScratchDir::new("pg");
-        let run_as = is_root().then_some("postgres");
-        if let Some(user) = run_as {
-            let status = Command::new("chown")
-                .args(["-R", user])
-                .arg(dir.path())
-                .status()
-                .unwrap();
-            assert!(status.success(), "chown {user} the cluster directory");
-        }
-        let pg = Postgres {
-            port: free_port(),
-            dir,
-            run_as,
-        };
-        let data = pg.dir.path().join("data");
-        pg.run(
-            &pg_bin("initdb"),
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "-E",
-                "UTF8",
-                "--no-sync",
-            ],
-        );
-        pg.ctl_start();
-        pg
-    }
-
-    fn run(&self, program: &Path, args: &[&str]) {
-        let mut command = match self.run_as {
-            Some(user) => {
-                let mut c = Command::new("runuser");
-                c.args(["-u", user, "--"]).arg(program);
-                c
-            }
-            None => Command::new(program),
-        };
-        let output = command
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{} {args:?}: {}{}",
-            program.display(),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
-    /// `pg_ctl start`, waiting until it accepts connections.
-    pub fn ctl_start(&self) {
-        let data = self.dir.path().join("data");
-        let log = self.dir.path().join("postgres.log");
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
-            self.port,
-            self.dir.path().display()
-        );
-        self.run(
-            &pg_bin("pg_ctl"),
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-l",
-                log.to_str().unwrap(),
-                "-o",
-                &options,
-                "-w",
-                "start",
-            ],
-        );
-    }
-
-    /// `pg_ctl stop -m fast`: connections are cut, as in an outage.
-    pub fn ctl_stop(&self) {
-        let data = self.dir.path().join("data");
-        self.run(
-            &pg_bin("pg_ctl"),
-            &["-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"],
-        );
-    }
-
-    /// A new empty database; its URL.
-    pub fn database(&self, name: &str) -> String {
-        let mut client = postgres::Client::connect(
-            &format!(
-                "host=127.0.0.1 port={} user=postgres dbname=postgres",
-                self.port
-            ),
-            postgres::NoTls,
-        )
-        .unwrap();
-        client
-            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-            .unwrap();
-        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let data = self.dir.path().join("data");
-        let mut command = match self.run_as {
-            Some(user) => {
-                let mut c = Command::new("runuser");
-                c.args(["-u", user, "--"]).arg(pg_bin("pg_ctl"));
-                c
-            }
-            None => Command::new(pg_bin("pg_ctl")),
-        };
-        let _ = command
-            .args([
-                "-D",
-                data.to_str().unwrap_or(""),
-                "-m",
-                "immediate",
-                "-w",
-                "stop",
-            ])
-            .output();
+        self.service.stop()
     }
 }
 
@@ -508,6 +227,74 @@ pub fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
+}
+
+/// What real-Envoy tests lean on in the shared harness, on any database: its Kong-style
+/// helpers write what a gateway then reads from the data plane (with the tokens it was
+/// started with, if any), and a SIGKILLed service starts again on the same ports and
+/// database with everything it had, its log kept across both runs.
+pub fn harness_writes_and_survives_a_kill(service: &mut AdminService) {
+    let secret = "0123456789abcdef0123456789abcdef";
+    let consumer = service.create_consumer("mobile-app", Some("mobile-123"));
+    let jwt = service.create_jwt("mobile-app", "mobile-key", secret);
+    assert_eq!(
+        (&jwt["key"], &jwt["secret"], &jwt["algorithm"]),
+        (&json!("mobile-key"), &json!(secret), &json!("HS256"))
+    );
+    service.add_group("mobile-app", "customers");
+    service.add_group("mobile-app", "admins");
+    let credential = |service: &AdminService| {
+        let answer = service.data("/v1/credentials/mobile-key");
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        answer.json()
+    };
+    let found = credential(service);
+    assert_eq!(found["found"], true, "{found}");
+    assert_eq!(found["consumer"]["id"], consumer["id"]);
+    assert_eq!(found["consumer"]["username"], "mobile-app");
+    assert_eq!(found["consumer"]["custom_id"], "mobile-123");
+    let mut groups = found["consumer"]["groups"].as_array().unwrap().clone();
+    groups.sort_by_key(|g| g.to_string());
+    assert_eq!(groups, [json!("admins"), json!("customers")]);
+    assert_eq!(found["credential"]["secret"], secret);
+
+    let (admin, data_plane) = (service.admin_address(), service.data_plane_address());
+    service.kill();
+    assert!(!service.is_running());
+    for address in [admin, data_plane] {
+        assert!(TcpStream::connect(address).is_err(), "{address} answers");
+    }
+    service.start_again().unwrap();
+    assert!(service.is_running());
+    assert_eq!(
+        (service.admin_address(), service.data_plane_address()),
+        (admin, data_plane)
+    );
+    let again = credential(service);
+    assert_eq!(again["consumer"], found["consumer"]);
+    assert_eq!(again["credential"], found["credential"]);
+    assert_eq!(service.log().matches("migrations_applied=").count(), 2);
+
+    let expires_at = portcullis_tests::tokens::now() + 3600;
+    assert_eq!(service.revoke_jti("token-1", expires_at)["jti"], "token-1");
+    let cutoff = service.revoke_consumer("mobile-app", Some(expires_at - 3600));
+    assert_eq!(cutoff["consumer"]["id"], consumer["id"], "{cutoff}");
+    let revocations = service.data("/v1/revocations").json();
+    assert_eq!(revocations["jtis"][0]["jti"], "token-1", "{revocations}");
+    assert_eq!(revocations["jtis"][0]["expires_at"], expires_at);
+    assert_eq!(
+        revocations["consumers"][0]["consumer_id"], consumer["id"],
+        "{revocations}"
+    );
+    service.remove_group("mobile-app", "customers");
+    assert_eq!(credential(service)["consumer"]["groups"], json!(["admins"]));
+    service.delete_jwt("mobile-app", "mobile-key");
+    assert_eq!(credential(service)["found"], false);
+    service.delete_consumer("mobile-app");
+    assert_eq!(
+        service.request("GET", "/consumers/mobile-app", &[]).status,
+        404
+    );
 }
 
 /// Two admin processes on one database create the same usernames and credential keys at
