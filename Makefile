@@ -60,9 +60,10 @@ test-native: ## The cargo test suites (needs `make build` first: tests load dist
 fuzz: setup ## Run every fuzz target (fuzz/) for FUZZ_SECONDS each (default 60; FUZZ_TARGETS=a b: only those); a crash fails
 	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh $(FUZZ_TARGETS)
 
-run: setup build ## The demo gateway: real Envoy + the filters + user/order/payment/login services on :8080 (NODES=2: two gateway nodes, one limit in Redis); Ctrl-C stops it
+run: setup build ## The demo gateway: real Envoy + the filters + user/order/payment/login services on :8080, portcullis-admin's Admin API on :8001 (NODES=2: two gateway nodes, one limit in Redis); Ctrl-C stops it
 	$(CARGO) build -p portcullis-services
 	@ENVOY=$(abspath $(ENVOY)) SERVICES=$(abspath target/debug/portcullis-services) \
+	  ADMIN_SERVICE=$(abspath target/debug/portcullis-admin) \
 	  RATELIMIT=$(abspath target/debug/portcullis-ratelimit) $(if $(NODES),DEMO_NODES=$(NODES)) \
 	  envoy-config/run.sh
 

@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # The demo gateway behind `make run`: checks the ports, renders demo.yaml.tmpl, validates it,
-# starts the demo services and Envoy, prints curl commands, and runs until Ctrl-C (SIGINT) or
-# SIGTERM, which stop Envoy and the services alike. `make run` builds what it needs first.
+# starts portcullis-admin, the demo services and Envoy, prints curl commands, and runs until
+# Ctrl-C (SIGINT) or SIGTERM, which stop all of them alike. `make run` builds what it needs
+# first.
+#
+# portcullis-admin (the control plane: Kong's Admin API) runs on a SQLite file in DEMO_RUN_DIR,
+# made afresh at every start; its Admin API on DEMO_ADMIN_API_PORT (8001, Kong's), its data
+# plane on DEMO_DATA_PLANE_PORT (8005), both on loopback without tokens. Every gateway node's
+# config has the cluster portcullis_admin at the data plane.
 #
 # DEMO_NODES=2 (`make run NODES=2`) runs two gateway nodes sharing one rate limit: Redis (no
 # persistence, its files in a temporary directory under DEMO_RUN_DIR), the rate limit service
@@ -9,16 +15,19 @@
 # policy policies/rate-limiting-redis.json (policy redis); Ctrl-C stops all of them.
 #
 # Environment: DEMO_PORT (8080), DEMO_ADMIN_PORT (9901), DEMO_USERS_PORT (18081),
-# DEMO_ORDERS_PORT (18082), DEMO_PAYMENTS_PORT (18083), DEMO_LOGIN_PORT (18084); with
-# DEMO_NODES=2 also DEMO_NODE2_PORT (8090), DEMO_NODE2_ADMIN_PORT (9902), DEMO_REDIS_PORT
-# (16379), DEMO_RATELIMIT_PORT (18085); ENVOY and SERVICES, the two binaries (the Makefile sets
-# both), and for DEMO_NODES=2 REDIS (redis-server) and RATELIMIT (portcullis-ratelimit);
-# DEMO_RUN_DIR (.run), where the rendered configs and the logs of validation and Redis go.
+# DEMO_ORDERS_PORT (18082), DEMO_PAYMENTS_PORT (18083), DEMO_LOGIN_PORT (18084),
+# DEMO_ADMIN_API_PORT (8001), DEMO_DATA_PLANE_PORT (8005); with DEMO_NODES=2 also
+# DEMO_NODE2_PORT (8090), DEMO_NODE2_ADMIN_PORT (9902), DEMO_REDIS_PORT (16379),
+# DEMO_RATELIMIT_PORT (18085); ENVOY, SERVICES and ADMIN_SERVICE (portcullis-admin), the
+# binaries (the Makefile sets all three), and for DEMO_NODES=2 REDIS (redis-server) and
+# RATELIMIT (portcullis-ratelimit); DEMO_RUN_DIR (.run), where the rendered configs, the admin's
+# database and the logs of validation, the admin and Redis go.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ENVOY=${ENVOY:-.venv/bin/envoy}
 SERVICES=${SERVICES:-target/debug/portcullis-services}
+ADMIN_SERVICE=${ADMIN_SERVICE:-target/debug/portcullis-admin}
 REDIS=${REDIS:-redis-server}
 RATELIMIT=${RATELIMIT:-target/debug/portcullis-ratelimit}
 HOST=127.0.0.1
@@ -37,10 +46,13 @@ PORTS=(
   "order-service DEMO_ORDERS_PORT ${DEMO_ORDERS_PORT:-18082}"
   "payment-service DEMO_PAYMENTS_PORT ${DEMO_PAYMENTS_PORT:-18083}"
   "login-service DEMO_LOGIN_PORT ${DEMO_LOGIN_PORT:-18084}"
+  "admin-api DEMO_ADMIN_API_PORT ${DEMO_ADMIN_API_PORT:-8001}"
+  "data-plane DEMO_DATA_PLANE_PORT ${DEMO_DATA_PLANE_PORT:-8005}"
 )
 say() { echo "make run: $*"; }
 fail() { echo "make run: $*" >&2; exit 1; }
 
+[[ -x $ADMIN_SERVICE ]] || fail "no $ADMIN_SERVICE (ADMIN_SERVICE): run \`make build\`"
 case $NODES in
   1) ;;
   2)
@@ -100,7 +112,7 @@ for i in "${!CONFIGS[@]}"; do
   config=${CONFIGS[i]}
   "$SERVICES" render --template envoy-config/demo.yaml.tmpl --policies envoy-config/policies \
     --dist dist --gateway "$HOST:${PORT[${GATEWAYS[i]}]}" --admin "$HOST:${PORT[${ADMINS[i]}]}" \
-    "${ADDRESSES[@]}" "${RENDER_FLAGS[@]}" >"$config"
+    --portcullis-admin "$HOST:${PORT[data-plane]}" "${ADDRESSES[@]}" "${RENDER_FLAGS[@]}" >"$config"
   "$ENVOY" --mode validate -c "$config" --log-level warn >"$RUN_DIR/validate.log" 2>&1 || {
     cat "$RUN_DIR/validate.log" >&2
     fail "Envoy refused $config (rendered from envoy-config/demo.yaml.tmpl)"
@@ -109,6 +121,7 @@ for i in "${!CONFIGS[@]}"; do
 done
 
 services_pid=""
+admin_pid=""
 envoy_pids=()
 redis_pid=""
 redis_dir=""
@@ -118,7 +131,7 @@ stop() {
   local status=$?
   trap - EXIT INT TERM
   # shellcheck disable=SC2206 # unquoted on purpose: a pid not yet set is no word at all
-  local pids=(${envoy_pids[@]} $ratelimit_pid $redis_pid $services_pid)
+  local pids=(${envoy_pids[@]} $ratelimit_pid $redis_pid $services_pid $admin_pid)
   if ((${#pids[@]})); then
     kill -TERM "${pids[@]}" 2>/dev/null || true
     # Up to 10 s for all of them to exit, then SIGKILL whatever is left.
@@ -131,9 +144,9 @@ stop() {
     kill -KILL "${pids[@]}" 2>/dev/null || true
     wait "${pids[@]}" 2>/dev/null || true
     if ((NODES == 1)); then
-      say "stopped Envoy and the services"
+      say "stopped Envoy, portcullis-admin and the services"
     else
-      say "stopped both Envoys, the rate limit service, Redis and the services"
+      say "stopped both Envoys, portcullis-admin, the rate limit service, Redis and the services"
     fi
   fi
   [[ -z $redis_dir ]] || rm -rf "$redis_dir"
@@ -176,6 +189,17 @@ if ((NODES == 2)); then
   ratelimit_pid=$!
   await "$ratelimit_pid" "the rate limit service" in_use "${PORT[ratelimit]}"
 fi
+
+# A fresh database each run, as Redis starts empty: what the Admin API made last time is gone.
+rm -f "$RUN_DIR/admin.db" "$RUN_DIR/admin.db-wal" "$RUN_DIR/admin.db-shm"
+# Tokens or a database from the developer's shell would change what the printed commands meet.
+env -u PORTCULLIS_ADMIN_TOKEN -u PORTCULLIS_ADMIN_DATA_PLANE_TOKEN -u PORTCULLIS_ADMIN_DB \
+  "$ADMIN_SERVICE" --db "sqlite:$RUN_DIR/admin.db" --listen "$HOST:${PORT[admin-api]}" \
+  --data-plane-listen "$HOST:${PORT[data-plane]}" >/dev/null 2>"$RUN_DIR/admin.log" &
+admin_pid=$!
+await "$admin_pid" "portcullis-admin (log: $RUN_DIR/admin.log)" in_use "${PORT[data-plane]}"
+say "portcullis-admin is up: Admin API http://$HOST:${PORT[admin-api]}, data plane" \
+  "$HOST:${PORT[data-plane]} (database $RUN_DIR/admin.db, log $RUN_DIR/admin.log)"
 
 "$SERVICES" "${ADDRESSES[@]}" &
 services_pid=$!
@@ -251,7 +275,7 @@ if ((NODES == 1)); then
   filters: token-issuer -> jwt -> acl -> rate-limiting (policies: envoy-config/policies/*.json)"
   limit="Payments beyond 20 in a minute are refused (429, with X-RateLimit-* and RateLimit-* headers):
     for i in \$(seq 21); do curl -s -o /dev/null -w '%{http_code} ' $gw/payments -H \"authorization: Bearer \$MOBILE\"; done; echo"
-  stops="Envoy and the services"
+  stops="Envoy, portcullis-admin and the services"
 else
   gw2="http://$HOST:${PORT[gateway-2]}"
   headline="two gateway nodes share one rate limit: $gw and $gw2
@@ -264,7 +288,7 @@ else
     for i in \$(seq 11); do for node in $gw $gw2; do curl -s -o /dev/null -w '%{http_code} ' \$node/payments -H \"authorization: Bearer \$MOBILE\"; done; done; echo
   The counters, in Redis:
     redis-cli -p ${PORT[redis]} --scan"
-  stops="both Envoys, the rate limit service, Redis and the services"
+  stops="both Envoys, portcullis-admin, the rate limit service, Redis and the services"
 fi
 
 cat <<EOF
@@ -287,6 +311,12 @@ make run: $headline
     curl -i $gw/login -H 'content-type: application/json' -d '{"username":"mobile-app","password":"mobile-demo"}'
     curl -i $gw/login -H 'content-type: application/json' -d '{"username":"web-app","password":"web-demo"}'
     curl -i $gw/login -H 'content-type: application/json' -d '{"username":"web-app","password":"wrong"}'
+
+  portcullis-admin: Kong's Admin API on http://$HOST:${PORT[admin-api]} (consumers, JWT credentials,
+  groups, revocations; empty at every start); its data plane, $HOST:${PORT[data-plane]}, is the
+  cluster portcullis_admin of every node. docs/demo.md walks a consumer through it:
+    curl -s http://$HOST:${PORT[admin-api]}/status
+    curl -i -X POST http://$HOST:${PORT[admin-api]}/consumers --data username=alice
 
   Ctrl-C stops $stops.
 

@@ -15,8 +15,9 @@ usage: portcullis-services [--users ADDR] [--orders ADDR] [--payments ADDR] [--l
        portcullis-services render --template FILE --policies DIR --dist DIR
                            --gateway ADDR --admin ADDR
                            --users ADDR --orders ADDR --payments ADDR --login ADDR
-                           [--ratelimit ADDR]
-         prints the demo's Envoy config (envoy-config/demo.yaml.tmpl filled in); with
+                           --portcullis-admin ADDR [--ratelimit ADDR]
+         prints the demo's Envoy config (envoy-config/demo.yaml.tmpl filled in), with the
+         cluster portcullis_admin at --portcullis-admin (portcullis-admin's data plane); with
          --ratelimit, rate-limiting policy redis: the rate limit service's cluster at ADDR
          and the policy from rate-limiting-redis.json
 ADDR is IP:PORT, such as 127.0.0.1:18081; port 0 takes any free port.";
@@ -56,6 +57,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
                 "--dist",
                 "--gateway",
                 "--admin",
+                "--portcullis-admin",
                 "--ratelimit",
             ]
         } else {
@@ -71,7 +73,9 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         } else if paths.iter().any(|(f, _)| *f == flag) || listeners.iter().any(|(f, _)| *f == flag)
         {
             return Err(format!("{flag} given twice"));
-        } else if ["--gateway", "--admin", "--ratelimit"].contains(&flag.as_str()) {
+        } else if ["--gateway", "--admin", "--portcullis-admin", "--ratelimit"]
+            .contains(&flag.as_str())
+        {
             listeners.push((flag.clone(), address(&flag, &value)?));
         } else {
             paths.push((flag, PathBuf::from(value)));
@@ -105,6 +109,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             gateway: listener("--gateway")?,
             admin: listener("--admin")?,
             services,
+            portcullis_admin: listener("--portcullis-admin")?,
             ratelimit: listener("--ratelimit").ok(),
         }));
     }
@@ -161,13 +166,14 @@ mod tests {
     fn render_needs_every_address_and_path() {
         let full = "render --template t --policies p --dist d --gateway 127.0.0.1:8080 \
                     --admin 127.0.0.1:9901 --users 127.0.0.1:1 --orders 127.0.0.1:2 \
-                    --payments 127.0.0.1:3 --login 127.0.0.1:4";
+                    --payments 127.0.0.1:3 --login 127.0.0.1:4 --portcullis-admin 127.0.0.1:8005";
         let Ok(Command::Render(demo)) = parse_line(full) else {
             panic!("not a render command");
         };
         assert_eq!(demo.gateway, addr("127.0.0.1:8080"));
         assert_eq!(demo.services.len(), 4);
         assert_eq!(demo.dist, PathBuf::from("d"));
+        assert_eq!(demo.portcullis_admin, addr("127.0.0.1:8005"));
         assert_eq!(demo.ratelimit, None);
         let Ok(Command::Render(demo)) = parse_line(&format!("{full} --ratelimit 127.0.0.1:5"))
         else {
@@ -178,6 +184,11 @@ mod tests {
         assert_eq!(
             parse_line(&without_login).unwrap_err(),
             "render needs --login"
+        );
+        let without_admin = full.replace(" --portcullis-admin 127.0.0.1:8005", "");
+        assert_eq!(
+            parse_line(&without_admin).unwrap_err(),
+            "render needs --portcullis-admin"
         );
         let without_dist = full.replace(" --dist d", "");
         assert_eq!(

@@ -1,9 +1,10 @@
 //! Renders the demo's Envoy config (`envoy-config/demo.yaml.tmpl`): fills in the addresses,
 //! the absolute path of each filter's `.wasm`, and each filter's policy from
 //! `envoy-config/policies/<filter>.json`. `make run` and the demo's end-to-end test both
-//! render through here, so they run the same config. With a rate limit service
-//! (`make run NODES=2`) it also adds that service's cluster and takes the rate-limiting policy
-//! from `rate-limiting-redis.json`.
+//! render through here, so they run the same config. Every config has the cluster
+//! [`ADMIN_CLUSTER`], portcullis-admin's data plane, which the gateways follow. With a rate
+//! limit service (`make run NODES=2`) it also adds that service's cluster and takes the
+//! rate-limiting policy from `rate-limiting-redis.json`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -31,12 +32,19 @@ pub struct Demo {
     pub admin: SocketAddr,
     /// Where each service listens; every one of [`Service::ALL`] must be there.
     pub services: Vec<(Service, SocketAddr)>,
+    /// Where portcullis-admin's data plane (`--data-plane-listen`) listens: the address of
+    /// the cluster [`ADMIN_CLUSTER`]. Not its Admin API, which only people and scripts call.
+    pub portcullis_admin: SocketAddr,
     /// Where the rate limit service (`portcullis-ratelimit`) listens, for `policy: redis`:
     /// renders the HTTP/2 cluster [`RATELIMIT_CLUSTER`] at `RATELIMIT_CLUSTER` and takes the
     /// rate-limiting policy from [`REDIS_POLICY`] instead of `rate-limiting.json`. `None`:
     /// no such cluster, and the local policy.
     pub ratelimit: Option<SocketAddr>,
 }
+
+/// The Envoy cluster of portcullis-admin's data plane (plain HTTP/1.1), on every node: the
+/// jwt policy's `consumer_source` names it (issue 22).
+pub const ADMIN_CLUSTER: &str = "portcullis_admin";
 
 /// The Envoy cluster of the rate limit service; `rate-limiting-redis.json` names it.
 pub const RATELIMIT_CLUSTER: &str = "ratelimit";
@@ -53,8 +61,9 @@ impl Demo {
     }
 
     /// The placeholders' values:
-    /// - `GATEWAY_ADDRESS`, `GATEWAY_PORT`, `ADMIN_ADDRESS`, `ADMIN_PORT`, and for each
-    ///   service `USERS_ADDRESS`, `USERS_PORT`, `ORDERS_…`, `PAYMENTS_…`, `LOGIN_…`; an
+    /// - `GATEWAY_ADDRESS`, `GATEWAY_PORT`, `ADMIN_ADDRESS`, `ADMIN_PORT`, for each
+    ///   service `USERS_ADDRESS`, `USERS_PORT`, `ORDERS_…`, `PAYMENTS_…`, `LOGIN_…`, and
+    ///   `PORTCULLIS_ADMIN_ADDRESS`, `PORTCULLIS_ADMIN_PORT` ([`Demo::portcullis_admin`]); an
     ///   address is a YAML double-quoted string (`"127.0.0.1"`, `"::1"`), a port a number;
     /// - for each filter, `JWT_WASM` (`TOKEN_ISSUER_WASM`, …): the module's absolute path,
     ///   and `JWT_POLICY`: the text of `policies/jwt.json`, checked to be JSON. Both come
@@ -69,6 +78,7 @@ impl Demo {
         };
         address("GATEWAY", self.gateway);
         address("ADMIN", self.admin);
+        address("PORTCULLIS_ADMIN", self.portcullis_admin);
         for service in Service::ALL {
             let addr = self
                 .services
@@ -180,6 +190,7 @@ mod tests {
                     .zip(18081..)
                     .map(|(s, port)| (*s, addr(port)))
                     .collect(),
+                portcullis_admin: addr(8005),
                 ratelimit: None,
             }
         }
@@ -202,6 +213,7 @@ mod tests {
         let demo = scratch.demo(
             "listen: {{GATEWAY_ADDRESS}}:{{GATEWAY_PORT}} admin: {{ADMIN_PORT}}\n\
              login: {{LOGIN_ADDRESS}}:{{LOGIN_PORT}} payments: {{PAYMENTS_PORT}}\n\
+             data plane: {{PORTCULLIS_ADMIN_ADDRESS}}:{{PORTCULLIS_ADMIN_PORT}}\n\
              wasm: {{RATE_LIMITING_WASM}}\n\
              policy: {{ACL_POLICY}}\n",
         );
@@ -215,6 +227,7 @@ mod tests {
             Ok(format!(
                 "listen: \"127.0.0.1\":8080 admin: 9901\n\
                  login: \"127.0.0.1\":18084 payments: 18083\n\
+                 data plane: \"127.0.0.1\":8005\n\
                  wasm: {}\n\
                  policy: \"{{\\n  \\\"allow\\\": [\\\"admins\\\"]\\n}}\"\n",
                 quote(&wasm.to_string_lossy())
@@ -319,6 +332,14 @@ mod tests {
         }
         assert!(!config.contains("{{"), "{config}");
         assert!(!config.contains("name: ratelimit"), "{config}");
+        let admin = config
+            .split_once(&format!("  - name: {ADMIN_CLUSTER}\n"))
+            .map(|(_, rest)| rest)
+            .unwrap_or_else(|| panic!("no cluster {ADMIN_CLUSTER}: {config}"));
+        assert!(
+            admin.contains("socket_address: { address: \"127.0.0.1\", port_value: 8005 }"),
+            "{config}"
+        );
         let with_service = Demo {
             ratelimit: Some(SocketAddr::from(([127, 0, 0, 1], 18085))),
             ..demo

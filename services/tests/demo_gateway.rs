@@ -1,6 +1,7 @@
 //! The demo gateway of `make run`, end to end: the demo config rendered from
 //! `envoy-config/` as `make run` renders it (on free ports), a real Envoy running it, and the
-//! real services behind it. Needs `make build` first (the filters' `.wasm`).
+//! real services and portcullis-admin behind it. Needs `make build` first (the filters'
+//! `.wasm`, the admin binary).
 //!
 //! The policies are the demo's own (`envoy-config/policies/`): a request without a token is
 //! Kong's 401, a consumer's HS256 token reaches each service through the chain, a login
@@ -11,42 +12,10 @@
 
 mod common;
 
-use std::net::SocketAddr;
-
+use common::gateway::{demo_policies, render};
 use common::Services;
-use portcullis_services::demo::{Demo, FILTERS};
-use portcullis_services::service::Service;
+use portcullis_tests::admin_service::AdminService;
 use portcullis_tests::{client, paths, tokens, Envoy};
-
-fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-/// The demo config with the gateway and admin on port 0 (the harness reads back the ports
-/// Envoy bound) and each service where `services` listens.
-fn render(services: &Services) -> String {
-    let dist = paths::wasm(FILTERS[0])
-        .parent()
-        .map(|dir| dir.to_path_buf())
-        .expect("dist/");
-    for filter in FILTERS {
-        assert_eq!(paths::wasm(filter).parent(), Some(dist.as_path()));
-    }
-    let root = paths::workspace_root();
-    let demo = Demo {
-        template: root.join("envoy-config/demo.yaml.tmpl"),
-        policies: root.join("envoy-config/policies"),
-        dist,
-        gateway: loopback(0),
-        admin: loopback(0),
-        services: Service::ALL
-            .iter()
-            .map(|s| (*s, loopback(services.port(s.name()))))
-            .collect(),
-        ratelimit: None,
-    };
-    demo.render().unwrap_or_else(|e| panic!("{e}"))
-}
 
 /// The HTTP filters of the gateway listener as Envoy loaded them: each wasm filter by its
 /// plugin name, any other by its filter name.
@@ -86,7 +55,8 @@ fn loaded_http_filters(envoy: &Envoy) -> Vec<String> {
 #[test]
 fn the_demo_gateway_routes_each_path_to_its_service_through_the_filter_chain() {
     let services = Services::start(&["--users", "--orders", "--payments", "--login"]);
-    let config = render(&services);
+    let admin = AdminService::sqlite().unwrap();
+    let config = render(&demo_policies(), &services, admin.data_plane_address());
     if let Err(log) = Envoy::validate(&config) {
         panic!("envoy --mode validate refused the demo config:\n{log}\n{config}");
     }
@@ -94,6 +64,12 @@ fn the_demo_gateway_routes_each_path_to_its_service_through_the_filter_chain() {
         .main_listener("gateway")
         .start()
         .unwrap_or_else(|e| panic!("{e:#}"));
+
+    // portcullis-admin's data plane is a cluster of the gateway, as the jwt policy's
+    // consumer_source will name it (issue 22).
+    let clusters = client::get(&envoy.admin_url("/clusters"), &[]).text();
+    let endpoint = format!("portcullis_admin::{}::", admin.data_plane_address());
+    assert!(clusters.contains(&endpoint), "no {endpoint} in\n{clusters}");
 
     assert_eq!(
         loaded_http_filters(&envoy),

@@ -1,5 +1,6 @@
 //! `make run NODES=2` as the README writes it (default run directory and environment, only
-//! the ports moved to free ones): two gateway nodes, Redis and the rate limit service.
+//! the ports moved to free ones): two gateway nodes following one portcullis-admin, Redis
+//! and the rate limit service.
 //! Payments alternating between the nodes meet one limit of 20 a minute between them, and
 //! Ctrl-C leaves no process behind.
 
@@ -42,7 +43,7 @@ fn fallbacks(admin_port: u16) -> f64 {
 fn make_run_nodes_2_admits_20_payments_across_both_nodes_and_ctrl_c_stops_everything() {
     let mut run = MakeRun::start_nodes(2);
     run.wait_for(
-        "Ctrl-C stops both Envoys, the rate limit service, Redis and the services.",
+        "Ctrl-C stops both Envoys, portcullis-admin, the rate limit service, Redis and the services.",
         Duration::from_secs(120),
     );
     let mobile = format!("Bearer {}", run.printed("MOBILE"));
@@ -57,7 +58,8 @@ fn make_run_nodes_2_admits_20_payments_across_both_nodes_and_ctrl_c_stops_everyt
     names.dedup_by(|a, b| a == b && *a != "envoy");
     for expected in [
         "envoy",
-        "portcullis-rate", // portcullis-ratelimit: comm keeps 15 bytes
+        "portcullis-admi", // portcullis-admin: comm keeps 15 bytes
+        "portcullis-rate", // portcullis-ratelimit
         "portcullis-serv",
         "redis-server",
     ] {
@@ -68,6 +70,10 @@ fn make_run_nodes_2_admits_20_payments_across_both_nodes_and_ctrl_c_stops_everyt
         2,
         "{started:?}"
     );
+    // One portcullis-admin, followed by both nodes.
+    for variable in ["DEMO_ADMIN_PORT", "DEMO_NODE2_ADMIN_PORT"] {
+        run.assert_admin_cluster(variable);
+    }
 
     // 24 payments as the printed loop makes them, node 1, node 2, node 1, …, all in one
     // calendar minute: the limit is 20 a minute for both nodes together.
@@ -122,7 +128,7 @@ fn make_run_nodes_2_admits_20_payments_across_both_nodes_and_ctrl_c_stops_everyt
     );
     assert!(
         run.lines().iter().any(|line| line
-            == "make run: stopped both Envoys, the rate limit service, Redis and the services"),
+            == "make run: stopped both Envoys, portcullis-admin, the rate limit service, Redis and the services"),
         "{:#?}",
         run.lines()
     );

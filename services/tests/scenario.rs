@@ -318,6 +318,7 @@ fn a_policy_with_an_unknown_field_stops_envoy_and_the_log_names_the_field() {
             scratch.path(),
             gateway::loopback(0),
             gateway::loopback(0),
+            gateway::loopback(1),
             |_| gateway::loopback(1),
         )
         .render()
@@ -346,7 +347,7 @@ fn envoy_validate_accepts_the_demo_config_as_make_run_renders_it() {
 fn make_run_prints_tokens_that_work_and_ctrl_c_stops_everything() {
     let mut run = MakeRun::start();
     run.wait_for(
-        "Ctrl-C stops Envoy and the services.",
+        "Ctrl-C stops Envoy, portcullis-admin and the services.",
         Duration::from_secs(60),
     );
     let printed = |name: &str| -> String {
@@ -370,6 +371,15 @@ fn make_run_prints_tokens_that_work_and_ctrl_c_stops_everything() {
     }
     let reply = client::get(&format!("{gw}/payments"), &auth(&format!("Bearer {web}")));
     assert_eq!((reply.status, reply.text().as_str()), (403, FORBIDDEN));
+    // portcullis-admin: Kong's Admin API where the printed commands call it, an empty
+    // database, and its data plane a cluster of the gateway.
+    let admin_api = format!("http://127.0.0.1:{}", run.port("DEMO_ADMIN_API_PORT"));
+    let status = client::get(&format!("{admin_api}/status"), &[]);
+    assert_eq!(status.status, 200, "{}", status.text());
+    assert_eq!(status.json()["database"]["reachable"], true);
+    let consumers = client::get(&format!("{admin_api}/consumers"), &[]).json();
+    assert_eq!(consumers["data"], json!([]), "{consumers}");
+    run.assert_admin_cluster("DEMO_ADMIN_PORT");
 
     let status = run.ctrl_c();
     assert!(
@@ -380,7 +390,7 @@ fn make_run_prints_tokens_that_work_and_ctrl_c_stops_everything() {
     assert!(
         run.lines()
             .iter()
-            .any(|line| line == "make run: stopped Envoy and the services"),
+            .any(|line| line == "make run: stopped Envoy, portcullis-admin and the services"),
         "{:#?}",
         run.lines()
     );

@@ -1,6 +1,7 @@
 //! The demo gateway as `make run` starts it: the demo config rendered from `envoy-config/` by
 //! the services crate's renderer (gateway and admin on free ports), a real Envoy with two
-//! workers running it, and the real services behind it. Plus what the scenario's requests
+//! workers running it, the real services behind it, and portcullis-admin (on SQLite of its
+//! own) at the end of the cluster `portcullis_admin`. Plus what the scenario's requests
 //! need: the demo consumers' tokens, logins, and the calendar minute the rate limits count in.
 
 use std::net::SocketAddr;
@@ -10,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use portcullis_services::demo::{Demo, FILTERS};
 use portcullis_services::service::Service;
+use portcullis_tests::admin_service::AdminService;
 use portcullis_tests::{client, paths, tokens, Envoy, Reply};
 
 use super::Services;
@@ -38,12 +40,13 @@ fn dist() -> PathBuf {
     dist
 }
 
-/// The demo with the policies in `policies`, the gateway and admin where given and each
-/// service at `service(s)`.
+/// The demo with the policies in `policies`, the gateway, Envoy's admin and
+/// portcullis-admin's data plane where given, and each service at `service(s)`.
 pub fn demo(
     policies: &Path,
     gateway: SocketAddr,
     admin: SocketAddr,
+    portcullis_admin: SocketAddr,
     service: impl Fn(Service) -> SocketAddr,
 ) -> Demo {
     Demo {
@@ -53,14 +56,16 @@ pub fn demo(
         gateway,
         admin,
         services: Service::ALL.iter().map(|s| (*s, service(*s))).collect(),
+        portcullis_admin,
         ratelimit: None,
     }
 }
 
 /// The demo exactly as `make run` renders it with its default ports: gateway 8080, admin
-/// 9901, services 18081–18084.
+/// 9901, services 18081–18084, portcullis-admin's data plane 8005.
 pub fn make_run_demo() -> Demo {
-    demo(&demo_policies(), loopback(8080), loopback(9901), |s| {
+    let (gateway, admin, data_plane) = (loopback(8080), loopback(9901), loopback(8005));
+    demo(&demo_policies(), gateway, admin, data_plane, |s| {
         let port = match s {
             Service::Users => 18081,
             Service::Orders => 18082,
@@ -71,35 +76,43 @@ pub fn make_run_demo() -> Demo {
     })
 }
 
-/// The demo config for services listening where `services` does, gateway and admin on port
-/// 0 (the harness reads back the ports Envoy bound).
-pub fn render(policies: &Path, services: &Services) -> String {
-    demo(policies, loopback(0), loopback(0), |s| {
+/// The demo config for services listening where `services` does and portcullis-admin's data
+/// plane at `portcullis_admin`, gateway and admin on port 0 (the harness reads back the ports
+/// Envoy bound).
+pub fn render(policies: &Path, services: &Services, portcullis_admin: SocketAddr) -> String {
+    demo(policies, loopback(0), loopback(0), portcullis_admin, |s| {
         loopback(services.port(s.name()))
     })
     .render()
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Envoy running the demo config, and the services behind it.
+/// Envoy running the demo config, and the services and portcullis-admin behind it.
 pub struct Gateway {
     // Declared first, so dropped first: Envoy stops before its upstreams do.
     pub envoy: Envoy,
     pub services: Services,
+    pub admin: AdminService,
 }
 
 impl Gateway {
     /// The demo as `make run` runs it.
     pub fn start() -> Gateway {
         let services = Services::start(&["--users", "--orders", "--payments", "--login"]);
-        let envoy = Envoy::builder(render(&demo_policies(), &services))
+        let admin = AdminService::sqlite().unwrap_or_else(|e| panic!("{e:#}"));
+        let config = render(&demo_policies(), &services, admin.data_plane_address());
+        let envoy = Envoy::builder(config)
             .main_listener("gateway")
             // The harness disables hot restart, as `make run` does: with it on, Envoy asks
             // for SIGTERM when the *thread* that started it exits (PR_SET_PDEATHSIG), so the
             // shared gateway would stop when the first test ends.
             .start()
             .unwrap_or_else(|e| panic!("{e:#}"));
-        Gateway { envoy, services }
+        Gateway {
+            envoy,
+            services,
+            admin,
+        }
     }
 
     /// `GET path` through the gateway.

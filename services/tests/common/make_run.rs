@@ -12,16 +12,18 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use portcullis_tests::paths;
+use portcullis_tests::{client, paths};
 
 /// The ports `run.sh` reads, by variable.
-pub const PORT_VARIABLES: [&str; 6] = [
+pub const PORT_VARIABLES: [&str; 8] = [
     "DEMO_PORT",
     "DEMO_ADMIN_PORT",
     "DEMO_USERS_PORT",
     "DEMO_ORDERS_PORT",
     "DEMO_PAYMENTS_PORT",
     "DEMO_LOGIN_PORT",
+    "DEMO_ADMIN_API_PORT",
+    "DEMO_DATA_PLANE_PORT",
 ];
 
 /// The ports `run.sh` reads besides [`PORT_VARIABLES`] with `DEMO_NODES=2`.
@@ -43,11 +45,12 @@ pub struct MakeRun {
 
 /// What `run.sh` reads besides the ports: a developer's own settings of these must not reach
 /// the test, which runs the defaults a newcomer gets.
-const SCRIPT_VARIABLES: [&str; 6] = [
+const SCRIPT_VARIABLES: [&str; 7] = [
     "DEMO_RUN_DIR",
     "DEMO_NODES",
     "ENVOY",
     "SERVICES",
+    "ADMIN_SERVICE",
     "REDIS",
     "RATELIMIT",
 ];
@@ -151,6 +154,21 @@ impl MakeRun {
             .iter()
             .find_map(|line| line.trim().strip_prefix(&prefix).map(str::to_owned))
             .unwrap_or_else(|| panic!("make run printed no {name}=…"))
+    }
+
+    /// Asserts that the node whose Envoy admin port is `variable`'s has the cluster
+    /// `portcullis_admin` at the data plane of the portcullis-admin `make run` started.
+    pub fn assert_admin_cluster(&self, variable: &str) {
+        let url = format!("http://127.0.0.1:{}/clusters", self.port(variable));
+        let clusters = client::get(&url, &[]).text();
+        let endpoint = format!(
+            "portcullis_admin::127.0.0.1:{}::",
+            self.port("DEMO_DATA_PLANE_PORT")
+        );
+        assert!(
+            clusters.contains(&endpoint),
+            "{variable}: no {endpoint} in\n{clusters}"
+        );
     }
 
     /// Every live process in the script's process group (itself, and all it started that
