@@ -64,6 +64,8 @@ pub struct Accepted {
     pub token_locations: Vec<TokenLocation>,
     /// The signature verdict came from the cache.
     pub cache_hit: bool,
+    /// The credential came from `consumer_source`.
+    pub looked_up: bool,
 }
 
 impl Accepted {
@@ -322,6 +324,7 @@ fn anonymous(policy: &JwtPolicy) -> Result<Accepted, Rejection> {
         dropped_claims: Vec::new(),
         token_locations: Vec::new(),
         cache_hit: false,
+        looked_up: false,
     })
 }
 
@@ -350,6 +353,7 @@ fn accept(
                 dropped_claims: Vec::new(),
                 token_locations: sources.locations(),
                 cache_hit,
+                looked_up: matches!(signer, Signer::Looked(_)),
             };
         }
     }
@@ -397,6 +401,7 @@ fn accept(
         dropped_claims,
         token_locations: sources.locations(),
         cache_hit,
+        looked_up: matches!(signer, Signer::Looked(_)),
     }
 }
 

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use super::answer::{read, CredentialAnswer};
 use super::revocations::{Cutoff, RevocationSet, TokenFacts};
 use super::settings::ConsumerSource;
-use super::shared::{count_lookup, Change, Head, Record, Slot, SlotState, Slots, Snapshot, RING};
+use super::shared::{
+    count_lookup, Change, Head, Record, Slot, SlotState, Slots, Snapshot, FAILURE_BACKOFF_MS, RING,
+};
 use crate::identity::{header_safe, Identity};
 use crate::jwt::config::RawCredential;
 use crate::jwt::keyring::{compile_credential, Credential};
@@ -106,6 +108,8 @@ pub enum Resolve {
     Claimed,
     /// Lookups per second are used up.
     Throttled,
+    /// The last lookup of this key failed moments ago: refuse, do not retry yet.
+    Failed,
 }
 
 /// How a lookup this worker dispatched ended.
@@ -234,6 +238,22 @@ impl Directory {
             .retain(|_, Missing::Until(until)| *until > now_ms);
     }
 
+    /// Whether the revocations are loaded (looked-up tokens can be admitted).
+    pub fn loaded(&self) -> bool {
+        self.head.loaded
+    }
+
+    /// Whether the admin missed the last poll: cached entries serve on, for `stale_ttl`.
+    pub fn stale(&self, now_ms: u64) -> bool {
+        let s = &self.source;
+        now_ms
+            > self
+                .head
+                .last_ok_ms
+                .saturating_add(s.poll_interval_ms)
+                .saturating_add(s.timeout_ms)
+    }
+
     /// Whether the admin answered the poller recently enough for cached entries to serve.
     fn fresh(&self, now_ms: u64) -> bool {
         let s = &self.source;
@@ -303,6 +323,11 @@ impl Directory {
                         return Ok(Resolve::Ready);
                     }
                 }
+                SlotState::Failed => {
+                    if now_ms < slot.at_ms.saturating_add(FAILURE_BACKOFF_MS) {
+                        return Ok(Resolve::Failed);
+                    }
+                }
                 SlotState::Pending => {
                     // A lookup lives at most its timeout; past twice that its worker is
                     // presumed gone and the lookup may be claimed again.
@@ -350,7 +375,9 @@ impl Directory {
         let answer: CredentialAnswer = match read(status, body) {
             Ok(answer) => answer,
             Err(why) => {
-                release(self)?;
+                if ours {
+                    self.store_slot(store, key, SlotState::Failed, now_ms, cas)?;
+                }
                 return Ok(Answered::Failed(why));
             }
         };
@@ -378,7 +405,9 @@ impl Directory {
                     });
                 }
                 Err(why) => {
-                    release(self)?;
+                    if ours {
+                        self.store_slot(store, key, SlotState::Failed, now_ms, cas)?;
+                    }
                     return Ok(Answered::Failed(format!("unusable credential: {why}")));
                 }
             }

@@ -109,9 +109,12 @@ impl Poller {
             }
             self.flight = None;
         }
+        // Due a tenth early: the host's timer may fire a little before the interval, and
+        // a tick missed by a millisecond would double the delay.
+        let due_after = s.poll_interval_ms - s.poll_interval_ms / 10;
         if self
             .last_poll_ms
-            .is_some_and(|last| now_ms < last.saturating_add(s.poll_interval_ms))
+            .is_some_and(|last| now_ms < last.saturating_add(due_after))
         {
             return Ok(Vec::new());
         }

@@ -164,7 +164,14 @@ pub enum SlotState {
     Found(Vec<u8>),
     /// The admin knows no credential with this key (as of `at_ms`).
     Missing,
+    /// The last lookup failed at `at_ms` (no answer, a status other than 200, garbage):
+    /// requests for the key are refused until [`FAILURE_BACKOFF_MS`] has passed, so a
+    /// failing admin gets one lookup per key per backoff, not one per request.
+    Failed,
 }
+
+/// How long a failed lookup stands before the key may be looked up again.
+pub const FAILURE_BACKOFF_MS: u64 = 1000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Slot {
@@ -175,11 +182,12 @@ pub struct Slot {
 }
 
 impl Slot {
-    fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Vec<u8> {
         let (tag, body): (u8, &[u8]) = match &self.state {
             SlotState::Pending => (1, &[]),
             SlotState::Found(body) => (2, body),
             SlotState::Missing => (3, &[]),
+            SlotState::Failed => (4, &[]),
         };
         let mut out = Vec::with_capacity(21 + self.key.len() + body.len());
         out.extend_from_slice(&self.generation.to_le_bytes());
@@ -202,6 +210,7 @@ impl Slot {
             1 => SlotState::Pending,
             2 => SlotState::Found(body.to_vec()),
             3 => SlotState::Missing,
+            4 => SlotState::Failed,
             _ => return None,
         };
         Some(Slot {
@@ -220,6 +229,11 @@ pub struct Slots {
 }
 
 impl Slots {
+    /// The shared-data key of `key`'s slot.
+    pub fn key_of(&self, key: &str) -> String {
+        slot_key(self.index(key))
+    }
+
     pub fn index(&self, key: &str) -> usize {
         // FNV-1a: stable across workers and builds (the std hasher is seeded per process).
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;

@@ -197,7 +197,8 @@ fn unknown_keys_are_cached_for_negative_ttl_and_lookups_are_capped() {
         w.a.find("nobody", now + 30_001),
         Lookup::NotCached
     ));
-    // A 404 (a wrong path or version) is no answer: nothing cached, the slot freed.
+    // A 404 (a wrong path or version) is no answer: nothing cached; the key is refused
+    // without a new lookup for a second, then looked up again.
     assert_eq!(
         w.a.resolve(&w.store, "other", now).unwrap(),
         Resolve::Claimed
@@ -207,14 +208,27 @@ fn unknown_keys_are_cached_for_negative_ttl_and_lookups_are_capped() {
             .unwrap();
     assert!(matches!(failed, Answered::Failed(_)));
     assert!(matches!(w.a.find("other", now), Lookup::NotCached));
-    // Five lookups per second at most (two used above).
+    w.b.sync(&w.store).unwrap();
+    assert_eq!(
+        w.b.resolve(&w.store, "other", now + 999).unwrap(),
+        Resolve::Failed
+    );
+    assert_eq!(
+        w.b.resolve(&w.store, "other", now + 1000).unwrap(),
+        Resolve::Claimed
+    );
+    // Five lookups per second at most.
+    let later = now + 5_000;
     let claimed = (0..10)
-        .map(|i| w.a.resolve(&w.store, &format!("random-{i}"), now).unwrap())
+        .map(|i| {
+            w.a.resolve(&w.store, &format!("random-{i}"), later)
+                .unwrap()
+        })
         .filter(|r| *r == Resolve::Claimed)
         .count();
-    assert_eq!(claimed, 3);
+    assert_eq!(claimed, 5);
     assert_eq!(
-        w.a.resolve(&w.store, "random-x", now).unwrap(),
+        w.a.resolve(&w.store, "random-x", later).unwrap(),
         Resolve::Throttled
     );
     let (_, missing, _) = w.a.sizes();
