@@ -53,6 +53,24 @@ fn header_map_bytes(map_type: MapType) -> Result<Vec<u8>, MalformedMap> {
     Ok(unsafe { Vec::from_raw_parts(data, size, size) })
 }
 
+/// The answer to a `dispatch_http_call`, in `on_http_call_response`: its `:status` (`None`
+/// when the call failed without one: reset, timeout) and its body.
+pub fn http_call_response(body_size: usize) -> (Option<String>, Vec<u8>) {
+    let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+        .ok()
+        .flatten()
+        .and_then(|bytes| String::from_utf8(bytes).ok());
+    let body = hostcalls::get_buffer(
+        proxy_wasm::types::BufferType::HttpCallResponseBody,
+        0,
+        body_size,
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_default();
+    (status, body)
+}
+
 pub fn set_request_header(name: &str, value: Option<&str>) {
     let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
 }

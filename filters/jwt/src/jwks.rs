@@ -117,20 +117,7 @@ pub fn answered(
     now: UnixTime,
     body_size: usize,
 ) -> bool {
-    let status = hostcalls::get_map_value(
-        proxy_wasm::types::MapType::HttpCallResponseHeaders,
-        ":status",
-    )
-    .ok()
-    .flatten();
-    let body = hostcalls::get_buffer(
-        proxy_wasm::types::BufferType::HttpCallResponseBody,
-        0,
-        body_size,
-    )
-    .ok()
-    .flatten()
-    .unwrap_or_default();
+    let (status, body) = portcullis_glue::host::http_call_response(body_size);
     let installed = match (status.as_deref(), parse_jwks(&body)) {
         (Some("200"), Ok(parsed)) => {
             let generation = store

@@ -3,6 +3,7 @@
 //! key sets fresh; the HTTP context reads the request once, asks the policy, and acts.
 
 mod jwks;
+mod source;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -19,6 +20,8 @@ use portcullis_core::jose::{Algorithm, CryptoChoice, InModule, PreparedKey, Sign
 use portcullis_core::jwt::delay::DelayedRefusals;
 use portcullis_core::jwt::keyring::RemoteJwks;
 use portcullis_core::jwt::refresh::Trigger;
+use portcullis_core::jwt::source::directory::Resolve;
+use portcullis_core::jwt::source::Call;
 use portcullis_core::jwt::sources::hide;
 use portcullis_core::jwt::{
     authenticate, Accepted, JwtPolicy, JwtPolicySet, KeyStore, Refusal, Rejection, RoutePolicy,
@@ -27,6 +30,7 @@ use portcullis_core::jwt::{
 use portcullis_core::UnixTime;
 use portcullis_glue::host::{self, log, Counter};
 use portcullis_glue::host_crypto::{self, HostCrypto};
+use source::Source;
 
 proxy_wasm::main! {{
     portcullis_glue::start("jwt");
@@ -99,8 +103,11 @@ struct Worker {
     /// next tick: a fetch belongs to the root context, never to the stream that wanted it,
     /// so no client can cancel it by resetting its stream.
     to_dispatch: RefCell<Vec<String>>,
-    /// Requests paused until a fetch their worker claimed lands (one per claimed fetch).
+    /// Requests paused until a fetch their worker claimed lands (one per claimed fetch), or
+    /// until a consumer lookup (any worker's) is answered.
     waiting: RefCell<Vec<Waiting>>,
+    /// `consumer_source`, when configured.
+    source: Option<Source>,
     /// The tick the root context needs with nothing waiting (remote JWKS refreshes).
     normal_tick: Duration,
     /// The tick period last asked of the host: set again only when it must change, since
@@ -122,16 +129,30 @@ impl Worker {
     /// The tick the root context needs now: soon for a fetch to dispatch, often while
     /// refusals are delayed, else the normal one. Asks the host only on a change.
     fn retick(&self) {
-        let wanted = if !self.to_dispatch.borrow().is_empty() {
+        let lookups = self.source.as_ref();
+        let wanted = if !self.to_dispatch.borrow().is_empty()
+            || lookups.is_some_and(|s| !s.to_lookup.borrow().is_empty())
+        {
             DISPATCH_TICK
-        } else if !self.delayed.borrow().is_empty() {
+        } else if !self.delayed.borrow().is_empty() || self.waits_for_lookup() {
             DELAY_TICK
         } else {
-            self.normal_tick
+            match lookups {
+                Some(source) if self.normal_tick.is_zero() => source.tick(),
+                Some(source) => source.tick().min(self.normal_tick),
+                None => self.normal_tick,
+            }
         };
         if self.tick.get() != wanted && hostcalls::set_tick_period(wanted).is_ok() {
             self.tick.set(wanted);
         }
+    }
+
+    fn waits_for_lookup(&self) -> bool {
+        self.waiting
+            .borrow()
+            .iter()
+            .any(|w| matches!(w.awaits, Awaits::Lookup(_)))
     }
 
     fn fetched(&self, remote: &RemoteJwks, body_size: usize) -> bool {
@@ -156,12 +177,20 @@ struct JwtRoot {
     worker: Option<Rc<Worker>>,
     /// Fetches this root context dispatched: token → provider.
     fetches: HashMap<u32, String>,
+    /// Calls to the consumer source this root context dispatched.
+    source_calls: HashMap<u32, Call>,
 }
 
 impl Context for JwtRoot {
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body: usize, _t: usize) {
-        let (Some(provider), Some(worker)) = (self.fetches.remove(&token), self.worker.clone())
-        else {
+        let Some(worker) = self.worker.clone() else {
+            return;
+        };
+        if let Some(call) = self.source_calls.remove(&token) {
+            self.source_answered(&worker, &call, body);
+            return;
+        }
+        let Some(provider) = self.fetches.remove(&token) else {
             return;
         };
         if let Some(remote) = worker.remote(&provider) {
@@ -200,6 +229,7 @@ impl RootContext for JwtRoot {
         };
         let worker = Rc::new(Worker {
             cache: RefCell::new(TokenCache::new(policies.token_cache_size())),
+            source: policies.consumer_source().cloned().map(Source::new),
             policies,
             backend,
             keys: RefCell::new(KeyStore::new()),
@@ -230,6 +260,7 @@ impl RootContext for JwtRoot {
                 self.dispatch(&worker, remote);
             }
         }
+        self.tick_source(&worker);
         let now = UnixTime(host::now_secs());
         for remote in worker.policies.remote_jwks() {
             jwks::sync(&mut worker.keys.borrow_mut(), &remote.provider);
@@ -259,6 +290,90 @@ impl RootContext for JwtRoot {
 }
 
 impl JwtRoot {
+    /// The consumer source's share of a tick: the poll when due, the lookups claimed by
+    /// requests, and the requests waiting for another worker's lookup looked at again.
+    fn tick_source(&mut self, worker: &Worker) {
+        let Some(source) = &worker.source else {
+            return;
+        };
+        let settings = source.settings();
+        let mut calls = source.poll();
+        let keys: Vec<String> = source.to_lookup.borrow_mut().drain(..).collect();
+        calls.extend(keys.into_iter().map(|key| Call::Credential { key }));
+        self.dispatch_source(worker, &settings, calls);
+        self.settle_lookups(worker, None);
+    }
+
+    fn dispatch_source(
+        &mut self,
+        worker: &Worker,
+        settings: &portcullis_core::jwt::source::ConsumerSource,
+        calls: Vec<Call>,
+    ) {
+        for call in calls {
+            match source::dispatch(settings, &call) {
+                Ok(token) => {
+                    self.source_calls.insert(token, call);
+                }
+                Err(status) => {
+                    log(
+                        LogLevel::Warn,
+                        &format!(
+                            "portcullis-jwt: consumer source: cannot call cluster {}: {status:?}",
+                            settings.cluster
+                        ),
+                    );
+                    // Handled as an answer that never came: the lookup's slot is freed
+                    // and its requests refused; the poll is retried at the next interval.
+                    if let Some(source) = &worker.source {
+                        source.answered(&call, None, &[]);
+                    }
+                    if let Call::Credential { key } = &call {
+                        self.settle_lookups(worker, Some(key));
+                    }
+                }
+            }
+        }
+    }
+
+    fn source_answered(&mut self, worker: &Worker, call: &Call, body_size: usize) {
+        let Some(source) = &worker.source else {
+            return;
+        };
+        let (status, body) = host::http_call_response(body_size);
+        let more = source.answered(call, status.as_deref(), &body);
+        let settings = source.settings();
+        self.dispatch_source(worker, &settings, more);
+        match call {
+            Call::Credential { key } => self.settle_lookups(worker, Some(key)),
+            // Changes applied may answer other workers' waiting requests sooner.
+            _ => self.settle_lookups(worker, None),
+        }
+    }
+
+    /// Decides again the requests waiting for a lookup (of `key`, or all): each finds the
+    /// answer, keeps waiting (within `timeout_ms`), or is refused.
+    fn settle_lookups(&self, worker: &Worker, key: Option<&str>) {
+        let settled: Vec<Waiting> = {
+            let mut waiting = worker.waiting.borrow_mut();
+            let (settled, still) = waiting.drain(..).partition(|w| match &w.awaits {
+                Awaits::Lookup(k) => key.is_none_or(|key| key == k),
+                Awaits::Keys(_) => false,
+            });
+            *waiting = still;
+            settled
+        };
+        for w in settled {
+            if hostcalls::set_effective_context(w.context).is_ok()
+                && worker.decide(w.context, w.request, false) == Action::Continue
+            {
+                let _ = hostcalls::resume_http_request();
+            }
+        }
+        let _ = hostcalls::set_effective_context(self.id);
+        worker.retick();
+    }
+
     /// Sends the delayed refusals that are due, each on its own stream; a stream that is
     /// gone (the client left) is skipped.
     fn send_delayed(&self, worker: &Worker) {
@@ -299,7 +414,9 @@ impl JwtRoot {
     fn settle(&self, worker: &Worker, provider: &str) {
         let settled: Vec<Waiting> = {
             let mut waiting = worker.waiting.borrow_mut();
-            let (settled, still) = waiting.drain(..).partition(|w| w.provider == provider);
+            let (settled, still) = waiting
+                .drain(..)
+                .partition(|w| matches!(&w.awaits, Awaits::Keys(p) if p == provider));
             *waiting = still;
             settled
         };
@@ -354,18 +471,26 @@ fn describe(backend: &Backend) -> String {
     )
 }
 
-/// A request that waits for a JWKS fetch its worker claimed: its stream, and the request as
-/// it was read.
+/// A request that waits: its stream, what for, and the request as it was read.
 struct Waiting {
     context: u32,
-    provider: String,
+    awaits: Awaits,
     request: Request,
+}
+
+enum Awaits {
+    /// A JWKS fetch its worker claimed, of this provider.
+    Keys(String),
+    /// The lookup of this key in the consumer source (by any worker).
+    Lookup(String),
 }
 
 /// What the filter reads from a request, once, in `on_http_request_headers`.
 struct Request {
     policy: std::sync::Arc<JwtPolicy>,
     headers: HeaderMap,
+    /// When it first waited for a lookup (milliseconds): it waits at most `timeout_ms`.
+    waiting_since_ms: Option<u64>,
 }
 
 struct JwtFilter {
@@ -415,6 +540,7 @@ impl HttpContext for JwtFilter {
         let request = Request {
             policy: policy.clone(),
             headers,
+            waiting_since_ms: None,
         };
         self.worker.decide(self.id, request, true)
     }
@@ -428,7 +554,40 @@ impl Worker {
         let policy = request.policy.clone();
         let now = UnixTime(host::now_secs());
         let sources = TokenSources::from_headers(policy.locations(), request.headers.iter());
+        if let Some(source) = &self.source {
+            source.sync();
+        }
         let mut outcome = self.authenticate(&sources, &policy, now);
+        if let (Err(Rejection::NotCached { key }), Some(source)) = (&outcome, &self.source) {
+            let key = key.clone();
+            outcome = match source.resolve(&key) {
+                Ok(Resolve::Ready) => match self.authenticate(&sources, &policy, now) {
+                    // A slot answer that does not decode: as good as none.
+                    Err(Rejection::NotCached { .. }) => Err(Rejection::SourceUnavailable),
+                    other => other,
+                },
+                Ok(Resolve::Wait | Resolve::Claimed) => {
+                    let now_ms = host::now_millis();
+                    let since = request.waiting_since_ms.unwrap_or(now_ms);
+                    let timeout = source.directory.borrow().source().timeout_ms;
+                    if now_ms < since.saturating_add(timeout) {
+                        self.waiting.borrow_mut().push(Waiting {
+                            context,
+                            awaits: Awaits::Lookup(key),
+                            request: Request {
+                                waiting_since_ms: Some(since),
+                                ..request
+                            },
+                        });
+                        self.retick();
+                        return Action::Pause;
+                    }
+                    Err(Rejection::SourceUnavailable)
+                }
+                Ok(Resolve::Throttled) => Err(Rejection::LookupThrottled),
+                Ok(Resolve::Failed) | Err(()) => Err(Rejection::SourceUnavailable),
+            };
+        }
         if let Err(
             Rejection::UnknownKid { provider, .. } | Rejection::KeysUnavailable { provider },
         ) = &outcome
@@ -441,7 +600,7 @@ impl Worker {
                 self.to_dispatch.borrow_mut().push(provider.clone());
                 self.waiting.borrow_mut().push(Waiting {
                     context,
-                    provider,
+                    awaits: Awaits::Keys(provider),
                     request,
                 });
                 self.retick();
@@ -468,10 +627,12 @@ impl Worker {
     ) -> Result<Accepted, Rejection> {
         let keys = self.keys.borrow();
         let mut cache = self.cache.borrow_mut();
+        let directory = self.source.as_ref().map(|s| s.directory.borrow());
         let mut verifier = Verifier {
             backend: &self.backend,
             remote_keys: &keys,
             cache: (self.policies.token_cache_size() > 0).then_some(&mut *cache),
+            source: directory.as_deref(),
         };
         authenticate(sources, policy, now, &mut verifier)
     }
@@ -498,6 +659,9 @@ impl Worker {
         metrics.accepted.inc();
         if accepted.cache_hit {
             metrics.cache_hits.inc();
+        }
+        if let (true, Some(source)) = (accepted.looked_up, &self.source) {
+            source.served();
         }
         for claim in &accepted.dropped_claims {
             log(

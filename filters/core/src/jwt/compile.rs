@@ -9,6 +9,7 @@ use super::claims::TimeRules;
 use super::config::{RawJwtConfig, RawSettings};
 use super::keyring::{compile_keyring, Keyring};
 use super::policy::{JwtPolicy, JwtPolicySet, RoutePolicy};
+use super::source::ConsumerSource;
 use super::sources::TokenLocations;
 use super::Handoff;
 use crate::config::{bounded, err, is_token_char, ConfigError};
@@ -60,6 +61,11 @@ impl TryFrom<RawJwtConfig> for JwtPolicySet {
             strip_headers: strip,
             token_cache_size: raw.token_cache_size.unwrap_or(1024),
             crypto: raw.crypto.unwrap_or_default(),
+            consumer_source: raw
+                .consumer_source
+                .as_ref()
+                .map(|s| ConsumerSource::compile("consumer_source", s))
+                .transpose()?,
         })
     }
 }

@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::source::RawConsumerSource;
 use crate::config::{err, strict_json, typed, ConfigError};
 use crate::jose::CryptoChoice;
 
@@ -176,6 +177,8 @@ pub struct RawJwtConfig {
     /// go to the host, the rest are checked in the module; `in_module`: everything in the
     /// module, for hosts whose crypto cannot be trusted or for comparison.
     pub crypto: Option<CryptoChoice>,
+    /// Consumers looked up at runtime in portcullis-admin ([`RawConsumerSource`]).
+    pub consumer_source: Option<RawConsumerSource>,
     pub settings: RawSettings,
 }
 
@@ -191,11 +194,12 @@ impl RawJwtConfig {
         let raw_routes: BTreeMap<String, Value> = take(&mut top, "routes")?.unwrap_or_default();
         let token_cache_size = take(&mut top, "token_cache_size")?;
         let crypto = take(&mut top, "crypto")?;
+        let consumer_source = take(&mut top, "consumer_source")?;
         let settings = typed("", Value::Object(top)).map_err(|mut e| {
             // The settings struct lists only its own fields; name the others too.
             e.message = e.message.replacen(
                 "expected one of ",
-                "expected one of `consumers`, `providers`, `routes`, `token_cache_size`, `crypto`, ",
+                "expected one of `consumers`, `providers`, `routes`, `token_cache_size`, `crypto`, `consumer_source`, ",
                 1,
             );
             e
@@ -211,6 +215,7 @@ impl RawJwtConfig {
             routes,
             token_cache_size,
             crypto,
+            consumer_source,
             settings,
         })
     }

@@ -139,7 +139,7 @@ pub(crate) fn compile_keyring(
         }
         for (ki, cred) in raw.credentials.iter().enumerate() {
             let path = format!("{path}.credentials[{ki}]");
-            let credential = compile_credential(&path, cred, &consumer)?;
+            let credential = compile_credential(&path, cred, &consumer.identity(None, false))?;
             if keyring.credentials.contains_key(&credential.key) {
                 return Err(err(
                     format!("{path}.key"),
@@ -180,7 +180,7 @@ pub(crate) fn compile_keyring(
     Ok(keyring)
 }
 
-fn safe_text(path: &str, value: &str) -> Result<(), ConfigError> {
+pub(crate) fn safe_text(path: &str, value: &str) -> Result<(), ConfigError> {
     if value.is_empty() || !header_safe(value) {
         return Err(err(path, "must be non-empty, without control characters"));
     }
@@ -208,10 +208,11 @@ fn compile_consumer(path: &str, raw: &RawConsumer) -> Result<Consumer, ConfigErr
     })
 }
 
-fn compile_credential(
+/// Compiles a credential of the consumer whose identity (without a credential) is `consumer`.
+pub(crate) fn compile_credential(
     path: &str,
     raw: &RawCredential,
-    consumer: &Arc<Consumer>,
+    consumer: &Identity,
 ) -> Result<Credential, ConfigError> {
     safe_text(&format!("{path}.key"), &raw.key)?;
     let name = raw.algorithm.as_deref().unwrap_or("HS256");
@@ -278,7 +279,10 @@ fn compile_credential(
         algorithm,
         prepared: Arc::new(prepared),
         handoff: Arc::new(super::Handoff::new(
-            consumer.identity(Some(&raw.key), false),
+            Identity {
+                credential: Some(raw.key.clone()),
+                ..consumer.clone()
+            },
             Vec::new(),
         )),
     })

@@ -14,6 +14,7 @@ pub mod object;
 pub mod policy;
 pub mod refresh;
 pub mod rejection;
+pub mod source;
 pub mod sources;
 pub mod token;
 
@@ -46,6 +47,8 @@ pub struct Verifier<'a> {
     pub remote_keys: &'a KeyStore,
     /// The per-worker verified-token cache, if enabled.
     pub cache: Option<&'a mut TokenCache>,
+    /// Consumers looked up at runtime (`consumer_source`), as this worker last synced them.
+    pub source: Option<&'a source::Directory>,
 }
 
 /// A request that may proceed.
@@ -61,6 +64,8 @@ pub struct Accepted {
     pub token_locations: Vec<TokenLocation>,
     /// The signature verdict came from the cache.
     pub cache_hit: bool,
+    /// The credential came from `consumer_source`.
+    pub looked_up: bool,
 }
 
 impl Accepted {
@@ -139,7 +144,7 @@ pub fn authenticate(
     };
     let claims = token.claims();
     claims::check_times(token.times(), &policy.time, now)?;
-    let signer = find_signer(&token, policy, verifier.remote_keys)?;
+    let signer = find_signer(&token, policy, verifier.remote_keys, verifier.source, now)?;
     if let Signer::Provider(provider, _) = &signer {
         claims::check_audience(claims, &provider.audiences)?;
     }
@@ -147,6 +152,7 @@ pub fn authenticate(
 
     let keys: Vec<&PreparedKey> = match &signer {
         Signer::Consumer(credential) => vec![credential.prepared.as_ref()],
+        Signer::Looked(found) => vec![found.credential.prepared.as_ref()],
         Signer::Provider(_, keys) => keys.iter().map(Arc::as_ref).collect(),
     };
     let mut cache_hit = false;
@@ -170,6 +176,15 @@ pub fn authenticate(
     let Some(verified_by) = verified_by else {
         return Err(Rejection::BadSignature);
     };
+    // A looked-up consumer's token is checked against the admin's revocations on every
+    // request, cache hits included.
+    if let (Signer::Looked(found), Some(directory)) = (&signer, verifier.source) {
+        let jti = claims.get_str("jti").flatten();
+        let iat = token.times().iat.flatten();
+        if directory.revoked(found, jti.as_deref(), iat, now.secs()) {
+            return Err(Rejection::Revoked);
+        }
+    }
     // Only a verified token enters the cache: junk (unsigned, forged, expired) can never
     // evict the tokens of real clients.
     if !cache_hit {
@@ -188,7 +203,19 @@ pub fn authenticate(
 
 enum Signer<'p> {
     Consumer(&'p Credential),
+    /// A credential of `consumer_source`.
+    Looked(Arc<source::Found>),
     Provider(&'p Provider, Vec<Arc<PreparedKey>>),
+}
+
+impl Signer<'_> {
+    fn credential(&self) -> Option<&Credential> {
+        match self {
+            Signer::Consumer(credential) => Some(credential),
+            Signer::Looked(found) => Some(&found.credential),
+            Signer::Provider(..) => None,
+        }
+    }
 }
 
 /// Member `name` of the claims, else of the header, when it is a string. A member that is
@@ -204,10 +231,14 @@ fn find_signer<'p>(
     token: &Token,
     policy: &'p JwtPolicy,
     remote: &KeyStore,
+    source: Option<&source::Directory>,
+    now: UnixTime,
 ) -> Result<Signer<'p>, Rejection> {
     let keyring = policy.keyring.as_ref();
     // Order: the key claim names a credential; else `iss` names a provider; else `kid`
-    // names a credential. A token claiming a provider's issuer is that provider's.
+    // names a credential; else the source is asked for the key claim (or, without one,
+    // for `kid`). A token claiming a provider's issuer is that provider's; a static
+    // credential shadows the source's with the same key.
     let key_value = string_member(token, &policy.key_claim_name);
     let provider = token
         .claims()
@@ -222,11 +253,35 @@ fn find_signer<'p>(
         (None, None) => token.kid().and_then(|kid| keyring.credential(kid)),
         (None, Some(_)) => None,
     };
-    if let Some(credential) = credential {
-        if !credential.prepared.allows(token.alg()) {
+    let looked = match (credential, provider, source) {
+        (None, None, Some(directory)) => match key_value.as_deref().or(token.kid()) {
+            Some(key) => match directory.find(key, now.secs().saturating_mul(1000)) {
+                source::Lookup::Found(found) => Some(found),
+                source::Lookup::Missing => None,
+                source::Lookup::NotCached => {
+                    return Err(Rejection::NotCached {
+                        key: key.to_owned(),
+                    })
+                }
+                source::Lookup::Unavailable => return Err(Rejection::SourceUnavailable),
+            },
+            None => None,
+        },
+        _ => None,
+    };
+    let signer = match (credential, looked) {
+        (Some(credential), _) => Some(Signer::Consumer(credential)),
+        (None, Some(found)) => Some(Signer::Looked(found)),
+        (None, None) => None,
+    };
+    if let Some(signer) = signer {
+        let allowed = signer
+            .credential()
+            .is_some_and(|c| c.prepared.allows(token.alg()));
+        if !allowed {
             return Err(Rejection::AlgorithmMismatch);
         }
-        return Ok(Signer::Consumer(credential));
+        return Ok(signer);
     }
     let Some(provider) = provider else {
         let claim = policy.key_claim_name.clone();
@@ -269,6 +324,7 @@ fn anonymous(policy: &JwtPolicy) -> Result<Accepted, Rejection> {
         dropped_claims: Vec::new(),
         token_locations: Vec::new(),
         cache_hit: false,
+        looked_up: false,
     })
 }
 
@@ -287,7 +343,7 @@ fn accept(
     sources: &TokenSources,
     cache_hit: bool,
 ) -> Accepted {
-    if let Signer::Consumer(credential) = signer {
+    if let Some(credential) = signer.credential() {
         if policy.claims_to_headers.is_empty()
             && policy.identity_claims.is_empty()
             && policy.forward_payload_header.is_none()
@@ -297,12 +353,14 @@ fn accept(
                 dropped_claims: Vec::new(),
                 token_locations: sources.locations(),
                 cache_hit,
+                looked_up: matches!(signer, Signer::Looked(_)),
             };
         }
     }
     let claims = token.claims();
     let mut identity = match signer {
         Signer::Consumer(credential) => credential.handoff.identity.clone(),
+        Signer::Looked(found) => found.credential.handoff.identity.clone(),
         Signer::Provider(provider, _) => Identity {
             username: claims::header_value(claims, &provider.username_claim),
             credential: Some(provider.name.clone()),
@@ -343,6 +401,7 @@ fn accept(
         dropped_claims,
         token_locations: sources.locations(),
         cache_hit,
+        looked_up: matches!(signer, Signer::Looked(_)),
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::claims::TimeRules;
 use super::keyring::{Keyring, ProviderKeys, RemoteJwks};
 use super::rejection::Rejection;
+use super::source::ConsumerSource;
 use super::sources::TokenLocations;
 use crate::identity::{self, Identity};
 use crate::jose::CryptoChoice;
@@ -30,6 +31,7 @@ pub struct JwtPolicySet {
     pub(crate) strip_headers: Vec<String>,
     pub(crate) token_cache_size: usize,
     pub(crate) crypto: CryptoChoice,
+    pub(crate) consumer_source: Option<ConsumerSource>,
 }
 
 impl JwtPolicySet {
@@ -38,6 +40,11 @@ impl JwtPolicySet {
         route_name
             .and_then(|name| self.routes.get(name))
             .unwrap_or(&self.default)
+    }
+
+    /// Where consumers are looked up at runtime, if anywhere.
+    pub fn consumer_source(&self) -> Option<&ConsumerSource> {
+        self.consumer_source.as_ref()
     }
 
     /// Whether the policy can depend on the Envoy route name (any policy per route). When

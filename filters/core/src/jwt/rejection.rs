@@ -44,6 +44,18 @@ pub enum Rejection {
     MissingClaim(String),
     /// The signature backend could not decide; the request fails closed.
     Crypto(CryptoError),
+    /// The key is for `consumer_source` and this worker has no answer for it yet: the glue
+    /// resolves it (shared slot, or a lookup) and authenticates again. Refused with 503 if
+    /// it ever reaches the client.
+    NotCached { key: String },
+    /// `consumer_source` cannot decide: its revocations are not loaded yet, the admin has
+    /// been unreachable longer than `stale_ttl`, or a lookup failed or timed out. 503, not
+    /// 401: the credential may well be good, and the client should retry, not drop it.
+    SourceUnavailable,
+    /// `consumer_source`'s lookups per second are used up (a flood of unknown keys): 503.
+    LookupThrottled,
+    /// A looked-up consumer's token that the admin revoked (its `jti`, or a cutoff).
+    Revoked,
 }
 
 const UNAUTHORIZED: &str = r#"{"message":"Unauthorized"}"#;
@@ -53,6 +65,9 @@ impl Rejection {
     pub fn status(&self) -> u16 {
         match self {
             Rejection::Crypto(_) => 500,
+            Rejection::NotCached { .. }
+            | Rejection::SourceUnavailable
+            | Rejection::LookupThrottled => 503,
             _ => 401,
         }
     }
@@ -97,6 +112,11 @@ impl Rejection {
                 format!(r#"{{{}:"required claim missing"}}"#, json_string(claim))
             }
             Rejection::Crypto(_) => message("An unexpected error occurred"),
+            Rejection::NotCached { .. } | Rejection::SourceUnavailable => {
+                message("Credential lookup unavailable")
+            }
+            Rejection::LookupThrottled => message("Too many credential lookups"),
+            Rejection::Revoked => message("Token revoked"),
         }
     }
 
@@ -135,6 +155,9 @@ impl Rejection {
             Rejection::AudienceMismatch => "audience_mismatch",
             Rejection::MissingClaim(_) => "missing_claim",
             Rejection::Crypto(_) => "verifier_error",
+            Rejection::NotCached { .. } | Rejection::SourceUnavailable => "source_unavailable",
+            Rejection::LookupThrottled => "lookup_throttled",
+            Rejection::Revoked => "revoked",
         }
     }
 
@@ -168,6 +191,15 @@ impl Rejection {
             Rejection::AudienceMismatch => "aud names no allowed audience".into(),
             Rejection::MissingClaim(claim) => format!("required claim '{claim}' missing"),
             Rejection::Crypto(e) => format!("verifier failed: {e}"),
+            Rejection::NotCached { key } => format!(
+                "no answer from the consumer source for key {}",
+                crate::log_value::quote(key)
+            ),
+            Rejection::SourceUnavailable => {
+                "consumer source unavailable (revocations not loaded, admin unreachable past stale_ttl, or lookup failed)".into()
+            }
+            Rejection::LookupThrottled => "consumer source lookups per second used up".into(),
+            Rejection::Revoked => "token revoked by the admin".into(),
         }
     }
 

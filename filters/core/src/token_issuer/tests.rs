@@ -100,6 +100,7 @@ fn verify(set: &JwtPolicySet, token: &str, now: UnixTime) -> Result<String, Reje
         backend: &InModule,
         remote_keys: &keys,
         cache: None,
+        source: None,
     };
     authenticate(&sources, policy, now, &mut verifier)
         .map(|accepted| accepted.identity().username.clone().unwrap_or_default())

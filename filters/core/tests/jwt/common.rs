@@ -232,6 +232,7 @@ pub fn run_full(
         backend,
         remote_keys: keys,
         cache,
+        source: None,
     };
     match authenticate(&sources, policy, now, &mut verifier) {
         Ok(a) => Outcome::Accepted(a),

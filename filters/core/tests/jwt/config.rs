@@ -53,7 +53,7 @@ fn refuses_bad_configurations_naming_the_path() {
          "consumers[1].credentials[0].jwk: \"x\" is 1 bytes, not 32"),
         ("duplicate credential key", consumers_with(json!({"key": "ok", "secret": HS256_SECRET})),
          "consumers[1].credentials[0].key: \"ok\" is used by another credential"),
-        ("unknown top-level field", json!({"leewy": 5}), "leewy: unknown field `leewy`, expected one of `consumers`, `providers`, `routes`, `token_cache_size`, `crypto`, `header_names`"),
+        ("unknown top-level field", json!({"leewy": 5}), "leewy: unknown field `leewy`, expected one of `consumers`, `providers`, `routes`, `token_cache_size`, `crypto`, `consumer_source`, `header_names`"),
         ("not a PEM key", consumers_with(json!({"key": "k", "algorithm": "RS256", "public_key": "-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----"})),
          "consumers[1].credentials[0].public_key: not an RSA public key, as RS256 needs"),
         ("unknown route field", json!({"routes": {"users": {"leewy": 5}}}), "routes.users.leewy: unknown field `leewy`"),

@@ -9,3 +9,4 @@ mod backends;
 mod common;
 mod config;
 mod jwks;
+mod source;

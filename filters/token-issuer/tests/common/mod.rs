@@ -192,6 +192,7 @@ pub fn verify(jwt_config: &Value, token: &str, now: u64) -> Result<String, Rejec
         backend: &InModule,
         remote_keys: &keys,
         cache: None,
+        source: None,
     };
     authenticate(&sources, policy, UnixTime(now), &mut verifier)
         .map(|accepted| accepted.identity().username.clone().unwrap_or_default())

@@ -1,0 +1,449 @@
+//! What every worker of one Envoy shares about the consumer source, in shared data (keys
+//! under `portcullis.jwt.source.`):
+//!
+//! - `head`: where the followed feed stands — the last log record (`seq`), the
+//!   `generation` (bumped when everything must be dropped: a reset or another epoch),
+//!   whether the revocations of this generation are `loaded`, when the admin last answered
+//!   the poller (`last_ok_ms`), the admin event id `applied`, the admin's `epoch`. Read on
+//!   every request that needs the source: a fixed 33-byte prefix, then the epoch.
+//! - `log.<seq % RING>`: what each applied change means for the workers ([`Change`]): keys to
+//!   drop, revocations added or removed. A worker more than [`RING`] records behind reloads.
+//! - `revocations`: every revocation in force, as of a `seq` (what a worker starts from).
+//! - `slot.<hash(key) % cache_size>`: one looked-up key per slot — a lookup under way, the
+//!   admin's answer, or the key unknown — so one lookup serves every worker, and the table
+//!   is bounded whatever keys clients send (a key evicts the one in its slot).
+//! - `poller`: who polls (a worker id and a lease), `lookups`: lookups this second,
+//!   `workers`: the counter that gives each worker its id.
+
+use serde::{Deserialize, Serialize};
+
+use super::answer::Revocation;
+use crate::shared::{SharedStore, StoreError, Written};
+
+/// Log records kept: a worker further behind drops everything and reloads.
+pub const RING: u64 = 512;
+
+const PREFIX: &str = "portcullis.jwt.source";
+
+pub fn head_key() -> String {
+    format!("{PREFIX}.head")
+}
+
+fn log_key(seq: u64) -> String {
+    format!("{PREFIX}.log.{}", seq % RING)
+}
+
+fn revocations_key() -> String {
+    format!("{PREFIX}.revocations")
+}
+
+fn slot_key(index: usize) -> String {
+    format!("{PREFIX}.slot.{index}")
+}
+
+/// Where the followed feed stands, for every worker.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Head {
+    pub seq: u64,
+    pub generation: u64,
+    pub last_ok_ms: u64,
+    pub applied: u64,
+    pub loaded: bool,
+    pub epoch: String,
+}
+
+impl Head {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(33 + self.epoch.len());
+        for n in [self.seq, self.generation, self.last_ok_ms, self.applied] {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        out.push(u8::from(self.loaded));
+        out.extend_from_slice(self.epoch.as_bytes());
+        out
+    }
+
+    /// `None` for bytes this version did not write.
+    pub fn decode(bytes: &[u8]) -> Option<Head> {
+        let word = |i: usize| -> Option<u64> {
+            let b: [u8; 8] = bytes.get(i * 8..i * 8 + 8)?.try_into().ok()?;
+            Some(u64::from_le_bytes(b))
+        };
+        Some(Head {
+            seq: word(0)?,
+            generation: word(1)?,
+            last_ok_ms: word(2)?,
+            applied: word(3)?,
+            loaded: *bytes.get(32)? == 1,
+            epoch: String::from_utf8(bytes.get(33..)?.to_vec()).ok()?,
+        })
+    }
+
+    /// The head and its CAS; the default (generation 0, nothing loaded) when never written.
+    pub fn read(store: &dyn SharedStore) -> Result<(Head, u32), StoreError> {
+        match store.get(&head_key())? {
+            None => Ok((Head::default(), 0)),
+            Some((bytes, cas)) => Head::decode(&bytes)
+                .map(|head| (head, cas))
+                .ok_or_else(|| StoreError("the source head does not decode".to_owned())),
+        }
+    }
+}
+
+/// What one applied change means for the workers.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Change {
+    /// These keys' answers changed: drop them (a later request looks them up again).
+    Drop(Vec<String>),
+    /// A revocation is (again) in force.
+    Revoke(Revocation),
+    /// A revocation was deleted or forgotten.
+    Unrevoke(String),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Record {
+    pub seq: u64,
+    pub generation: u64,
+    pub change: Change,
+}
+
+impl Record {
+    pub fn write(&self, store: &dyn SharedStore) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(self).map_err(|e| StoreError(e.to_string()))?;
+        store.cas_set(&log_key(self.seq), &bytes, 0).map(drop)
+    }
+
+    /// Record `seq` of `generation`, `None` when the ring holds another one (overwritten).
+    pub fn read(
+        store: &dyn SharedStore,
+        seq: u64,
+        generation: u64,
+    ) -> Result<Option<Record>, StoreError> {
+        let Some((bytes, _)) = store.get(&log_key(seq))? else {
+            return Ok(None);
+        };
+        Ok(serde_json::from_slice::<Record>(&bytes)
+            .ok()
+            .filter(|r| r.seq == seq && r.generation == generation))
+    }
+}
+
+/// Every revocation in force as of log record `seq` of `generation`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Snapshot {
+    pub generation: u64,
+    pub seq: u64,
+    pub grace: u64,
+    pub entries: Vec<Revocation>,
+}
+
+impl Snapshot {
+    pub fn write(&self, store: &dyn SharedStore) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(self).map_err(|e| StoreError(e.to_string()))?;
+        store.cas_set(&revocations_key(), &bytes, 0).map(drop)
+    }
+
+    /// The snapshot of `generation`, if that is the one stored.
+    pub fn read(store: &dyn SharedStore, generation: u64) -> Result<Option<Snapshot>, StoreError> {
+        let Some((bytes, _)) = store.get(&revocations_key())? else {
+            return Ok(None);
+        };
+        Ok(serde_json::from_slice::<Snapshot>(&bytes)
+            .ok()
+            .filter(|s| s.generation == generation))
+    }
+}
+
+/// What a slot says about its key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SlotState {
+    /// A worker is looking the key up (since `at_ms`).
+    Pending,
+    /// The admin's answer: the credential (the answer's JSON).
+    Found(Vec<u8>),
+    /// The admin knows no credential with this key (as of `at_ms`).
+    Missing,
+    /// The last lookup failed at `at_ms` (no answer, a status other than 200, garbage):
+    /// requests for the key are refused until [`FAILURE_BACKOFF_MS`] has passed, so a
+    /// failing admin gets one lookup per key per backoff, not one per request.
+    Failed,
+}
+
+/// How long a failed lookup stands before the key may be looked up again.
+pub const FAILURE_BACKOFF_MS: u64 = 1000;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Slot {
+    pub generation: u64,
+    pub at_ms: u64,
+    pub key: String,
+    pub state: SlotState,
+}
+
+impl Slot {
+    pub fn encode(&self) -> Vec<u8> {
+        let (tag, body): (u8, &[u8]) = match &self.state {
+            SlotState::Pending => (1, &[]),
+            SlotState::Found(body) => (2, body),
+            SlotState::Missing => (3, &[]),
+            SlotState::Failed => (4, &[]),
+        };
+        let mut out = Vec::with_capacity(21 + self.key.len() + body.len());
+        out.extend_from_slice(&self.generation.to_le_bytes());
+        out.extend_from_slice(&self.at_ms.to_le_bytes());
+        out.push(tag);
+        out.extend_from_slice(&(self.key.len() as u32).to_le_bytes());
+        out.extend_from_slice(self.key.as_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Slot> {
+        let word = |at: usize| -> Option<u64> {
+            Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+        };
+        let len = u32::from_le_bytes(bytes.get(17..21)?.try_into().ok()?) as usize;
+        let key = String::from_utf8(bytes.get(21..21usize.checked_add(len)?)?.to_vec()).ok()?;
+        let body = bytes.get(21 + len..)?;
+        let state = match bytes.get(16)? {
+            1 => SlotState::Pending,
+            2 => SlotState::Found(body.to_vec()),
+            3 => SlotState::Missing,
+            4 => SlotState::Failed,
+            _ => return None,
+        };
+        Some(Slot {
+            generation: word(0)?,
+            at_ms: word(8)?,
+            key,
+            state,
+        })
+    }
+}
+
+/// The slot table: `size` slots, a key's place chosen by a hash of it.
+#[derive(Clone, Copy, Debug)]
+pub struct Slots {
+    pub size: usize,
+}
+
+impl Slots {
+    /// The shared-data key of `key`'s slot.
+    pub fn key_of(&self, key: &str) -> String {
+        slot_key(self.index(key))
+    }
+
+    pub fn index(&self, key: &str) -> usize {
+        // FNV-1a: stable across workers and builds (the std hasher is seeded per process).
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in key.bytes() {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        (hash % self.size.max(1) as u64) as usize
+    }
+
+    /// The slot of `key` and its CAS (0 when never written). A slot that does not decode
+    /// reads as empty.
+    pub fn read(
+        &self,
+        store: &dyn SharedStore,
+        key: &str,
+    ) -> Result<(Option<Slot>, u32), StoreError> {
+        match store.get(&slot_key(self.index(key)))? {
+            None => Ok((None, 0)),
+            Some((bytes, cas)) => Ok((Slot::decode(&bytes), cas)),
+        }
+    }
+
+    /// Writes `slot` in its key's place if its CAS is still `cas`.
+    pub fn write(
+        &self,
+        store: &dyn SharedStore,
+        slot: &Slot,
+        cas: u32,
+    ) -> Result<Written, StoreError> {
+        store.cas_set(&slot_key(self.index(&slot.key)), &slot.encode(), cas)
+    }
+
+    /// Empties `key`'s place if `key` holds it (whatever its state: a lookup under way for
+    /// it then cannot store its answer, whose CAS no longer matches).
+    pub fn clear(&self, store: &dyn SharedStore, key: &str) -> Result<(), StoreError> {
+        let (slot, cas) = self.read(store, key)?;
+        if slot.is_some_and(|s| s.key == key) {
+            store.cas_set(&slot_key(self.index(key)), &[], cas)?;
+        }
+        Ok(())
+    }
+}
+
+/// Counts a lookup against the per-second cap; `false` when this second's are used up (or
+/// the count lost a race more than a few times: refuse rather than exceed).
+pub fn count_lookup(store: &dyn SharedStore, now_ms: u64, cap: u32) -> Result<bool, StoreError> {
+    let key = format!("{PREFIX}.lookups");
+    let second = now_ms / 1000;
+    for _ in 0..4 {
+        let (count, cas) = match store.get(&key)? {
+            Some((bytes, cas)) if bytes.len() == 12 => {
+                let at = u64::from_le_bytes(bytes[..8].try_into().unwrap_or_default());
+                let n = u32::from_le_bytes(bytes[8..].try_into().unwrap_or_default());
+                (if at == second { n } else { 0 }, cas)
+            }
+            Some((_, cas)) => (0, cas),
+            None => (0, 0),
+        };
+        if count >= cap {
+            return Ok(false);
+        }
+        let mut value = second.to_le_bytes().to_vec();
+        value.extend_from_slice(&(count + 1).to_le_bytes());
+        // A key never written has CAS 0, which writes unconditionally: a race there
+        // costs at most one lookup over the cap, once.
+        if store.cas_set(&key, &value, cas)? == Written::Ok {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// A number no other worker of this Envoy has (for the poller's lease).
+pub fn worker_id(store: &dyn SharedStore) -> Result<u64, StoreError> {
+    let key = format!("{PREFIX}.workers");
+    loop {
+        let (n, cas) = match store.get(&key)? {
+            Some((bytes, cas)) => (
+                bytes
+                    .get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, u64::from_le_bytes),
+                cas,
+            ),
+            None => (0, 0),
+        };
+        if store.cas_set(&key, &(n + 1).to_le_bytes(), cas)? == Written::Ok {
+            return Ok(n + 1);
+        }
+    }
+}
+
+/// Takes or renews the poller's lease for `owner` until `until_ms`; `false` when another
+/// worker holds it.
+pub fn lease(
+    store: &dyn SharedStore,
+    owner: u64,
+    now_ms: u64,
+    until_ms: u64,
+) -> Result<bool, StoreError> {
+    let key = format!("{PREFIX}.poller");
+    let (holder, expires, cas) = match store.get(&key)? {
+        Some((bytes, cas)) if bytes.len() == 16 => (
+            u64::from_le_bytes(bytes[..8].try_into().unwrap_or_default()),
+            u64::from_le_bytes(bytes[8..].try_into().unwrap_or_default()),
+            cas,
+        ),
+        Some((_, cas)) => (0, 0, cas),
+        None => (0, 0, 0),
+    };
+    if holder != owner && expires > now_ms {
+        return Ok(false);
+    }
+    let mut value = owner.to_le_bytes().to_vec();
+    value.extend_from_slice(&until_ms.to_le_bytes());
+    Ok(store.cas_set(&key, &value, cas)? == Written::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shared::MemoryStore;
+
+    #[test]
+    fn head_and_slot_round_trip() {
+        let head = Head {
+            seq: 9,
+            generation: 2,
+            last_ok_ms: 77,
+            applied: 41,
+            loaded: true,
+            epoch: "0b7c".into(),
+        };
+        assert_eq!(Head::decode(&head.encode()), Some(head));
+        assert_eq!(Head::decode(b"short"), None);
+        let slot = Slot {
+            generation: 1,
+            at_ms: 5,
+            key: "mobile".into(),
+            state: SlotState::Found(b"{}".to_vec()),
+        };
+        assert_eq!(Slot::decode(&slot.encode()), Some(slot));
+        assert_eq!(Slot::decode(&[0; 20]), None);
+    }
+
+    #[test]
+    fn the_ring_forgets_overwritten_records() {
+        let store = MemoryStore::default();
+        let record = |seq| Record {
+            seq,
+            generation: 1,
+            change: Change::Unrevoke(format!("r{seq}")),
+        };
+        record(3).write(&store).unwrap();
+        assert_eq!(Record::read(&store, 3, 1).unwrap(), Some(record(3)));
+        assert_eq!(
+            Record::read(&store, 3, 2).unwrap(),
+            None,
+            "another generation"
+        );
+        record(3 + RING).write(&store).unwrap();
+        assert_eq!(Record::read(&store, 3, 1).unwrap(), None, "overwritten");
+    }
+
+    #[test]
+    fn lookups_are_capped_per_second() {
+        let store = MemoryStore::default();
+        let allowed = (0..5)
+            .filter(|_| count_lookup(&store, 1_000, 3).unwrap())
+            .count();
+        assert_eq!(allowed, 3);
+        assert!(count_lookup(&store, 2_000, 3).unwrap(), "a new second");
+    }
+
+    #[test]
+    fn one_lease_holder_until_it_expires() {
+        let store = MemoryStore::default();
+        assert!(lease(&store, 1, 0, 100).unwrap());
+        assert!(!lease(&store, 2, 50, 150).unwrap());
+        assert!(lease(&store, 1, 50, 150).unwrap(), "renewed");
+        assert!(
+            lease(&store, 2, 151, 250).unwrap(),
+            "taken over once expired"
+        );
+        let a = worker_id(&store).unwrap();
+        assert_ne!(a, worker_id(&store).unwrap());
+    }
+
+    #[test]
+    fn clearing_a_slot_defeats_a_pending_write() {
+        let store = MemoryStore::default();
+        let slots = Slots { size: 16 };
+        let pending = Slot {
+            generation: 1,
+            at_ms: 1,
+            key: "k".into(),
+            state: SlotState::Pending,
+        };
+        slots.write(&store, &pending, 0).unwrap();
+        let (_, cas) = slots.read(&store, "k").unwrap();
+        slots.clear(&store, "k").unwrap();
+        let found = Slot {
+            state: SlotState::Missing,
+            ..pending
+        };
+        assert_eq!(
+            slots.write(&store, &found, cas).unwrap(),
+            Written::CasMismatch
+        );
+        assert_eq!(slots.read(&store, "k").unwrap().0, None);
+    }
+}
