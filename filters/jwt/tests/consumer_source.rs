@@ -440,6 +440,7 @@ fn a_request_waits_for_the_lookup_another_worker_claimed() {
     let slot = |state| Slot {
         generation: 0,
         at_ms: now_ms,
+        head: 1,
         key: "mobile".into(),
         state,
     };

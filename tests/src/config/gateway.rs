@@ -41,6 +41,15 @@ impl Gateway {
         self
     }
 
+    /// A cluster speaking HTTP/1.1 to `127.0.0.1:port` that no route leads to: for a service
+    /// a filter calls with `dispatch_http_call` (portcullis-admin's data plane).
+    pub fn http_cluster(mut self, name: &str, port: u16) -> Self {
+        if !self.clusters.iter().any(|(c, _)| c == name) {
+            self.clusters.push((name.to_owned(), port));
+        }
+        self
+    }
+
     /// A cluster speaking HTTP/2 to `127.0.0.1:port`, for a gRPC service a filter calls (a
     /// rate limit service): no route leads to it.
     pub fn grpc_cluster(mut self, name: &str, port: u16) -> Self {

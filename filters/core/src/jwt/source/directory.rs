@@ -5,7 +5,7 @@
 //! [`Directory::resolve`]: the shared slot has the answer, or a lookup is under way (wait),
 //! or this worker claims it (dispatch it, then [`Directory::answered`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::answer::{read, CredentialAnswer};
@@ -22,6 +22,8 @@ use crate::shared::{SharedStore, StoreError, Written};
 /// A credential the admin knows, ready to verify with.
 #[derive(Clone, Debug)]
 pub struct Found {
+    /// The admin's `head` when it answered: a change of this key at a later event drops it.
+    pub head: u64,
     pub credential: Credential,
     pub consumer_id: String,
     pub credential_id: String,
@@ -75,6 +77,7 @@ impl Found {
         let compiled =
             compile_credential("credential", &raw, &identity).map_err(|e| e.to_string())?;
         Ok(Found {
+            head: answer.position.head,
             credential: compiled,
             consumer_id: consumer.id.clone(),
             credential_id: credential.id.clone(),
@@ -124,9 +127,11 @@ pub enum Answered {
     Discarded,
 }
 
-#[derive(Clone, Debug)]
-enum Missing {
-    Until(u64),
+/// A key the admin knew no credential for, at event `head`, remembered until `until`.
+#[derive(Clone, Copy, Debug)]
+struct Missing {
+    until: u64,
+    head: u64,
 }
 
 /// One worker's view.
@@ -139,6 +144,10 @@ pub struct Directory {
     revocations: RevocationSet,
     found: HashMap<String, Arc<Found>>,
     missing: HashMap<String, Missing>,
+    /// Keys this worker looks up without a slot (another key's credential holds it).
+    unshared: HashSet<String>,
+    /// Keys whose unshared lookup failed, until when they are refused without a new one.
+    failed: HashMap<String, u64>,
 }
 
 impl Directory {
@@ -153,6 +162,8 @@ impl Directory {
             revocations: RevocationSet::default(),
             found: HashMap::new(),
             missing: HashMap::new(),
+            unshared: HashSet::new(),
+            failed: HashMap::new(),
         }
     }
 
@@ -220,10 +231,14 @@ impl Directory {
 
     fn apply(&mut self, change: Change) {
         match change {
-            Change::Drop(keys) => {
+            Change::Drop { event, keys } => {
                 for key in keys {
-                    self.found.remove(&key);
-                    self.missing.remove(&key);
+                    if self.found.get(&key).is_some_and(|f| f.head < event) {
+                        self.found.remove(&key);
+                    }
+                    if self.missing.get(&key).is_some_and(|m| m.head < event) {
+                        self.missing.remove(&key);
+                    }
                 }
             }
             Change::Revoke(entry) => self.revocations.insert(entry),
@@ -234,8 +249,7 @@ impl Directory {
     /// Forgets revocations past `expires_at + grace` and unknown keys past `negative_ttl`.
     pub fn expire(&mut self, now_ms: u64) {
         self.revocations.expire(now_ms / 1000);
-        self.missing
-            .retain(|_, Missing::Until(until)| *until > now_ms);
+        self.missing.retain(|_, missing| missing.until > now_ms);
     }
 
     /// Whether the revocations are loaded (looked-up tokens can be admitted).
@@ -275,7 +289,7 @@ impl Directory {
             return Lookup::Found(Arc::clone(found));
         }
         match self.missing.get(key) {
-            Some(Missing::Until(until)) if *until > now_ms => Lookup::Missing,
+            Some(missing) if missing.until > now_ms => Lookup::Missing,
             _ => Lookup::NotCached,
         }
     }
@@ -307,8 +321,20 @@ impl Directory {
         key: &str,
         now_ms: u64,
     ) -> Result<Resolve, StoreError> {
+        if self.unshared.contains(key) {
+            return Ok(Resolve::Wait);
+        }
+        if self.failed.get(key).is_some_and(|until| now_ms < *until) {
+            return Ok(Resolve::Failed);
+        }
         let (slot, cas) = self.slots.read(store, key)?;
-        if let Some(slot) = slot.filter(|s| s.key == key && s.generation == self.head.generation) {
+        let slot = slot.filter(|s| s.generation == self.head.generation);
+        // Another key's credential holds the slot: it is not evicted (a client's random key
+        // must not push a real consumer out); this key is looked up for this worker alone.
+        let occupied = slot
+            .as_ref()
+            .is_some_and(|s| s.key != key && matches!(s.state, SlotState::Found(_)));
+        if let Some(slot) = slot.filter(|s| s.key == key) {
             match &slot.state {
                 SlotState::Found(body) => {
                     if let Ok(found) = decode(key, body) {
@@ -319,7 +345,7 @@ impl Directory {
                 SlotState::Missing => {
                     let until = slot.at_ms.saturating_add(self.source.negative_ttl_ms);
                     if until > now_ms {
-                        self.remember_missing(key, until);
+                        self.remember_missing(key, until, slot.head);
                         return Ok(Resolve::Ready);
                     }
                 }
@@ -340,9 +366,17 @@ impl Directory {
         if !count_lookup(store, now_ms, self.source.max_lookups_per_second)? {
             return Ok(Resolve::Throttled);
         }
+        if occupied {
+            if self.unshared.len() >= self.source.cache_size {
+                return Ok(Resolve::Throttled);
+            }
+            self.unshared.insert(key.to_owned());
+            return Ok(Resolve::Claimed);
+        }
         let pending = Slot {
             generation: self.head.generation,
             at_ms: now_ms,
+            head: 0,
             key: key.to_owned(),
             state: SlotState::Pending,
         };
@@ -362,13 +396,16 @@ impl Directory {
         body: &[u8],
         now_ms: u64,
     ) -> Result<Answered, StoreError> {
+        if self.unshared.remove(key) {
+            return self.answered_alone(store, key, status, body, now_ms);
+        }
         let (slot, cas) = self.slots.read(store, key)?;
         let ours = slot.as_ref().is_some_and(|s| {
             s.key == key && s.state == SlotState::Pending && s.generation == self.head.generation
         });
         let release = |this: &Directory| -> Result<(), StoreError> {
             if ours {
-                this.slots.clear(store, key)?;
+                this.slots.clear(store, key, u64::MAX)?;
             }
             Ok(())
         };
@@ -376,7 +413,7 @@ impl Directory {
             Ok(answer) => answer,
             Err(why) => {
                 if ours {
-                    self.store_slot(store, key, SlotState::Failed, now_ms, cas)?;
+                    self.store_slot(store, key, SlotState::Failed, 0, now_ms, cas)?;
                 }
                 return Ok(Answered::Failed(why));
             }
@@ -394,7 +431,8 @@ impl Directory {
             match Found::from_answer(key, &answer) {
                 Ok(found) => {
                     let state = SlotState::Found(body.to_vec());
-                    let written = self.store_slot(store, key, state, now_ms, cas)?;
+                    let written =
+                        self.store_slot(store, key, state, answer.position.head, now_ms, cas)?;
                     if written {
                         self.remember_found(key, found);
                     }
@@ -406,7 +444,7 @@ impl Directory {
                 }
                 Err(why) => {
                     if ours {
-                        self.store_slot(store, key, SlotState::Failed, now_ms, cas)?;
+                        self.store_slot(store, key, SlotState::Failed, 0, now_ms, cas)?;
                     }
                     return Ok(Answered::Failed(format!("unusable credential: {why}")));
                 }
@@ -414,12 +452,61 @@ impl Directory {
         } else {
             SlotState::Missing
         };
-        if self.store_slot(store, key, state, now_ms, cas)? {
-            self.remember_missing(key, now_ms.saturating_add(self.source.negative_ttl_ms));
+        if self.store_slot(store, key, state, answer.position.head, now_ms, cas)? {
+            let until = now_ms.saturating_add(self.source.negative_ttl_ms);
+            self.remember_missing(key, until, answer.position.head);
             Ok(Answered::Stored)
         } else {
             Ok(Answered::Discarded)
         }
+    }
+
+    /// The answer of a lookup made without a slot: cached by this worker only.
+    fn answered_alone(
+        &mut self,
+        store: &dyn SharedStore,
+        key: &str,
+        status: Option<&str>,
+        body: &[u8],
+        now_ms: u64,
+    ) -> Result<Answered, StoreError> {
+        let backoff = now_ms.saturating_add(FAILURE_BACKOFF_MS);
+        let answer: CredentialAnswer = match read(status, body) {
+            Ok(answer) => answer,
+            Err(why) => {
+                self.remember_failed(key, backoff);
+                return Ok(Answered::Failed(why));
+            }
+        };
+        let (head, _) = Head::read(store)?;
+        if answer.position.epoch != head.epoch
+            || answer.position.head < head.applied
+            || head.generation != self.head.generation
+        {
+            return Ok(Answered::Discarded);
+        }
+        if !answer.found {
+            let until = now_ms.saturating_add(self.source.negative_ttl_ms);
+            self.remember_missing(key, until, answer.position.head);
+            return Ok(Answered::Stored);
+        }
+        match Found::from_answer(key, &answer) {
+            Ok(found) => {
+                self.remember_found(key, found);
+                Ok(Answered::Stored)
+            }
+            Err(why) => {
+                self.remember_failed(key, backoff);
+                Ok(Answered::Failed(format!("unusable credential: {why}")))
+            }
+        }
+    }
+
+    fn remember_failed(&mut self, key: &str, until_ms: u64) {
+        if self.failed.len() >= self.source.cache_size {
+            self.failed.clear();
+        }
+        self.failed.insert(key.to_owned(), until_ms);
     }
 
     fn store_slot(
@@ -427,12 +514,14 @@ impl Directory {
         store: &dyn SharedStore,
         key: &str,
         state: SlotState,
+        head: u64,
         now_ms: u64,
         cas: u32,
     ) -> Result<bool, StoreError> {
         let slot = Slot {
             generation: self.head.generation,
             at_ms: now_ms,
+            head,
             key: key.to_owned(),
             state,
         };
@@ -451,14 +540,19 @@ impl Directory {
         self.found.insert(key.to_owned(), Arc::new(found));
     }
 
-    fn remember_missing(&mut self, key: &str, until_ms: u64) {
+    fn remember_missing(&mut self, key: &str, until_ms: u64, head: u64) {
         if self.missing.len() >= self.source.cache_size {
             if let Some(evicted) = self.missing.keys().next().cloned() {
                 self.missing.remove(&evicted);
             }
         }
-        self.missing
-            .insert(key.to_owned(), Missing::Until(until_ms));
+        self.missing.insert(
+            key.to_owned(),
+            Missing {
+                until: until_ms,
+                head,
+            },
+        );
     }
 }
 

@@ -156,7 +156,7 @@ impl Poller {
             match Record::read(store, seq, head.generation)?.map(|r| r.change) {
                 Some(Change::Revoke(entry)) => set.insert(entry),
                 Some(Change::Unrevoke(id)) => set.remove(&id),
-                Some(Change::Drop(_)) => {}
+                Some(Change::Drop { .. }) => {}
                 // Overwritten: reload instead.
                 None => return Ok(false),
             }
@@ -375,9 +375,12 @@ impl Poller {
         for event in events {
             if !event.credentials.is_empty() {
                 for key in &event.credentials {
-                    self.slots.clear(store, key)?;
+                    self.slots.clear(store, key, event.id)?;
                 }
-                record(Change::Drop(event.credentials.clone()))?;
+                record(Change::Drop {
+                    event: event.id,
+                    keys: event.credentials.clone(),
+                })?;
             }
             if let Some(id) = event.revocation() {
                 revocations_changed = true;

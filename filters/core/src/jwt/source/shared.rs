@@ -93,8 +93,10 @@ impl Head {
 /// What one applied change means for the workers.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub enum Change {
-    /// These keys' answers changed: drop them (a later request looks them up again).
-    Drop(Vec<String>),
+    /// These keys' answers changed at admin event `event`: drop what was read before it
+    /// (a later request looks them up again); an answer read at or after it already has
+    /// the change and stays.
+    Drop { event: u64, keys: Vec<String> },
     /// A revocation is (again) in force.
     Revoke(Revocation),
     /// A revocation was deleted or forgotten.
@@ -177,6 +179,8 @@ pub const FAILURE_BACKOFF_MS: u64 = 1000;
 pub struct Slot {
     pub generation: u64,
     pub at_ms: u64,
+    /// The admin's `head` when it answered (0 while pending or failed).
+    pub head: u64,
     pub key: String,
     pub state: SlotState,
 }
@@ -189,9 +193,10 @@ impl Slot {
             SlotState::Missing => (3, &[]),
             SlotState::Failed => (4, &[]),
         };
-        let mut out = Vec::with_capacity(21 + self.key.len() + body.len());
+        let mut out = Vec::with_capacity(29 + self.key.len() + body.len());
         out.extend_from_slice(&self.generation.to_le_bytes());
         out.extend_from_slice(&self.at_ms.to_le_bytes());
+        out.extend_from_slice(&self.head.to_le_bytes());
         out.push(tag);
         out.extend_from_slice(&(self.key.len() as u32).to_le_bytes());
         out.extend_from_slice(self.key.as_bytes());
@@ -203,10 +208,10 @@ impl Slot {
         let word = |at: usize| -> Option<u64> {
             Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
         };
-        let len = u32::from_le_bytes(bytes.get(17..21)?.try_into().ok()?) as usize;
-        let key = String::from_utf8(bytes.get(21..21usize.checked_add(len)?)?.to_vec()).ok()?;
-        let body = bytes.get(21 + len..)?;
-        let state = match bytes.get(16)? {
+        let len = u32::from_le_bytes(bytes.get(25..29)?.try_into().ok()?) as usize;
+        let key = String::from_utf8(bytes.get(29..29usize.checked_add(len)?)?.to_vec()).ok()?;
+        let body = bytes.get(29 + len..)?;
+        let state = match bytes.get(24)? {
             1 => SlotState::Pending,
             2 => SlotState::Found(body.to_vec()),
             3 => SlotState::Missing,
@@ -216,6 +221,7 @@ impl Slot {
         Some(Slot {
             generation: word(0)?,
             at_ms: word(8)?,
+            head: word(16)?,
             key,
             state,
         })
@@ -267,11 +273,16 @@ impl Slots {
         store.cas_set(&slot_key(self.index(&slot.key)), &slot.encode(), cas)
     }
 
-    /// Empties `key`'s place if `key` holds it (whatever its state: a lookup under way for
-    /// it then cannot store its answer, whose CAS no longer matches).
-    pub fn clear(&self, store: &dyn SharedStore, key: &str) -> Result<(), StoreError> {
+    /// Empties `key`'s place if `key` holds it with an answer read before admin event
+    /// `before`, or a lookup under way (which then cannot store its answer: its CAS no
+    /// longer matches), or a failure.
+    pub fn clear(&self, store: &dyn SharedStore, key: &str, before: u64) -> Result<(), StoreError> {
         let (slot, cas) = self.read(store, key)?;
-        if slot.is_some_and(|s| s.key == key) {
+        let stale = |s: &Slot| match s.state {
+            SlotState::Found(_) | SlotState::Missing => s.head < before,
+            SlotState::Pending | SlotState::Failed => true,
+        };
+        if slot.is_some_and(|s| s.key == key && stale(&s)) {
             store.cas_set(&slot_key(self.index(key)), &[], cas)?;
         }
         Ok(())
@@ -373,11 +384,12 @@ mod tests {
         let slot = Slot {
             generation: 1,
             at_ms: 5,
+            head: 9,
             key: "mobile".into(),
             state: SlotState::Found(b"{}".to_vec()),
         };
         assert_eq!(Slot::decode(&slot.encode()), Some(slot));
-        assert_eq!(Slot::decode(&[0; 20]), None);
+        assert_eq!(Slot::decode(&[0; 28]), None);
     }
 
     #[test]
@@ -430,12 +442,13 @@ mod tests {
         let pending = Slot {
             generation: 1,
             at_ms: 1,
+            head: 0,
             key: "k".into(),
             state: SlotState::Pending,
         };
         slots.write(&store, &pending, 0).unwrap();
         let (_, cas) = slots.read(&store, "k").unwrap();
-        slots.clear(&store, "k").unwrap();
+        slots.clear(&store, "k", 1).unwrap();
         let found = Slot {
             state: SlotState::Missing,
             ..pending

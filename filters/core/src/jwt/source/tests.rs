@@ -376,3 +376,101 @@ fn a_second_poller_waits_for_the_lease_and_takes_over() {
         "continues from the shared head"
     );
 }
+
+#[test]
+fn a_key_whose_slot_holds_a_credential_is_looked_up_alone_and_evicts_nothing() {
+    let mut w = World::new();
+    w.poll(&empty_admin);
+    let now = w.now;
+    w.a.sync(&w.store).unwrap();
+    w.a.resolve(&w.store, "mobile", now).unwrap();
+    w.a.answered(
+        &w.store,
+        "mobile",
+        Some("200"),
+        &credential("mobile", 3, &[]),
+        now,
+    )
+    .unwrap();
+    // A key that lands in the same slot (the table has 10000; find one).
+    let slots = super::shared::Slots {
+        size: source().cache_size,
+    };
+    let twin = (0..)
+        .map(|i| format!("random-{i}"))
+        .find(|k| slots.index(k) == slots.index("mobile"))
+        .unwrap();
+    w.b.sync(&w.store).unwrap();
+    assert_eq!(w.b.resolve(&w.store, &twin, now).unwrap(), Resolve::Claimed);
+    assert_eq!(
+        w.b.resolve(&w.store, &twin, now).unwrap(),
+        Resolve::Wait,
+        "one at a time"
+    );
+    let missing = body(json!({"epoch": "e1", "head": 3, "found": false}));
+    assert_eq!(
+        w.b.answered(&w.store, &twin, Some("200"), &missing, now)
+            .unwrap(),
+        Answered::Stored
+    );
+    assert!(matches!(w.b.find(&twin, now), Lookup::Missing));
+    // The credential's slot still serves a worker that never saw it.
+    assert_eq!(
+        w.b.resolve(&w.store, "mobile", now).unwrap(),
+        Resolve::Ready
+    );
+    // A failed lone lookup is not retried for a second.
+    let other_twin = (0..)
+        .map(|i| format!("other-{i}"))
+        .find(|k| slots.index(k) == slots.index("mobile"))
+        .unwrap();
+    assert_eq!(
+        w.b.resolve(&w.store, &other_twin, now).unwrap(),
+        Resolve::Claimed
+    );
+    w.b.answered(&w.store, &other_twin, None, b"", now).unwrap();
+    assert_eq!(
+        w.b.resolve(&w.store, &other_twin, now + 10).unwrap(),
+        Resolve::Failed
+    );
+}
+
+#[test]
+fn an_answer_read_after_a_change_survives_the_feed_catching_up_with_it() {
+    let mut w = World::new();
+    w.poll(&empty_admin);
+    let now = w.now;
+    w.a.sync(&w.store).unwrap();
+    // The credential was created at event 4; the lookup (head 4) lands before the poll.
+    w.a.resolve(&w.store, "mobile", now).unwrap();
+    w.a.answered(
+        &w.store,
+        "mobile",
+        Some("200"),
+        &credential("mobile", 4, &[]),
+        now,
+    )
+    .unwrap();
+    let admin = |call: &Call| match call {
+        Call::Changes { after: 3 } => (
+            Some("200"),
+            changes(
+                4,
+                json!([{"id": 4, "entity": "jwt_secrets", "entity_id": "k-1", "op": "create", "credentials": ["mobile"]}]),
+            ),
+        ),
+        other => panic!("unexpected {other:?}"),
+    };
+    assert_eq!(w.poll(&admin), [Outcome::Applied { events: 1 }]);
+    assert!(
+        matches!(w.find('a', "mobile"), Lookup::Found(_)),
+        "kept locally"
+    );
+    let now = w.now;
+    w.b.sync(&w.store).unwrap();
+    assert_eq!(
+        w.b.resolve(&w.store, "mobile", now).unwrap(),
+        Resolve::Ready,
+        "kept in its slot"
+    );
+}
