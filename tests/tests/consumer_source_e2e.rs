@@ -35,14 +35,19 @@ fn jwt_config(extra: serde_json::Value) -> String {
     json!({"consumer_source": source, "token_cache_size": 1024}).to_string()
 }
 
-fn scene(admin: &AdminService, nodes: usize, extra: serde_json::Value) -> Scene {
+/// `nodes` gateways whose cluster leads to the data plane of every one of `admins`.
+fn scene(admins: &[&AdminService], nodes: usize, extra: serde_json::Value) -> Scene {
     let users = Upstream::start("users");
     let payments = Upstream::start("payments");
     let acl = r#"{"any_consumer": true, "routes": {"payments": {"allow": ["admins"]}}}"#;
-    let gateway = Gateway::new()
-        .route("users", "/users", &users)
-        .route("payments", "/payments", &payments)
-        .http_cluster(CLUSTER, admin.data_plane_address().port())
+    let mut gateway =
+        Gateway::new()
+            .route("users", "/users", &users)
+            .route("payments", "/payments", &payments);
+    for admin in admins {
+        gateway = gateway.http_cluster(CLUSTER, admin.data_plane_address().port());
+    }
+    let gateway = gateway
         .filter(portcullis_filter("jwt", Some(&jwt_config(extra))))
         .filter(portcullis_filter("acl", Some(acl)));
     let nodes = (0..nodes)
@@ -116,7 +121,7 @@ fn postgres_admin() -> (Postgres, AdminService) {
 #[test]
 fn changes_reach_every_node_and_worker_within_the_poll_interval_plus_a_round_trip() {
     let (_postgres, admin) = postgres_admin();
-    let scene = scene(&admin, 2, json!({}));
+    let scene = scene(&[&admin], 2, json!({}));
     let trials = 3;
     let mut rows: Vec<(&str, Vec<Duration>)> = Vec::new();
     let mut record =
@@ -197,7 +202,7 @@ fn changes_reach_every_node_and_worker_within_the_poll_interval_plus_a_round_tri
 #[test]
 fn with_the_admin_or_its_database_down_cached_keys_serve_unknown_ones_get_503_then_all_recovers() {
     let (postgres, mut admin) = postgres_admin();
-    let scene = scene(&admin, 1, json!({"stale_ttl": 60}));
+    let scene = scene(&[&admin], 1, json!({"stale_ttl": 60}));
     admin.create_consumer("cached", None);
     admin.create_jwt("cached", "cached-key", SECRET);
     let cached = hs256("cached-key", SECRET.as_bytes());
@@ -255,7 +260,7 @@ fn a_burst_of_random_keys_is_bounded_and_known_consumers_do_not_notice() {
     let admin = AdminService::sqlite().unwrap_or_else(|e| panic!("{e:#}"));
     let cap = 50;
     let scene = scene(
-        &admin,
+        &[&admin],
         1,
         json!({"max_lookups_per_second": cap, "cache_size": 1000}),
     );
@@ -298,4 +303,43 @@ fn a_burst_of_random_keys_is_bounded_and_known_consumers_do_not_notice() {
         "{lookups} lookups"
     );
     assert_eq!(unknown + throttled, 10_000);
+}
+
+#[test]
+fn two_admin_replicas_behind_one_cluster_serve_as_one() {
+    let (postgres, first) = postgres_admin();
+    let url = postgres.url("source");
+    let second = AdminService::start(&url).unwrap_or_else(|e| panic!("{e:#}"));
+    let scene = scene(&[&first, &second], 2, json!({}));
+    for round in 0..2 {
+        // Written through one replica, looked up and followed through both (round robin).
+        let (writer, other) = if round == 0 {
+            (&first, &second)
+        } else {
+            (&second, &first)
+        };
+        let user = format!("replicated-{round}");
+        let key = format!("replicated-key-{round}");
+        writer.create_consumer(&user, None);
+        let token = hs256(&key, SECRET.as_bytes());
+        assert!(scene.agree("/users", &token, 401));
+        let since = Instant::now();
+        writer.create_jwt(&user, &key, SECRET);
+        let created = scene.until_agreed(since, "/users", &token, 200);
+        let since = Instant::now();
+        other.add_group(&user, "admins");
+        let grouped = scene.until_agreed(since, "/payments", &token, 200);
+        println!(
+            "replicas, round {round}: created {} ms, group added through the other {} ms",
+            created.as_millis(),
+            grouped.as_millis()
+        );
+        let bound = Duration::from_millis(POLL_INTERVAL_MS + 1000);
+        assert!(created <= bound && grouped <= bound);
+    }
+    assert_eq!(
+        scene.metric("portcullis_jwt_source_resets_total"),
+        0.0,
+        "one feed, one epoch"
+    );
 }

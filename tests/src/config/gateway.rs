@@ -1,7 +1,8 @@
 //! [`Gateway`]: the one-listener config most tests need.
 
+use super::cluster::replicated_cluster;
+use super::grpc_cluster;
 use super::listener::{bootstrap, direct_response, route, virtual_host, Listener, ADMIN};
-use super::{cluster, grpc_cluster};
 use crate::upstream::Upstream;
 
 /// The bootstrap most tests need: an admin endpoint and one listener (named
@@ -12,7 +13,7 @@ use crate::upstream::Upstream;
 #[derive(Clone, Debug, Default)]
 pub struct Gateway {
     routes: Vec<String>,
-    clusters: Vec<(String, u16)>,
+    clusters: Vec<(String, Vec<u16>)>,
     grpc_clusters: Vec<(String, u16)>,
     filters: Vec<String>,
     use_remote_address: bool,
@@ -36,16 +37,18 @@ impl Gateway {
     pub fn route_to(mut self, name: &str, prefix: &str, cluster: &str, port: u16) -> Self {
         self.routes.push(route(name, prefix, cluster));
         if !self.clusters.iter().any(|(c, _)| c == cluster) {
-            self.clusters.push((cluster.to_owned(), port));
+            self.clusters.push((cluster.to_owned(), vec![port]));
         }
         self
     }
 
     /// A cluster speaking HTTP/1.1 to `127.0.0.1:port` that no route leads to: for a service
-    /// a filter calls with `dispatch_http_call` (portcullis-admin's data plane).
+    /// a filter calls with `dispatch_http_call` (portcullis-admin's data plane). Called
+    /// again with the same name, it adds an endpoint (replicas, round robin).
     pub fn http_cluster(mut self, name: &str, port: u16) -> Self {
-        if !self.clusters.iter().any(|(c, _)| c == name) {
-            self.clusters.push((name.to_owned(), port));
+        match self.clusters.iter_mut().find(|(c, _)| c == name) {
+            Some((_, ports)) => ports.push(port),
+            None => self.clusters.push((name.to_owned(), vec![port])),
         }
         self
     }
@@ -92,7 +95,7 @@ impl Gateway {
         let clusters: Vec<String> = self
             .clusters
             .iter()
-            .map(|(name, port)| cluster(name, *port))
+            .map(|(name, ports)| replicated_cluster(name, ports))
             .chain(
                 self.grpc_clusters
                     .iter()
