@@ -484,3 +484,38 @@ fn a_bad_consumer_source_refuses_to_start_naming_the_field() {
         .iter()
         .any(|l| l.message.contains("consumer_source.poll_interval_ms")));
 }
+
+#[test]
+fn acl_and_rate_limiting_take_looked_up_consumers_like_static_ones() {
+    let host = Host::new();
+    let admin = Admin::serve(&host);
+    admin.create("mobile", "mobile-app", &["customers"]);
+    admin.create("web", "web-app", &["customers"]);
+    let mut jwt = worker(&host, &source_config(json!({})));
+    let mut acl = host
+        .plugin(dist("acl"))
+        .name("acl")
+        .config_json(&json!({"allow": ["admins"]}))
+        .start()
+        .unwrap();
+    let mut limit = host
+        .plugin(dist("rate-limiting"))
+        .name("rate-limiting")
+        .config_json(&json!({"minute": 2, "limit_by": "consumer", "slots": 64}))
+        .start()
+        .unwrap();
+    let mut send = |key: &str| {
+        host_test::send(
+            &mut [&mut jwt, &mut acl, &mut limit],
+            bearer(&token(key, json!({}))),
+        )
+    };
+    assert_eq!(send("mobile").status(), 403, "customers only");
+    admin.set_groups("mobile", &["admins"]);
+    admin.set_groups("web", &["admins"]);
+    // The poller's next tick runs within the chain's next request.
+    host.advance(Duration::from_millis(1001));
+    let statuses: Vec<u16> = (0..3).map(|_| send("mobile").status()).collect();
+    assert_eq!(statuses, [200, 200, 429], "counted per looked-up consumer");
+    assert_eq!(send("web").status(), 200, "another consumer, its own count");
+}
