@@ -30,6 +30,9 @@ pub struct Source {
     poller: RefCell<Poller>,
     /// Keys whose lookup this worker claimed, for the root context to dispatch.
     pub to_lookup: RefCell<Vec<String>>,
+    /// When the view last forgot what expired (at most once a second: the root context
+    /// ticks every few milliseconds while requests wait).
+    expired_at: std::cell::Cell<u64>,
     metrics: Metrics,
 }
 
@@ -42,6 +45,7 @@ impl Source {
             poller: RefCell::new(Poller::new(settings.clone(), owner)),
             directory: RefCell::new(Directory::new(settings)),
             to_lookup: RefCell::new(Vec::new()),
+            expired_at: std::cell::Cell::new(0),
             metrics: Metrics {
                 lookups: Counter::define("portcullis_jwt_source_lookups_total"),
                 lookup_failures: Counter::define("portcullis_jwt_source_lookup_failed_total"),
@@ -98,7 +102,10 @@ impl Source {
     /// The calls the poller wants now.
     pub fn poll(&self) -> Vec<Call> {
         let now = host::now_millis();
-        self.directory.borrow_mut().expire(now);
+        if now.saturating_sub(self.expired_at.get()) >= 1000 {
+            self.directory.borrow_mut().expire(now);
+            self.expired_at.set(now);
+        }
         let calls = self.poller.borrow_mut().tick(&HostStore, now);
         calls.unwrap_or_else(|e| {
             log(
