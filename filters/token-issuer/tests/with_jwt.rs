@@ -19,18 +19,13 @@ struct Gateway {
 
 impl Gateway {
     fn new(host: Host, alg: &str, issuer_config: &serde_json::Value) -> Gateway {
-        let mut issuer = start(&host, issuer_config);
+        let mut issuer = host.start("token-issuer", issuer_config);
         let jwks = (!alg.starts_with("HS")).then(|| {
             let ex = issuer.send(Request::get(JWKS_PATH));
             assert_eq!(ex.status(), 200, "{}", ex.body_text());
             ex.body_text()
         });
-        let jwt = host
-            .plugin(dist("jwt"))
-            .name("jwt")
-            .config_json(&jwt_config(alg, jwks.as_deref()))
-            .start()
-            .unwrap_or_else(|e| panic!("jwt refused its configuration: {e}"));
+        let jwt = host.start("jwt", &jwt_config(alg, jwks.as_deref()));
         Gateway { host, issuer, jwt }
     }
 
@@ -184,7 +179,7 @@ fn crypto_in_module_never_asks_the_host() {
 fn hmac_and_eddsa_are_always_signed_in_the_module() {
     for alg in ["HS512", "EdDSA"] {
         let host = Host::new();
-        let _ = start(&host, &config(alg));
+        let _ = host.start("token-issuer", &config(alg));
         assert!(
             host.logged(
                 LogLevel::Info,

@@ -90,28 +90,17 @@ pub fn with(mut base: Value, extra: Value) -> Value {
     base
 }
 
-/// Starts the issuer (plugin name `token-issuer`) or fails the test with its log.
-pub fn start(host: &Host, config: &Value) -> Plugin {
-    host.plugin(dist("token-issuer"))
-        .name("token-issuer")
-        .config_json(config)
-        .start()
-        .unwrap_or_else(|e| panic!("token-issuer refused its configuration: {e}"))
-}
-
 /// Starts the issuer in its held mode (`allow_on_headers_stop_iteration: true` in its own
 /// config) on a host whose Envoy flag of the same name is `envoy_flag`: the two must be set
 /// together, and `false` shows what a user gets when only the filter's is.
 pub fn start_held(host: &Host, config: &Value, envoy_flag: bool) -> Plugin {
-    host.plugin(dist("token-issuer"))
-        .name("token-issuer")
+    host.filter("token-issuer")
         .allow_on_headers_stop_iteration(envoy_flag)
         .config_json(&with(
             config.clone(),
             json!({"allow_on_headers_stop_iteration": true}),
         ))
-        .start()
-        .unwrap_or_else(|e| panic!("token-issuer refused its configuration: {e}"))
+        .started()
 }
 
 /// What the demo login service answers for mobile-app.
