@@ -17,6 +17,7 @@
 //! ```
 
 pub mod certs;
+mod chunked;
 pub mod client;
 pub mod config;
 pub mod envoy;
