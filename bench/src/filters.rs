@@ -16,17 +16,44 @@ fn secret_for(alg: &str) -> &'static [u8] {
     }
 }
 
+/// When every bench token was issued, and until when it holds: fixed, so every run sends the
+/// same tokens and host-test counts the same instructions for them (the signature's values
+/// steer how much work an in-module check does). Issued at host-test's start clock,
+/// 2026-01-01T00:00:00Z, valid to 2100-01-01: ten digits each, as the run-time Unix times
+/// the tokens carried before, so they are as long.
+const ISSUED_AT: u64 = 1_767_225_600;
+const EXPIRES_AT: u64 = 4_102_444_800;
+
+/// The bench's token of `alg`, the same on every run: HMAC, RSASSA-PKCS1-v1_5 and Ed25519
+/// signatures are deterministic, and ES256 is signed with RFC 6979's deterministic nonce
+/// (OpenSSL's, which `tokens` signs with, is random).
 pub fn token(alg: &str) -> String {
-    // Valid for a day: longer than any bench. `groups` is for Envoy's rbac (Portcullis acl
-    // takes the consumer's configured groups).
-    let exp = tokens::now() + 86_400;
-    tokens::token(
-        alg,
-        ISSUER,
-        None,
-        json!({ "exp": exp, "groups": ["admins"] }),
-        secret_for(alg),
+    // `groups` is for Envoy's rbac (Portcullis acl takes the consumer's configured groups).
+    let header = json!({ "alg": alg, "typ": "JWT" });
+    let claims = json!({ "iss": ISSUER, "sub": ISSUER, "iat": ISSUED_AT, "exp": EXPIRES_AT,
+                         "groups": ["admins"] });
+    if alg != "ES256" {
+        return tokens::sign_raw(&header, &claims, secret_for(alg));
+    }
+    let input = format!(
+        "{}.{}",
+        tokens::b64(header.to_string()),
+        tokens::b64(claims.to_string())
+    );
+    format!(
+        "{input}.{}",
+        tokens::b64(es256_deterministic(input.as_bytes()))
     )
+}
+
+/// The JWS signature (`r||s`) of `input` with the P-256 fixture key, nonce per RFC 6979.
+fn es256_deterministic(input: &[u8]) -> Vec<u8> {
+    use p256::ecdsa::signature::Signer;
+    use p256::pkcs8::DecodePrivateKey;
+    let key = p256::ecdsa::SigningKey::from_pkcs8_pem(&tokens::fixture("p256.key.pem"))
+        .expect("the P-256 fixture key");
+    let signature: p256::ecdsa::Signature = key.try_sign(input).expect("ES256 signs");
+    signature.to_bytes().to_vec()
 }
 
 pub const ACL: &str = r#"{"allow":["admins"]}"#;

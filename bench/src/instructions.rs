@@ -1,11 +1,12 @@
 //! The wasm instructions per request of each row with Portcullis filters, counted by
-//! host-test: deterministic, so a change to a filter shows its cost here to the instruction.
+//! host-test: deterministic (the same tokens, see `filters::token`, at host-test's fixed
+//! start clock), so a change to a filter shows its cost here to the instruction.
 
 use host_test::{GrpcAnswer, Host, Request};
 use portcullis_core::rate_limit::rls::{
     DescriptorStatus, ProtoDuration, RateLimitResponse, CODE_OK,
 };
-use portcullis_tests::{paths, tokens};
+use portcullis_tests::paths;
 use prost::Message;
 
 use crate::filters::{SERVICE_CLUSTER, SERVICE_LIMIT_PER_MINUTE};
@@ -20,7 +21,6 @@ pub fn print(rows: &[Row]) {
     println!("|---|---:|---:|---:|");
     for row in rows.iter().filter(|r| !r.portcullis.is_empty()) {
         let host = Host::new();
-        host.set_unix_time(tokens::now());
         if row.domain.is_some() {
             host.grpc_service(SERVICE_CLUSTER, |_| {
                 GrpcAnswer::ok(ok_answer(SERVICE_LIMIT_PER_MINUTE - 1))

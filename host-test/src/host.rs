@@ -10,7 +10,7 @@ use std::time::Duration;
 use wasmtime::{Config, Engine, Module};
 
 use crate::abi::{LogLevel, MetricType, Status};
-use crate::plugin::PluginBuilder;
+use crate::plugin::{Plugin, PluginBuilder};
 
 /// 2026-01-01T00:00:00Z: where every harness clock starts, so tests are reproducible.
 pub const EPOCH_START_NANOS: u64 = 1_767_225_600_000_000_000;
@@ -385,6 +385,18 @@ impl Host {
     /// Starts describing a plugin (one VM instance of a module with its configuration).
     pub fn plugin(&self, wasm: impl AsRef<Path>) -> PluginBuilder {
         PluginBuilder::new(self.clone(), wasm.as_ref().to_path_buf())
+    }
+
+    /// Starts describing the filter `dist/portcullis-<filter>.wasm` as plugin `<filter>`,
+    /// for a start that needs more than a configuration (a VM id, a flag) or is refused.
+    pub fn filter(&self, filter: &str) -> PluginBuilder {
+        self.plugin(crate::dist(filter)).name(filter)
+    }
+
+    /// Starts the filter `dist/portcullis-<filter>.wasm` as plugin `<filter>` with `config`,
+    /// or fails the test with the refusal and the plugin's log: how a filter test begins.
+    pub fn start(&self, filter: &str, config: &serde_json::Value) -> Plugin {
+        self.filter(filter).config_json(config).started()
     }
 
     /// Compiles a module once per host; later plugins of the same file reuse it.

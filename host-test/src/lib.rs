@@ -4,11 +4,7 @@
 //! ```no_run
 //! use host_test::{Host, Request};
 //! let host = Host::new();
-//! let mut acl = host
-//!     .plugin(host_test::dist("acl"))
-//!     .config_json(&serde_json::json!({ "allow": ["admins"] }))
-//!     .start()
-//!     .unwrap();
+//! let mut acl = host.start("acl", &serde_json::json!({ "allow": ["admins"] }));
 //! let exchange = acl.send(Request::get("/payments").route("payments"));
 //! assert_eq!(exchange.status(), 401);
 //! assert!(!exchange.reached_upstream());

@@ -103,6 +103,17 @@ impl PluginBuilder {
         self.config(bytes)
     }
 
+    /// [`start`](Self::start) for a test that needs the plugin running: a refusal fails
+    /// the test, naming the plugin and its configuration, with the plugin's log.
+    pub fn started(self) -> Plugin {
+        let what = format!(
+            "{} refused {}",
+            self.name,
+            String::from_utf8_lossy(&self.plugin_config)
+        );
+        self.start().unwrap_or_else(|e| panic!("{what}: {e}"))
+    }
+
     /// Instantiates the module and runs its start-up as Envoy does: `_initialize`, the ABI
     /// version check, `proxy_on_context_create` for the root context, `proxy_on_vm_start`,
     /// `proxy_on_configure`. A `false` from either start callback is a [`StartError`].

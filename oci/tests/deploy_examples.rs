@@ -24,11 +24,7 @@ fn yaml(path: &Path) -> Value {
 fn starts_with(filter: &str, config: Option<&Value>, example: &str) {
     let config = config.unwrap_or_else(|| panic!("{example}: no configuration"));
     let json = serde_json::to_string(config).unwrap_or_default();
-    if let Err(e) = host_test::Host::new()
-        .plugin(host_test::dist(filter))
-        .config(json)
-        .start()
-    {
+    if let Err(e) = host_test::Host::new().filter(filter).config(json).start() {
         panic!("{example}: the example's configuration does not start {filter}: {e}");
     }
 }

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::headers;
+use crate::{chunked, headers};
 
 /// How long one exchange may take before it counts as a transport failure.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -152,23 +152,8 @@ fn parse_raw(raw: &[u8]) -> Result<Reply, String> {
         body: raw[split + 4..].to_vec(),
     };
     if reply.header("transfer-encoding") == Some("chunked") {
-        reply.body = dechunk(&reply.body).ok_or("malformed chunked body")?;
+        reply.body = chunked::decode(&mut reply.body.as_slice())
+            .map_err(|e| format!("malformed chunked body: {e}"))?;
     }
     Ok(reply)
-}
-
-fn dechunk(mut chunked: &[u8]) -> Option<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let line_end = chunked.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&chunked[..line_end]).ok()?;
-        let size_text = size_text.split(';').next()?.trim();
-        let size = usize::from_str_radix(size_text, 16).ok()?;
-        let data = chunked.get(line_end + 2..)?;
-        if size == 0 {
-            return Some(body);
-        }
-        body.extend_from_slice(data.get(..size)?);
-        chunked = data.get(size + 2..)?;
-    }
 }

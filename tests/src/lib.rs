@@ -20,6 +20,7 @@
 
 pub mod admin_service;
 pub mod certs;
+mod chunked;
 pub mod client;
 pub mod config;
 pub mod envoy;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::headers;
+use crate::{chunked, headers};
 
 /// One request as the upstream received it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -324,7 +324,7 @@ fn read_request(
     let value = |name: &str| headers::first(&headers, name).map(str::to_ascii_lowercase);
     let chunked = value("transfer-encoding").is_some_and(|v| v.contains("chunked"));
     let body = if chunked {
-        read_chunked(reader)?
+        chunked::decode(&mut Patient(reader))?
     } else {
         let length = value("content-length")
             .map(|v| {
@@ -334,7 +334,7 @@ fn read_request(
             .transpose()?
             .unwrap_or(0);
         let mut body = vec![0; length];
-        read_exact(reader, &mut body)?;
+        Patient(reader).read_exact(&mut body)?;
         body
     };
     let close = match value("connection") {
@@ -377,46 +377,39 @@ fn read_line(
     }
 }
 
-fn read_exact(reader: &mut BufReader<TcpStream>, buf: &mut [u8]) -> std::io::Result<()> {
-    let mut filled = 0;
-    let mut waited = Duration::ZERO;
-    while filled < buf.len() {
-        match reader.read(buf.get_mut(filled..).unwrap_or_default()) {
-            Ok(0) => return Err(invalid("connection closed inside a body")),
-            Ok(n) => filled += n,
-            Err(e) if is_timeout(&e) && waited < Duration::from_secs(30) => waited += IDLE_POLL,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
+/// The connection as a body is read from it: each read waits out the poll timeouts the
+/// socket has (so an idle connection can see the stop flag) for up to 30 s of silence, then
+/// fails, as a client stuck mid-request would make it.
+struct Patient<'a>(&'a mut BufReader<TcpStream>);
 
-/// A chunked body, trailers skipped.
-fn read_chunked(reader: &mut BufReader<TcpStream>) -> std::io::Result<Vec<u8>> {
-    let never = AtomicBool::new(false);
-    let mut body = Vec::new();
-    loop {
-        let mut line = Vec::new();
-        read_line(reader, &mut line, &never, false)?;
-        let text = String::from_utf8_lossy(&line);
-        let size = text.trim().split(';').next().unwrap_or_default();
-        let size = usize::from_str_radix(size, 16).map_err(|_| invalid("bad chunk size"))?;
-        if size == 0 {
-            loop {
-                let mut trailer = Vec::new();
-                if read_line(reader, &mut trailer, &never, false)? == 0
-                    || trailer == b"\r\n"
-                    || trailer == b"\n"
-                {
-                    return Ok(body);
-                }
+impl BufRead for Patient<'_> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        let mut waited = Duration::ZERO;
+        while self.0.buffer().is_empty() {
+            match self.0.fill_buf() {
+                Ok(_) => break,
+                Err(e) if is_timeout(&e) && waited < Duration::from_secs(30) => waited += IDLE_POLL,
+                Err(e) => return Err(e),
             }
         }
-        let start = body.len();
-        body.resize(start + size, 0);
-        read_exact(reader, body.get_mut(start..).unwrap_or_default())?;
-        let mut crlf = Vec::new();
-        read_line(reader, &mut crlf, &never, false)?;
+        // Buffered now (or at the end of the stream): no further wait.
+        self.0.fill_buf()
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.0.consume(amount);
+    }
+}
+
+impl Read for Patient<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(buf.len());
+        if let (Some(to), Some(from)) = (buf.get_mut(..n), available.get(..n)) {
+            to.copy_from_slice(from);
+        }
+        self.consume(n);
+        Ok(n)
     }
 }
 

@@ -6,7 +6,7 @@
 // only cover the test functions themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use host_test::{dist, Exchange, Host, LogLevel, Plugin, Request};
+use host_test::{Exchange, Host, LogLevel, Request};
 use portcullis_core::identity::Identity;
 use serde_json::{json, Value};
 
@@ -22,13 +22,6 @@ fn scenario() -> Value {
             "login": {"public": true},
         }
     })
-}
-
-fn acl(host: &Host, config: &Value) -> Plugin {
-    host.plugin(dist("acl"))
-        .config_json(config)
-        .start()
-        .unwrap_or_else(|e| panic!("acl refused {config}: {e}"))
 }
 
 fn consumer(name: &str, groups: &[&str]) -> Identity {
@@ -95,7 +88,7 @@ fn assert_refused(exchange: &Exchange, status: u16, message: &str, what: &str) {
 #[test]
 fn each_rule_lets_through_or_refuses_as_configured() {
     let host = Host::new();
-    let mut acl = acl(&host, &scenario());
+    let mut acl = host.start("acl", &scenario());
     let banned = consumer("mallory", &["customers", "banned"]);
     let groupless = consumer("loner", &[]);
     let cases: [Case; 15] = [
@@ -256,7 +249,7 @@ fn each_rule_lets_through_or_refuses_as_configured() {
 #[test]
 fn a_clients_own_groups_header_gets_nowhere() {
     let host = Host::new();
-    let mut acl = acl(&host, &scenario());
+    let mut acl = host.start("acl", &scenario());
     let forged = |method: &str, path: &str, route: &str, identity: Option<&Identity>| {
         request(method, path, route, identity).header("X-Consumer-Groups", "admins")
     };
@@ -312,8 +305,8 @@ fn a_clients_own_groups_header_gets_nowhere() {
 #[test]
 fn hide_groups_header_keeps_the_groups_from_the_upstream() {
     let host = Host::new();
-    let mut acl = acl(
-        &host,
+    let mut acl = host.start(
+        "acl",
         &json!({"allow": ["admins"], "hide_groups_header": true}),
     );
     let exchange = acl.send(
@@ -327,8 +320,8 @@ fn hide_groups_header_keeps_the_groups_from_the_upstream() {
 #[test]
 fn groups_come_from_a_claim_of_the_identity() {
     let host = Host::new();
-    let mut acl = acl(
-        &host,
+    let mut acl = host.start(
+        "acl",
         &json!({"allow": ["admins"], "groups_claim": "role", "consumer_groups": false}),
     );
     let mut token_admin = consumer("provider-user", &["customers"]);
@@ -349,7 +342,7 @@ fn groups_come_from_a_claim_of_the_identity() {
 #[test]
 fn an_identity_that_does_not_decode_fails_closed_with_401() {
     let host = Host::new();
-    let mut acl = acl(&host, &scenario());
+    let mut acl = host.start("acl", &scenario());
     for (what, bytes) in [
         ("not JSON", &b"admins"[..]),
         ("unknown version", br#"{"v":2,"groups":["admins"]}"#),
@@ -376,7 +369,7 @@ fn an_identity_that_does_not_decode_fails_closed_with_401() {
 #[test]
 fn a_refusal_is_logged_with_consumer_route_and_reason() {
     let host = Host::new();
-    let mut acl = acl(&host, &scenario());
+    let mut acl = host.start("acl", &scenario());
     acl.send(request("DELETE", "/orders/1", "orders", Some(&customer())));
     acl.send(request(
         "GET",
@@ -401,7 +394,7 @@ fn a_refusal_is_logged_with_consumer_route_and_reason() {
 #[test]
 fn metrics_count_each_outcome_overall_per_route_and_by_reason() {
     let host = Host::new();
-    let mut acl = acl(&host, &scenario());
+    let mut acl = host.start("acl", &scenario());
     acl.send(request("POST", "/payments", "payments", Some(&admin())));
     acl.send(request("POST", "/payments", "payments", Some(&admin())));
     acl.send(request("GET", "/payments", "payments", Some(&customer())));
@@ -490,7 +483,7 @@ fn broken_configurations_keep_the_filter_from_starting_and_name_the_field() {
     ];
     for (what, config, expected) in rows {
         let host = Host::new();
-        let refused = host.plugin(dist("acl")).config(config).start();
+        let refused = host.filter("acl").config(config).start();
         let error = match refused {
             Ok(_) => panic!("{what}: {config} was accepted"),
             Err(error) => error,
@@ -509,7 +502,7 @@ fn broken_configurations_keep_the_filter_from_starting_and_name_the_field() {
 #[test]
 fn a_decision_stays_within_its_instruction_budget() {
     let host = Host::new();
-    let mut acl = acl(&host, &scenario());
+    let mut acl = host.start("acl", &scenario());
     let allowed = acl.send(request("GET", "/orders/1", "orders", Some(&customer())));
     let refused = acl.send(request("DELETE", "/orders/1", "orders", Some(&customer())));
     // Measured at about 19k instructions allowed and 24k refused (with its log line),
@@ -523,15 +516,14 @@ fn a_decision_stays_within_its_instruction_budget() {
 #[test]
 fn behind_the_real_jwt_filter_an_anonymous_consumer_is_judged_by_its_own_groups() {
     let host = Host::new();
-    let mut jwt = host
-        .plugin(dist("jwt"))
-        .config_json(&json!({
+    let mut jwt = host.start(
+        "jwt",
+        &json!({
             "consumers": [{"username": "guest", "groups": ["guests"], "credentials": []}],
             "anonymous": "guest",
-        }))
-        .start()
-        .unwrap_or_else(|e| panic!("jwt refused its config: {e}"));
-    let mut acl = acl(&host, &scenario());
+        }),
+    );
+    let mut acl = host.start("acl", &scenario());
     let forged = |path: &str, route: &str| {
         Request::get(path)
             .route(route)
@@ -561,8 +553,8 @@ fn behind_the_real_jwt_filter_an_anonymous_consumer_is_judged_by_its_own_groups(
 #[test]
 fn a_method_rule_cannot_be_sidestepped_by_the_letter_case_of_the_method() {
     let host = Host::new();
-    let mut acl = acl(
-        &host,
+    let mut acl = host.start(
+        "acl",
         &json!({
             "any_consumer": true,
             "routes": {
@@ -595,7 +587,7 @@ fn a_method_override_header_is_judged_as_the_method_it_names_or_refused() {
             "users": {"allow": ["customers"]},
         }
     });
-    let mut filter = acl(&host, &judged);
+    let mut filter = host.start("acl", &judged);
     let overriding = |path: &str, route: &str, header: &str, value: &str| {
         request("POST", path, route, Some(&customer())).header(header, value)
     };
@@ -631,7 +623,7 @@ fn a_method_override_header_is_judged_as_the_method_it_names_or_refused() {
     let host = Host::new();
     let mut judged = judged;
     judged["refuse_method_override"] = json!(true);
-    let mut filter = acl(&host, &judged);
+    let mut filter = host.start("acl", &judged);
     let exchange = filter
         .send(request("GET", "/orders/1", "orders", Some(&admin())).header("x-http-method", "GET"));
     assert_refused(&exchange, 403, FORBIDDEN, "refused override");
@@ -654,7 +646,7 @@ fn a_method_override_header_is_judged_as_the_method_it_names_or_refused() {
 #[test]
 fn a_consumer_name_from_a_token_reaches_the_log_escaped_and_cut_short() {
     let host = Host::new();
-    let mut filter = acl(&host, &scenario());
+    let mut filter = host.start("acl", &scenario());
     // A provider's consumer is named by the token's `sub`: the client's choice.
     let forged = consumer(&format!("eve\r\n[critical] forged{}", "x".repeat(500)), &[]);
     let exchange = filter.send(request("POST", "/payments", "payments", Some(&forged)));

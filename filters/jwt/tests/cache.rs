@@ -14,7 +14,7 @@ use serde_json::json;
 #[test]
 fn a_repeated_token_is_a_cache_hit_that_costs_fewer_instructions() {
     let host = Host::new();
-    let mut jwt = start(&host, &config());
+    let mut jwt = host.start("jwt", &config());
     for alg in ["HS256", "RS256", "PS256", "ES256", "EdDSA"] {
         let token = token(alg);
         let hits = host.metric_value("portcullis_jwt_cache_hits_total");
@@ -56,7 +56,7 @@ fn identity_headers(exchange: &Exchange) -> Vec<(String, Vec<u8>)> {
 #[test]
 fn expiry_and_nbf_are_still_enforced_on_a_cache_hit() {
     let host = Host::new();
-    let mut jwt = start(&host, &config());
+    let mut jwt = host.start("jwt", &config());
     let token = token_with("RS256", json!({"exp": NOW + 120}));
     assert_accepted(&jwt.send(bearer(&token)), "fresh");
     assert_accepted(&jwt.send(bearer(&token)), "cached");
@@ -94,8 +94,8 @@ fn expiry_and_nbf_are_still_enforced_on_a_cache_hit() {
 #[test]
 fn a_cached_token_still_meets_each_routes_own_rules() {
     let host = Host::new();
-    let mut jwt = start(
-        &host,
+    let mut jwt = host.start(
+        "jwt",
         &config_with(json!({"routes": {
             "admin": {"required_claims": ["tenant"]},
             "partners": {"header_names": ["x-partner-token"]}
@@ -128,7 +128,7 @@ fn a_cached_token_still_meets_each_routes_own_rules() {
 #[test]
 fn a_bad_signature_stays_bad_however_often_it_is_sent() {
     let host = Host::new();
-    let mut jwt = start(&host, &config());
+    let mut jwt = host.start("jwt", &config());
     let good = token("RS256");
     let mut signature = signature_of(&good);
     signature[100] ^= 0x04;
@@ -171,7 +171,7 @@ fn the_cache_never_changes_a_verdict() {
     ));
     let run = |cache: usize| {
         let host = Host::new();
-        let mut jwt = start(&host, &config_with(json!({"token_cache_size": cache})));
+        let mut jwt = host.start("jwt", &config_with(json!({"token_cache_size": cache})));
         let mut verdicts = Vec::new();
         // Twice through at the start, then once more after the clock moved past 61 s.
         for round in 0..3 {

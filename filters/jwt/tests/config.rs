@@ -119,12 +119,7 @@ fn a_broken_configuration_is_refused_with_the_field_named_in_the_log() {
     let host = Host::new();
     for (what, config, expected) in rows {
         host.clear_logs();
-        let error = match host
-            .plugin(dist("jwt"))
-            .name("jwt")
-            .config_json(&config)
-            .start()
-        {
+        let error = match host.filter("jwt").config_json(&config).start() {
             Ok(_) => panic!("{what}: started with {config}"),
             Err(error) => error,
         };
@@ -152,8 +147,7 @@ fn a_configuration_that_is_not_a_json_object_is_refused() {
     ] {
         let host = Host::new();
         let error = host
-            .plugin(dist("jwt"))
-            .name("jwt")
+            .filter("jwt")
             .config(bytes.to_vec())
             .start()
             .err()
@@ -170,7 +164,7 @@ fn a_configuration_that_is_not_a_json_object_is_refused() {
 #[test]
 fn a_good_configuration_starts_and_logs_where_signatures_are_checked() {
     let host = Host::new();
-    let _jwt = start(&host, &config());
+    let _jwt = host.start("jwt", &config());
     assert!(host.logged(
         LogLevel::Info,
         "portcullis-jwt: signatures checked by the host: RS256,RS384,RS512,ES256,ES384; \

@@ -172,7 +172,7 @@ fn source_config(extra: Value) -> Value {
 
 /// A worker started, and its first tick run (the source loads the revocations).
 fn worker(host: &Host, config: &Value) -> Plugin {
-    let mut jwt = start(host, config);
+    let mut jwt = host.start("jwt", config);
     jwt.advance(Duration::from_millis(150)).unwrap();
     jwt
 }
@@ -473,11 +473,7 @@ fn a_bad_consumer_source_refuses_to_start_naming_the_field() {
     let host = Host::new();
     let config =
         config_with(json!({"consumer_source": {"cluster": "admin", "poll_interval_ms": 5}}));
-    let refused = host
-        .plugin(dist("jwt"))
-        .name("jwt")
-        .config_json(&config)
-        .start();
+    let refused = host.filter("jwt").config_json(&config).start();
     assert!(refused.is_err());
     assert!(host
         .logs()
@@ -492,18 +488,11 @@ fn acl_and_rate_limiting_take_looked_up_consumers_like_static_ones() {
     admin.create("mobile", "mobile-app", &["customers"]);
     admin.create("web", "web-app", &["customers"]);
     let mut jwt = worker(&host, &source_config(json!({})));
-    let mut acl = host
-        .plugin(dist("acl"))
-        .name("acl")
-        .config_json(&json!({"allow": ["admins"]}))
-        .start()
-        .unwrap();
-    let mut limit = host
-        .plugin(dist("rate-limiting"))
-        .name("rate-limiting")
-        .config_json(&json!({"minute": 2, "limit_by": "consumer", "slots": 64}))
-        .start()
-        .unwrap();
+    let mut acl = host.start("acl", &json!({"allow": ["admins"]}));
+    let mut limit = host.start(
+        "rate-limiting",
+        &json!({"minute": 2, "limit_by": "consumer", "slots": 64}),
+    );
     let mut send = |key: &str| {
         host_test::send(
             &mut [&mut jwt, &mut acl, &mut limit],

@@ -39,7 +39,7 @@ fn on_host(alg: &str) -> bool {
 fn on_envoy_rs_and_es_signatures_are_checked_by_the_host_and_the_rest_in_the_module() {
     let host = Host::new();
     let calls = count_host_checks(&host);
-    let mut jwt = start(&host, &config());
+    let mut jwt = host.start("jwt", &config());
     assert!(
         host.logged(LogLevel::Info, ON_THE_HOST),
         "{:?}",
@@ -59,7 +59,7 @@ fn on_envoy_rs_and_es_signatures_are_checked_by_the_host_and_the_rest_in_the_mod
 fn a_host_without_verify_signature_gets_every_check_done_in_the_module() {
     let host = Host::new();
     host.remove_foreign_function("verify_signature");
-    let mut jwt = start(&host, &config());
+    let mut jwt = host.start("jwt", &config());
     assert!(
         host.logged(LogLevel::Info, ALL_IN_THE_MODULE),
         "{:?}",
@@ -74,7 +74,7 @@ fn a_host_without_verify_signature_gets_every_check_done_in_the_module() {
 fn crypto_in_module_never_asks_the_host() {
     let host = Host::new();
     let calls = count_host_checks(&host);
-    let mut jwt = start(&host, &config_with(json!({"crypto": "in_module"})));
+    let mut jwt = host.start("jwt", &config_with(json!({"crypto": "in_module"})));
     assert!(
         host.logged(LogLevel::Info, ALL_IN_THE_MODULE),
         "{:?}",
@@ -96,7 +96,7 @@ fn a_host_whose_verify_signature_says_yes_to_anything_is_not_trusted() {
         }
         .encode_to_vec())
     });
-    let mut jwt = start(&host, &config());
+    let mut jwt = host.start("jwt", &config());
     assert!(
         host.logged(LogLevel::Info, ALL_IN_THE_MODULE),
         "{:?}",
@@ -116,7 +116,7 @@ fn a_host_whose_verify_signature_says_yes_to_anything_is_not_trusted() {
 fn a_host_check_that_fails_refuses_the_request_it_never_lets_it_through() {
     let host = Host::new();
     let calls = count_host_checks(&host);
-    let mut jwt = start(&host, &config());
+    let mut jwt = host.start("jwt", &config());
     assert_eq!(calls.load(Ordering::SeqCst), 4);
     // After the probe, the host's function breaks.
     host.foreign_function("verify_signature", |_| Err(Status::InternalFailure));
@@ -258,7 +258,7 @@ fn subtract(a: &[u8], b: &[u8]) -> Vec<u8> {
 
 /// (token, status, body) for the whole corpus on a fresh host.
 fn verdicts(host: &Host, crypto: &str, corpus: &[(String, String)]) -> Vec<(String, u16, Value)> {
-    let mut jwt = start(host, &config_with(json!({"crypto": crypto})));
+    let mut jwt = host.start("jwt", &config_with(json!({"crypto": crypto})));
     corpus
         .iter()
         .map(|(what, token)| {
@@ -344,7 +344,7 @@ fn the_host_and_the_module_give_the_same_verdict_for_every_token() {
 /// Wasm instructions of one request on the jwt filter: first sight (cache miss), then the
 /// same token again (cache hit).
 fn instructions(host: &Host, crypto: &str, alg: &str) -> (u64, u64) {
-    let mut jwt = start(host, &config_with(json!({"crypto": crypto})));
+    let mut jwt = host.start("jwt", &config_with(json!({"crypto": crypto})));
     let token = token(alg);
     let miss = jwt.send(bearer(&token));
     let hit = jwt.send(bearer(&token));

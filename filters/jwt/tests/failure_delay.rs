@@ -20,11 +20,7 @@ fn config(delay_ms: u64) -> serde_json::Value {
 fn a_refusal_waits_for_the_delay_and_an_acceptance_does_not() {
     let host = Host::new();
     host.set_unix_time(tokens::now());
-    let mut jwt = host
-        .plugin(host_test::dist("jwt"))
-        .config_json(&config(300))
-        .start()
-        .expect("starts");
+    let mut jwt = host.start("jwt", &config(300));
 
     for (what, header) in [
         ("no token", None),
@@ -68,11 +64,7 @@ fn a_refusal_waits_for_the_delay_and_an_acceptance_does_not() {
 #[test]
 fn without_a_delay_the_refusal_is_immediate() {
     let host = Host::new();
-    let mut jwt = host
-        .plugin(host_test::dist("jwt"))
-        .config_json(&config(0))
-        .start()
-        .expect("starts");
+    let mut jwt = host.start("jwt", &config(0));
     let before = host.now_nanos();
     assert_eq!(jwt.send(Request::get("/users")).status(), 401);
     assert_eq!(host.now_nanos(), before);
@@ -87,11 +79,7 @@ fn without_a_delay_the_refusal_is_immediate() {
 fn clients_that_leave_free_their_place_so_they_cannot_switch_the_delay_off() {
     let host = Host::new();
     host.set_unix_time(tokens::now());
-    let mut jwt = host
-        .plugin(host_test::dist("jwt"))
-        .config_json(&config(5000))
-        .start()
-        .expect("starts");
+    let mut jwt = host.start("jwt", &config(5000));
     let bad = || Request::get("/users").header("authorization", "Bearer not.a.token");
     // More clients than the queue holds (1024 per worker) send a bad token and leave at
     // once: each frees its place, and the heap is compacted past 4096 entries.

@@ -65,7 +65,7 @@ fn token_with_url_safe_characters() -> String {
 #[test]
 fn malformed_tokens_are_refused_before_any_key_is_looked_up() {
     let host = Host::new();
-    let mut jwt = start(&host, &config());
+    let mut jwt = host.start("jwt", &config());
     let payload = good_payload();
     let url_safe = token_with_url_safe_characters();
     let [h, p, s]: [&str; 3] = url_safe.split('.').collect::<Vec<_>>().try_into().unwrap();
@@ -256,7 +256,7 @@ fn malformed_tokens_are_refused_before_any_key_is_looked_up() {
 #[test]
 fn max_token_bytes_bounds_the_token_before_it_is_parsed() {
     let host = Host::new();
-    let mut jwt = start(&host, &config_with(json!({"max_token_bytes": 300})));
+    let mut jwt = host.start("jwt", &config_with(json!({"max_token_bytes": 300})));
     let small = token("HS256");
     assert!(small.len() <= 300, "{}", small.len());
     assert_accepted(&jwt.send(bearer(&small)), "HS256 under the limit");
@@ -274,7 +274,7 @@ fn max_token_bytes_bounds_the_token_before_it_is_parsed() {
 #[test]
 fn broken_signatures_are_refused() {
     let host = Host::new();
-    let mut jwt = start(&host, &config());
+    let mut jwt = host.start("jwt", &config());
     let flip = |i: usize| move |s: &mut Vec<u8>| s[i] ^= 0x01;
     let last = |s: &mut Vec<u8>| {
         let n = s.len();
@@ -368,7 +368,7 @@ fn broken_signatures_are_refused() {
 #[test]
 fn an_algorithm_other_than_the_credential_pins_is_refused() {
     let host = Host::new();
-    let mut jwt = start(&host, &config());
+    let mut jwt = host.start("jwt", &config());
     let invalid_algorithm = message("Invalid algorithm");
     let rsa_pem = tokens::public_pem("RS256");
     let cases = [
@@ -412,7 +412,7 @@ fn an_algorithm_other_than_the_credential_pins_is_refused() {
 #[test]
 fn a_token_naming_no_credential_is_refused() {
     let host = Host::new();
-    let mut jwt = start(&host, &config());
+    let mut jwt = host.start("jwt", &config());
     let exp = json!({"sub": "x", "exp": NOW + 600});
     assert_refused(
         &mut jwt,
@@ -585,7 +585,7 @@ fn time_claims_are_checked_with_the_leeway_to_the_second() {
     // One host compiles the module once; each row gets its own plugin.
     let host = Host::new();
     for (what, extra, claims, expected) in cases {
-        let mut jwt = start(&host, &config_with(extra));
+        let mut jwt = host.start("jwt", &config_with(extra));
         let token = sign(
             "HS256",
             json!({}),
@@ -603,7 +603,7 @@ fn time_claims_are_checked_with_the_leeway_to_the_second() {
 #[test]
 fn a_token_expires_on_the_host_clock_once_the_leeway_is_spent() {
     let host = Host::new();
-    let mut jwt = start(&host, &config());
+    let mut jwt = host.start("jwt", &config());
     let token = token_with("ES256", json!({"exp": NOW + 30}));
     assert_accepted(&jwt.send(bearer(&token)), "fresh");
     host.advance(std::time::Duration::from_secs(89));
@@ -621,8 +621,8 @@ fn a_token_expires_on_the_host_clock_once_the_leeway_is_spent() {
 #[test]
 fn a_claim_with_cr_lf_or_nul_never_becomes_a_header() {
     let host = Host::new();
-    let mut jwt = start(
-        &host,
+    let mut jwt = host.start(
+        "jwt",
         &config_with(json!({"claims_to_headers": {"sub": "x-jwt-sub", "email": "x-jwt-email"}})),
     );
     let values = [

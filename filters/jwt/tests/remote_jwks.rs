@@ -110,7 +110,7 @@ fn unknown_kid() -> Value {
 fn the_first_request_fetches_the_key_set_through_the_cluster_and_waits_for_it() {
     let host = Host::new();
     let server = JwksServer::serve(&host, jwks(&[k1()]).delay(Duration::from_millis(30)));
-    let mut jwt = start(&host, &remote_config());
+    let mut jwt = host.start("jwt", &remote_config());
     assert_eq!(server.fetches(), 0, "fetched from on_configure");
 
     let before = host.now_nanos();
@@ -156,7 +156,7 @@ fn the_first_request_fetches_the_key_set_through_the_cluster_and_waits_for_it() 
 fn without_requests_the_first_tick_fetches_the_key_set() {
     let host = Host::new();
     let server = JwksServer::serve(&host, jwks(&[k1()]));
-    let mut jwt = start(&host, &remote_config());
+    let mut jwt = host.start("jwt", &remote_config());
     jwt.advance(Duration::from_secs(1)).unwrap();
     assert_eq!(server.fetches(), 1);
     assert_corp(&jwt.send(bearer(&corp("k1"))), "k1");
@@ -167,8 +167,8 @@ fn without_requests_the_first_tick_fetches_the_key_set() {
 fn a_request_arriving_while_another_worker_fetches_is_refused_until_the_keys_land() {
     let host = Host::new();
     let server = JwksServer::serve(&host, jwks(&[k1()]).delay(Duration::from_millis(200)));
-    let mut first = start(&host, &remote_config());
-    let mut second = start(&host, &remote_config());
+    let mut first = host.start("jwt", &remote_config());
+    let mut second = host.start("jwt", &remote_config());
     // The first worker's tick starts the fetch; it takes 200 ms.
     first.advance(Duration::from_secs(1)).unwrap();
     assert_eq!(server.fetches(), 1);
@@ -191,7 +191,7 @@ fn a_request_arriving_while_another_worker_fetches_is_refused_until_the_keys_lan
 fn a_new_kid_makes_a_request_refetch_and_wait_but_never_more_often_than_the_floor() {
     let host = Host::new();
     let server = JwksServer::serve(&host, jwks(&[k1()]));
-    let mut jwt = start(&host, &remote_config());
+    let mut jwt = host.start("jwt", &remote_config());
     assert_corp(&jwt.send(bearer(&corp("k1"))), "k1");
 
     // The issuer rotates in k2. Within the floor (30 s) a k2 token is refused, unfetched.
@@ -244,7 +244,7 @@ fn a_new_kid_makes_a_request_refetch_and_wait_but_never_more_often_than_the_floo
 fn a_fetch_that_waits_delays_the_request_not_the_verdict() {
     let host = Host::new();
     let server = JwksServer::serve(&host, jwks(&[k1()]));
-    let mut jwt = start(&host, &remote_config());
+    let mut jwt = host.start("jwt", &remote_config());
     assert_corp(&jwt.send(bearer(&corp("k1"))), "k1");
     server.answer(jwks(&[k1(), k2()]).delay(Duration::from_millis(250)));
     host.advance(Duration::from_secs(30));
@@ -272,7 +272,7 @@ fn a_fetch_that_waits_delays_the_request_not_the_verdict() {
 fn a_key_replaced_under_the_same_kid_no_longer_verifies_what_it_used_to() {
     let host = Host::new();
     let server = JwksServer::serve(&host, jwks(&[k1()]));
-    let mut jwt = start(&host, &remote_config());
+    let mut jwt = host.start("jwt", &remote_config());
     let token = corp("k1");
     assert_corp(&jwt.send(bearer(&token)), "k1");
     assert_corp(&jwt.send(bearer(&token)), "k1, from the cache");
@@ -300,7 +300,7 @@ fn a_key_replaced_under_the_same_kid_no_longer_verifies_what_it_used_to() {
 fn an_outage_keeps_the_last_good_key_set() {
     let host = Host::new();
     let server = JwksServer::serve(&host, jwks(&[k1()]));
-    let mut jwt = start(&host, &remote_config());
+    let mut jwt = host.start("jwt", &remote_config());
     assert_corp(&jwt.send(bearer(&corp("k1"))), "k1");
     let outages = [
         (
@@ -364,8 +364,8 @@ fn an_outage_keeps_the_last_good_key_set() {
 fn two_workers_share_one_fetched_copy() {
     let host = Host::new();
     let server = JwksServer::serve(&host, jwks(&[k1()]));
-    let mut first = start(&host, &remote_config());
-    let mut second = start(&host, &remote_config());
+    let mut first = host.start("jwt", &remote_config());
+    let mut second = host.start("jwt", &remote_config());
     assert_corp(&first.send(bearer(&corp("k1"))), "first worker");
     assert_corp(&second.send(bearer(&corp("k1"))), "second worker");
     assert_eq!(server.fetches(), 1, "each worker fetched its own copy");
@@ -380,12 +380,10 @@ fn two_workers_share_one_fetched_copy() {
 
     // A worker of another VM id shares nothing, so it fetches its own.
     let mut other = host
-        .plugin(dist("jwt"))
-        .name("jwt")
+        .filter("jwt")
         .vm_id("another-vm")
         .config_json(&remote_config())
-        .start()
-        .unwrap();
+        .started();
     assert_corp(&other.send(bearer(&corp("k2"))), "another VM id");
     assert_eq!(server.fetches(), 3);
 }
@@ -396,7 +394,7 @@ fn a_worker_whose_claim_loses_its_cas_does_not_fetch_even_the_first_time() {
     use portcullis_core::UnixTime;
     let host = Host::new();
     let server = JwksServer::serve(&host, jwks(&[k1()]).delay(Duration::from_millis(200)));
-    let mut jwt = start(&host, &remote_config());
+    let mut jwt = host.start("jwt", &remote_config());
     // Another worker claims the very first fetch between this worker's read of the refresh
     // state and its write. The ABI has no create-if-absent, so a claim written while the
     // key did not exist yet would succeed whatever happened meanwhile: the filter creates
@@ -429,7 +427,7 @@ fn unsigned_with_unknown_kid() -> String {
 fn a_client_that_resets_its_stream_cannot_stall_the_fetch_it_caused() {
     let host = Host::new();
     let server = JwksServer::serve(&host, jwks(&[k1(), k2()]));
-    let mut jwt = start(&host, &remote_config());
+    let mut jwt = host.start("jwt", &remote_config());
     assert_corp(&jwt.send(bearer(&corp("k2"))), "k2 while published");
     // The issuer removes k2, and its JWKS server is slow.
     server.answer(jwks(&[k1()]).delay(Duration::from_millis(500)));
@@ -469,7 +467,7 @@ fn resetting_clients_at_a_high_rate_never_keep_a_removed_key_trusted() {
     // Ticks half a second off the whole seconds at which a claim falls due (the refresh
     // state counts seconds), as a real worker's would be: attackers get there first.
     host.advance(Duration::from_millis(500));
-    let mut jwt = start(&host, &remote_config());
+    let mut jwt = host.start("jwt", &remote_config());
     assert_corp(&jwt.send(bearer(&corp("k2"))), "k2 while published");
     server.answer(jwks(&[k1()]).delay(Duration::from_millis(500)));
     let removed = host.now_nanos();
@@ -503,13 +501,13 @@ fn resetting_clients_at_a_high_rate_never_keep_a_removed_key_trusted() {
 fn a_claim_left_by_a_worker_that_went_away_expires() {
     let host = Host::new();
     let server = JwksServer::serve(&host, jwks(&[k1()]).delay(Duration::from_millis(100)));
-    let mut gone = start(&host, &remote_config());
+    let mut gone = host.start("jwt", &remote_config());
     // The first worker's tick claims and dispatches the first fetch, then its VM goes away
     // before the answer: its claim stays in shared data.
     gone.advance(Duration::from_secs(1)).unwrap();
     assert_eq!(server.fetches(), 1);
     drop(gone);
-    let mut jwt = start(&host, &remote_config());
+    let mut jwt = host.start("jwt", &remote_config());
     // A claim in flight for less than twice the fetch timeout (5 s) stands.
     assert_refused(
         &mut jwt,

@@ -50,7 +50,7 @@ fn on(route: &str, path: &str) -> Request {
 #[test]
 fn client_sent_identity_headers_never_reach_the_upstream() {
     let host = Host::new();
-    let mut jwt = start(&host, &scene());
+    let mut jwt = host.start("jwt", &scene());
     let bob = sign(
         "HS256",
         json!({"kid": "bob-kid-1"}),
@@ -96,7 +96,7 @@ fn client_sent_identity_headers_never_reach_the_upstream() {
 #[test]
 fn without_a_token_the_anonymous_consumer_stands_in_but_a_bad_token_is_still_refused() {
     let host = Host::new();
-    let mut jwt = start(&host, &scene());
+    let mut jwt = host.start("jwt", &scene());
     let exchange = jwt.send(on("catalog", "/catalog"));
     assert_accepted(&exchange, "no token");
     let seen = |name: &str| exchange.upstream_header(name);
@@ -167,7 +167,7 @@ fn resign_flipped(token: &str) -> String {
 #[test]
 fn run_on_preflight_false_lets_cors_preflight_through_unauthenticated() {
     let host = Host::new();
-    let mut jwt = start(&host, &scene());
+    let mut jwt = host.start("jwt", &scene());
     let preflight = |route: &str| {
         Request::new("OPTIONS", "/orders")
             .route(route)
@@ -200,7 +200,7 @@ fn run_on_preflight_false_lets_cors_preflight_through_unauthenticated() {
 #[test]
 fn each_route_gets_its_own_policy_and_unlisted_routes_the_default() {
     let host = Host::new();
-    let mut jwt = start(&host, &scene());
+    let mut jwt = host.start("jwt", &scene());
     let token = token_with("HS256", json!({"exp": NOW + 600}));
     let with = |route: &str| on(route, "/x").header("authorization", &format!("Bearer {token}"));
 
@@ -262,8 +262,8 @@ fn assert_refused_with_realm(jwt: &mut Plugin, request: Request) -> Exchange {
 #[test]
 fn a_whole_gateway_can_be_public_but_for_the_routes_that_say_otherwise() {
     let host = Host::new();
-    let mut jwt = start(
-        &host,
+    let mut jwt = host.start(
+        "jwt",
         &config_with(json!({"public": true, "routes": {"payments": {"public": false}}})),
     );
     assert_accepted(&jwt.send(on("users", "/users")), "public by default");
@@ -286,7 +286,7 @@ fn a_whole_gateway_can_be_public_but_for_the_routes_that_say_otherwise() {
 #[test]
 fn plain_unauthorized_body_hides_the_reason_from_the_client_but_not_from_the_operator() {
     let host = Host::new();
-    let mut jwt = start(&host, &scene());
+    let mut jwt = host.start("jwt", &scene());
     let expired = token_with("HS256", json!({"exp": NOW - 3600}));
     let request = on("quiet", "/x").header("authorization", &format!("Bearer {expired}"));
     assert_refused(
@@ -323,7 +323,7 @@ fn plain_unauthorized_body_hides_the_reason_from_the_client_but_not_from_the_ope
 #[test]
 fn forged_identity_headers_are_removed_even_when_their_bytes_are_not_utf8() {
     let host = Host::new();
-    let mut jwt = start(&host, &scene());
+    let mut jwt = host.start("jwt", &scene());
     let bob = sign(
         "HS256",
         json!({"kid": "bob-kid-1"}),
@@ -363,7 +363,7 @@ fn forged_identity_headers_are_removed_even_when_their_bytes_are_not_utf8() {
 #[test]
 fn a_token_whose_bytes_are_not_utf8_is_a_bad_token_not_no_token() {
     let host = Host::new();
-    let mut jwt = start(&host, &scene());
+    let mut jwt = host.start("jwt", &scene());
     let mut value = format!("Bearer {}", token("HS256")).into_bytes();
     value.push(0xff);
     // On a route with an anonymous consumer, a bad token must not pass as no token.
@@ -383,7 +383,7 @@ fn a_token_whose_bytes_are_not_utf8_is_a_bad_token_not_no_token() {
 #[test]
 fn a_header_map_the_host_cannot_give_is_refused_with_500_never_let_through() {
     let host = Host::new();
-    let mut jwt = start(&host, &scene());
+    let mut jwt = host.start("jwt", &scene());
     host.fail_header_maps(Some(Status::NotFound));
     // Nothing can be read, not even the forged identity headers to strip: on a public route,
     // on the anonymous route and with a token, the answer is the same refusal.
@@ -410,7 +410,7 @@ fn a_header_map_the_host_cannot_give_is_refused_with_500_never_let_through() {
 #[test]
 fn a_forged_identity_header_sent_repeatedly_and_in_any_letter_case_is_removed_entirely() {
     let host = Host::new();
-    let mut jwt = start(&host, &scene());
+    let mut jwt = host.start("jwt", &scene());
     let request = on("docs", "/docs")
         .header("X-Consumer-Username", "admin")
         .header("x-consumer-username", "root")

@@ -23,8 +23,8 @@ fn alice(credential: &str) -> Identity {
 #[test]
 fn every_algorithm_is_accepted_with_kongs_headers_upstream_and_the_identity_in_filter_state() {
     let host = Host::new();
-    let mut jwt = start(
-        &host,
+    let mut jwt = host.start(
+        "jwt",
         &config_with(json!({
             "claims_to_headers": {"sub": "x-jwt-sub"},
             "forward_payload_header": "x-jwt-payload"
@@ -84,7 +84,7 @@ fn every_algorithm_is_accepted_with_kongs_headers_upstream_and_the_identity_in_f
 #[test]
 fn a_consumer_credential_is_found_by_kid_when_iss_names_none() {
     let host = Host::new();
-    let mut jwt = start(&host, &config());
+    let mut jwt = host.start("jwt", &config());
     let bob = Identity {
         consumer_id: Some("bob".into()),
         username: Some("bob".into()),
@@ -120,7 +120,7 @@ fn a_consumer_credential_is_found_by_kid_when_iss_names_none() {
 #[test]
 fn a_credential_named_by_iss_wins_over_the_kid() {
     let host = Host::new();
-    let mut jwt = start(&host, &config());
+    let mut jwt = host.start("jwt", &config());
     // iss names alice's HS256 credential; the kid names bob's (same secret): iss decides.
     let token = sign("HS256", json!({"kid": "bob-kid-1"}), claims("hs256-key"));
     let exchange = jwt.send(bearer(&token));
@@ -134,7 +134,7 @@ fn a_credential_named_by_iss_wins_over_the_kid() {
 #[test]
 fn key_claim_name_names_the_credential_by_another_claim() {
     let host = Host::new();
-    let mut jwt = start(&host, &config_with(json!({"key_claim_name": "client_id"})));
+    let mut jwt = host.start("jwt", &config_with(json!({"key_claim_name": "client_id"})));
     let token = sign(
         "HS256",
         json!({}),
@@ -161,8 +161,8 @@ fn key_claim_name_names_the_credential_by_another_claim() {
 #[test]
 fn claims_reach_the_upstream_as_configured_headers_and_the_payload_as_one_header() {
     let host = Host::new();
-    let mut jwt = start(
-        &host,
+    let mut jwt = host.start(
+        "jwt",
         &config_with(json!({
             "claims_to_headers": {"sub": "x-jwt-sub", "email": "x-jwt-email",
                                   "roles": "x-jwt-roles", "tier": "x-jwt-tier"},
@@ -196,7 +196,7 @@ fn claims_reach_the_upstream_as_configured_headers_and_the_payload_as_one_header
 #[test]
 fn an_issuer_with_an_inline_jwks_is_trusted_for_its_issuer_and_audience() {
     let host = Host::new();
-    let mut jwt = start(&host, &config());
+    let mut jwt = host.start("jwt", &config());
     let idp = |extra: serde_json::Value| {
         merged(
             json!({"iss": "https://idp.example", "sub": "user-42", "aud": "orders-api",
@@ -267,7 +267,7 @@ fn an_issuer_with_an_inline_jwks_is_trusted_for_its_issuer_and_audience() {
 #[test]
 fn an_issuer_refuses_other_audiences_unknown_kids_and_keys_it_does_not_hold() {
     let host = Host::new();
-    let mut jwt = start(&host, &config());
+    let mut jwt = host.start("jwt", &config());
     let claims = |aud: serde_json::Value| {
         json!({"iss": "https://idp.example", "sub": "user-42", "aud": aud,
                "iat": NOW - 10, "exp": NOW + 600})

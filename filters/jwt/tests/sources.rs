@@ -16,7 +16,7 @@ fn unauthorized() -> serde_json::Value {
 #[test]
 fn a_bearer_token_is_accepted_whatever_the_case_of_the_scheme() {
     let host = Host::new();
-    let mut jwt = start(&host, &config());
+    let mut jwt = host.start("jwt", &config());
     let token = token("HS256");
     for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
         let exchange =
@@ -35,7 +35,7 @@ fn a_bearer_token_is_accepted_whatever_the_case_of_the_scheme() {
 #[test]
 fn other_authorization_schemes_carry_no_token() {
     let host = Host::new();
-    let mut jwt = start(&host, &config());
+    let mut jwt = host.start("jwt", &config());
     let token = token("HS256");
     for value in [
         format!("Basic {token}"),
@@ -56,8 +56,8 @@ fn other_authorization_schemes_carry_no_token() {
 #[test]
 fn configured_header_names_are_searched_instead_of_authorization() {
     let host = Host::new();
-    let mut jwt = start(
-        &host,
+    let mut jwt = host.start(
+        "jwt",
         &config_with(json!({"header_names": ["x-api-token"]})),
     );
     let token = token("ES256");
@@ -83,7 +83,7 @@ fn configured_header_names_are_searched_instead_of_authorization() {
 #[test]
 fn a_token_in_the_jwt_query_parameter_is_accepted() {
     let host = Host::new();
-    let mut jwt = start(&host, &config());
+    let mut jwt = host.start("jwt", &config());
     let token = token("HS256");
     let path = format!("/orders?page=2&jwt={token}");
     let exchange = jwt.send(get(&path));
@@ -93,8 +93,8 @@ fn a_token_in_the_jwt_query_parameter_is_accepted() {
 
     // Another parameter name, when configured; `jwt` then means nothing.
     let host = Host::new();
-    let mut jwt = start(
-        &host,
+    let mut jwt = host.start(
+        "jwt",
         &config_with(json!({"uri_param_names": ["access_token"]})),
     );
     assert_accepted(
@@ -116,7 +116,7 @@ fn a_token_in_a_configured_cookie_is_accepted_and_cookies_are_ignored_otherwise(
     let cookie = format!("theme=dark; session={token}; lang=en");
 
     let host = Host::new();
-    let mut jwt = start(&host, &config_with(json!({"cookie_names": ["session"]})));
+    let mut jwt = host.start("jwt", &config_with(json!({"cookie_names": ["session"]})));
     let exchange = jwt.send(get("/orders").header("cookie", &cookie));
     assert_accepted(&exchange, "session cookie");
     assert_eq!(
@@ -127,7 +127,7 @@ fn a_token_in_a_configured_cookie_is_accepted_and_cookies_are_ignored_otherwise(
     );
 
     let host = Host::new();
-    let mut jwt = start(&host, &config());
+    let mut jwt = host.start("jwt", &config());
     assert_refused(
         &mut jwt,
         get("/orders").header("cookie", &cookie),
@@ -140,7 +140,7 @@ fn a_token_in_a_configured_cookie_is_accepted_and_cookies_are_ignored_otherwise(
 #[test]
 fn two_different_tokens_in_one_request_are_refused() {
     let host = Host::new();
-    let mut jwt = start(&host, &config_with(json!({"cookie_names": ["session"]})));
+    let mut jwt = host.start("jwt", &config_with(json!({"cookie_names": ["session"]})));
     let (a, b) = (token("HS256"), token("HS384"));
     let multiple = message("Multiple tokens provided");
     let cases = [
@@ -177,8 +177,8 @@ fn two_different_tokens_in_one_request_are_refused() {
 #[test]
 fn hide_credentials_takes_the_token_out_of_wherever_it_was() {
     let host = Host::new();
-    let mut jwt = start(
-        &host,
+    let mut jwt = host.start(
+        "jwt",
         &config_with(json!({"hide_credentials": true, "cookie_names": ["session"]})),
     );
     let token = token("RS256");
@@ -230,8 +230,8 @@ fn hide_credentials_takes_the_token_out_of_wherever_it_was() {
 #[test]
 fn hide_credentials_takes_out_every_copy_and_nothing_else() {
     let host = Host::new();
-    let mut jwt = start(
-        &host,
+    let mut jwt = host.start(
+        "jwt",
         &config_with(json!({
             "hide_credentials": true,
             "uri_param_names": ["jwt", "access_token"],

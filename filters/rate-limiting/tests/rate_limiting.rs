@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use host_test::{dist, Exchange, Host, LogLevel, Plugin, Request};
+use host_test::{Exchange, Host, LogLevel, Plugin, Request};
 use portcullis_core::identity::Identity;
 use portcullis_core::rate_limit::headers::all_names;
 use portcullis_core::rate_limit::slot::Slot;
@@ -776,11 +776,7 @@ fn broken_configs_are_refused_naming_the_field() {
     ];
     for (config, message) in cases {
         let host = Host::new();
-        let refused = host
-            .plugin(dist("rate-limiting"))
-            .name(NAME)
-            .config_json(&config)
-            .start();
+        let refused = host.filter(NAME).config_json(&config).start();
         let Err(e) = refused else {
             panic!("{config} was accepted")
         };
@@ -793,7 +789,7 @@ fn broken_configs_are_refused_naming_the_field() {
         );
     }
     let host = Host::new();
-    let none = host.plugin(dist("rate-limiting")).start();
+    let none = host.filter(NAME).start();
     assert!(none.is_err(), "no configuration at all is refused");
 }
 

@@ -50,11 +50,7 @@ fn a_bad_configuration_fails_start_with_the_field_named() {
     ];
     for (config, needle) in cases {
         let host = Host::new();
-        let refused = host
-            .plugin(dist("token-issuer"))
-            .name("token-issuer")
-            .config_json(&config)
-            .start();
+        let refused = host.filter("token-issuer").config_json(&config).start();
         let Err(error) = refused else {
             panic!("started with {config}");
         };
@@ -71,7 +67,7 @@ fn a_bad_configuration_fails_start_with_the_field_named() {
 #[test]
 fn no_configuration_at_all_is_refused() {
     let host = Host::new();
-    let refused = host.plugin(dist("token-issuer")).start();
+    let refused = host.filter("token-issuer").start();
     assert!(refused.is_err());
     assert!(host.logged(LogLevel::Error, "missing field `auth_paths`"));
 }

@@ -12,7 +12,7 @@ use serde_json::json;
 #[test]
 fn a_successful_login_answer_becomes_a_token() {
     let host = Host::new();
-    let mut issuer = start(&host, &config("ES256"));
+    let mut issuer = host.start("token-issuer", &config("ES256"));
     let ex = issuer.send(login(ok(&profile())));
     let token = token_of(&ex);
     assert_eq!(
@@ -40,9 +40,12 @@ fn a_successful_login_answer_becomes_a_token() {
         Some(22),
         "16 random bytes"
     );
+    let checked = through_jwt(&host, "ES256", Some(&jwks(&mut issuer)), &token);
     assert_eq!(
-        verify(&jwt_config("ES256", Some(&jwks(&mut issuer))), &token, NOW).as_deref(),
-        Ok("123")
+        checked.upstream_header("x-consumer-username").as_deref(),
+        Some("123"),
+        "{}",
+        checked.body_text()
     );
     assert_eq!(host.metric_value("portcullis_token_issuer_issued_total"), 1);
 }
@@ -50,7 +53,7 @@ fn a_successful_login_answer_becomes_a_token() {
 #[test]
 fn the_login_request_reaches_the_upstream_untouched() {
     let host = Host::new();
-    let mut issuer = start(&host, &config("HS256"));
+    let mut issuer = host.start("token-issuer", &config("HS256"));
     let request = login(ok(&profile())).header("x-client", "app/1.0");
     let sent = request.headers.clone();
     let ex = issuer.send(request);
@@ -70,7 +73,7 @@ fn the_login_request_reaches_the_upstream_untouched() {
 #[test]
 fn every_jti_is_different() {
     let host = Host::new();
-    let mut issuer = start(&host, &config("HS256"));
+    let mut issuer = host.start("token-issuer", &config("HS256"));
     let jtis: std::collections::HashSet<String> = (0..20)
         .map(|_| claims_of(&token_of(&issuer.send(login(ok(&profile())))))["jti"].to_string())
         .collect();
@@ -80,7 +83,7 @@ fn every_jti_is_different() {
 #[test]
 fn a_chunked_answer_is_buffered_whole() {
     let host = Host::new();
-    let mut issuer = start(&host, &config("HS256"));
+    let mut issuer = host.start("token-issuer", &config("HS256"));
     let body = profile().to_string().into_bytes();
     let (a, b) = body.split_at(body.len() / 3);
     let (b, c) = b.split_at(b.len() / 2);
@@ -90,16 +93,19 @@ fn a_chunked_answer_is_buffered_whole() {
     let ex = issuer.send(login(chunked));
     let token = token_of(&ex);
     assert_eq!(claims_of(&token)["username"], "mobile-app");
+    let checked = through_jwt(&host, "HS256", None, &token);
     assert_eq!(
-        verify(&jwt_config("HS256", None), &token, NOW),
-        Ok("login-service".into())
+        checked.upstream_header("x-consumer-username").as_deref(),
+        Some("login-service"),
+        "{}",
+        checked.body_text()
     );
 }
 
 #[test]
 fn a_refused_login_passes_through_unchanged() {
     let host = Host::new();
-    let mut issuer = start(&host, &config("HS256"));
+    let mut issuer = host.start("token-issuer", &config("HS256"));
     for status in [401u16, 400, 403, 500, 302] {
         let refusal =
             UpstreamResponse::new(status).json(&json!({"message": "Invalid credentials"}));
@@ -127,7 +133,7 @@ fn a_refused_login_passes_through_unchanged() {
 #[test]
 fn an_answer_that_is_not_json_passes_through_unchanged() {
     let host = Host::new();
-    let mut issuer = start(&host, &config("HS256"));
+    let mut issuer = host.start("token-issuer", &config("HS256"));
     let html = UpstreamResponse::new(200)
         .header("content-type", "text/html")
         .body("<p>welcome</p>");
@@ -146,7 +152,7 @@ fn an_answer_that_is_not_json_passes_through_unchanged() {
 #[test]
 fn a_json_answer_that_is_not_an_object_passes_through_unchanged() {
     let host = Host::new();
-    let mut issuer = start(&host, &config("HS256"));
+    let mut issuer = host.start("token-issuer", &config("HS256"));
     let cases: [&[u8]; 4] = [
         b"[\"mobile-app\"]",
         b"\"ok\"",
@@ -171,8 +177,8 @@ fn a_json_answer_that_is_not_an_object_passes_through_unchanged() {
 #[test]
 fn an_answer_over_the_limit_is_refused_and_none_of_it_leaks() {
     let host = Host::new();
-    let mut issuer = start(
-        &host,
+    let mut issuer = host.start(
+        "token-issuer",
         &with(config("HS256"), json!({"max_body_bytes": 256})),
     );
     let big = with(profile(), json!({"secret_note": "s3cr3t".repeat(100)}));
@@ -219,7 +225,7 @@ fn chunked(body: &serde_json::Value) -> UpstreamResponse {
 #[test]
 fn an_earlier_upstream_exp_caps_the_token() {
     let host = Host::new();
-    let mut issuer = start(&host, &config("HS256"));
+    let mut issuer = host.start("token-issuer", &config("HS256"));
     let cases = [
         (json!({"exp": NOW + 60}), Some(60)),
         (json!({"exp": NOW + 86_400}), Some(900)),
@@ -246,19 +252,23 @@ fn an_earlier_upstream_exp_caps_the_token() {
 #[test]
 fn issued_tokens_expire_after_their_ttl() {
     let host = Host::new();
-    let mut issuer = start(&host, &config("HS256"));
+    let mut issuer = host.start("token-issuer", &config("HS256"));
     let token = token_of(&issuer.send(login(ok(&profile()))));
-    let jwt = jwt_config("HS256", None);
-    assert!(verify(&jwt, &token, NOW + 900).is_ok());
+    host.advance(std::time::Duration::from_secs(900));
+    let at_expiry = through_jwt(&host, "HS256", None, &token);
+    assert!(at_expiry.reached_upstream(), "{}", at_expiry.body_text());
     // The jwt filter allows 60 s of clock skew.
-    assert_eq!(verify(&jwt, &token, NOW + 960), Err(Rejection::Expired));
+    host.advance(std::time::Duration::from_secs(60));
+    let expired = through_jwt(&host, "HS256", None, &token);
+    assert_eq!(expired.status(), 401);
+    assert_eq!(expired.body_json(), json!({"exp": "token expired"}));
 }
 
 #[test]
 fn the_allowlist_keeps_other_fields_out_of_the_token() {
     let host = Host::new();
-    let mut issuer = start(
-        &host,
+    let mut issuer = host.start(
+        "token-issuer",
         &with(config("HS256"), json!({"claims": ["username", "groups"]})),
     );
     let body = with(
@@ -278,7 +288,7 @@ fn the_allowlist_keeps_other_fields_out_of_the_token() {
 #[test]
 fn only_the_configured_paths_and_methods_are_logins() {
     let host = Host::new();
-    let mut issuer = start(&host, &config("HS256"));
+    let mut issuer = host.start("token-issuer", &config("HS256"));
     // (`POST /login/` is another spelling of the login: refused, see below.)
     let others = [
         Request::get("/login").respond(ok(&profile())),
@@ -305,7 +315,7 @@ fn only_the_configured_paths_and_methods_are_logins() {
 #[test]
 fn an_answer_with_trailers_passes_through() {
     let host = Host::new();
-    let mut issuer = start(&host, &config("HS256"));
+    let mut issuer = host.start("token-issuer", &config("HS256"));
     let with_trailers = UpstreamResponse::new(200)
         .header("content-type", "application/json")
         .chunks(vec![profile().to_string().into_bytes()])
@@ -326,7 +336,7 @@ fn the_jwks_endpoint_publishes_the_public_keys() {
             key("HS256"),
         ]}),
     );
-    let mut issuer = start(&host, &rotated);
+    let mut issuer = host.start("token-issuer", &rotated);
     let ex = issuer.send(Request::get(JWKS_PATH));
     assert!(!ex.reached_upstream());
     assert_eq!(ex.status(), 200);
@@ -359,11 +369,6 @@ fn the_jwks_endpoint_publishes_the_public_keys() {
 }
 
 /// The issuer's JWKS, as its endpoint serves it.
-fn jwks(issuer: &mut Plugin) -> String {
-    let ex = issuer.send(Request::get(JWKS_PATH));
-    assert_eq!(ex.status(), 200, "{}", ex.body_text());
-    ex.body_text()
-}
 
 #[test]
 fn only_the_configured_route_and_cluster_get_their_answers_signed() {
@@ -373,7 +378,7 @@ fn only_the_configured_route_and_cluster_get_their_answers_signed() {
         json!({"auth_paths": [{"path": "/login", "methods": ["POST"],
                                "routes": ["login"], "clusters": ["login-service"]}]}),
     );
-    let mut issuer = start(&host, &narrowed);
+    let mut issuer = host.start("token-issuer", &narrowed);
     let at = |route: &str, cluster: &str, body: &serde_json::Value| {
         login(ok(body))
             .route(route)
@@ -399,7 +404,7 @@ fn only_the_configured_route_and_cluster_get_their_answers_signed() {
 #[test]
 fn an_auth_path_spelt_otherwise_never_reaches_the_upstream() {
     let host = Host::new();
-    let mut issuer = start(&host, &config("HS256"));
+    let mut issuer = host.start("token-issuer", &config("HS256"));
     for path in [
         "/login/",
         "/LOGIN",
@@ -447,7 +452,10 @@ fn an_auth_path_spelt_otherwise_never_reaches_the_upstream() {
 #[test]
 fn with_sub_field_a_login_answer_without_the_subject_passes_unsigned() {
     let host = Host::new();
-    let mut issuer = start(&host, &with(config("HS256"), json!({"sub_field": "sub"})));
+    let mut issuer = host.start(
+        "token-issuer",
+        &with(config("HS256"), json!({"sub_field": "sub"})),
+    );
     for body in [
         json!({"success": false, "message": "wrong password"}),
         json!({"data": null, "errors": [{"message": "invalid credentials"}]}),

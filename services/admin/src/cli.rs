@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::db::{PoolOptions, Target};
 use crate::ops::revocations::RevocationPolicy;
 use crate::server::Limits;
-use crate::tls::TlsFiles;
+use portcullis_tls::TlsFiles;
 
 pub const USAGE: &str = "\
 usage: portcullis-admin [serve] [--db sqlite:PATH | --db postgres://USER@HOST:PORT/DB]

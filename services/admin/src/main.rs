@@ -119,7 +119,7 @@ async fn run(options: Options, app: Arc<App>) -> Result<(), String> {
     eprintln!(
         "portcullis-admin: level=info admin={admin_address} admin_token={} transport={:?} data_plane={data_address} data_plane_token={} event_retention_s={} max_body_bytes={}",
         app.admin_token.is_some(),
-        options.tls.describe(),
+        options.tls.describe("cleartext HTTP/1.1"),
         app.data_plane_token.is_some(),
         options.event_retention.as_secs(),
         options.max_body_bytes,

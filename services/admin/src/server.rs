@@ -159,7 +159,7 @@ async fn accept_loop(
                     // A failed or slow handshake (no client certificate, a wrong CA,
                     // cleartext) closes the connection; nothing reaches the routers.
                     if let Ok(Ok(stream)) =
-                        tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, tls.accept(stream))
+                        tokio::time::timeout(portcullis_tls::HANDSHAKE_TIMEOUT, tls.accept(stream))
                             .await
                     {
                         serve_connection(stream, router, limits, stop).await;

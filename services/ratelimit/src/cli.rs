@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::plan::Ceilings;
 use crate::store::Target;
-use crate::tls::TlsFiles;
+use portcullis_tls::TlsFiles;
 
 pub const USAGE: &str = "\
 usage: portcullis-ratelimit [--listen ADDR:PORT] [--redis-timeout-ms MS] [--config FILE]

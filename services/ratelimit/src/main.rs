@@ -100,7 +100,7 @@ async fn serve(options: Options, gate: Gate, tls: Option<ServerTlsConfig>) -> Re
     let _ = stdout.flush();
     eprintln!(
         "portcullis-ratelimit: serving on {address} ({}), counters in {} (timeout {} ms), {} static limits, ceilings: hits_addend {}, limit {}, {}",
-        options.tls.describe(),
+        options.tls.describe("cleartext HTTP/2"),
         describe(&options.redis),
         options.redis_timeout.as_millis(),
         limits.len(),

@@ -83,15 +83,6 @@ pub fn config_with(extra: Value) -> Value {
     config
 }
 
-/// Starts the jwt filter (plugin name `jwt`) or fails the test with its log.
-pub fn start(host: &Host, config: &Value) -> Plugin {
-    host.plugin(dist("jwt"))
-        .name("jwt")
-        .config_json(config)
-        .start()
-        .unwrap_or_else(|e| panic!("jwt refused its configuration: {e}"))
-}
-
 /// The claims of a good token issued under `iss` at the harness clock: issued 10 s ago,
 /// expiring in 10 minutes.
 pub fn claims(iss: &str) -> Value {

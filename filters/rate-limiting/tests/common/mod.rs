@@ -5,7 +5,7 @@
 // them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
-use host_test::{dist, Host, Plugin, Request};
+use host_test::{Host, Plugin, Request};
 use serde_json::Value;
 
 /// The plugin name (and VM id) every worker of these tests runs under; it names the table.
@@ -13,13 +13,11 @@ pub const NAME: &str = "rate-limiting";
 
 /// Starts one worker of the filter under [`NAME`], or fails the test with its refusal.
 pub fn worker(host: &Host, config: &Value) -> Plugin {
-    host.plugin(dist("rate-limiting"))
-        .name(NAME)
+    host.filter(NAME)
         .vm_id(NAME)
         .root_id(NAME)
         .config_json(config)
-        .start()
-        .unwrap_or_else(|e| panic!("rate-limiting refused {config}: {e}"))
+        .started()
 }
 
 /// `GET /users` on route `users` from the client at `ip`.

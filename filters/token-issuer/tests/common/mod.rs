@@ -1,6 +1,7 @@
 //! What every token-issuer host-test shares: the login service's answers, configurations for
-//! each algorithm (keys from `filters/core/tests/fixtures`), and the checks an issued token
-//! must pass — the jwt filter's own policy, run natively.
+//! each algorithm (keys from `filters/core/tests/fixtures`), and the check an issued token
+//! must pass — the jwt filter itself, on the same host. (The issuer's tokens against the jwt
+//! policy, natively and with in-module crypto, are `portcullis-core`'s unit tests.)
 
 // Helpers outside `#[test]` functions may fail loudly, and not every test file uses all of
 // them.
@@ -17,12 +18,6 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 pub use host_test::{dist, Exchange, Host, LogLevel, Plugin, Request, UpstreamResponse};
-use portcullis_core::jose::InModule;
-pub use portcullis_core::jwt::Rejection;
-use portcullis_core::jwt::{
-    authenticate, JwtPolicySet, KeyStore, RoutePolicy, TokenSources, Verifier,
-};
-use portcullis_core::UnixTime;
 pub use portcullis_tests::tokens;
 
 /// The harness clock at start, in Unix seconds (2026-01-01T00:00:00Z).
@@ -90,28 +85,17 @@ pub fn with(mut base: Value, extra: Value) -> Value {
     base
 }
 
-/// Starts the issuer (plugin name `token-issuer`) or fails the test with its log.
-pub fn start(host: &Host, config: &Value) -> Plugin {
-    host.plugin(dist("token-issuer"))
-        .name("token-issuer")
-        .config_json(config)
-        .start()
-        .unwrap_or_else(|e| panic!("token-issuer refused its configuration: {e}"))
-}
-
 /// Starts the issuer in its held mode (`allow_on_headers_stop_iteration: true` in its own
 /// config) on a host whose Envoy flag of the same name is `envoy_flag`: the two must be set
 /// together, and `false` shows what a user gets when only the filter's is.
 pub fn start_held(host: &Host, config: &Value, envoy_flag: bool) -> Plugin {
-    host.plugin(dist("token-issuer"))
-        .name("token-issuer")
+    host.filter("token-issuer")
         .allow_on_headers_stop_iteration(envoy_flag)
         .config_json(&with(
             config.clone(),
             json!({"allow_on_headers_stop_iteration": true}),
         ))
-        .start()
-        .unwrap_or_else(|e| panic!("token-issuer refused its configuration: {e}"))
+        .started()
 }
 
 /// What the demo login service answers for mobile-app.
@@ -177,23 +161,24 @@ pub fn jwt_config(alg: &str, jwks: Option<&str>) -> Value {
     }
 }
 
-/// Checks `token` with the jwt filter's policy at `now` (natively, in-module crypto):
-/// the username it yields, or why it is refused.
-pub fn verify(jwt_config: &Value, token: &str, now: u64) -> Result<String, Rejection> {
-    let set = JwtPolicySet::from_json(jwt_config.to_string().as_bytes()).unwrap();
-    let RoutePolicy::Protected(policy) = set.for_route(None) else {
-        panic!("the default route is public");
-    };
-    let bearer = format!("Bearer {token}");
-    let sources =
-        TokenSources::from_headers(policy.locations(), [("authorization", bearer.as_str())]);
-    let keys = KeyStore::new();
-    let mut verifier = Verifier {
-        backend: &InModule,
-        remote_keys: &keys,
-        cache: None,
-        source: None,
-    };
-    authenticate(&sources, policy, UnixTime(now), &mut verifier)
-        .map(|accepted| accepted.identity().username.clone().unwrap_or_default())
+/// The issuer's JWKS document, from its `jwks_path`.
+pub fn jwks(issuer: &mut Plugin) -> String {
+    let ex = issuer.send(Request::get(JWKS_PATH));
+    assert_eq!(ex.status(), 200, "{}", ex.body_text());
+    ex.body_text()
+}
+
+/// `GET /orders` on route `orders`, with `token` as the bearer.
+pub fn orders(token: &str) -> Request {
+    Request::get("/orders")
+        .header("authorization", &format!("Bearer {token}"))
+        .route("orders")
+}
+
+/// [`orders`] with `token` through a jwt filter that trusts the issuer ([`jwt_config`]),
+/// started on `host` and so at its clock. Accepted, the upstream sees the caller in
+/// `X-Consumer-Username`: `sub` for a provider's token, `login-service` for an HMAC one.
+pub fn through_jwt(host: &Host, alg: &str, jwks: Option<&str>, token: &str) -> Exchange {
+    host.start("jwt", &jwt_config(alg, jwks))
+        .send(orders(token))
 }

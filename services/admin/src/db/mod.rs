@@ -6,12 +6,14 @@
 //! | [`sqlite`] | the embedded default: a file, WAL mode, writes serialised by `BEGIN IMMEDIATE` |
 //! | [`postgres`] | PostgreSQL through the pure-Rust client, a bounded pool of connections |
 //! | [`migrations`] | the one schema, as numbered migrations applied at start |
+//! | [`pool`] | the bounded pool of connections both backends keep |
 //!
 //! SQL is written once with `$1`, `$2`… placeholders (PostgreSQL's spelling; the SQLite
 //! backend rewrites them to `?1`, `?2`…) and every value is bound as a parameter: no input
 //! is ever spliced into a statement.
 
 pub mod migrations;
+mod pool;
 pub mod postgres;
 pub mod sqlite;
 

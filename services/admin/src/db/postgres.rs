@@ -6,22 +6,19 @@
 
 use std::collections::HashMap;
 use std::error::Error as _;
-use std::sync::{Condvar, Mutex};
-use std::time::Instant;
 
 use postgres::error::SqlState;
 use postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use postgres::{Client, Config, GenericClient, IsolationLevel, NoTls, Statement};
 
+use super::pool::{Pool, Pooled};
 use super::{redact, Access, Database, DbError, Dialect, PoolOptions, Row, Tx, Value};
 
 /// The PostgreSQL backend.
 pub struct Postgres {
     config: Config,
     shown: String,
-    options: PoolOptions,
-    pool: Mutex<Pool>,
-    freed: Condvar,
+    pool: Pool<Conn>,
 }
 
 /// A connection and the statements prepared on it: each SQL text is parsed once per
@@ -31,7 +28,8 @@ struct Conn {
     statements: HashMap<String, Statement>,
 }
 
-impl Conn {
+/// A connection the server closed (or lost) is not handed out again.
+impl Pooled for Conn {
     fn is_closed(&self) -> bool {
         self.client.is_closed()
     }
@@ -49,13 +47,6 @@ fn prepared(
     let statement = client.prepare(sql).map_err(|e| classify(&e))?;
     statements.insert(sql.to_owned(), statement.clone());
     Ok(statement)
-}
-
-#[derive(Default)]
-struct Pool {
-    idle: Vec<Conn>,
-    /// Connections handed out or idle: never above `options.connections`.
-    open: usize,
 }
 
 impl Postgres {
@@ -76,72 +67,21 @@ impl Postgres {
         Ok(Postgres {
             config,
             shown: redact(url),
-            options: *options,
-            pool: Mutex::new(Pool::default()),
-            freed: Condvar::new(),
+            pool: Pool::new(options),
         })
     }
 
-    /// A connection: an idle one, a new one if fewer than the limit are open, else the
-    /// first one freed within the timeout.
+    /// A connection from the pool, a new one connected if it has room.
     fn take(&self) -> Result<Conn, DbError> {
-        let deadline = Instant::now() + self.options.timeout;
-        let poisoned = || DbError::Failed("connection pool lock poisoned".to_owned());
-        let mut pool = self.pool.lock().map_err(|_| poisoned())?;
-        loop {
-            while let Some(client) = pool.idle.pop() {
-                if !client.is_closed() {
-                    return Ok(client);
-                }
-                pool.open = pool.open.saturating_sub(1);
-            }
-            if pool.open < self.options.connections {
-                pool.open += 1;
-                drop(pool);
-                return self
-                    .config
-                    .connect(NoTls)
-                    .map(|client| Conn {
-                        client,
-                        statements: HashMap::new(),
-                    })
-                    .map_err(|e| {
-                        self.release_slot();
-                        classify(&e)
-                    });
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(DbError::Unavailable(format!(
-                    "all {} connections busy for {} ms",
-                    self.options.connections,
-                    self.options.timeout.as_millis()
-                )));
-            }
-            pool = self
-                .freed
-                .wait_timeout(pool, left)
-                .map_err(|_| poisoned())?
-                .0;
-        }
-    }
-
-    fn give_back(&self, client: Conn) {
-        if let Ok(mut pool) = self.pool.lock() {
-            if client.is_closed() {
-                pool.open = pool.open.saturating_sub(1);
-            } else {
-                pool.idle.push(client);
-            }
-        }
-        self.freed.notify_one();
-    }
-
-    fn release_slot(&self) {
-        if let Ok(mut pool) = self.pool.lock() {
-            pool.open = pool.open.saturating_sub(1);
-        }
-        self.freed.notify_one();
+        self.pool.take(|| {
+            self.config
+                .connect(NoTls)
+                .map(|client| Conn {
+                    client,
+                    statements: HashMap::new(),
+                })
+                .map_err(|e| classify(&e))
+        })
     }
 }
 
@@ -150,10 +90,7 @@ impl Drop for Postgres {
     /// panics on a thread that drives async tasks (where the service drops this at exit):
     /// close the idle connections on a plain thread.
     fn drop(&mut self) {
-        let idle = match self.pool.get_mut() {
-            Ok(pool) => std::mem::take(&mut pool.idle),
-            Err(_) => return,
-        };
+        let idle = self.pool.take_idle();
         let _ = std::thread::spawn(move || drop(idle)).join();
     }
 }
@@ -216,10 +153,9 @@ impl Postgres {
     fn finish<T>(&self, conn: Conn, result: &Result<T, DbError>) {
         if matches!(result, Err(DbError::Unavailable(_))) {
             // Whatever broke, do not hand this connection to the next request.
-            drop(conn);
-            self.release_slot();
+            self.pool.discard(conn);
         } else {
-            self.give_back(conn);
+            self.pool.give_back(conn);
         }
     }
 }

@@ -3,27 +3,25 @@
 //! immediate `SQLITE_BUSY`. A small pool of connections is reused across requests.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex};
-use std::time::Instant;
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
+use super::pool::{Pool, Pooled};
 use super::{numbered_for_sqlite, Access, Database, DbError, Dialect, PoolOptions, Row, Tx, Value};
 
 /// The SQLite backend.
 pub struct Sqlite {
     path: PathBuf,
     options: PoolOptions,
-    pool: Mutex<Pool>,
-    freed: Condvar,
+    pool: Pool<Connection>,
 }
 
-#[derive(Default)]
-struct Pool {
-    idle: Vec<Connection>,
-    /// Connections handed out or idle: never above `options.connections` (`--db-pool`).
-    open: usize,
+/// A connection to a file: nothing closes it under us.
+impl Pooled for Connection {
+    fn is_closed(&self) -> bool {
+        false
+    }
 }
 
 impl Sqlite {
@@ -32,13 +30,13 @@ impl Sqlite {
         let sqlite = Sqlite {
             path: path.to_owned(),
             options: *options,
-            pool: Mutex::new(Pool::default()),
-            freed: Condvar::new(),
+            pool: Pool::new(options),
         };
         let first = sqlite
-            .take()
+            .pool
+            .take(|| sqlite.connect())
             .map_err(|e| format!("--db sqlite:{}: {e}", path.display()))?;
-        sqlite.give_back(first);
+        sqlite.pool.give_back(first);
         Ok(sqlite)
     }
 
@@ -61,52 +59,6 @@ impl Sqlite {
             .map_err(classify)?;
         Ok(connection)
     }
-
-    /// A connection: an idle one, a new one if fewer than `--db-pool` are open, else the
-    /// first one freed within the timeout (then 503).
-    fn take(&self) -> Result<Connection, DbError> {
-        let deadline = Instant::now() + self.options.timeout;
-        let poisoned = || DbError::Failed("connection pool lock poisoned".to_owned());
-        let mut pool = self.pool.lock().map_err(|_| poisoned())?;
-        loop {
-            if let Some(connection) = pool.idle.pop() {
-                return Ok(connection);
-            }
-            if pool.open < self.options.connections {
-                pool.open += 1;
-                drop(pool);
-                return self.connect().inspect_err(|_| self.release_slot());
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(DbError::Unavailable(format!(
-                    "all {} connections busy for {} ms",
-                    self.options.connections,
-                    self.options.timeout.as_millis()
-                )));
-            }
-            pool = self
-                .freed
-                .wait_timeout(pool, left)
-                .map_err(|_| poisoned())?
-                .0;
-        }
-    }
-
-    fn give_back(&self, connection: Connection) {
-        if let Ok(mut pool) = self.pool.lock() {
-            pool.idle.push(connection);
-        }
-        self.freed.notify_one();
-    }
-
-    /// A connection dropped (broken, or left in a transaction): its slot is free.
-    fn release_slot(&self) {
-        if let Ok(mut pool) = self.pool.lock() {
-            pool.open = pool.open.saturating_sub(1);
-        }
-        self.freed.notify_one();
-    }
 }
 
 impl Database for Sqlite {
@@ -123,15 +75,14 @@ impl Database for Sqlite {
         access: Access,
         work: &mut dyn FnMut(&mut dyn Tx) -> Result<(), DbError>,
     ) -> Result<(), DbError> {
-        let connection = self.take()?;
+        let connection = self.pool.take(|| self.connect())?;
         let begin = match access {
             Access::Read => "BEGIN DEFERRED",
             Access::Write | Access::Maintenance => "BEGIN IMMEDIATE",
         };
         if let Err(e) = connection.execute_batch(begin) {
             // A connection that cannot even begin is not worth keeping.
-            drop(connection);
-            self.release_slot();
+            self.pool.discard(connection);
             return Err(classify(e));
         }
         let mut tx = SqliteTx(&connection);
@@ -141,10 +92,9 @@ impl Database for Sqlite {
             let _ = connection.execute_batch("ROLLBACK");
         }
         if connection.is_autocommit() {
-            self.give_back(connection);
+            self.pool.give_back(connection);
         } else {
-            drop(connection);
-            self.release_slot();
+            self.pool.discard(connection);
         }
         result
     }

@@ -9,9 +9,10 @@ use crate::ids::is_uuid;
 use crate::input::{Field, Input, Reader};
 use crate::model::{tags_to, Acl, Consumer, ACL_COLUMNS};
 
+use super::owned::{self, Owned};
 use super::{
-    check_room, consumers, credential_keys, exists, new_id, page, Changes, Page, PageRequest,
-    MAX_GROUP, MAX_GROUPS,
+    check_room, credential_keys, exists, new_id, page, Changes, Page, PageRequest, MAX_GROUP,
+    MAX_GROUPS,
 };
 
 const FIELDS: &[&str] = &["id", "created_at", "consumer", "group", "tags"];
@@ -120,13 +121,7 @@ pub fn create(
 ) -> Result<Acl, Failure> {
     let (fields, mut violations) = read(input);
     let acl = build(fields, None, consumer, &mut violations)?;
-    violations.check()?;
-    check_consumer(tx, &acl.consumer_id)?;
-    if by_id(tx, &acl.id)?.is_some() {
-        return Err(Failure::PrimaryKey(acl.id));
-    }
-    insert(tx, changes, &acl)?;
-    Ok(acl)
+    owned::create(tx, changes, acl, violations)
 }
 
 /// PATCH …/acls/{id or group}: `None` if there is no such group (of that consumer).
@@ -147,10 +142,7 @@ pub fn update(
         return Ok(None);
     };
     let acl = build(fields, Some(&current), consumer, &mut violations)?;
-    violations.check()?;
-    check_consumer(tx, &acl.consumer_id)?;
-    replace(tx, changes, &current, &acl)?;
-    Ok(Some(acl))
+    owned::update(tx, changes, &current, acl, violations).map(Some)
 }
 
 /// PUT …/acls/{id or group}: creates or replaces; a group in the path is the `group`,
@@ -162,7 +154,7 @@ pub fn upsert(
     key: &str,
     input: &Input,
 ) -> Result<Acl, Failure> {
-    let (mut fields, mut violations) = read(input);
+    let (mut fields, violations) = read(input);
     let current = match consumer {
         Some(c) => find_of(tx, c, key)?,
         None => by_id(tx, key)?,
@@ -171,23 +163,10 @@ pub fn upsert(
     if !is_uuid(key) {
         fields.group = Field::Set(key.to_owned());
     }
-    fields.id = Field::Set(match &current {
-        Some(current) => current.id.clone(),
-        None if is_uuid(key) => key.to_ascii_lowercase(),
-        None => new_id()?,
-    });
-    let created_at = current.as_ref().map(|c| c.created_at);
-    let mut acl = build(fields, None, consumer, &mut violations)?;
-    if let Some(created_at) = created_at {
-        acl.created_at = created_at;
-    }
-    violations.check()?;
-    check_consumer(tx, &acl.consumer_id)?;
-    match current {
-        Some(current) => replace(tx, changes, &current, &acl)?,
-        None => insert(tx, changes, &acl)?,
-    }
-    Ok(acl)
+    owned::upsert(tx, changes, key, current, violations, |id, violations| {
+        fields.id = Field::Set(id);
+        build(fields, None, consumer, violations)
+    })
 }
 
 /// DELETE …/acls/{id or group}. `Ok(false)` if there was no such group.
@@ -246,15 +225,6 @@ fn build(
         group: group.unwrap_or_default(),
         tags: fields.tags.apply(current.and_then(|c| c.tags.clone())),
     })
-}
-
-fn check_consumer(tx: &mut dyn Tx, consumer_id: &str) -> Result<(), Failure> {
-    if consumers::by(tx, "id", consumer_id)?.is_none() {
-        return Err(Failure::ForeignKey {
-            consumer_id: consumer_id.to_owned(),
-        });
-    }
-    Ok(())
 }
 
 fn unique_failure(acl: &Acl) -> Failure {
@@ -338,6 +308,30 @@ fn replace(tx: &mut dyn Tx, changes: &mut Changes, old: &Acl, acl: &Acl) -> Resu
     }
     changes.push(event(acl, Operation::Update, keys));
     Ok(())
+}
+
+impl Owned for Acl {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn consumer_id(&self) -> &str {
+        &self.consumer_id
+    }
+    fn created_at(&self) -> i64 {
+        self.created_at
+    }
+    fn set_created_at(&mut self, created_at: i64) {
+        self.created_at = created_at;
+    }
+    fn by_id(tx: &mut dyn Tx, id: &str) -> Result<Option<Acl>, DbError> {
+        by_id(tx, id)
+    }
+    fn insert(&self, tx: &mut dyn Tx, changes: &mut Changes) -> Result<(), Failure> {
+        insert(tx, changes, self)
+    }
+    fn replace(&self, tx: &mut dyn Tx, changes: &mut Changes, old: &Acl) -> Result<(), Failure> {
+        replace(tx, changes, old, self)
+    }
 }
 
 fn event(acl: &Acl, operation: Operation, credentials: Vec<String>) -> Draft {

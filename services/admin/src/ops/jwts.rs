@@ -12,9 +12,9 @@ use crate::ids::{is_uuid, random_hex};
 use crate::input::{Field, Input, Reader};
 use crate::model::{tags_to, Consumer, JwtSecret, JWT_COLUMNS};
 
+use super::owned::{self, Owned};
 use super::{
-    check_room, consumers, exists, new_id, page, Changes, Page, PageRequest, MAX_CREDENTIALS,
-    MAX_NAME,
+    check_room, exists, new_id, page, Changes, Page, PageRequest, MAX_CREDENTIALS, MAX_NAME,
 };
 
 const FIELDS: &[&str] = &[
@@ -140,13 +140,7 @@ pub fn create(
     let (fields, mut violations) = read(input);
     let consumer_id = owner(consumer, &fields.consumer, &mut violations);
     let jwt = build(fields, None, consumer_id, &mut violations)?;
-    violations.check()?;
-    check_consumer(tx, &jwt.consumer_id)?;
-    if find(tx, &jwt.id)?.is_some() {
-        return Err(Failure::PrimaryKey(jwt.id));
-    }
-    insert(tx, changes, &jwt)?;
-    Ok(jwt)
+    owned::create(tx, changes, jwt, violations)
 }
 
 /// PATCH …/jwt/{id or key}: `None` if there is no such credential (of that consumer).
@@ -180,10 +174,7 @@ pub fn update(
         Field::Absent => Some(current.consumer_id.clone()),
     };
     let jwt = build(fields, Some(&current), consumer_id, &mut violations)?;
-    violations.check()?;
-    check_consumer(tx, &jwt.consumer_id)?;
-    replace(tx, changes, &current, &jwt)?;
-    Ok(Some(jwt))
+    owned::update(tx, changes, &current, jwt, violations).map(Some)
 }
 
 /// PUT …/jwt/{id or key}: creates or replaces; a UUID in the path is the `id`, anything
@@ -195,7 +186,7 @@ pub fn upsert(
     key: &str,
     input: &Input,
 ) -> Result<JwtSecret, Failure> {
-    let (mut fields, mut violations) = read(input);
+    let (mut fields, violations) = read(input);
     // Kong's nested PUT (kong/plugins/jwt/api.lua) sets the path's consumer and upserts
     // by key without checking the owner: another consumer's credential moves to this one.
     let current = find(tx, key)?;
@@ -203,25 +194,11 @@ pub fn upsert(
     if !is_uuid(key) {
         fields.key = Field::Set(key.to_owned());
     }
-    let consumer_id = owner(consumer, &fields.consumer, &mut violations);
-    let id = match &current {
-        Some(current) => current.id.clone(),
-        None if is_uuid(key) => key.to_ascii_lowercase(),
-        None => new_id()?,
-    };
-    fields.id = Field::Set(id);
-    let created_at = current.as_ref().map(|c| c.created_at);
-    let mut jwt = build(fields, None, consumer_id, &mut violations)?;
-    if let Some(created_at) = created_at {
-        jwt.created_at = created_at;
-    }
-    violations.check()?;
-    check_consumer(tx, &jwt.consumer_id)?;
-    match current {
-        Some(current) => replace(tx, changes, &current, &jwt)?,
-        None => insert(tx, changes, &jwt)?,
-    }
-    Ok(jwt)
+    owned::upsert(tx, changes, key, current, violations, |id, violations| {
+        let consumer_id = owner(consumer, &fields.consumer, violations);
+        fields.id = Field::Set(id);
+        build(fields, None, consumer_id, violations)
+    })
 }
 
 /// DELETE …/jwt/{id or key}. `Ok(false)` if there was no such credential.
@@ -372,16 +349,6 @@ fn build(
     })
 }
 
-/// 400 foreign key violation if the consumer does not exist.
-fn check_consumer(tx: &mut dyn Tx, consumer_id: &str) -> Result<(), Failure> {
-    if consumers::by(tx, "id", consumer_id)?.is_none() {
-        return Err(Failure::ForeignKey {
-            consumer_id: consumer_id.to_owned(),
-        });
-    }
-    Ok(())
-}
-
 fn check_unique(tx: &mut dyn Tx, jwt: &JwtSecret) -> Result<(), Failure> {
     if exists(
         tx,
@@ -470,6 +437,35 @@ fn replace(
     }
     changes.push(event(jwt, Operation::Update, keys));
     Ok(())
+}
+
+impl Owned for JwtSecret {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn consumer_id(&self) -> &str {
+        &self.consumer_id
+    }
+    fn created_at(&self) -> i64 {
+        self.created_at
+    }
+    fn set_created_at(&mut self, created_at: i64) {
+        self.created_at = created_at;
+    }
+    fn by_id(tx: &mut dyn Tx, id: &str) -> Result<Option<JwtSecret>, DbError> {
+        find(tx, id)
+    }
+    fn insert(&self, tx: &mut dyn Tx, changes: &mut Changes) -> Result<(), Failure> {
+        insert(tx, changes, self)
+    }
+    fn replace(
+        &self,
+        tx: &mut dyn Tx,
+        changes: &mut Changes,
+        old: &JwtSecret,
+    ) -> Result<(), Failure> {
+        replace(tx, changes, old, self)
+    }
 }
 
 fn event(jwt: &JwtSecret, operation: Operation, credentials: Vec<String>) -> Draft {

@@ -8,6 +8,7 @@
 //! | [`consumers`] | `/consumers` |
 //! | [`jwts`] | `/consumers/{c}/jwt`, `/jwts` |
 //! | [`acls`] | `/consumers/{c}/acls`, `/acls` |
+//! | [`owned`] | what `jwts` and `acls` share: writing a row a consumer owns |
 //! | [`revocations`] | `/revocations` |
 //! | [`lookup`] | the data plane's reads |
 
@@ -15,6 +16,7 @@ pub mod acls;
 pub mod consumers;
 pub mod jwts;
 pub mod lookup;
+mod owned;
 pub mod revocations;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
