@@ -43,7 +43,7 @@ pub struct Demo {
 }
 
 /// The Envoy cluster of portcullis-admin's data plane (plain HTTP/1.1), on every node: the
-/// jwt policy's `consumer_source` names it (issue 22).
+/// jwt policy's `consumer_source` names it.
 pub const ADMIN_CLUSTER: &str = "portcullis_admin";
 
 /// The Envoy cluster of the rate limit service; `rate-limiting-redis.json` names it.
@@ -312,6 +312,19 @@ mod tests {
         object.remove("policy");
         object.remove("rate_limit_service");
         assert_eq!(redis, read("rate-limiting.json"));
+    }
+
+    /// The demo's jwt policy follows portcullis-admin through [`ADMIN_CLUSTER`], with a
+    /// loopback authority: without a data-plane token the admin answers only a loopback
+    /// `Host`, and the cluster's name (the default authority) is not one.
+    #[test]
+    fn the_demo_jwt_policy_follows_the_admin_cluster_with_a_loopback_authority() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../envoy-config/policies/jwt.json");
+        let policy: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let source = &policy["consumer_source"];
+        assert_eq!(source["cluster"], ADMIN_CLUSTER, "{policy}");
+        assert_eq!(source["authority"], "localhost", "{policy}");
     }
 
     #[test]

@@ -65,8 +65,8 @@ fn the_demo_gateway_routes_each_path_to_its_service_through_the_filter_chain() {
         .start()
         .unwrap_or_else(|e| panic!("{e:#}"));
 
-    // portcullis-admin's data plane is a cluster of the gateway, as the jwt policy's
-    // consumer_source will name it (issue 22).
+    // portcullis-admin's data plane is a cluster of the gateway, the one the jwt policy's
+    // consumer_source follows.
     let clusters = client::get(&envoy.admin_url("/clusters"), &[]).text();
     let endpoint = format!("portcullis_admin::{}::", admin.data_plane_address());
     assert!(clusters.contains(&endpoint), "no {endpoint} in\n{clusters}");

@@ -1,8 +1,9 @@
 //! `make run NODES=2` as the README writes it (default run directory and environment, only
 //! the ports moved to free ones): two gateway nodes following one portcullis-admin, Redis
 //! and the rate limit service.
-//! Payments alternating between the nodes meet one limit of 20 a minute between them, and
-//! Ctrl-C leaves no process behind.
+//! Payments alternating between the nodes meet one limit of 20 a minute between them; a
+//! consumer made through the Admin API walks docs/demo.md's flow on both nodes, each change
+//! seen within the bound; and Ctrl-C leaves no process behind.
 
 // Test code: clippy.toml lets #[test] functions panic, and these helpers are test code too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -13,9 +14,18 @@ use std::time::{Duration, Instant};
 
 use common::gateway::minute_with_room;
 use common::make_run::{live_process, MakeRun};
-use portcullis_tests::{client, Reply};
+use portcullis_tests::{client, tokens, Reply};
+use serde_json::{json, Value};
 
 const RATE_LIMITED: &str = r#"{"message":"API rate limit exceeded"}"#;
+const FORBIDDEN: &str = r#"{"message":"You cannot consume this service"}"#;
+const REVOKED: &str = r#"{"message":"Token revoked"}"#;
+const UNKNOWN: &str = r#"{"message":"No credentials found for given 'iss'"}"#;
+/// The jwt policy's `poll_interval_ms` (the default): a change through the Admin API holds
+/// on every node within this plus one round trip.
+const POLL_INTERVAL: Duration = Duration::from_millis(1000);
+/// What the round trip and a loaded test machine may add before a test calls it late.
+const SLACK: Duration = Duration::from_millis(1500);
 
 fn number(reply: &Reply, name: &str) -> u64 {
     reply
@@ -37,6 +47,60 @@ fn fallbacks(admin_port: u16) -> f64 {
         .find_map(|line| line.strip_prefix("portcullis_rate_limiting_service_fallbacks_total{} "))
         .map(|value| value.trim().parse().unwrap())
         .unwrap_or(0.0)
+}
+
+/// `curl -X <method> <admin API><path> --data …`: the answer's JSON (null for a 204).
+fn admin_api(port: u16, method: &str, path: &str, form: &str, status: u16) -> Value {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let headers = [("content-type", "application/x-www-form-urlencoded")];
+    let body = (!form.is_empty()).then_some(form.as_bytes());
+    let reply = client::send(
+        method,
+        &url,
+        if form.is_empty() { &[] } else { &headers },
+        body,
+    );
+    assert_eq!(
+        reply.status,
+        status,
+        "{method} {path} {form}: {}",
+        reply.text()
+    );
+    if reply.body.is_empty() {
+        Value::Null
+    } else {
+        reply.json()
+    }
+}
+
+/// Asks every node for `path` every 20 ms until each has answered `status` (`body`, when
+/// given) once, and returns how long the slowest took; panics past `POLL_INTERVAL + SLACK`.
+fn until_every_node(
+    nodes: &[String],
+    path: &str,
+    token: &str,
+    status: u16,
+    body: Option<&str>,
+) -> Duration {
+    let since = Instant::now();
+    let mut pending: Vec<&String> = nodes.iter().collect();
+    let mut last = Vec::new();
+    while !pending.is_empty() {
+        last.clear();
+        pending.retain(|node| {
+            let reply = client::get(&format!("{node}{path}"), &[("authorization", token)]);
+            let done = reply.status == status && body.is_none_or(|b| reply.text() == b);
+            last.push(format!("{node}: {} {}", reply.status, reply.text()));
+            !done
+        });
+        assert!(
+            since.elapsed() <= POLL_INTERVAL + SLACK,
+            "{path}: not {status} on every node after {:?}: {last:?}",
+            since.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    since.elapsed()
 }
 
 #[test]
@@ -119,6 +183,63 @@ fn make_run_nodes_2_admits_20_payments_across_both_nodes_and_ctrl_c_stops_everyt
     for variable in ["DEMO_ADMIN_PORT", "DEMO_NODE2_ADMIN_PORT"] {
         assert_eq!(fallbacks(run.port(variable)), 0.0, "{variable}");
     }
+
+    // docs/demo.md's flow: a consumer, an HS256 credential (key and secret generated) and a
+    // group through the Admin API, a token signed with them, then a change, a revocation
+    // and a delete, each seen by both nodes within the bound.
+    let api = run.port("DEMO_ADMIN_API_PORT");
+    admin_api(
+        api,
+        "POST",
+        "/consumers",
+        "username=alice&custom_id=alice-42",
+        201,
+    );
+    let credential = admin_api(api, "POST", "/consumers/alice/jwt", "", 201);
+    admin_api(api, "POST", "/consumers/alice/acls", "group=customers", 201);
+    let (key, secret) = (
+        credential["key"].as_str().unwrap(),
+        credential["secret"].as_str().unwrap(),
+    );
+    let exp = tokens::now() + 3600;
+    let claims = json!({"iss": key, "jti": "alice-1", "iat": tokens::now(), "exp": exp});
+    let header = json!({"alg": "HS256", "typ": "JWT"});
+    let alice = format!(
+        "Bearer {}",
+        tokens::sign_raw(&header, &claims, secret.as_bytes())
+    );
+    for node in &nodes {
+        // At once: the first request looks the key up.
+        let reply = client::get(&format!("{node}/users"), &[("authorization", &alice)]);
+        assert_eq!(reply.status, 200, "{node}: {}", reply.text());
+        let identity = &reply.json()["identity"];
+        assert_eq!(identity["x-consumer-username"], "alice", "{node}");
+        assert_eq!(identity["x-consumer-custom-id"], "alice-42", "{node}");
+        assert_eq!(identity["x-credential-identifier"], key, "{node}");
+        assert_eq!(identity["x-consumer-groups"], "customers", "{node}");
+        let reply = client::get(&format!("{node}/payments"), &[("authorization", &alice)]);
+        assert_eq!(
+            (reply.status, reply.text().as_str()),
+            (403, FORBIDDEN),
+            "{node}"
+        );
+    }
+    admin_api(api, "POST", "/consumers/alice/acls", "group=admins", 201);
+    let joined = until_every_node(&nodes, "/payments", &alice, 200, None);
+    let form = format!("jti=alice-1&expires_at={exp}");
+    admin_api(api, "POST", "/revocations", &form, 201);
+    let revoked = until_every_node(&nodes, "/users", &alice, 401, Some(REVOKED));
+    admin_api(
+        api,
+        "DELETE",
+        &format!("/consumers/alice/jwt/{key}"),
+        "",
+        204,
+    );
+    let deleted = until_every_node(&nodes, "/users", &alice, 401, Some(UNKNOWN));
+    println!(
+        "seen by both nodes after: group {joined:?}, revocation {revoked:?}, delete {deleted:?}"
+    );
 
     let status = run.ctrl_c();
     assert!(
