@@ -433,11 +433,14 @@ impl JwtRoot {
 }
 
 fn respond(refusal: &Refusal) {
-    host::respond_json(
-        u32::from(refusal.status),
-        &refusal.body,
-        &[("www-authenticate", &refusal.www_authenticate)],
-    );
+    // A 503 says nothing about the token (the consumer source could not decide): no
+    // `WWW-Authenticate` challenge, and a hint to retry in a second.
+    let header = if refusal.status == 503 {
+        ("retry-after", "1")
+    } else {
+        ("www-authenticate", refusal.www_authenticate.as_str())
+    };
+    host::respond_json(u32::from(refusal.status), &refusal.body, &[header]);
 }
 
 fn describe(backend: &Backend) -> String {

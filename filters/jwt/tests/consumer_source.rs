@@ -348,6 +348,12 @@ fn with_the_admin_away_cached_consumers_serve_for_stale_ttl_and_unknown_keys_get
         unknown.body_json(),
         message("Credential lookup unavailable")
     );
+    assert_eq!(unknown.header("retry-after").as_deref(), Some("1"));
+    assert_eq!(
+        unknown.header("www-authenticate"),
+        None,
+        "nothing is said of the token"
+    );
     assert!(!unknown.reached_upstream());
 
     jwt.advance(Duration::from_secs(5)).unwrap();

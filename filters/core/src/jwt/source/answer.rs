@@ -3,10 +3,12 @@
 //! newer admin may add some). A body that does not read is no answer at all.
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-/// Where the admin's feed stood when it answered: every answer carries it.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+/// Where the admin's feed stood when it answered: every answer carries it (as its own
+/// `epoch` and `head` members: `serde(flatten)` would buffer every answer through serde's
+/// generic content, which costs the module kilobytes).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Position {
     /// Made with the database: another epoch is another feed (a restored or new database).
     pub epoch: String,
@@ -17,14 +19,14 @@ pub struct Position {
 /// `GET /v1/credentials/{key}`.
 #[derive(Clone, Debug, Deserialize)]
 pub struct CredentialAnswer {
-    #[serde(flatten)]
-    pub position: Position,
+    pub epoch: String,
+    pub head: u64,
     pub found: bool,
     pub consumer: Option<AnswerConsumer>,
     pub credential: Option<AnswerCredential>,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 pub struct AnswerConsumer {
     pub id: String,
     /// Null when the consumer has only a `custom_id`: then no `X-Consumer-Username`.
@@ -35,7 +37,7 @@ pub struct AnswerConsumer {
     pub cutoff: Option<AnswerCutoff>,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 pub struct AnswerCredential {
     pub id: String,
     pub key: String,
@@ -47,7 +49,7 @@ pub struct AnswerCredential {
 
 /// A consumer's or credential's cutoff: tokens issued at or before `issued_before` are
 /// revoked, until `expires_at` (+ grace; null: for as long as it exists).
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 pub struct AnswerCutoff {
     pub issued_before: i64,
     pub expires_at: Option<i64>,
@@ -56,8 +58,8 @@ pub struct AnswerCutoff {
 /// `GET /v1/changes?after=N`.
 #[derive(Clone, Debug, Deserialize)]
 pub struct ChangesAnswer {
-    #[serde(flatten)]
-    pub position: Position,
+    pub epoch: String,
+    pub head: u64,
     #[serde(default)]
     pub reset: bool,
     pub events: Vec<Event>,
@@ -84,28 +86,28 @@ impl Event {
 }
 
 /// One revocation, as `/v1/revocations` lists it (and `/v1/revocations/{id}` answers it).
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 pub struct Revocation {
     pub id: String,
     /// The token's `exp`, or the cutoff's end; null: for as long as it exists.
     pub expires_at: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub jti: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub consumer_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub credential_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub key: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub issued_before: Option<i64>,
 }
 
 /// `GET /v1/revocations`.
 #[derive(Clone, Debug, Deserialize)]
 pub struct RevocationsAnswer {
-    #[serde(flatten)]
-    pub position: Position,
+    pub epoch: String,
+    pub head: u64,
     pub grace: u64,
     pub jtis: Vec<Revocation>,
     pub consumers: Vec<Revocation>,
@@ -115,8 +117,8 @@ pub struct RevocationsAnswer {
 /// `GET /v1/revocations/{id}`.
 #[derive(Clone, Debug, Deserialize)]
 pub struct RevocationAnswer {
-    #[serde(flatten)]
-    pub position: Position,
+    pub epoch: String,
+    pub head: u64,
     pub grace: u64,
     pub found: bool,
     pub revocation: Option<Revocation>,
@@ -143,7 +145,7 @@ mod tests {
             "credential":{"id":"k1","key":"mobile","algorithm":"HS256","secret":"s","cutoff":{"issued_before":10,"expires_at":null}}}"#;
         let a: CredentialAnswer = read(Some("200"), body).unwrap();
         assert_eq!(
-            a.position,
+            a.position(),
             Position {
                 epoch: "e1".into(),
                 head: 7
@@ -174,3 +176,24 @@ mod tests {
         assert!(!c.reset);
     }
 }
+
+macro_rules! position {
+    ($($answer:ty),*) => {$(
+        impl $answer {
+            /// Where the feed stood when the admin answered.
+            pub fn position(&self) -> Position {
+                Position {
+                    epoch: self.epoch.clone(),
+                    head: self.head,
+                }
+            }
+        }
+    )*};
+}
+
+position!(
+    CredentialAnswer,
+    ChangesAnswer,
+    RevocationsAnswer,
+    RevocationAnswer
+);

@@ -77,7 +77,7 @@ impl Found {
         let compiled =
             compile_credential("credential", &raw, &identity).map_err(|e| e.to_string())?;
         Ok(Found {
-            head: answer.position.head,
+            head: answer.head,
             credential: compiled,
             consumer_id: consumer.id.clone(),
             credential_id: credential.id.clone(),
@@ -420,8 +420,8 @@ impl Directory {
         };
         let (head, _) = Head::read(store)?;
         if !ours
-            || answer.position.epoch != head.epoch
-            || answer.position.head < head.applied
+            || answer.epoch != head.epoch
+            || answer.head < head.applied
             || head.generation != self.head.generation
         {
             release(self)?;
@@ -431,8 +431,7 @@ impl Directory {
             match Found::from_answer(key, &answer) {
                 Ok(found) => {
                     let state = SlotState::Found(body.to_vec());
-                    let written =
-                        self.store_slot(store, key, state, answer.position.head, now_ms, cas)?;
+                    let written = self.store_slot(store, key, state, answer.head, now_ms, cas)?;
                     if written {
                         self.remember_found(key, found);
                     }
@@ -452,9 +451,9 @@ impl Directory {
         } else {
             SlotState::Missing
         };
-        if self.store_slot(store, key, state, answer.position.head, now_ms, cas)? {
+        if self.store_slot(store, key, state, answer.head, now_ms, cas)? {
             let until = now_ms.saturating_add(self.source.negative_ttl_ms);
-            self.remember_missing(key, until, answer.position.head);
+            self.remember_missing(key, until, answer.head);
             Ok(Answered::Stored)
         } else {
             Ok(Answered::Discarded)
@@ -479,15 +478,15 @@ impl Directory {
             }
         };
         let (head, _) = Head::read(store)?;
-        if answer.position.epoch != head.epoch
-            || answer.position.head < head.applied
+        if answer.epoch != head.epoch
+            || answer.head < head.applied
             || head.generation != self.head.generation
         {
             return Ok(Answered::Discarded);
         }
         if !answer.found {
             let until = now_ms.saturating_add(self.source.negative_ttl_ms);
-            self.remember_missing(key, until, answer.position.head);
+            self.remember_missing(key, until, answer.head);
             return Ok(Answered::Stored);
         }
         match Found::from_answer(key, &answer) {

@@ -14,9 +14,7 @@
 
 use std::collections::HashMap;
 
-use super::answer::{
-    read, ChangesAnswer, Event, Position, Revocation, RevocationAnswer, RevocationsAnswer,
-};
+use super::answer::{read, ChangesAnswer, Event, Revocation, RevocationAnswer, RevocationsAnswer};
 use super::revocations::RevocationSet;
 use super::settings::{path_segment, ConsumerSource};
 use super::shared::{lease, Change, Head, Record, Slots, Snapshot};
@@ -201,7 +199,7 @@ impl Poller {
                 },
             ) => {
                 let answer = match read::<RevocationAnswer>(status, body) {
-                    Ok(answer) if answer.position.epoch == epoch => answer,
+                    Ok(answer) if answer.epoch == epoch => answer,
                     // The rest of the batch's answers find no flight and are ignored; the
                     // next poll starts over from the last event applied.
                     Ok(_) => return Ok((Vec::new(), Outcome::Failed("epoch changed".into()))),
@@ -247,7 +245,8 @@ impl Poller {
         // what the workers hold may predate this list.
         let generation = head.generation + u64::from(head.loaded);
         let RevocationsAnswer {
-            position,
+            epoch,
+            head: answer_head,
             grace,
             jtis,
             consumers,
@@ -267,9 +266,9 @@ impl Poller {
             seq: head.seq,
             generation,
             last_ok_ms: now_ms,
-            applied: position.head,
+            applied: answer_head,
             loaded: true,
-            epoch: position.epoch,
+            epoch,
         };
         if store.cas_set(&super::shared::head_key(), &loaded.encode(), cas)? != Written::Ok {
             return Ok(Outcome::Failed("another poller wrote the head".into()));
@@ -287,7 +286,7 @@ impl Poller {
         now_ms: u64,
     ) -> Result<(Vec<Call>, Outcome), StoreError> {
         let (head, cas) = Head::read(store)?;
-        if answer.reset || answer.position.epoch != head.epoch {
+        if answer.reset || answer.epoch != head.epoch {
             let reset = Head {
                 seq: head.seq,
                 generation: head.generation + 1,
@@ -334,7 +333,7 @@ impl Poller {
         self.flight = Some((
             since,
             Flight::Deltas {
-                epoch: answer.position.epoch,
+                epoch: answer.epoch,
                 events,
                 wanted: ids.len(),
                 got: HashMap::new(),
@@ -424,13 +423,4 @@ impl Poller {
             events: events.len(),
         })
     }
-}
-
-/// Where the admin's feed stood, as last published (for the glue's log).
-pub fn position(store: &dyn SharedStore) -> Result<Position, StoreError> {
-    let (head, _) = Head::read(store)?;
-    Ok(Position {
-        epoch: head.epoch,
-        head: head.applied,
-    })
 }

@@ -15,8 +15,6 @@
 //! - `poller`: who polls (a worker id and a lease), `lookups`: lookups this second,
 //!   `workers`: the counter that gives each worker its id.
 
-use serde::{Deserialize, Serialize};
-
 use super::answer::Revocation;
 use crate::shared::{SharedStore, StoreError, Written};
 
@@ -91,7 +89,7 @@ impl Head {
 }
 
 /// What one applied change means for the workers.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
     /// These keys' answers changed at admin event `event`: drop what was read before it
     /// (a later request looks them up again); an answer read at or after it already has
@@ -103,7 +101,7 @@ pub enum Change {
     Unrevoke(String),
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
     pub seq: u64,
     pub generation: u64,
@@ -112,8 +110,28 @@ pub struct Record {
 
 impl Record {
     pub fn write(&self, store: &dyn SharedStore) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(self).map_err(|e| StoreError(e.to_string()))?;
-        store.cas_set(&log_key(self.seq), &bytes, 0).map(drop)
+        let mut w = Writer::default();
+        w.u64(self.seq);
+        w.u64(self.generation);
+        match &self.change {
+            Change::Drop { event, keys } => {
+                w.byte(1);
+                w.u64(*event);
+                w.u64(keys.len() as u64);
+                for key in keys {
+                    w.str(key);
+                }
+            }
+            Change::Revoke(entry) => {
+                w.byte(2);
+                w.revocation(entry);
+            }
+            Change::Unrevoke(id) => {
+                w.byte(3);
+                w.str(id);
+            }
+        }
+        store.cas_set(&log_key(self.seq), &w.0, 0).map(drop)
     }
 
     /// Record `seq` of `generation`, `None` when the ring holds another one (overwritten).
@@ -125,14 +143,36 @@ impl Record {
         let Some((bytes, _)) = store.get(&log_key(seq))? else {
             return Ok(None);
         };
-        Ok(serde_json::from_slice::<Record>(&bytes)
-            .ok()
-            .filter(|r| r.seq == seq && r.generation == generation))
+        Ok(Record::decode(&bytes).filter(|r| r.seq == seq && r.generation == generation))
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Record> {
+        let mut r = Reader { bytes, at: 0 };
+        let (seq, generation) = (r.u64()?, r.u64()?);
+        let change = match r.byte()? {
+            1 => {
+                let event = r.u64()?;
+                let count = r.u64()?;
+                let mut keys = Vec::new();
+                for _ in 0..count {
+                    keys.push(r.str()?);
+                }
+                Change::Drop { event, keys }
+            }
+            2 => Change::Revoke(r.revocation()?),
+            3 => Change::Unrevoke(r.str()?),
+            _ => return None,
+        };
+        Some(Record {
+            seq,
+            generation,
+            change,
+        })
     }
 }
 
 /// Every revocation in force as of log record `seq` of `generation`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
     pub generation: u64,
     pub seq: u64,
@@ -142,8 +182,15 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn write(&self, store: &dyn SharedStore) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(self).map_err(|e| StoreError(e.to_string()))?;
-        store.cas_set(&revocations_key(), &bytes, 0).map(drop)
+        let mut w = Writer::default();
+        w.u64(self.generation);
+        w.u64(self.seq);
+        w.u64(self.grace);
+        w.u64(self.entries.len() as u64);
+        for entry in &self.entries {
+            w.revocation(entry);
+        }
+        store.cas_set(&revocations_key(), &w.0, 0).map(drop)
     }
 
     /// The snapshot of `generation`, if that is the one stored.
@@ -151,9 +198,126 @@ impl Snapshot {
         let Some((bytes, _)) = store.get(&revocations_key())? else {
             return Ok(None);
         };
-        Ok(serde_json::from_slice::<Snapshot>(&bytes)
-            .ok()
-            .filter(|s| s.generation == generation))
+        Ok(Snapshot::decode(&bytes).filter(|s| s.generation == generation))
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Snapshot> {
+        let mut r = Reader { bytes, at: 0 };
+        let (generation, seq, grace, count) = (r.u64()?, r.u64()?, r.u64()?, r.u64()?);
+        let mut entries = Vec::new();
+        for _ in 0..count {
+            entries.push(r.revocation()?);
+        }
+        Some(Snapshot {
+            generation,
+            seq,
+            grace,
+            entries,
+        })
+    }
+}
+
+/// The shared records' encoding: little-endian numbers, length-prefixed text, a flag byte
+/// before what may be absent. (serde_json would do, at kilobytes of module size.)
+#[derive(Default)]
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn byte(&mut self, b: u8) {
+        self.0.push(b);
+    }
+
+    fn u64(&mut self, n: u64) {
+        self.0.extend_from_slice(&n.to_le_bytes());
+    }
+
+    fn str(&mut self, s: &str) {
+        self.u64(s.len() as u64);
+        self.0.extend_from_slice(s.as_bytes());
+    }
+
+    fn opt_str(&mut self, s: Option<&str>) {
+        match s {
+            Some(s) => {
+                self.byte(1);
+                self.str(s);
+            }
+            None => self.byte(0),
+        }
+    }
+
+    fn opt_i64(&mut self, n: Option<i64>) {
+        match n {
+            Some(n) => {
+                self.byte(1);
+                self.0.extend_from_slice(&n.to_le_bytes());
+            }
+            None => self.byte(0),
+        }
+    }
+
+    fn revocation(&mut self, r: &Revocation) {
+        self.str(&r.id);
+        self.opt_i64(r.expires_at);
+        for field in [&r.jti, &r.consumer_id, &r.credential_id, &r.key] {
+            self.opt_str(field.as_deref());
+        }
+        self.opt_i64(r.issued_before);
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        let end = self.at.checked_add(n)?;
+        let taken = self.bytes.get(self.at..end)?;
+        self.at = end;
+        Some(taken)
+    }
+
+    fn byte(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    fn str(&mut self) -> Option<String> {
+        let len = usize::try_from(self.u64()?).ok()?;
+        String::from_utf8(self.take(len)?.to_vec()).ok()
+    }
+
+    fn opt_str(&mut self) -> Option<Option<String>> {
+        match self.byte()? {
+            0 => Some(None),
+            1 => self.str().map(Some),
+            _ => None,
+        }
+    }
+
+    fn opt_i64(&mut self) -> Option<Option<i64>> {
+        match self.byte()? {
+            0 => Some(None),
+            1 => Some(Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))),
+            _ => None,
+        }
+    }
+
+    fn revocation(&mut self) -> Option<Revocation> {
+        Some(Revocation {
+            id: self.str()?,
+            expires_at: self.opt_i64()?,
+            jti: self.opt_str()?,
+            consumer_id: self.opt_str()?,
+            credential_id: self.opt_str()?,
+            key: self.opt_str()?,
+            issued_before: self.opt_i64()?,
+        })
     }
 }
 
@@ -366,6 +530,7 @@ pub fn lease(
 
 #[cfg(test)]
 mod tests {
+    use super::super::answer::Revocation;
     use super::*;
     use crate::shared::MemoryStore;
 
@@ -409,6 +574,47 @@ mod tests {
         );
         record(3 + RING).write(&store).unwrap();
         assert_eq!(Record::read(&store, 3, 1).unwrap(), None, "overwritten");
+    }
+
+    #[test]
+    fn records_and_snapshots_round_trip() {
+        let store = MemoryStore::default();
+        let entry = Revocation {
+            id: "r1".into(),
+            expires_at: Some(-5),
+            jti: Some("é".into()),
+            consumer_id: None,
+            credential_id: Some("c".into()),
+            key: Some("k".into()),
+            issued_before: None,
+        };
+        for (seq, change) in [
+            (
+                1,
+                Change::Drop {
+                    event: 7,
+                    keys: vec!["a".into(), String::new()],
+                },
+            ),
+            (2, Change::Revoke(entry.clone())),
+        ] {
+            let record = Record {
+                seq,
+                generation: 3,
+                change,
+            };
+            record.write(&store).unwrap();
+            assert_eq!(Record::read(&store, seq, 3).unwrap(), Some(record));
+        }
+        let snapshot = Snapshot {
+            generation: 3,
+            seq: 2,
+            grace: 60,
+            entries: vec![entry],
+        };
+        snapshot.write(&store).unwrap();
+        assert_eq!(Snapshot::read(&store, 3).unwrap(), Some(snapshot));
+        assert_eq!(Record::decode(&[1; 16]), None, "truncated");
     }
 
     #[test]
