@@ -273,6 +273,7 @@ fn a_burst_of_random_keys_is_bounded_and_known_consumers_do_not_notice() {
         200
     );
 
+    let rss_before = rss_kib(node.pid());
     let started = Instant::now();
     let (mut throttled, mut unknown, mut known_ok) = (0, 0, 0);
     for i in 0..10_000 {
@@ -295,6 +296,10 @@ fn a_burst_of_random_keys_is_bounded_and_known_consumers_do_not_notice() {
     }
     let seconds = started.elapsed().as_secs_f64();
     let lookups = scene.metric("portcullis_jwt_source_lookups_total");
+    let grown_kib = rss_kib(node.pid()).saturating_sub(rss_before);
+    println!("Envoy's resident memory grew by {grown_kib} KiB over the burst");
+    // cache_size 1000 slots and entries per worker, each well under 1 KiB here.
+    assert!(grown_kib < 64 * 1024, "{grown_kib} KiB");
     println!(
         "10000 random keys in {seconds:.1} s: {lookups} lookups (cap {cap}/s), {unknown} answered 401, {throttled} 503; known consumer 200 x {known_ok}"
     );
@@ -342,4 +347,14 @@ fn two_admin_replicas_behind_one_cluster_serve_as_one() {
         0.0,
         "one feed, one epoch"
     );
+}
+
+/// A process's resident memory, from /proc.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
