@@ -20,7 +20,7 @@
 //!
 //! The `jwt` group includes `consumer_source` rows (#22), whose credential the filter looks
 //! up in a portcullis-admin the bench starts on SQLite (beside this binary) and stops at the
-//! end (see [`source`]).
+//! end; below the tables, what a lookup costs the request that makes it (see [`source`]).
 //!
 //! | module | holds |
 //! |---|---|
@@ -31,7 +31,7 @@
 //! | `wrk` | one wrk run and its figures |
 //! | `load` | the rounds at one concurrency and their table |
 //! | `service` | Redis and the rate limit service for the cluster-wide rows |
-//! | `source` | portcullis-admin for the `consumer_source` rows |
+//! | `source` | portcullis-admin for the `consumer_source` rows, and their figures |
 //! | `instructions` | host-test's wasm instructions per request |
 //! | `perf` | `BENCH_PROFILE` |
 
@@ -139,7 +139,9 @@ fn main() {
         ));
     }
     drop(service);
-    drop(admin);
+    if let Some(admin) = admin {
+        source::report(&admin, quick);
+    }
 
     instructions::print(&rows);
 

@@ -2,7 +2,11 @@
 //!
 //! Two rows of the `jwt` group send the token of a looked-up credential, each set against
 //! its static twin in the same run (`versus`; the target with the cache is ≥ 0.95x); they
-//! are warmed until the lookup is done, so the rounds measure cache hits.
+//! are warmed until the lookup is done, so the rounds measure cache hits. Below the tables,
+//! [`report`] measures what the rows cannot:
+//! - *the first request on a miss*: credentials created, then each key's first request
+//!   timed as a client sees it (a fresh connection; the lookup happens inside), next to the
+//!   same request again, its key cached, in the same run.
 //!
 //! One portcullis-admin on SQLite (the binary beside this one, else `target/debug`) serves
 //! all of it; every Envoy reaches its data plane through the HTTP/1.1 cluster [`CLUSTER`]
@@ -11,10 +15,11 @@
 
 use std::time::{Duration, Instant};
 
-use portcullis_tests::admin_service::AdminService;
-use portcullis_tests::{client, tokens, Envoy};
+use portcullis_tests::admin_service::{admin_binary, AdminService};
+use portcullis_tests::{client, config, tokens, Envoy};
 use serde_json::json;
 
+use crate::envoy::{start, Backends};
 use crate::rows::Row;
 
 /// The admin's data-plane cluster in every Envoy that looks consumers up.
@@ -27,6 +32,9 @@ const SECRET: &str = "bench-only-looked-up-secret-0123456789abcdef-0123456789abc
 /// The consumer every credential belongs to, in the group the static consumer has.
 const CONSUMER: &str = "bench";
 const GROUP: &str = "admins";
+/// Between two timed lookups: ≤ 66 per second, under the default `max_lookups_per_second`
+/// (100), past which an unknown key is refused with 503.
+const LOOKUP_SPACING: Duration = Duration::from_millis(15);
 /// How long a warm-up may wait for its answer.
 const PATIENCE: Duration = Duration::from_secs(15);
 
@@ -84,6 +92,16 @@ impl Admin {
     pub fn port(&self) -> u16 {
         self.service.data_plane_address().port()
     }
+
+    /// Creates a consumer called `username`, in no group.
+    fn consumer(&self, username: &str) {
+        self.service.create_consumer(username, None);
+    }
+
+    /// Creates `username`'s credential `key`, signing with [`SECRET`].
+    fn credential(&self, username: &str, key: &str) {
+        self.service.create_jwt(username, key, SECRET);
+    }
 }
 
 /// Requests `row`'s token on fresh connections until 8 in a row answer 200: the lookup is
@@ -126,4 +144,96 @@ fn until_agreed(
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// One Envoy whose jwt looks consumers up, with every setting at its default (the token
+/// cache on).
+fn envoy(admin: &Admin, concurrency: u32) -> Envoy {
+    let filter = config::portcullis_filter("jwt", Some(&jwt_config(true)));
+    let row = Row::new("consumer_source", "jwt", filter, None).source();
+    let backends = Backends {
+        admin: Some(admin.port()),
+        ..Backends::default()
+    };
+    start(&row, backends, concurrency)
+}
+
+/// The `p` quantile (0..=1) of `times` by nearest rank, in ms.
+fn quantile(times: &[Duration], p: f64) -> f64 {
+    let mut ms: Vec<f64> = times.iter().map(|t| t.as_secs_f64() * 1e3).collect();
+    ms.sort_by(f64::total_cmp);
+    let rank = ((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len().max(1));
+    ms.get(rank - 1).copied().unwrap_or(0.0)
+}
+
+/// The figures below the tables: what a miss costs the request that makes it. `quick`:
+/// fewer keys.
+pub fn report(admin: &Admin, quick: bool) {
+    let keys = if quick { 20 } else { 200 };
+    let built = admin_binary();
+    let profile = built
+        .parent()
+        .and_then(|p| p.file_name())
+        .map_or("?".into(), |p| p.to_string_lossy().into_owned());
+    println!(
+        "\n## jwt consumer_source: portcullis-admin ({profile} build, SQLite) behind the cluster `{CLUSTER}`\n"
+    );
+    first_requests(admin, keys);
+}
+
+/// `keys` credentials created, then each key's first request and the same request again,
+/// timed on fresh connections at `--concurrency 1`. Three keys before them warm the Envoy
+/// up (its first lookup waits for the revocations to load).
+fn first_requests(admin: &Admin, keys: usize) {
+    const WARM_UP: usize = 3;
+    let names: Vec<String> = (0..WARM_UP + keys)
+        .map(|i| format!("miss-{i:04}"))
+        .collect();
+    // The admin keeps at most 100 credentials per consumer.
+    for (n, keys) in names.chunks(50).enumerate() {
+        let username = format!("miss-{n}");
+        admin.consumer(&username);
+        for key in keys {
+            admin.credential(&username, key);
+        }
+    }
+    let envoy = envoy(admin, 1);
+    let url = envoy.url("/");
+    let (mut misses, mut hits, mut refused) = (Vec::new(), Vec::new(), 0);
+    for (i, key) in names.iter().enumerate() {
+        let token = token_for(key);
+        if i < WARM_UP {
+            if let Err(last) = until_agreed(&envoy, &token, 200, Instant::now()) {
+                println!("- first request on a miss: the warm-up never answered 200: {last}");
+                return;
+            }
+            continue;
+        }
+        let auth = format!("Bearer {token}");
+        let timed = || {
+            let started = Instant::now();
+            let status = client::get(&url, &[("authorization", &auth)]).status;
+            (started.elapsed(), status)
+        };
+        let (miss, first) = timed();
+        let (hit, again) = timed();
+        misses.push(miss);
+        hits.push(hit);
+        refused += usize::from(first != 200) + usize::from(again != 200);
+        std::thread::sleep(LOOKUP_SPACING);
+    }
+    println!(
+        "- first request on a miss (`--concurrency 1`; {keys} credentials created, then each \
+         key's first request, a fresh connection each, the lookup inside): p50 {:.2} ms, \
+         p99 {:.2} ms; the same request again, its key cached: p50 {:.2} ms, p99 {:.2} ms{}",
+        quantile(&misses, 0.5),
+        quantile(&misses, 0.99),
+        quantile(&hits, 0.5),
+        quantile(&hits, 0.99),
+        if refused > 0 {
+            format!(" ({refused} answers other than 200!)")
+        } else {
+            String::new()
+        }
+    );
 }
