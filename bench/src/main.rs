@@ -20,7 +20,8 @@
 //!
 //! The `jwt` group includes `consumer_source` rows (#22), whose credential the filter looks
 //! up in a portcullis-admin the bench starts on SQLite (beside this binary) and stops at the
-//! end; below the tables, what a lookup costs the request that makes it (see [`source`]).
+//! end; below the tables, what a lookup costs the request that makes it and how soon a
+//! credential created in the admin answers everywhere (see [`source`]).
 //!
 //! | module | holds |
 //! |---|---|

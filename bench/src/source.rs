@@ -6,7 +6,10 @@
 //! [`report`] measures what the rows cannot:
 //! - *the first request on a miss*: credentials created, then each key's first request
 //!   timed as a client sees it (a fresh connection; the lookup happens inside), next to the
-//!   same request again, its key cached, in the same run.
+//!   same request again, its key cached, in the same run;
+//! - *propagation at the defaults*: a credential created for a key already refused as
+//!   unknown, timed until 8 fresh connections answer 200 (every worker), the creations
+//!   spread over the poll cycle — the bound is `poll_interval_ms` + one round trip.
 //!
 //! One portcullis-admin on SQLite (the binary beside this one, else `target/debug`) serves
 //! all of it; every Envoy reaches its data plane through the HTTP/1.1 cluster [`CLUSTER`]
@@ -32,10 +35,14 @@ const SECRET: &str = "bench-only-looked-up-secret-0123456789abcdef-0123456789abc
 /// The consumer every credential belongs to, in the group the static consumer has.
 const CONSUMER: &str = "bench";
 const GROUP: &str = "admins";
+/// The default `poll_interval_ms`, which the propagation trials run at.
+const POLL_INTERVAL: Duration = Duration::from_millis(1000);
+/// #22's bound at the defaults: `poll_interval_ms` + one round trip, "≤ 2 s".
+const BOUND: Duration = Duration::from_secs(2);
 /// Between two timed lookups: ≤ 66 per second, under the default `max_lookups_per_second`
 /// (100), past which an unknown key is refused with 503.
 const LOOKUP_SPACING: Duration = Duration::from_millis(15);
-/// How long a warm-up may wait for its answer.
+/// How long a warm-up, or a trial, may wait for its answer.
 const PATIENCE: Duration = Duration::from_secs(15);
 
 /// The jwt configuration of the `consumer_source` rows: every setting at its default but
@@ -166,10 +173,10 @@ fn quantile(times: &[Duration], p: f64) -> f64 {
     ms.get(rank - 1).copied().unwrap_or(0.0)
 }
 
-/// The figures below the tables: what a miss costs the request that makes it. `quick`:
-/// fewer keys.
+/// The figures below the tables: what a miss costs the request that makes it, and how soon a
+/// credential created in the admin answers everywhere. `quick`: fewer keys and trials.
 pub fn report(admin: &Admin, quick: bool) {
-    let keys = if quick { 20 } else { 200 };
+    let (keys, trials) = if quick { (20, 3) } else { (200, 10) };
     let built = admin_binary();
     let profile = built
         .parent()
@@ -179,6 +186,7 @@ pub fn report(admin: &Admin, quick: bool) {
         "\n## jwt consumer_source: portcullis-admin ({profile} build, SQLite) behind the cluster `{CLUSTER}`\n"
     );
     first_requests(admin, keys);
+    propagation(admin, trials);
 }
 
 /// `keys` credentials created, then each key's first request and the same request again,
@@ -235,5 +243,58 @@ fn first_requests(admin: &Admin, keys: usize) {
         } else {
             String::new()
         }
+    );
+}
+
+/// `trials` credentials created for keys every worker already refuses as unknown, each timed
+/// from just before the Admin API call until 8 fresh connections answer 200, at
+/// `--concurrency 2` and the default `poll_interval_ms`. A first, untimed creation puts the
+/// trials at one phase of the poll cycle (a credential just followed: a poll just answered);
+/// then trial `j` (from 0) waits `j / trials` of the poll interval after the previous one
+/// settled, so the creations sweep the whole cycle, one of them within `1 / trials` of its
+/// worst moment (just after a poll), rather than all landing at the same phase.
+fn propagation(admin: &Admin, trials: usize) {
+    let envoy = envoy(admin, 2);
+    admin.consumer("late");
+    let mut took = Vec::new();
+    let mut failures = Vec::new();
+    for n in 0..=trials {
+        let key = format!("late-{n:04}");
+        let token = token_for(&key);
+        if let Err(last) = until_agreed(&envoy, &token, 401, Instant::now()) {
+            failures.push(format!("{key} was not refused first: {last}"));
+            continue;
+        }
+        if let Some(j) = n.checked_sub(1) {
+            std::thread::sleep(POLL_INTERVAL.mul_f64(j as f64 / trials as f64));
+        }
+        let since = Instant::now();
+        admin.credential("late", &key);
+        match until_agreed(&envoy, &token, 200, since) {
+            Ok(t) if n > 0 => took.push(t),
+            Ok(_) => {}
+            Err(last) => failures.push(format!("{key} never answered 200: {last}")),
+        }
+    }
+    let max = took.iter().max().copied().unwrap_or_default();
+    println!(
+        "- propagation at the defaults (`poll_interval_ms` {}, `--concurrency 2`; {trials} \
+         trials: a credential created for a key every worker refuses as unknown, until 8 \
+         fresh connections answer 200): max {:.0} ms, p50 {:.0} ms (bound: the poll interval \
+         + one round trip, ≤ {} s){}{}",
+        POLL_INTERVAL.as_millis(),
+        max.as_secs_f64() * 1e3,
+        quantile(&took, 0.5),
+        BOUND.as_secs(),
+        if max > BOUND {
+            " (past the bound!)"
+        } else {
+            ""
+        },
+        if failures.is_empty() {
+            String::new()
+        } else {
+            format!(" ({}!)", failures.join("; "))
+        },
     );
 }
