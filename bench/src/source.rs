@@ -4,6 +4,9 @@
 //! its static twin in the same run (`versus`; the target with the cache is ≥ 0.95x); they
 //! are warmed until the lookup is done, so the rounds measure cache hits. Below the tables,
 //! [`report`] measures what the rows cannot:
+//! - the wasm instructions of a looked-up credential's first request and of the same request
+//!   again (host-test, its `portcullis_admin` cluster answered by the same admin), next to
+//!   the same credential configured statically;
 //! - *the first request on a miss*: credentials created, then each key's first request
 //!   timed as a client sees it (a fresh connection; the lookup happens inside), next to the
 //!   same request again, its key cached, in the same run;
@@ -16,10 +19,12 @@
 //! with `authority: localhost` (without a data-plane token the admin answers loopback Hosts
 //! only).
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use host_test::{HttpCallReply, Request};
 use portcullis_tests::admin_service::{admin_binary, AdminService};
-use portcullis_tests::{client, config, tokens, Envoy};
+use portcullis_tests::{client, config, paths, tokens, Envoy};
 use serde_json::json;
 
 use crate::envoy::{start, Backends};
@@ -97,7 +102,11 @@ impl Admin {
 
     /// Its data plane's port, for the Envoy cluster.
     pub fn port(&self) -> u16 {
-        self.service.data_plane_address().port()
+        self.data_plane().port()
+    }
+
+    fn data_plane(&self) -> SocketAddr {
+        self.service.data_plane_address()
     }
 
     /// Creates a consumer called `username`, in no group.
@@ -173,8 +182,9 @@ fn quantile(times: &[Duration], p: f64) -> f64 {
     ms.get(rank - 1).copied().unwrap_or(0.0)
 }
 
-/// The figures below the tables: what a miss costs the request that makes it, and how soon a
-/// credential created in the admin answers everywhere. `quick`: fewer keys and trials.
+/// The figures below the tables: the instructions of a looked-up credential's requests, what
+/// a miss costs the request that makes it, and how soon a credential created in the admin
+/// answers everywhere. `quick`: fewer keys and trials.
 pub fn report(admin: &Admin, quick: bool) {
     let (keys, trials) = if quick { (20, 3) } else { (200, 10) };
     let built = admin_binary();
@@ -185,6 +195,8 @@ pub fn report(admin: &Admin, quick: bool) {
     println!(
         "\n## jwt consumer_source: portcullis-admin ({profile} build, SQLite) behind the cluster `{CLUSTER}`\n"
     );
+    // First, while the admin's feed is as short on every run: the counts repeat.
+    instructions(admin);
     first_requests(admin, keys);
     propagation(admin, trials);
 }
@@ -297,4 +309,69 @@ fn propagation(admin: &Admin, trials: usize) {
             format!(" ({}!)", failures.join("; "))
         },
     );
+}
+
+/// host-test's wasm instructions for a looked-up credential's first request (the lookup
+/// dispatched, its answer read) and the same request again (a cache hit), next to the same
+/// credential configured statically. host-test answers the cluster with the admin's own
+/// answers.
+fn instructions(admin: &Admin) {
+    let data_plane = admin.data_plane();
+    let count = |config: String, token: &str| -> Result<[(u64, u64, u64); 2], String> {
+        let host = host_test::Host::new();
+        host.upstream(CLUSTER, move |request| {
+            let path = request.header(":path").unwrap_or("/");
+            let reply = client::get(
+                &format!("http://{data_plane}{path}"),
+                &[("accept", "application/json")],
+            );
+            let mut answer = HttpCallReply::new(reply.status).body(reply.body.clone());
+            if let Some(kind) = reply.header("content-type") {
+                answer = answer.header("content-type", kind);
+            }
+            answer
+        });
+        let mut jwt = host
+            .plugin(paths::wasm("jwt"))
+            .name("jwt")
+            .config(config)
+            .start()
+            .map_err(|e| e.to_string())?;
+        // The first tick: the source loads the revocations before admitting anyone.
+        jwt.advance(Duration::from_millis(150))?;
+        let request = || Request::get("/").header("authorization", &format!("Bearer {token}"));
+        let first = jwt.send(request());
+        let again = jwt.send(request());
+        if !(first.reached_upstream() && again.reached_upstream()) {
+            return Err(format!("refused: {} {}", again.status(), again.body_text()));
+        }
+        Ok([first, again].map(|e| (e.instructions(), e.host_calls(), e.reentries())))
+    };
+    // The same credential, consumer and token, configured statically.
+    let credential = json!({ "key": KEY, "algorithm": "HS256", "secret": SECRET });
+    let fixed = json!({
+        "consumers": [{ "username": CONSUMER, "groups": [GROUP], "credentials": [credential] }],
+    });
+    let looked_up = count(jwt_config(true), &token());
+    let fixed = count(fixed.to_string(), &token());
+    match (looked_up, fixed) {
+        (Ok([first, again]), Ok([_, fixed])) => {
+            let said = |(instructions, calls, values): (u64, u64, u64)| {
+                format!("{instructions}, {calls} host calls ({values} returning a value)")
+            };
+            println!(
+                "- wasm instructions (host-test, the same admin answering): a looked-up \
+                 credential's first request {}; again, a cache hit: {}; the same credential \
+                 configured statically, repeated: {}",
+                said(first),
+                said(again),
+                said(fixed)
+            );
+        }
+        (looked_up, fixed) => println!(
+            "- wasm instructions: failed ({:?} / {:?})",
+            looked_up.err(),
+            fixed.err()
+        ),
+    }
 }
