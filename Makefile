@@ -68,7 +68,7 @@ run: setup build ## The demo gateway: real Envoy + the filters + user/order/paym
 	  envoy-config/run.sh
 
 bench: setup build ## Portcullis vs Envoy's native filters, side by side (BENCH_QUICK=1: smoke only; BENCH_ONLY=jwt,acl,ratelimit,chain,host: those groups; BENCH_ROWS=a|b, BENCH_CONCURRENCY=1, BENCH_PROFILE=row: see docs/benchmarks.md)
-	$(CARGO) build $(if $(BENCH_QUICK),,--release) -q -p portcullis-ratelimit
+	$(CARGO) build $(if $(BENCH_QUICK),,--release) -q -p portcullis-ratelimit -p portcullis-admin
 	PORTCULLIS_ENVOY=$(abspath $(ENVOY)) BENCH_QUICK=$(BENCH_QUICK) BENCH_ONLY=$(BENCH_ONLY) $(CARGO) run $(if $(BENCH_QUICK),,--release) -q -p portcullis-bench
 
 oci: build ## Package each filter as Wasm OCI images (compat + oci variants) in dist/oci/, and dist/*.wasm.sha256

@@ -10,6 +10,7 @@ use portcullis_tests::{paths, Envoy};
 
 use crate::filters::SERVICE_CLUSTER;
 use crate::rows::Row;
+use crate::source;
 
 /// Answers every request with 200 from Envoy, before the router: how a row whose filter
 /// needs a routed request (Envoy's ratelimit filter does nothing on a `direct_response`
@@ -21,11 +22,20 @@ const FAULT_200: &str = r#"- name: envoy.filters.http.fault
       http_status: 200
       percentage: { numerator: 100, denominator: HUNDRED }"#;
 
+/// The services a row's Envoy has clusters for, by port: the rate limit service (HTTP/2,
+/// for the rows with a `domain`) and portcullis-admin's data plane (HTTP/1.1, for the
+/// `source` rows).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Backends {
+    pub ratelimit: Option<u16>,
+    pub admin: Option<u16>,
+}
+
 /// The bench bootstrap: no access log, one route named `bench`. Its answer is a
 /// `direct_response`, or for a `routed` row a route to the cluster `bench` (never
 /// contacted: [`FAULT_200`] answers first; were it reached, the 503 would flag the row).
-/// With the rate limit service's port, its HTTP/2 cluster too.
-pub fn config(row: &Row, service: Option<u16>) -> String {
+/// With a back end's port, its cluster too.
+pub fn config(row: &Row, backends: Backends) -> String {
     let answer = if row.routed {
         route("bench", "/", "bench")
     } else {
@@ -43,16 +53,19 @@ pub fn config(row: &Row, service: Option<u16>) -> String {
         // The discard port: nothing listens there, and nothing should get that far.
         clusters.push(cluster("bench", 9));
     }
-    if let Some(port) = service {
+    if let Some(port) = backends.ratelimit {
         clusters.push(grpc_cluster(SERVICE_CLUSTER, port));
+    }
+    if let Some(port) = backends.admin {
+        clusters.push(cluster(source::CLUSTER, port));
     }
     bootstrap(&[listener], &clusters)
 }
 
-/// Starts `row`'s Envoy with `concurrency` workers (and the rate limit service's cluster at
-/// `service`), logging only warnings; a row that does not start ends the bench.
-pub fn start(row: &Row, service: Option<u16>, concurrency: u32) -> Envoy {
-    Envoy::builder(config(row, service))
+/// Starts `row`'s Envoy with `concurrency` workers (and the clusters of `backends`),
+/// logging only warnings; a row that does not start ends the bench.
+pub fn start(row: &Row, backends: Backends, concurrency: u32) -> Envoy {
+    Envoy::builder(config(row, backends))
         .concurrency(concurrency)
         .log_level("warning")
         .component_log_level("wasm:warning")

@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 
 use portcullis_tests::Envoy;
 
-use crate::envoy::{rss_mb, start};
+use crate::envoy::{rss_mb, start, Backends};
 use crate::rows::Row;
 use crate::service::Service;
+use crate::source::{self, Admin};
 use crate::wrk::{median, Run};
 
 /// How long the rows are loaded.
@@ -25,16 +26,24 @@ pub struct Plan {
 pub fn measure(
     rows: &[Row],
     service: Option<&Service>,
+    admin: Option<&Admin>,
     concurrency: u32,
     plan: &Plan,
 ) -> Vec<(String, f64)> {
     let envoys: Vec<Envoy> = rows
         .iter()
         .map(|row| {
-            let port = row.domain.and(service).map(|s| s.service.port());
-            start(row, port, concurrency)
+            let backends = Backends {
+                ratelimit: row.domain.and(service).map(|s| s.service.port()),
+                admin: admin.filter(|_| row.source).map(Admin::port),
+            };
+            start(row, backends, concurrency)
         })
         .collect();
+    // A looked-up credential is fetched before the rounds: they measure cache hits.
+    for (row, envoy) in rows.iter().zip(&envoys).filter(|(row, _)| row.source) {
+        source::warm(row, envoy);
+    }
     let mut runs: Vec<Vec<Run>> = vec![Vec::new(); rows.len()];
     // Requests wrk completed, and what the service counted meanwhile, warm-up included.
     let mut served: Vec<(u64, i64)> = vec![(0, 0); rows.len()];

@@ -18,6 +18,11 @@
 //! call is a 500, flagged in the table), and the counters in Redis are checked against the
 //! requests wrk completed, so a row that skipped the service cannot pass for a fast one.
 //!
+//! The `jwt` group includes `consumer_source` rows (#22), whose credential the filter looks
+//! up in a portcullis-admin the bench starts on SQLite (beside this binary) and stops at the
+//! end; below the tables, what a lookup costs the request that makes it and how soon a
+//! credential created in the admin answers everywhere (see [`source`]).
+//!
 //! | module | holds |
 //! |---|---|
 //! | `rows` | the row catalogue, its groups and `BENCH_ONLY` |
@@ -27,6 +32,7 @@
 //! | `wrk` | one wrk run and its figures |
 //! | `load` | the rounds at one concurrency and their table |
 //! | `service` | Redis and the rate limit service for the cluster-wide rows |
+//! | `source` | portcullis-admin for the `consumer_source` rows, and their figures |
 //! | `instructions` | host-test's wasm instructions per request |
 //! | `perf` | `BENCH_PROFILE` |
 
@@ -42,6 +48,7 @@ mod load;
 mod perf;
 mod rows;
 mod service;
+mod source;
 mod wrk;
 
 use load::Plan;
@@ -99,6 +106,17 @@ fn main() {
     } else {
         None
     };
+    let admin = if rows.iter().any(|row| row.source) {
+        match source::Admin::start() {
+            Ok(admin) => Some(admin),
+            Err(e) => {
+                eprintln!("starting portcullis-admin: {e:#}");
+                std::process::exit(1);
+            }
+        }
+    } else {
+        None
+    };
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let Plan {
         rounds,
@@ -113,9 +131,18 @@ fn main() {
     );
     let mut memory: BTreeMap<String, f64> = BTreeMap::new();
     for &concurrency in &concurrencies {
-        memory.extend(load::measure(&rows, service.as_ref(), concurrency, &plan));
+        memory.extend(load::measure(
+            &rows,
+            service.as_ref(),
+            admin.as_ref(),
+            concurrency,
+            &plan,
+        ));
     }
     drop(service);
+    if let Some(admin) = admin {
+        source::report(&admin, quick);
+    }
 
     instructions::print(&rows);
 

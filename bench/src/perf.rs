@@ -2,11 +2,13 @@
 
 use std::process::Command;
 
-use crate::envoy::start;
+use crate::envoy::{start, Backends};
 use crate::rows::rows;
+use crate::source::{self, Admin};
 use crate::wrk::wrk;
 
-/// `BENCH_PROFILE=<part of a row name>`: each matching row (no service rows) alone under
+/// `BENCH_PROFILE=<part of a row name>`: each matching row (no rate limit service rows; a
+/// `consumer_source` row with its own portcullis-admin, warmed up) alone under
 /// wrk at `--concurrency 1`, sampled by `perf` for 5 s after a 2 s warm-up; prints where
 /// Envoy's cycles went by object — `[JIT]`/anonymous memory is V8's compiled wasm (and its
 /// stubs), `envoy` the host (host calls included), the kernel the network — and the top
@@ -18,7 +20,21 @@ pub fn profile(pattern: &str) {
         .into_iter()
         .filter(|r| r.name.contains(pattern) && r.domain.is_none())
     {
-        let envoy = start(&row, None, 1);
+        let admin = row
+            .source
+            .then(Admin::start)
+            .transpose()
+            .unwrap_or_else(|e| {
+                panic!("starting portcullis-admin: {e:#}");
+            });
+        let backends = Backends {
+            admin: admin.as_ref().map(Admin::port),
+            ..Backends::default()
+        };
+        let envoy = start(&row, backends, 1);
+        if row.source {
+            source::warm(&row, &envoy);
+        }
         let url = envoy.url("/");
         wrk(&url, row.token.as_deref(), 2);
         let data = std::env::temp_dir().join(format!("portcullis-perf-{}.data", envoy.pid()));

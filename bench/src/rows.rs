@@ -7,6 +7,7 @@ use crate::filters::{
     ALGORITHMS, NATIVE_DOMAIN, NATIVE_RATE_LIMIT, NATIVE_RBAC, PORTCULLIS_DOMAIN, RATE_LIMIT,
     RATE_LIMIT_IP,
 };
+use crate::source;
 use portcullis_tests::config;
 
 /// One configuration under load.
@@ -24,6 +25,9 @@ pub struct Row {
     /// The rate limit service domain it counts under, when it calls the service: its Envoy
     /// gets the `ratelimit` cluster, and its counters are checked in Redis.
     pub domain: Option<&'static str>,
+    /// Looks its consumers up in portcullis-admin (jwt `consumer_source`): its Envoy gets the
+    /// admin's data-plane cluster, and it is warmed until the lookup is done.
+    pub source: bool,
     /// Its HTTP filters before the router, YAML at column 0 (empty: none).
     pub filters: String,
     /// The bearer token every request carries.
@@ -34,7 +38,7 @@ pub struct Row {
 }
 
 impl Row {
-    fn new(name: &str, group: &'static str, filters: String, token: Option<String>) -> Row {
+    pub fn new(name: &str, group: &'static str, filters: String, token: Option<String>) -> Row {
         Row {
             name: name.into(),
             group,
@@ -42,6 +46,7 @@ impl Row {
             versus: Vec::new(),
             domain: None,
             routed: false,
+            source: false,
             filters,
             token,
             portcullis: Vec::new(),
@@ -60,6 +65,11 @@ impl Row {
 
     fn routed(mut self) -> Row {
         self.routed = true;
+        self
+    }
+
+    pub fn source(mut self) -> Row {
+        self.source = true;
         self
     }
 
@@ -119,6 +129,24 @@ pub fn rows() -> Vec<Row> {
                 .native(&native)
                 .portcullis(&[("jwt", &config)]),
             );
+        }
+        // The same with the credential looked up in portcullis-admin (#22: ≥ 0.95x the
+        // static row with the cache), set against the static rows in the same run.
+        if alg == "HS256" {
+            for (suffix, cache) in [("", false), (" +cache", true)] {
+                let config = source::jwt_config(cache);
+                rows.push(
+                    Row::new(
+                        &format!("portcullis jwt {alg}{suffix}, consumer_source"),
+                        "jwt",
+                        config::portcullis_filter("jwt", Some(&config)),
+                        Some(source::token()),
+                    )
+                    .native(&native)
+                    .versus(&format!("portcullis jwt {alg}{suffix}"))
+                    .source(),
+                );
+            }
         }
     }
     // What Envoy charges a wasm filter: the cost fixture doing nothing, then one kind of
