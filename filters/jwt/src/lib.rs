@@ -354,24 +354,10 @@ impl JwtRoot {
     /// Decides again the requests waiting for a lookup (of `key`, or all): each finds the
     /// answer, keeps waiting (within `timeout_ms`), or is refused.
     fn settle_lookups(&self, worker: &Worker, key: Option<&str>) {
-        let settled: Vec<Waiting> = {
-            let mut waiting = worker.waiting.borrow_mut();
-            let (settled, still) = waiting.drain(..).partition(|w| match &w.awaits {
-                Awaits::Lookup(k) => key.is_none_or(|key| key == k),
-                Awaits::Keys(_) => false,
-            });
-            *waiting = still;
-            settled
-        };
-        for w in settled {
-            if hostcalls::set_effective_context(w.context).is_ok()
-                && worker.decide(w.context, w.request, false) == Action::Continue
-            {
-                let _ = hostcalls::resume_http_request();
-            }
-        }
-        let _ = hostcalls::set_effective_context(self.id);
-        worker.retick();
+        self.settle_where(worker, |awaits| match awaits {
+            Awaits::Lookup(k) => key.is_none_or(|key| key == k),
+            Awaits::Keys(_) => false,
+        });
     }
 
     /// Sends the delayed refusals that are due, each on its own stream; a stream that is
@@ -412,11 +398,18 @@ impl JwtRoot {
     /// Decides the requests that waited for `provider`'s fetch, each on its own stream (a
     /// stream that is gone is skipped), with the keys as good as they will get.
     fn settle(&self, worker: &Worker, provider: &str) {
+        self.settle_where(
+            worker,
+            |awaits| matches!(awaits, Awaits::Keys(p) if p == provider),
+        );
+    }
+
+    /// Takes the waiting requests `settles` picks and decides each again on its own stream
+    /// (a stream that is gone is skipped): it goes on, is refused, or waits anew.
+    fn settle_where(&self, worker: &Worker, settles: impl Fn(&Awaits) -> bool) {
         let settled: Vec<Waiting> = {
             let mut waiting = worker.waiting.borrow_mut();
-            let (settled, still) = waiting
-                .drain(..)
-                .partition(|w| matches!(&w.awaits, Awaits::Keys(p) if p == provider));
+            let (settled, still) = waiting.drain(..).partition(|w| settles(&w.awaits));
             *waiting = still;
             settled
         };
