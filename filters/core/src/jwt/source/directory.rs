@@ -418,12 +418,7 @@ impl Directory {
                 return Ok(Answered::Failed(why));
             }
         };
-        let (head, _) = Head::read(store)?;
-        if !ours
-            || answer.epoch != head.epoch
-            || answer.head < head.applied
-            || head.generation != self.head.generation
-        {
+        if !ours || self.outdated(store, &answer)? {
             release(self)?;
             return Ok(Answered::Discarded);
         }
@@ -460,6 +455,19 @@ impl Directory {
         }
     }
 
+    /// Whether a lookup's answer is from another feed, older than a change already applied,
+    /// or read before everything was dropped: it must not be cached.
+    fn outdated(
+        &self,
+        store: &dyn SharedStore,
+        answer: &CredentialAnswer,
+    ) -> Result<bool, StoreError> {
+        let (head, _) = Head::read(store)?;
+        Ok(answer.epoch != head.epoch
+            || answer.head < head.applied
+            || head.generation != self.head.generation)
+    }
+
     /// The answer of a lookup made without a slot: cached by this worker only.
     fn answered_alone(
         &mut self,
@@ -477,11 +485,7 @@ impl Directory {
                 return Ok(Answered::Failed(why));
             }
         };
-        let (head, _) = Head::read(store)?;
-        if answer.epoch != head.epoch
-            || answer.head < head.applied
-            || head.generation != self.head.generation
-        {
+        if self.outdated(store, &answer)? {
             return Ok(Answered::Discarded);
         }
         if !answer.found {
