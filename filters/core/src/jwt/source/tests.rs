@@ -77,6 +77,27 @@ impl World {
         outcomes
     }
 
+    /// Worker `a` syncs, claims the lookup of `key` and stores the admin's answer (read at
+    /// event `head`), as the glue does for a request with that key.
+    fn look_up_a(&mut self, key: &str, head: u64) {
+        self.a.sync(&self.store).unwrap();
+        assert_eq!(
+            self.a.resolve(&self.store, key, self.now).unwrap(),
+            Resolve::Claimed
+        );
+        let stored = self
+            .a
+            .answered(
+                &self.store,
+                key,
+                Some("200"),
+                &credential(key, head, &[]),
+                self.now,
+            )
+            .unwrap();
+        assert_eq!(stored, Answered::Stored);
+    }
+
     fn find(&mut self, which: char, key: &str) -> Lookup {
         let d = if which == 'a' {
             &mut self.a
@@ -249,16 +270,7 @@ fn revocations_follow_by_delta_and_a_reset_drops_everything() {
         other => panic!("unexpected {other:?}"),
     });
     let now = w.now;
-    w.a.sync(&w.store).unwrap();
-    w.a.resolve(&w.store, "mobile", now).unwrap();
-    w.a.answered(
-        &w.store,
-        "mobile",
-        Some("200"),
-        &credential("mobile", 3, &[]),
-        now,
-    )
-    .unwrap();
+    w.look_up_a("mobile", 3);
     let Lookup::Found(found) = w.find('a', "mobile") else {
         panic!()
     };
@@ -330,16 +342,7 @@ fn cached_entries_serve_for_stale_ttl_while_the_admin_is_away() {
     let mut w = World::new();
     w.poll(&empty_admin);
     let now = w.now;
-    w.a.sync(&w.store).unwrap();
-    w.a.resolve(&w.store, "mobile", now).unwrap();
-    w.a.answered(
-        &w.store,
-        "mobile",
-        Some("200"),
-        &credential("mobile", 3, &[]),
-        now,
-    )
-    .unwrap();
+    w.look_up_a("mobile", 3);
     for _ in 0..10 {
         w.poll(&|_| (None, Vec::new()));
     }
@@ -382,16 +385,7 @@ fn a_key_whose_slot_holds_a_credential_is_looked_up_alone_and_evicts_nothing() {
     let mut w = World::new();
     w.poll(&empty_admin);
     let now = w.now;
-    w.a.sync(&w.store).unwrap();
-    w.a.resolve(&w.store, "mobile", now).unwrap();
-    w.a.answered(
-        &w.store,
-        "mobile",
-        Some("200"),
-        &credential("mobile", 3, &[]),
-        now,
-    )
-    .unwrap();
+    w.look_up_a("mobile", 3);
     // A key that lands in the same slot (the table has 10000; find one).
     let slots = super::shared::Slots {
         size: source().cache_size,
@@ -439,18 +433,8 @@ fn a_key_whose_slot_holds_a_credential_is_looked_up_alone_and_evicts_nothing() {
 fn an_answer_read_after_a_change_survives_the_feed_catching_up_with_it() {
     let mut w = World::new();
     w.poll(&empty_admin);
-    let now = w.now;
-    w.a.sync(&w.store).unwrap();
     // The credential was created at event 4; the lookup (head 4) lands before the poll.
-    w.a.resolve(&w.store, "mobile", now).unwrap();
-    w.a.answered(
-        &w.store,
-        "mobile",
-        Some("200"),
-        &credential("mobile", 4, &[]),
-        now,
-    )
-    .unwrap();
+    w.look_up_a("mobile", 4);
     let admin = |call: &Call| match call {
         Call::Changes { after: 3 } => (
             Some("200"),
