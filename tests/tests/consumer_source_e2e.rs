@@ -58,11 +58,13 @@ fn scene(admins: &[&AdminService], nodes: usize, extra: serde_json::Value) -> Sc
                 .unwrap_or_else(|e| panic!("{e:#}"))
         })
         .collect();
-    Scene {
+    let scene = Scene {
         _users: users,
         _payments: payments,
         nodes,
-    }
+    };
+    scene.until_loaded();
+    scene
 }
 
 impl Scene {
@@ -98,6 +100,14 @@ impl Scene {
             );
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// Waits until every worker of every node has loaded the admin's revocations: until
+    /// then a looked-up token is answered 503 with `Retry-After: 1` (by design), after it an
+    /// unknown key is answered 401. The probe's key is one no test creates.
+    fn until_loaded(&self) {
+        let probe = hs256("readiness-probe", SECRET.as_bytes());
+        self.until_agreed(Instant::now(), "/users", &probe, 401);
     }
 
     fn metric(&self, name: &str) -> f64 {
