@@ -19,10 +19,12 @@
 //! | [`failure`] | why a call fails, and its gRPC status |
 //! | [`metrics`] | what the service counts, and its Prometheus exposition |
 //! | [`grpc`] | the gRPC server's outer service: counts every error answer |
+//! | [`endpoint`] | the operators' HTTP endpoint: `/metrics`, `/healthz`, `/readyz` |
 
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod endpoint;
 pub mod failure;
 pub mod grpc;
 pub mod key;

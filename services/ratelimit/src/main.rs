@@ -3,6 +3,7 @@
 
 use std::io::Write as _;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -10,6 +11,7 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::R
 use portcullis_ratelimit::auth::{self, Callers, Gate};
 use portcullis_ratelimit::cli::{self, Options, USAGE};
 use portcullis_ratelimit::config::Limits;
+use portcullis_ratelimit::endpoint::{self, Endpoint};
 use portcullis_ratelimit::grpc::CountErrors;
 use portcullis_ratelimit::metrics::Metrics;
 use portcullis_ratelimit::service::{system_clock, RateLimiter};
@@ -110,10 +112,45 @@ async fn serve(
     let address = listener
         .local_addr()
         .map_err(|e| format!("--listen {}: {e}", options.listen))?;
-    // Tests and scripts read the port from this line: print it whole, then flush.
+    let operators = match options.metrics_listen {
+        Some(metrics_listen) => {
+            let listener = tokio::net::TcpListener::bind(metrics_listen)
+                .await
+                .map_err(|e| format!("--metrics-listen {metrics_listen}: {e}"))?;
+            let bound = listener
+                .local_addr()
+                .map_err(|e| format!("--metrics-listen {metrics_listen}: {e}"))?;
+            Some((listener, bound))
+        }
+        None => None,
+    };
+    // Tests and scripts read the ports from this line: print it whole, then flush.
     let mut stdout = std::io::stdout();
-    let _ = writeln!(stdout, "portcullis-ratelimit listening on {address}");
+    let _ = match &operators {
+        Some((_, bound)) => writeln!(
+            stdout,
+            "portcullis-ratelimit listening on {address}, metrics on {bound}"
+        ),
+        None => writeln!(stdout, "portcullis-ratelimit listening on {address}"),
+    };
     let _ = stdout.flush();
+    let stopping = Arc::new(AtomicBool::new(false));
+    if let Some((listener, bound)) = operators {
+        eprintln!(
+            "portcullis-ratelimit: /metrics, /healthz and /readyz on http://{bound}{}",
+            if bound.ip().is_loopback() {
+                ""
+            } else {
+                " (beyond loopback, unauthenticated: every host that reaches it can read the metrics)"
+            }
+        );
+        let endpoint = Endpoint::new(
+            Arc::clone(&metrics),
+            Arc::clone(&store),
+            Arc::clone(&stopping),
+        );
+        tokio::spawn(endpoint::serve(listener, Arc::new(endpoint)));
+    }
     eprintln!(
         "portcullis-ratelimit: serving on {address} ({}), counters in {} (timeout {} ms), {} static limits, ceilings: hits_addend {}, limit {}, {}",
         options.tls.describe("cleartext HTTP/2"),
@@ -150,6 +187,7 @@ async fn serve(
     let server =
         builder.serve_with_incoming_shutdown(service, TcpIncoming::from(listener), async {
             signals.first().await;
+            stopping.store(true, Ordering::Relaxed);
             let _ = stop.send(());
         });
     // Graceful, within bounds: calls in flight finish, but a client that keeps its
