@@ -27,6 +27,9 @@ use portcullis_tests::client::{self, Reply};
 use portcullis_tests::paths::ScratchDir;
 use portcullis_tests::ratelimit_service::RateLimitService;
 use portcullis_tests::redis::RedisServer;
+use prost::bytes::{Buf as _, BufMut as _};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 
 const REQUESTS: &str = "portcullis_ratelimit_requests_total";
@@ -298,6 +301,39 @@ async fn a_scrape_counts_exactly_the_calls_answered() {
     );
 }
 
+/// A gRPC codec that sends and reads raw bytes, to send what no typed client would.
+struct RawBytes;
+
+impl Codec for RawBytes {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawBytes;
+    type Decoder = RawBytes;
+    fn encoder(&mut self) -> RawBytes {
+        RawBytes
+    }
+    fn decoder(&mut self) -> RawBytes {
+        RawBytes
+    }
+}
+
+impl Encoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_before_the_service_are_counted_by_their_grpc_code() {
     let redis = RedisServer::start().unwrap();
@@ -319,6 +355,30 @@ async fn refusals_before_the_service_are_counted_by_their_grpc_code() {
     let mut other = AuthorizationClient::connect(service.url()).await.unwrap();
     let status = other.check(CheckRequest::default()).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unimplemented);
+    // Bytes that are no RateLimitRequest, with the secret: tonic's decoder answers INTERNAL.
+    let channel = Channel::from_shared(service.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut raw = tonic::client::Grpc::new(channel);
+    raw.ready().await.unwrap();
+    let mut garbage = tonic::Request::new(vec![0xff; 3]);
+    garbage.metadata_mut().insert(
+        "authorization",
+        "Bearer s3cr3t-0123456789abcdef".parse().unwrap(),
+    );
+    let status = raw
+        .unary::<_, Vec<u8>, _>(
+            garbage,
+            PathAndQuery::from_static(
+                "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit",
+            ),
+            RawBytes,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Internal, "{status:?}");
 
     let metrics = scrape(&service).await;
     assert_eq!(
@@ -329,8 +389,9 @@ async fn refusals_before_the_service_are_counted_by_their_grpc_code() {
         value(&metrics, GRPC_ERRORS, &[("code", "unimplemented")]),
         1.0
     );
-    assert_eq!(total(&metrics, GRPC_ERRORS), 3.0);
-    // None reached the service: no call counted, nothing asked of Redis.
+    assert_eq!(value(&metrics, GRPC_ERRORS, &[("code", "internal")]), 1.0);
+    assert_eq!(total(&metrics, GRPC_ERRORS), 4.0);
+    // None reached the service's answer: no call counted, nothing asked of Redis.
     assert!(metrics.series(REQUESTS).is_empty());
     assert_eq!(
         value(
