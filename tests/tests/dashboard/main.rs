@@ -4,7 +4,7 @@
 //! - Every metric name their PromQL queries (and the dashboard's variables) is extracted
 //!   ([`promql`]) and must be one a real target reported: a real Envoy with the four
 //!   filters, driven through the scenario below, scraped at `/stats/prometheus`, and a real
-//!   portcullis-admin scraped at `/metrics`. A renamed counter fails here, naming the panel
+//!   portcullis-admin and portcullis-ratelimit (on a real Redis) scraped at `/metrics`. A renamed counter fails here, naming the panel
 //!   or the alert that lost it.
 //! - The files' structure: the dashboard importable (its datasource an input, every panel
 //!   with one and with targets, unique ids, variables used only where a multi-value
@@ -31,7 +31,7 @@
 //! | [`promtool`] | promtool's checks and the alerts' unit tests |
 //! | here | the scenario, the scrapes and the names check |
 //!
-//! Needs `make build` (the filters and portcullis-admin) and promtool (Debian's `prometheus`
+//! Needs `make build` (the filters, portcullis-admin, portcullis-ratelimit), redis-server and promtool (Debian's `prometheus`
 //! package, or `$PORTCULLIS_PROMTOOL`).
 
 // Test code: clippy.toml lets #[test] functions panic, and these helpers are test code too.
@@ -48,6 +48,8 @@ use std::time::{Duration, Instant};
 use portcullis_tests::admin_service::AdminService;
 use portcullis_tests::config::portcullis_filter;
 use portcullis_tests::paths::workspace_root;
+use portcullis_tests::ratelimit_service::{ratelimit_binary, RateLimitService};
+use portcullis_tests::redis::RedisServer;
 use portcullis_tests::tokens::{self, hs256};
 use portcullis_tests::{client, Envoy, Gateway, Reply, Response, Upstream};
 use serde_json::{json, Value};
@@ -179,11 +181,18 @@ fn until_status(envoy: &Envoy, path: &str, token: Option<&str>, status: u16, wha
     }
 }
 
+/// What each target served at its metrics endpoint after the scenario.
+struct Scrapes {
+    envoy: String,
+    admin: String,
+    ratelimit: String,
+}
+
 /// The scenario the dashboard watches, through the demo's four filters and policies in one
-/// Envoy (two workers), portcullis-admin behind `consumer_source`, and two remote JWKS
-/// providers (one healthy, one whose JWKS answers 500). Returns what Envoy and the admin
-/// reported.
-fn run_scenario() -> (String, String) {
+/// Envoy (two workers) as `make run NODES=2` runs them: portcullis-admin behind
+/// `consumer_source`, rate limits counted by portcullis-ratelimit in a real Redis, and two
+/// remote JWKS providers (one healthy, one whose JWKS answers 500).
+fn run_scenario() -> Scrapes {
     let users = Upstream::start("users");
     let payments = Upstream::start("payments");
     let login = Upstream::start("login-service");
@@ -197,6 +206,19 @@ fn run_scenario() -> (String, String) {
     let profile = json!({"sub": "123", "username": "mobile-app", "groups": ["admins"],
                          "email": "mobile-app@example.com"});
     login.set_response(Response::json(200, &profile));
+
+    let mut redis = RedisServer::start().unwrap_or_else(|e| panic!("{e:#}"));
+    let redis_url = redis.url();
+    let ratelimit = RateLimitService::start_with(
+        &ratelimit_binary(),
+        &["--redis-url", &redis_url, "--metrics-listen", "127.0.0.1:0"],
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let rate_limiting = demo_policy("rate-limiting-redis.json");
+    let ratelimit_cluster = rate_limiting["rate_limit_service"]["cluster"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     let admin = AdminService::sqlite().unwrap_or_else(|e| panic!("{e:#}"));
     admin.create_consumer("alice", None);
@@ -227,6 +249,7 @@ fn run_scenario() -> (String, String) {
         .http_cluster(&cluster, admin.data_plane_address().port())
         .http_cluster(keys.name(), keys.port())
         .http_cluster(broken_keys.name(), broken_keys.port())
+        .grpc_cluster(&ratelimit_cluster, ratelimit.port())
         .filter(portcullis_filter(
             "token-issuer",
             Some(&demo_policy("token-issuer.json").to_string()),
@@ -238,7 +261,7 @@ fn run_scenario() -> (String, String) {
         ))
         .filter(portcullis_filter(
             "rate-limiting",
-            Some(&demo_policy("rate-limiting.json").to_string()),
+            Some(&rate_limiting.to_string()),
         ));
     let envoy = Envoy::builder(gateway.render())
         .concurrency(2)
@@ -387,15 +410,40 @@ fn run_scenario() -> (String, String) {
         "a new key with the admin away",
     );
 
-    (envoy.stats_prometheus(), admin_metrics.text())
+    // portcullis-ratelimit with Redis gone: it answers UNAVAILABLE and the filter counts
+    // locally (fault_tolerant), so the request still passes.
+    redis.stop();
+    expect(
+        &get(&envoy, "/users", Some(&web)),
+        200,
+        "web-app with Redis down",
+    );
+    let fallbacks = envoy
+        .metric("portcullis_rate_limiting_service_fallbacks_total{}")
+        .unwrap_or(0.0);
+    assert!(fallbacks >= 1.0, "no fallback counted with Redis down");
+    let ratelimit_metrics = client::get(&format!("{}/metrics", ratelimit.metrics_url()), &[]);
+    expect(&ratelimit_metrics, 200, "portcullis-ratelimit /metrics");
+
+    Scrapes {
+        envoy: envoy.stats_prometheus(),
+        admin: admin_metrics.text(),
+        ratelimit: ratelimit_metrics.text(),
+    }
 }
 
 #[test]
 fn every_metric_the_dashboard_and_the_alerts_read_is_reported_after_the_scenario() {
-    let (envoy_stats, admin_metrics) = run_scenario();
-    let envoy_names = exposition_names(&envoy_stats);
-    let admin_names = exposition_names(&admin_metrics);
-    let reported: BTreeSet<String> = envoy_names.union(&admin_names).cloned().collect();
+    let scrapes = run_scenario();
+    let envoy_names = exposition_names(&scrapes.envoy);
+    let admin_names = exposition_names(&scrapes.admin);
+    let ratelimit_names = exposition_names(&scrapes.ratelimit);
+    let reported: BTreeSet<String> = envoy_names
+        .iter()
+        .chain(&admin_names)
+        .chain(&ratelimit_names)
+        .cloned()
+        .collect();
 
     let queries = files::all_queries();
     let read = files::metrics_read(&queries);
@@ -403,17 +451,21 @@ fn every_metric_the_dashboard_and_the_alerts_read_is_reported_after_the_scenario
     assert!(
         missing.is_empty(),
         "{} of {} metrics the dashboard and the alerts read were reported by no target \
-         (Envoy: {} names, portcullis-admin: {}):\n{}",
+         (Envoy: {} names, portcullis-admin: {}, portcullis-ratelimit: {}):\n{}",
         missing.len(),
         read.len(),
         envoy_names.len(),
         admin_names.len(),
+        ratelimit_names.len(),
         missing.join("\n")
     );
 
     // What each name-pattern panel shows, and the counters the scenario left at 0 (shown,
     // not required: some only move in an outage the scenario does not stage).
-    let values = sample_values(&envoy_stats);
+    let values = sample_values(&format!(
+        "{}{}{}",
+        scrapes.envoy, scrapes.admin, scrapes.ratelimit
+    ));
     let mut zero = Vec::new();
     for (metric, _) in &read {
         match metric {
@@ -429,11 +481,12 @@ fn every_metric_the_dashboard_and_the_alerts_read_is_reported_after_the_scenario
         }
     }
     println!(
-        "{} metrics read, all reported (Envoy {} names, portcullis-admin {}); still 0 after \
-         the scenario: {}",
+        "{} metrics read, all reported (Envoy {} names, portcullis-admin {}, \
+         portcullis-ratelimit {}); still 0 after the scenario: {}",
         read.len(),
         envoy_names.len(),
         admin_names.len(),
+        ratelimit_names.len(),
         zero.join(", ")
     );
 }
