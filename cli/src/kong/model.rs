@@ -406,6 +406,21 @@ impl<'a> Reader<'a, '_> {
         let connect_timeout = self.millis(&mut f, "connect_timeout")?;
         let read_timeout = self.millis(&mut f, "read_timeout")?;
         let write_timeout = self.millis(&mut f, "write_timeout")?;
+        if read_timeout != write_timeout {
+            let (key, ms) = if read_timeout < write_timeout {
+                ("read_timeout", read_timeout)
+            } else {
+                ("write_timeout", write_timeout)
+            };
+            self.report.add(
+                &f.loc(key),
+                format!("field {key} ({ms})"),
+                format!(
+                    "Envoy bounds a stream's idle time with one timeout: the larger, {} ms, is used for reads and writes",
+                    read_timeout.max(write_timeout)
+                ),
+            );
+        }
         let retries_at = f.loc("retries");
         let retries = match f.int("retries")? {
             None => 5,
