@@ -267,7 +267,7 @@ fn unsupported_input_gives_exactly_the_expected_report() {
     assert_eq!(
         run.stdout,
         format!(
-            "{expected}1 routes (1 Envoy routes), 1 services, 2 consumers, 4 plugins carried; 32 items reported; written to {}\n",
+            "{expected}2 routes (2 Envoy routes), 2 services, 2 consumers, 4 plugins carried; 33 items reported; written to {}\n",
             run.out().display()
         )
     );
@@ -283,7 +283,7 @@ fn strict_refuses_a_non_empty_report_and_writes_nothing() {
         .starts_with(&read(&fixture("unsupported-3.0.report.txt"))));
     assert!(
         run.stderr
-            .contains("--strict: 32 items not carried over (listed above); nothing written"),
+            .contains("--strict: 33 items not carried over (listed above); nothing written"),
         "{}",
         run.stderr
     );

@@ -271,8 +271,10 @@ pub fn read(root: &Node, report: &mut Report) -> Result<Config, InputError> {
         pending_plugins: Vec::new(),
         pending_secrets: Vec::new(),
         pending_acls: Vec::new(),
+        upstreams: Vec::new(),
     };
 
+    reader.upstreams = upstream_names(root);
     for (at, node) in top.list("services")? {
         reader.service(&at, node)?;
     }
@@ -320,6 +322,9 @@ struct Reader<'a, 'r> {
     pending_plugins: Pending<'a, Scope>,
     pending_secrets: Pending<'a, Option<usize>>,
     pending_acls: Pending<'a, Option<usize>>,
+    /// Names of the file's `upstreams` (not converted): a service host naming one is
+    /// reported.
+    upstreams: Vec<String>,
 }
 
 impl<'a> Reader<'a, '_> {
@@ -450,6 +455,13 @@ impl<'a> Reader<'a, '_> {
             );
         }
 
+        if carried && self.upstreams.contains(&host) {
+            self.report.add(
+                &f.loc(if f.has("url") { "url" } else { "host" }),
+                format!("host {host:?}, an upstream"),
+                "upstreams are not converted: the cluster resolves this name by DNS instead of balancing over the upstream's targets; list them as the cluster's endpoints",
+            );
+        }
         // Known fields that are not carried when set.
         if let Some(node) = f.get("client_certificate") {
             self.report.add(
@@ -1265,6 +1277,36 @@ impl<'a> Reader<'a, '_> {
             "Envoy route name (unnamed routes are <service>-<index>)",
         )
     }
+}
+
+/// The `name` of each entry of the top-level `upstreams`.
+fn upstream_names(root: &Node) -> Vec<String> {
+    let Value::Map(top) = &root.value else {
+        return Vec::new();
+    };
+    let Some((
+        _,
+        Node {
+            value: Value::Seq(items),
+            ..
+        },
+    )) = top.iter().find(|(k, _)| k == "upstreams")
+    else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| match &item.value {
+            Value::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| k == "name")
+                .and_then(|(_, n)| match &n.value {
+                    Value::Str(s) => Some(s.clone()),
+                    _ => None,
+                }),
+            _ => None,
+        })
+        .collect()
 }
 
 fn unique<'x>(
