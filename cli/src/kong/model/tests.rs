@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::kong::input::parse;
 
