@@ -148,7 +148,7 @@ pub fn convert(bytes: &[u8], options: &ConvertOptions) -> Result<Conversion, Inp
     })
 }
 
-/// The jwt and acl policies read back with the filters' own parsers (`portcullis_core`):
+/// The jwt, acl and rate-limiting policies read back with the filters' own parsers (`portcullis_core`):
 /// a value the converter let through that a filter would refuse stops the conversion here,
 /// naming it, rather than stopping Envoy later.
 fn self_check(policies: &kong::plugins::Policies) -> Result<(), InputError> {
@@ -163,6 +163,16 @@ fn self_check(policies: &kong::plugins::Policies) -> Result<(), InputError> {
         portcullis_core::acl::AclPolicySet::from_json(acl.to_string().as_bytes()).map_err(|e| {
             InputError::root(format!(
                 "the acl policy would be refused by the filter: {e}"
+            ))
+        })?;
+    }
+    if let Some(rate_limiting) = &policies.rate_limiting {
+        portcullis_core::rate_limit::RateLimitPolicySet::from_json(
+            rate_limiting.to_string().as_bytes(),
+        )
+        .map_err(|e| {
+            InputError::root(format!(
+                "the rate-limiting policy would be refused by the filter: {e}"
             ))
         })?;
     }
