@@ -216,6 +216,32 @@ fn the_global_and_the_payments_policies_both_apply_on_payments() {
     assert!(host.logged(LogLevel::Info, "by global minute: 100 of 100"));
 }
 
+/// Kong's plugin precedence: with a rate-limiting plugin on the payment service and a global
+/// one, only the service's runs on /payments (the importer writes `override_global`).
+#[test]
+fn a_route_policy_that_overrides_the_global_one_counts_alone() {
+    let host = Host::new();
+    let mut filter = worker(
+        &host,
+        &json!({"minute": 3, "limit_by": "ip", "slots": 256,
+                "routes": {"payments": {"minute": 5, "override_global": true}}}),
+    );
+    let payments: Vec<u16> = (0..6)
+        .map(|_| filter.send(get("payments", "/payments")).status())
+        .collect();
+    assert_eq!(payments, [200, 200, 200, 200, 200, 429]);
+    let refused = filter.send(get("payments", "/payments"));
+    assert_eq!(
+        header(&refused, "x-ratelimit-limit-minute").as_deref(),
+        Some("5")
+    );
+    // None of the payments counted globally: the global 3 are all still there.
+    let users: Vec<u16> = (0..4)
+        .map(|_| filter.send(get("users", "/users")).status())
+        .collect();
+    assert_eq!(users, [200, 200, 200, 429]);
+}
+
 fn with_identity(request: Request, identity: &Identity) -> Request {
     request.property(&["portcullis.identity"], &identity.encode())
 }

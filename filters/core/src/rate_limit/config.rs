@@ -120,8 +120,8 @@ pub struct RawConfig {
     /// while its windows last. Pitfall: changing it restarts every count.
     pub slots: Option<u32>,
     /// Envoy route name → a policy for that route, applied on top of the global one (both
-    /// count, both must admit). A route's entry sets its own limits; every other field it
-    /// leaves out is the top level's.
+    /// count, both must admit) unless it says `override_global`. A route's entry sets its
+    /// own limits; every other field it leaves out is the top level's.
     #[serde(default)]
     pub routes: BTreeMap<String, RawRoute>,
 }
@@ -161,6 +161,10 @@ pub struct RawRoute {
     pub hide_client_headers: Option<bool>,
     pub error_code: Option<u16>,
     pub error_message: Option<String>,
+    /// This route's policy replaces the global one on the route instead of adding to it:
+    /// Kong's plugin precedence, where only the most specific rate-limiting plugin runs.
+    /// A route entry's field only (the top level has no such field).
+    pub override_global: Option<bool>,
 }
 
 impl RawConfig {
@@ -189,6 +193,7 @@ impl RawConfig {
             hide_client_headers: self.hide_client_headers,
             error_code: self.error_code,
             error_message: self.error_message.clone(),
+            override_global: None,
         }
     }
 }
@@ -267,7 +272,15 @@ impl TryFrom<RawConfig> for RateLimitPolicySet {
             let policy = compile_policy(&prefix, &prefix, index, &merged)?;
             index += 1;
             let response = compile_response(&prefix, &merged)?;
-            routes.insert(name.clone(), RoutePolicies { policy, response });
+            let replaces_global = route.override_global.unwrap_or(false);
+            routes.insert(
+                name.clone(),
+                RoutePolicies {
+                    policy,
+                    response,
+                    replaces_global,
+                },
+            );
         }
         if global.is_none() && routes.is_empty() {
             return Err(err("", no_limit_message()));
@@ -531,6 +544,28 @@ mod tests {
         );
         assert!(elsewhere.response.fault_tolerant);
         assert!(!elsewhere.response.hide_client_headers);
+    }
+
+    #[test]
+    fn a_route_that_overrides_the_global_policy_is_counted_under_its_own_alone() {
+        let set = compile(json!({
+            "minute": 100,
+            "routes": {
+                "payments": {"minute": 20, "override_global": true},
+                "orders": {"minute": 50, "override_global": false}
+            }
+        }))
+        .unwrap();
+        let names = |route: &str| -> Vec<String> {
+            set.select(Some(route))
+                .policies
+                .iter()
+                .map(|p| p.name.clone())
+                .collect()
+        };
+        assert_eq!(names("payments"), ["routes.payments"]);
+        assert_eq!(names("orders"), ["global", "routes.orders"]);
+        assert_eq!(names("users"), ["global"]);
     }
 
     #[test]
@@ -843,6 +878,16 @@ mod tests {
                 json!({"routes": {"pay": {"slots": 100}}}),
                 "routes.pay.slots",
                 "unknown field `slots`",
+            ),
+            (
+                json!({"minute": 5, "override_global": true}),
+                "override_global",
+                "unknown field `override_global`",
+            ),
+            (
+                json!({"minute": 5, "routes": {"pay": {"minute": 1, "override_global": 1}}}),
+                "routes.pay.override_global",
+                "expected a boolean",
             ),
             (
                 json!({"minute": 5, "routes": {"pay": {"second": 1, "limit_by": "header"}}}),

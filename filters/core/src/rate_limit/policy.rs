@@ -70,6 +70,8 @@ pub struct ResponseSettings {
 pub struct RoutePolicies {
     pub policy: Policy,
     pub response: ResponseSettings,
+    /// The global policy does not apply on this route (`override_global`).
+    pub replaces_global: bool,
 }
 
 /// Where the service is and how long to wait for it.
@@ -123,11 +125,14 @@ impl RateLimitPolicySet {
     }
 
     /// The global policy (if it has limits) and the route's (if it has an entry): both count
-    /// and both must admit. A request without a route name gets the global one only.
+    /// and both must admit, unless the route's entry overrides the global one. A request
+    /// without a route name gets the global one only.
     pub fn select(&self, route: Option<&str>) -> Selection<'_> {
         let entry = route.and_then(|r| self.routes.get(r));
         let mut policies = Vec::with_capacity(2);
-        policies.extend(self.global.as_ref());
+        if !entry.is_some_and(|e| e.replaces_global) {
+            policies.extend(self.global.as_ref());
+        }
         policies.extend(entry.map(|e| &e.policy));
         Selection {
             policies,
