@@ -474,9 +474,18 @@ impl Routing {
         (name, only(&self.upstreams[name]))
     }
 
-    /// Sends a request that no route matches: 404, and no upstream saw it.
+    /// Sends a request that no route matches: Kong's 404 and no upstream saw it. The Proxy
+    /// Reference ("Overview") shows the 404 of a request no route matches; Kong 3 words
+    /// its body `no Route matched with those values` (its own spec tests).
     fn unmatched(&self, method: &str, path: &str, headers: &[(&str, &str)]) {
         let reply = self.send(method, path, headers);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&reply.body).ok(),
+            Some(serde_json::json!({"message": "no Route matched with those values"})),
+            "{method} {path} {headers:?}: {} {}",
+            reply.status,
+            reply.text()
+        );
         let hit: Vec<&str> = self
             .upstreams
             .iter()
