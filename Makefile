@@ -33,9 +33,9 @@ setup: ## Install everything the project needs (idempotent): wasm targets, Envoy
 	fi
 	@echo "setup: ok ($$($(ENVOY) --version | grep -o 'version: [^ ]*'))"
 
-build: ## Build every filter to dist/portcullis-<filter>.wasm (and the host-test probe fixture), the rate limit service and the admin service
+build: ## Build every filter to dist/portcullis-<filter>.wasm (and the host-test probe fixture), the rate limit service, the admin service and the portcullis CLI (kong import)
 	$(CARGO) build --release --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p portcullis-$(f)) -p portcullis-probe -p portcullis-cost
-	$(CARGO) build -p portcullis-ratelimit -p portcullis-admin
+	$(CARGO) build -p portcullis-ratelimit -p portcullis-admin -p portcullis-cli
 	@mkdir -p $(DIST)/fixtures
 	@for f in $(FILTERS); do \
 	  cp target/$(WASM_TARGET)/release/portcullis_$$(echo $$f | tr - _).wasm $(DIST)/portcullis-$$f.wasm; \
