@@ -33,7 +33,7 @@ setup: ## Install everything the project needs (idempotent): wasm targets, Envoy
 	fi
 	@echo "setup: ok ($$($(ENVOY) --version | grep -o 'version: [^ ]*'))"
 
-build: ## Build every filter to dist/portcullis-<filter>.wasm (and the host-test probe fixture), the rate limit service, the admin service and the portcullis CLI (kong import)
+build: ## Build every filter to dist/portcullis-<filter>.wasm (and the host-test probe fixture), the rate limit service, the admin service and the portcullis command (kong import)
 	$(CARGO) build --release --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p portcullis-$(f)) -p portcullis-probe -p portcullis-cost
 	$(CARGO) build -p portcullis-ratelimit -p portcullis-admin -p portcullis-cli
 	@mkdir -p $(DIST)/fixtures

@@ -99,6 +99,7 @@ pub fn convert(bytes: &[u8], options: &ConvertOptions) -> Result<Conversion, Inp
         admin_authority,
     };
     let policies = kong::plugins::policies(&config, &policy_options, &mut report)?;
+    self_check(&policies)?;
     let yaml = envoy::bootstrap(&config, &envoy_routes, &policies, &options.envoy)
         .map_err(InputError::root)?;
 
@@ -145,6 +146,27 @@ pub fn convert(bytes: &[u8], options: &ConvertOptions) -> Result<Conversion, Inp
         summary,
         admin_load: policies.admin_load,
     })
+}
+
+/// The jwt and acl policies read back with the filters' own parsers (`portcullis_core`):
+/// a value the converter let through that a filter would refuse stops the conversion here,
+/// naming it, rather than stopping Envoy later.
+fn self_check(policies: &kong::plugins::Policies) -> Result<(), InputError> {
+    if let Some(jwt) = &policies.jwt {
+        portcullis_core::jwt::JwtPolicySet::from_json(jwt.to_string().as_bytes()).map_err(|e| {
+            InputError::root(format!(
+                "the jwt policy would be refused by the filter: {e}"
+            ))
+        })?;
+    }
+    if let Some(acl) = &policies.acl {
+        portcullis_core::acl::AclPolicySet::from_json(acl.to_string().as_bytes()).map_err(|e| {
+            InputError::root(format!(
+                "the acl policy would be refused by the filter: {e}"
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 fn is_loopback(host: &str) -> bool {

@@ -70,6 +70,9 @@ const PATH_ENDING_IN_SLASH: &str = r"[^?]*/(\?.*)?";
 pub fn envoy_routes(config: &Config, report: &mut Report) -> Vec<EnvoyRoute> {
     let mut keyed: Vec<(SortKey, (u32, usize), EnvoyRoute)> = Vec::new();
     for (index, route) in config.routes.iter().enumerate() {
+        if !route.carried {
+            continue;
+        }
         let Some(service) = config.services.get(route.service) else {
             continue;
         };
