@@ -9,7 +9,7 @@ VENV         := .venv
 ENVOY        := $(VENV)/bin/envoy
 DIST         := dist
 CARGO        ?= cargo
-APT_PACKAGES := wrk docker-registry redis-server libssl-dev pkg-config curl g++ postgresql
+APT_PACKAGES := wrk docker-registry redis-server libssl-dev pkg-config curl g++ postgresql prometheus
 FUZZ_SECONDS ?= 60
 SUDO         := $(if $(filter 0,$(shell id -u)),,sudo)
 

@@ -61,6 +61,7 @@ case $NODES in
       "admin-2 DEMO_NODE2_ADMIN_PORT ${DEMO_NODE2_ADMIN_PORT:-9902}"
       "redis DEMO_REDIS_PORT ${DEMO_REDIS_PORT:-16379}"
       "ratelimit DEMO_RATELIMIT_PORT ${DEMO_RATELIMIT_PORT:-18085}"
+      "ratelimit-metrics DEMO_RATELIMIT_METRICS_PORT ${DEMO_RATELIMIT_METRICS_PORT:-18086}"
     )
     command -v "$REDIS" >/dev/null || fail "no $REDIS (REDIS): \`make setup\` installs redis-server"
     [[ -x $RATELIMIT ]] || fail "no $RATELIMIT (RATELIMIT): run \`make build\`"
@@ -185,7 +186,8 @@ if ((NODES == 2)); then
   redis_pid=$!
   await "$redis_pid" "Redis (log: $RUN_DIR/redis.log)" redis_ready
   say "Redis is up on $HOST:${PORT[redis]} (data in $redis_dir, not saved; log: $RUN_DIR/redis.log)"
-  "$RATELIMIT" --listen "$HOST:${PORT[ratelimit]}" --redis-url "redis://$HOST:${PORT[redis]}/0" &
+  "$RATELIMIT" --listen "$HOST:${PORT[ratelimit]}" --redis-url "redis://$HOST:${PORT[redis]}/0" \
+    --metrics-listen "$HOST:${PORT[ratelimit-metrics]}" &
   ratelimit_pid=$!
   await "$ratelimit_pid" "the rate limit service" in_use "${PORT[ratelimit]}"
 fi
@@ -287,7 +289,10 @@ else
   between the nodes get twenty 200s, then 429 (with X-RateLimit-* and RateLimit-* headers):
     for i in \$(seq 11); do for node in $gw $gw2; do curl -s -o /dev/null -w '%{http_code} ' \$node/payments -H \"authorization: Bearer \$MOBILE\"; done; done; echo
   The counters, in Redis:
-    redis-cli -p ${PORT[redis]} --scan"
+    redis-cli -p ${PORT[redis]} --scan
+  The rate limit service's metrics and readiness:
+    curl -s http://$HOST:${PORT[ratelimit-metrics]}/metrics | grep '^portcullis_ratelimit_requests_total'
+    curl -s http://$HOST:${PORT[ratelimit-metrics]}/readyz"
   stops="both Envoys, portcullis-admin, the rate limit service, Redis and the services"
 fi
 

@@ -179,6 +179,19 @@ fn make_run_nodes_2_admits_20_payments_across_both_nodes_and_ctrl_c_stops_everyt
         assert!((1..=60).contains(&reset), "payment {n}: reset {reset}");
         assert_eq!(number(refused, "retry-after"), reset, "payment {n}");
     }
+    // The rate limit service's own account of the same 24, at the address the demo prints.
+    let metrics = format!(
+        "http://127.0.0.1:{}",
+        run.port("DEMO_RATELIMIT_METRICS_PORT")
+    );
+    assert_eq!(client::get(&format!("{metrics}/readyz"), &[]).status, 200);
+    let scrape = client::get(&format!("{metrics}/metrics"), &[]).text();
+    let over =
+        r#"portcullis_ratelimit_requests_total{domain="portcullis-demo",answer="over_limit"} 4"#;
+    assert!(
+        scrape.lines().any(|l| l == over),
+        "no `{over}` in\n{scrape}"
+    );
     // Counted by the service every time: neither node fell back to counting alone.
     for variable in ["DEMO_ADMIN_PORT", "DEMO_NODE2_ADMIN_PORT"] {
         assert_eq!(fallbacks(run.port(variable)), 0.0, "{variable}");

@@ -1,6 +1,8 @@
 //! The project's rate limit service (`services/ratelimit`, binary `portcullis-ratelimit`)
 //! as a real process: started on a free port against a Redis, its port read from the line
-//! it prints, stopped with SIGTERM on drop, its log shown when a test needs it.
+//! it prints, stopped with SIGTERM on drop, its log shown when a test needs it. Started with
+//! `--metrics-listen`, the same line names the operators' endpoint too
+//! ([`RateLimitService::metrics_url`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +16,8 @@ use crate::service::ServiceProcess;
 
 /// The line the service prints once it listens, before the address.
 const READY: &str = "portcullis-ratelimit listening on ";
+/// What follows the gRPC address on that line with `--metrics-listen`.
+const METRICS: &str = ", metrics on ";
 /// How long start-up may take.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -30,6 +34,8 @@ pub fn ratelimit_binary() -> PathBuf {
 pub struct RateLimitService {
     process: ServiceProcess,
     address: SocketAddr,
+    /// The operators' endpoint, if started with `--metrics-listen`.
+    metrics: Option<SocketAddr>,
     // Holds the log: removed after the process (fields drop in order).
     _dir: ScratchDir,
 }
@@ -53,12 +59,15 @@ impl RateLimitService {
             READY,
             START_TIMEOUT,
         )?;
-        let address = address
-            .parse()
-            .with_context(|| format!("the service printed {READY:?}{address:?}"))?;
+        let printed = || format!("the service printed {READY:?}{address:?}");
+        let (grpc, metrics) = match address.split_once(METRICS) {
+            Some((grpc, metrics)) => (grpc, Some(metrics.parse().with_context(printed)?)),
+            None => (address.as_str(), None),
+        };
         Ok(RateLimitService {
             process,
-            address,
+            address: grpc.parse().with_context(printed)?,
+            metrics,
             _dir: dir,
         })
     }
@@ -74,6 +83,20 @@ impl RateLimitService {
     /// `http://127.0.0.1:<port>`, for a gRPC client.
     pub fn url(&self) -> String {
         format!("http://{}", self.address)
+    }
+
+    /// The operators' endpoint (`--metrics-listen`), if the service was started with one.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics
+    }
+
+    /// `http://<metrics address>`, for `/metrics`, `/healthz` and `/readyz`; panics if the
+    /// service was started without `--metrics-listen`.
+    pub fn metrics_url(&self) -> String {
+        match self.metrics {
+            Some(address) => format!("http://{address}"),
+            None => panic!("portcullis-ratelimit was started without --metrics-listen"),
+        }
     }
 
     /// Everything the service wrote to stderr so far.

@@ -10,6 +10,7 @@ use portcullis_tls::TlsFiles;
 
 pub const USAGE: &str = "\
 usage: portcullis-ratelimit [--listen ADDR:PORT] [--redis-timeout-ms MS] [--config FILE]
+         [--metrics-listen ADDR:PORT]
          [--redis-url URL | --redis-cluster URL,URL… | --redis-sentinel MASTER,URL,URL…]
          [--max-hits-addend N] [--max-limit N] [--secret-file FILE] [--trusted-network]
          [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]
@@ -20,6 +21,12 @@ every counter in Redis. Each descriptor carries its limit in its `limit` overrid
   --listen ADDR:PORT      gRPC address (HTTP/2; cleartext unless --tls-cert); port 0 picks
                           a free one. Default 127.0.0.1:8081. The bound address is
                           printed on stdout: `portcullis-ratelimit listening on ADDR:PORT`.
+  --metrics-listen ADDR:PORT
+                          serve GET /metrics (Prometheus), /healthz (liveness) and /readyz
+                          (readiness: Redis answers a PING) over HTTP/1.1 on this address;
+                          off unless given. No authentication: keep it on loopback or a
+                          network only your scrapers and probes reach. The ready line then
+                          ends `, metrics on ADDR:PORT`.
   --redis-url URL         one Redis server: redis://[user:pass@]host:port/db (no TLS).
                           Default redis://127.0.0.1:6379/0.
   --redis-cluster URLS    a Redis Cluster, found from any of these nodes (comma-separated).
@@ -53,6 +60,8 @@ every counter in Redis. Each descriptor carries its limit in its `limit` overrid
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
     pub listen: SocketAddr,
+    /// `--metrics-listen`: where the operators' HTTP endpoint listens, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
     pub redis: Target,
     pub redis_timeout: Duration,
     /// The static limits file, if any.
@@ -71,6 +80,7 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            metrics_listen: None,
             redis: Target::Server("redis://127.0.0.1:6379/0".to_owned()),
             redis_timeout: Duration::from_millis(100),
             config: None,
@@ -113,6 +123,13 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, 
                 options.listen = text
                     .parse()
                     .map_err(|e| format!("--listen {text}: {e} (want ADDR:PORT)"))?;
+            }
+            "--metrics-listen" => {
+                let text = value()?;
+                options.metrics_listen = Some(
+                    text.parse()
+                        .map_err(|e| format!("--metrics-listen {text}: {e} (want ADDR:PORT)"))?,
+                );
             }
             "--config" => options.config = Some(PathBuf::from(value()?)),
             "--secret-file" => options.secret_file = Some(PathBuf::from(value()?)),
@@ -191,11 +208,12 @@ mod tests {
     #[test]
     fn reads_every_flag_in_both_spellings() {
         let options = parse(args(
-            "--listen 127.0.0.1:0 --redis-url=redis://10.0.0.2:7000/1 --redis-timeout-ms 250 --config limits.json --max-hits-addend 5 --max-limit=1000 --secret-file s --trusted-network --tls-cert c.pem --tls-key=k.pem --tls-client-ca ca.pem",
+            "--listen 127.0.0.1:0 --metrics-listen=[::1]:9102 --redis-url=redis://10.0.0.2:7000/1 --redis-timeout-ms 250 --config limits.json --max-hits-addend 5 --max-limit=1000 --secret-file s --trusted-network --tls-cert c.pem --tls-key=k.pem --tls-client-ca ca.pem",
         ))
         .unwrap()
         .unwrap();
         assert_eq!(options.listen, SocketAddr::from(([127, 0, 0, 1], 0)));
+        assert_eq!(options.metrics_listen, Some("[::1]:9102".parse().unwrap()));
         assert_eq!(
             options.redis,
             Target::Server("redis://10.0.0.2:7000/1".to_owned())
@@ -255,6 +273,11 @@ mod tests {
                 "--redis-timeout-ms 0: want a number of milliseconds above 0",
             ),
             ("--redis-url", "--redis-url needs a value"),
+            (
+                "--metrics-listen 9102",
+                "--metrics-listen 9102: invalid socket address syntax (want ADDR:PORT)",
+            ),
+            ("--metrics-listen", "--metrics-listen needs a value"),
             ("--port 1", "unknown argument --port"),
             (
                 "--max-hits-addend 0",

@@ -14,15 +14,21 @@
 //! | [`plan`] | a request checked and turned into counters |
 //! | [`script`] | the one atomic Lua script, its arguments and reply |
 //! | [`reply`] | the response for what was counted |
-//! | [`store`] | the Redis connection: reconnects, timeouts |
+//! | [`store`] | the Redis connection: reconnects, timeouts, the readiness `PING` |
 //! | [`service`] | the gRPC service: the clock, then the functions above |
 //! | [`failure`] | why a call fails, and its gRPC status |
+//! | [`metrics`] | what the service counts, and its Prometheus exposition |
+//! | [`grpc`] | the gRPC server's outer service: counts every error answer |
+//! | [`endpoint`] | the operators' HTTP endpoint: `/metrics`, `/healthz`, `/readyz` |
 
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod endpoint;
 pub mod failure;
+pub mod grpc;
 pub mod key;
+pub mod metrics;
 pub mod plan;
 pub mod reply;
 pub mod script;

@@ -3,14 +3,21 @@
 
 use std::io::Write as _;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 use portcullis_ratelimit::auth::{self, Callers, Gate};
 use portcullis_ratelimit::cli::{self, Options, USAGE};
 use portcullis_ratelimit::config::Limits;
+use portcullis_ratelimit::endpoint::{self, Endpoint};
+use portcullis_ratelimit::grpc::CountErrors;
+use portcullis_ratelimit::metrics::Metrics;
 use portcullis_ratelimit::service::{system_clock, RateLimiter};
 use portcullis_ratelimit::store::{describe, Store};
 use portcullis_ratelimit::tls;
+use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::ServerTlsConfig;
 
@@ -18,6 +25,7 @@ use tonic::transport::ServerTlsConfig;
 const GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn main() -> ExitCode {
+    let started = SystemTime::now();
     let options = match cli::parse(std::env::args().skip(1)) {
         Ok(Some(options)) => options,
         Ok(None) => {
@@ -66,7 +74,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(options, Gate::new(secret), tls)) {
+    let metrics = Arc::new(Metrics::new(started));
+    match runtime.block_on(serve(options, Gate::new(secret), tls, metrics)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(why) => {
             eprintln!("portcullis-ratelimit: {why}");
@@ -75,7 +84,12 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(options: Options, gate: Gate, tls: Option<ServerTlsConfig>) -> Result<(), String> {
+async fn serve(
+    options: Options,
+    gate: Gate,
+    tls: Option<ServerTlsConfig>,
+    metrics: Arc<Metrics>,
+) -> Result<(), String> {
     let limits = match &options.config {
         Some(path) => {
             let bytes =
@@ -84,7 +98,11 @@ async fn serve(options: Options, gate: Gate, tls: Option<ServerTlsConfig>) -> Re
         }
         None => Limits::default(),
     };
-    let store = Store::new(&options.redis, options.redis_timeout)?;
+    let store = Arc::new(Store::new(
+        &options.redis,
+        options.redis_timeout,
+        Arc::clone(&metrics),
+    )?);
     // Watch for signals before saying we listen: a SIGTERM right after the ready line must
     // stop the service gracefully, not kill it with the default action.
     let signals = Signals::watch();
@@ -94,10 +112,45 @@ async fn serve(options: Options, gate: Gate, tls: Option<ServerTlsConfig>) -> Re
     let address = listener
         .local_addr()
         .map_err(|e| format!("--listen {}: {e}", options.listen))?;
-    // Tests and scripts read the port from this line: print it whole, then flush.
+    let operators = match options.metrics_listen {
+        Some(metrics_listen) => {
+            let listener = tokio::net::TcpListener::bind(metrics_listen)
+                .await
+                .map_err(|e| format!("--metrics-listen {metrics_listen}: {e}"))?;
+            let bound = listener
+                .local_addr()
+                .map_err(|e| format!("--metrics-listen {metrics_listen}: {e}"))?;
+            Some((listener, bound))
+        }
+        None => None,
+    };
+    // Tests and scripts read the ports from this line: print it whole, then flush.
     let mut stdout = std::io::stdout();
-    let _ = writeln!(stdout, "portcullis-ratelimit listening on {address}");
+    let _ = match &operators {
+        Some((_, bound)) => writeln!(
+            stdout,
+            "portcullis-ratelimit listening on {address}, metrics on {bound}"
+        ),
+        None => writeln!(stdout, "portcullis-ratelimit listening on {address}"),
+    };
     let _ = stdout.flush();
+    let stopping = Arc::new(AtomicBool::new(false));
+    if let Some((listener, bound)) = operators {
+        eprintln!(
+            "portcullis-ratelimit: /metrics, /healthz and /readyz on http://{bound}{}",
+            if bound.ip().is_loopback() {
+                ""
+            } else {
+                " (beyond loopback, unauthenticated: every host that reaches it can read the metrics)"
+            }
+        );
+        let endpoint = Endpoint::new(
+            Arc::clone(&metrics),
+            Arc::clone(&store),
+            Arc::clone(&stopping),
+        );
+        tokio::spawn(endpoint::serve(listener, Arc::new(endpoint)));
+    }
     eprintln!(
         "portcullis-ratelimit: serving on {address} ({}), counters in {} (timeout {} ms), {} static limits, ceilings: hits_addend {}, limit {}, {}",
         options.tls.describe("cleartext HTTP/2"),
@@ -114,23 +167,29 @@ async fn serve(options: Options, gate: Gate, tls: Option<ServerTlsConfig>) -> Re
         }
     );
     let service = RateLimitServiceServer::with_interceptor(
-        RateLimiter::new(store, limits, options.ceilings, system_clock),
+        RateLimiter::new(
+            store,
+            Arc::clone(&metrics),
+            limits,
+            options.ceilings,
+            system_clock,
+        ),
         move |request| gate.check(request),
     );
-    let (stopping, stopped) = tokio::sync::oneshot::channel();
+    let service = CountErrors::new(Routes::new(service).prepare(), metrics);
+    let (stop, stopped) = tokio::sync::oneshot::channel();
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         builder = builder
             .tls_config(tls)
             .map_err(|e| format!("--tls-cert: {e}"))?;
     }
-    let server = builder.add_service(service).serve_with_incoming_shutdown(
-        TcpIncoming::from(listener),
-        async {
+    let server =
+        builder.serve_with_incoming_shutdown(service, TcpIncoming::from(listener), async {
             signals.first().await;
-            let _ = stopping.send(());
-        },
-    );
+            stopping.store(true, Ordering::Relaxed);
+            let _ = stop.send(());
+        });
     // Graceful, within bounds: calls in flight finish, but a client that keeps its
     // connection open after the GOAWAY does not hold the exit up past GRACE.
     tokio::select! {

@@ -2,7 +2,7 @@
 //! over — every counter incremented, each new key expiring with its window. Atomic, so any
 //! number of service replicas on one Redis count exactly; a refused request counts nowhere.
 
-use crate::failure::Failure;
+use crate::failure::{Failure, Outage};
 use crate::plan::Check;
 
 /// Seconds a counter outlives its window: a replica whose clock lags a little still finds
@@ -74,7 +74,12 @@ pub struct Counted {
 /// Reads the script's reply for `checks` checks; a reply of any other shape is the store
 /// misbehaving.
 pub fn counted(reply: &[i64], checks: usize) -> Result<Counted, Failure> {
-    let malformed = || Failure::Unavailable(format!("unexpected script reply {reply:?}"));
+    let malformed = || {
+        Failure::Unavailable(
+            Outage::BadReply,
+            format!("unexpected script reply {reply:?}"),
+        )
+    };
     let (admitted, rest) = reply.split_first().ok_or_else(malformed)?;
     if rest.len() != 2 * checks || !matches!(admitted, 0 | 1) {
         return Err(malformed());

@@ -6,19 +6,22 @@ use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimit
 use portcullis_core::rate_limit::UnixMillis;
 use tonic::{Request, Response, Status};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use crate::config::Limits;
 use crate::failure::Failure;
-use std::sync::atomic::{AtomicU64, Ordering};
-
+use crate::metrics::Metrics;
 use crate::plan::{plan, Ceilings};
 use crate::reply::response;
-use crate::script::{counted, Counted};
+use crate::script::Counted;
 use crate::store::Store;
 
 /// The service: a store, a clock, the optional static limits and the ceilings on what a
-/// client may ask — no counters of its own.
+/// client may ask — no rate limit counters of its own, only the metrics of what it answered.
 pub struct RateLimiter {
-    store: Store,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
     limits: Limits,
     ceilings: Ceilings,
     clock: fn() -> UnixMillis,
@@ -28,13 +31,15 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(
-        store: Store,
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
         limits: Limits,
         ceilings: Ceilings,
         clock: fn() -> UnixMillis,
     ) -> RateLimiter {
         RateLimiter {
             store,
+            metrics,
             limits,
             ceilings,
             clock,
@@ -64,6 +69,7 @@ impl RateLimiter {
             }
             Err(failure) => return Err(failure),
         };
+        self.metrics.clamped(plan.clamped.len());
         for (descriptor, asked) in &plan.clamped {
             self.past_ceiling(
                 &request.domain,
@@ -79,8 +85,7 @@ impl RateLimiter {
                 counts: Vec::new(),
             }
         } else {
-            let reply = self.store.count(&plan.checks, now.secs()).await?;
-            counted(&reply, plan.checks.len())?
+            self.store.count(&plan.checks, now.secs()).await?
         };
         Ok(response(&plan, &counted, now))
     }
@@ -92,7 +97,12 @@ impl RateLimitService for RateLimiter {
         &self,
         request: Request<RateLimitRequest>,
     ) -> Result<Response<RateLimitResponse>, Status> {
-        match self.decide(request.get_ref()).await {
+        let request = request.get_ref();
+        // Looked up before the call, bumped after it: no lock is held across Redis.
+        let domain = self.metrics.domain(&request.domain);
+        let answer = self.decide(request).await;
+        self.metrics.answered(&domain, &answer);
+        match answer {
             Ok(answer) => Ok(Response::new(answer)),
             Err(failure) => Err(failure.status()),
         }

@@ -4,20 +4,25 @@
 //!
 //! The service starts whether Redis is up or not. While Redis is down every call fails
 //! fast with [`Failure::Unavailable`]; at most one connection attempt runs at a time and,
-//! after one fails, calls fail at once for [`RETRY_AFTER`] without trying again.
+//! after one fails, calls fail at once for [`RETRY_AFTER`] without trying again. Every
+//! failure says what happened ([`Outage`]) and is counted in the metrics, with the script's
+//! round-trip time.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelServerType};
-use redis::{AsyncConnectionConfig, RedisResult};
+use redis::{AsyncConnectionConfig, ErrorKind, RedisError, RedisResult};
 use tokio::sync::Mutex;
 
-use crate::failure::Failure;
+use crate::failure::{Failure, Outage};
+use crate::metrics::Metrics;
 use crate::plan::Check;
-use crate::script;
+use crate::script::{self, Counted};
 
 /// How long after a failed connection attempt calls fail without trying again.
 pub const RETRY_AFTER: Duration = Duration::from_millis(100);
@@ -43,6 +48,7 @@ pub struct Store {
     timeout: Duration,
     script: redis::Script,
     state: Mutex<State>,
+    metrics: Arc<Metrics>,
 }
 
 struct State {
@@ -110,9 +116,9 @@ impl Connector {
 }
 
 impl Store {
-    /// A store on `target` whose every call takes at most `timeout`. Connects on first use;
-    /// fails only on a malformed URL.
-    pub fn new(target: &Target, timeout: Duration) -> Result<Store, String> {
+    /// A store on `target` whose every call takes at most `timeout`, reporting Redis errors
+    /// and round trips to `metrics`. Connects on first use; fails only on a malformed URL.
+    pub fn new(target: &Target, timeout: Duration, metrics: Arc<Metrics>) -> Result<Store, String> {
         let connector =
             Connector::new(target, timeout).map_err(|e| format!("{}: {e}", describe(target)))?;
         Ok(Store {
@@ -123,23 +129,46 @@ impl Store {
                 live: None,
                 failed: None,
             }),
+            metrics,
         })
     }
 
-    /// Runs the script for `checks` at `now_secs`: the raw reply, or why there is none.
-    pub async fn count(&self, checks: &[Check], now_secs: u64) -> Result<Vec<i64>, Failure> {
-        match tokio::time::timeout(self.timeout, self.run(checks, now_secs)).await {
-            Ok(result) => result,
-            Err(_) => {
-                // A Redis that stopped answering (paused, partitioned) may never close the
-                // connection: drop it, the next call makes a new one. If another call holds
-                // the lock it is connecting, and there is nothing live to drop.
-                if let Ok(mut state) = self.state.try_lock() {
-                    state.live = None;
-                }
-                Err(Failure::Unavailable(self.silent()))
-            }
+    /// Runs the script for `checks` at `now_secs` and reads its reply, or says why there is
+    /// none. Each answered run is one observation of the round-trip histogram.
+    pub async fn count(&self, checks: &[Check], now_secs: u64) -> Result<Counted, Failure> {
+        let mut invocation = self.script.prepare_invoke();
+        for check in checks {
+            invocation.key(&check.key);
         }
+        for argument in script::arguments(checks, now_secs) {
+            invocation.arg(argument);
+        }
+        let invocation = &invocation;
+        let reply: Vec<i64> = self
+            .call(Observe::RoundTrip, |live| async move {
+                match live {
+                    Live::Server(mut connection) => invocation.invoke_async(&mut connection).await,
+                    Live::Cluster(mut connection) => invocation.invoke_async(&mut connection).await,
+                }
+            })
+            .await?;
+        script::counted(&reply, checks.len()).inspect_err(|_| {
+            self.metrics.redis_error(Outage::BadReply);
+        })
+    }
+
+    /// `PING` (on a Cluster, every primary must answer): whether Redis answers within the
+    /// timeout now, for the readiness probe. Connects if there is no connection, as a call
+    /// would; a failure drops the connection as a call's does.
+    pub async fn ping(&self) -> Result<(), Failure> {
+        self.call(Observe::Nothing, |live| async move {
+            let ping = redis::cmd("PING");
+            match live {
+                Live::Server(mut connection) => ping.query_async::<()>(&mut connection).await,
+                Live::Cluster(mut connection) => ping.query_async::<()>(&mut connection).await,
+            }
+        })
+        .await
     }
 
     fn silent(&self) -> String {
@@ -149,36 +178,82 @@ impl Store {
         )
     }
 
-    async fn run(&self, checks: &[Check], now_secs: u64) -> Result<Vec<i64>, Failure> {
-        let live = self.connection().await?;
-        let mut invocation = self.script.prepare_invoke();
-        for check in checks {
-            invocation.key(&check.key);
+    /// Gets a connection and runs `ask` on it, the whole within the timeout; every failure
+    /// is classified, counted in the metrics, and drops a connection it shows broken.
+    async fn call<T, F, Fut>(&self, observe: Observe, ask: F) -> Result<T, Failure>
+    where
+        F: FnOnce(Live) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let result = self.call_within(observe, ask).await;
+        if let Err(Failure::Unavailable(outage, _)) = &result {
+            if outage.is_redis_error() {
+                self.metrics.redis_error(*outage);
+            }
         }
-        for argument in script::arguments(checks, now_secs) {
-            invocation.arg(argument);
+        result
+    }
+
+    async fn call_within<T, F, Fut>(&self, observe: Observe, ask: F) -> Result<T, Failure>
+    where
+        F: FnOnce(Live) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let live = match tokio::time::timeout_at(deadline, self.connection()).await {
+            Ok(live) => live?,
+            // Connecting (or waiting for another call that connects) took the whole time.
+            Err(_) => return Err(Failure::Unavailable(Outage::Timeout, self.silent())),
+        };
+        let started = Instant::now();
+        let error = match tokio::time::timeout_at(deadline, ask(live)).await {
+            Ok(Ok(answer)) => {
+                self.observe(observe, started);
+                return Ok(answer);
+            }
+            Ok(Err(error)) => error,
+            Err(_) => {
+                // A Redis that stopped answering (paused, partitioned) may never close the
+                // connection: drop it, the next call makes a new one. If another call holds
+                // the lock it is connecting, and there is nothing live to drop.
+                if let Ok(mut state) = self.state.try_lock() {
+                    state.live = None;
+                }
+                return Err(Failure::Unavailable(Outage::Timeout, self.silent()));
+            }
+        };
+        let outage = outage(&error);
+        if matches!(outage, Outage::ErrorReply | Outage::BadReply) {
+            // Redis answered, if not as hoped: a round trip all the same.
+            self.observe(observe, started);
         }
-        let answer = match live {
-            Live::Server(mut connection) => invocation.invoke_async(&mut connection).await,
-            Live::Cluster(mut connection) => invocation.invoke_async(&mut connection).await,
-        };
-        let error = match answer {
-            Ok(reply) => return Ok(reply),
-            Err(error) => error,
-        };
         let broken = error.is_io_error()
             || error.is_connection_dropped()
             || error.is_timeout()
             || error.is_unrecoverable_error();
-        // Waiting for the lock is bounded: the whole call runs under the timeout.
-        if broken && self.state.lock().await.live.take().is_some() {
-            eprintln!("portcullis-ratelimit: Redis connection lost: {error}");
+        if broken {
+            // Bounded: past the deadline a call holding the lock is connecting, and there is
+            // nothing live to drop.
+            if let Ok(mut state) = tokio::time::timeout_at(deadline, self.state.lock()).await {
+                if state.live.take().is_some() {
+                    eprintln!("portcullis-ratelimit: Redis connection lost: {error}");
+                }
+            }
         }
-        Err(Failure::Unavailable(if error.is_timeout() {
-            self.silent()
-        } else {
-            format!("Redis failed the call: {error}")
-        }))
+        Err(Failure::Unavailable(
+            outage,
+            if outage == Outage::Timeout {
+                self.silent()
+            } else {
+                format!("Redis failed the call: {error}")
+            },
+        ))
+    }
+
+    fn observe(&self, observe: Observe, started: Instant) {
+        if observe == Observe::RoundTrip {
+            self.metrics.redis_round_trip(started.elapsed());
+        }
     }
 
     /// The live connection, made now if there is none and the last attempt is not too recent.
@@ -189,7 +264,7 @@ impl Store {
         }
         if let Some((at, why)) = &state.failed {
             if at.elapsed() < RETRY_AFTER {
-                return Err(Failure::Unavailable(why.clone()));
+                return Err(Failure::Unavailable(Outage::Backoff, why.clone()));
             }
         }
         match state.connector.connect().await {
@@ -206,9 +281,34 @@ impl Store {
                     eprintln!("portcullis-ratelimit: {why}");
                 }
                 state.failed = Some((Instant::now(), why.clone()));
-                Err(Failure::Unavailable(why))
+                Err(Failure::Unavailable(Outage::Connect, why))
             }
         }
+    }
+}
+
+/// Whether a call's round trip is observed in the latency histogram: the script's are,
+/// the readiness probe's `PING`s are not (the histogram is the gRPC path's).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Observe {
+    RoundTrip,
+    Nothing,
+}
+
+/// What a failed call says about Redis.
+fn outage(error: &RedisError) -> Outage {
+    if error.is_timeout() {
+        Outage::Timeout
+    } else if matches!(
+        error.kind(),
+        ErrorKind::UnexpectedReturnType | ErrorKind::Parse
+    ) {
+        Outage::BadReply
+    } else if error.is_io_error() || error.is_connection_dropped() || error.is_unrecoverable_error()
+    {
+        Outage::ConnectionLost
+    } else {
+        Outage::ErrorReply
     }
 }
 

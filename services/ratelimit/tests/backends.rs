@@ -63,9 +63,16 @@ async fn ask(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_redis_cluster_counts_exactly_with_every_key_of_a_request_on_one_slot() {
     let cluster = RedisCluster::start(3).unwrap();
-    let service =
-        RateLimitService::start_with(binary(), &["--redis-cluster", &cluster.urls().join(",")])
-            .unwrap();
+    let service = RateLimitService::start_with(
+        binary(),
+        &[
+            "--redis-cluster",
+            &cluster.urls().join(","),
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+    )
+    .unwrap();
     // Three domains, whose hash tags fall on different primaries.
     let mut expected = Vec::new();
     let mut handles = Vec::new();
@@ -120,6 +127,21 @@ async fn a_redis_cluster_counts_exactly_with_every_key_of_a_request_on_one_slot(
         holding.iter().filter(|n| **n > 0).count() >= 2,
         "{holding:?}"
     );
+    // Ready: every primary answers the probe's PING.
+    assert_eq!(readiness(&service).await, (200, "ready".to_owned()));
+}
+
+/// `GET /readyz`: its status and the `status` of its JSON.
+async fn readiness(service: &RateLimitService) -> (u16, String) {
+    let url = format!("{}/readyz", service.metrics_url());
+    let reply = tokio::task::spawn_blocking(move || portcullis_tests::client::get(&url, &[]))
+        .await
+        .unwrap();
+    let status = reply.json()["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    (reply.status, status)
 }
 
 /// Asks until the answer is not UNAVAILABLE, for at most `bound`.
@@ -156,8 +178,16 @@ async fn behind_sentinel_it_follows_a_fail_over_to_the_promoted_replica() {
     }
     let sentinel = RedisServer::sentinel("portcullis", primary.port()).unwrap();
     let sentinels = format!("portcullis,redis://127.0.0.1:{}", sentinel.port());
-    let service =
-        RateLimitService::start_with(binary(), &["--redis-sentinel", &sentinels]).unwrap();
+    let service = RateLimitService::start_with(
+        binary(),
+        &[
+            "--redis-sentinel",
+            &sentinels,
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+    )
+    .unwrap();
     let mut client = RateLimitServiceClient::connect(service.url())
         .await
         .unwrap();
@@ -189,5 +219,7 @@ async fn behind_sentinel_it_follows_a_fail_over_to_the_promoted_replica() {
     assert_eq!(answer.overall_code, Code::Ok as i32, "{}", service.log());
     assert_eq!(answer.statuses[0].limit_remaining, 96);
     assert_eq!(replica.integer(&["GET", &key]).unwrap(), Some(4));
+    // Ready again on the promoted replica, asked through Sentinel.
+    assert_eq!(readiness(&service).await, (200, "ready".to_owned()));
     drop(sentinel);
 }

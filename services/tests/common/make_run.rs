@@ -27,11 +27,12 @@ pub const PORT_VARIABLES: [&str; 8] = [
 ];
 
 /// The ports `run.sh` reads besides [`PORT_VARIABLES`] with `DEMO_NODES=2`.
-pub const NODE2_PORT_VARIABLES: [&str; 4] = [
+pub const NODE2_PORT_VARIABLES: [&str; 5] = [
     "DEMO_NODE2_PORT",
     "DEMO_NODE2_ADMIN_PORT",
     "DEMO_REDIS_PORT",
     "DEMO_RATELIMIT_PORT",
+    "DEMO_RATELIMIT_METRICS_PORT",
 ];
 
 /// A running `make run`; its process group is killed when dropped.
