@@ -1,6 +1,7 @@
 //! `--admin-url`: consumers, their JWT credentials and ACL groups loaded into
 //! portcullis-admin through its Kong-compatible Admin API, instead of the jwt filter's static
-//! `consumers`. Every write is an upsert (`PUT /consumers/{username}`,
+//! `consumers`. Every write is an upsert (`PUT /consumers/{id}` when the file gives the
+//! consumer's id, so X-Consumer-ID stays what it was under Kong, else `PUT /consumers/{username}`;
 //! `PUT /consumers/{c}/jwt/{key}`, `PUT /consumers/{c}/acls/{group}`), in that order, so a
 //! run that stops half-way (the admin unreachable, a refusal) is finished by running it again.
 
@@ -25,6 +26,16 @@ pub struct Loaded {
     pub consumers: usize,
     pub credentials: usize,
     pub groups: usize,
+}
+
+/// `8-4-4-4-12` hexadecimal digits, as Kong writes an entity's id.
+fn is_uuid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// One path segment, percent-encoded (RFC 3986 unreserved characters kept).
@@ -59,6 +70,20 @@ pub fn load(target: &AdminTarget, consumers: &[AdminConsumer]) -> Result<Loaded,
             .unwrap_or_default();
         let what = format!("{} ({label})", c.path);
         let handle = match (&c.username, &c.custom_id) {
+            // Kong's ids are UUIDs; the admin takes a UUID in the path as the id to create.
+            (username, custom_id) if c.id.as_deref().is_some_and(is_uuid) => {
+                let id = c.id.as_deref().unwrap_or_default();
+                let url = format!("{}/consumers/{}", target.url, segment(id));
+                send(
+                    &agent,
+                    target,
+                    "PUT",
+                    &url,
+                    Some(json!({"username": username, "custom_id": custom_id})),
+                    &what,
+                )?;
+                segment(id)
+            }
             (Some(username), custom_id) => {
                 let url = format!("{}/consumers/{}", target.url, segment(username));
                 send(
@@ -175,6 +200,19 @@ fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn knows_a_uuid() {
+        assert!(is_uuid("4fb5a9c3-1d2e-4f60-9a7b-0c1d2e3f4a5b"));
+        for other in [
+            "mobile-app",
+            "4fb5a9c3-1d2e-4f60-9a7b",
+            "4fb5a9c3-1d2e-4f60-9a7b-0c1d2e3f4a5g",
+            "",
+        ] {
+            assert!(!is_uuid(other), "{other}");
+        }
+    }
 
     #[test]
     fn encodes_path_segments() {

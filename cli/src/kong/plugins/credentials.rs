@@ -68,6 +68,7 @@ pub fn jwt_consumers(
         }
         load.push(AdminConsumer {
             path: consumer.at.path.clone(),
+            id: consumer.id.clone(),
             username: consumer.username.clone(),
             custom_id: consumer.custom_id.clone(),
             credentials: admin_credentials,

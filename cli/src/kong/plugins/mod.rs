@@ -60,6 +60,8 @@ pub struct Policies {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AdminConsumer {
     pub path: String,
+    /// The consumer's `id` in the Kong file, kept so X-Consumer-ID stays what it was.
+    pub id: Option<String>,
     pub username: Option<String>,
     pub custom_id: Option<String>,
     pub credentials: Vec<AdminCredential>,
@@ -300,10 +302,12 @@ pub fn policies(
             m.insert("hide_groups_header".into(), json!(conf.hide_groups_header));
             m
         };
+        // Kong adds X-Consumer-Groups only where the acl plugin runs and admits: a route
+        // without acl sends none, even for a consumer that has groups.
         let public = || {
             let mut m = Map::new();
             m.insert("public".into(), json!(true));
-            m.insert("hide_groups_header".into(), json!(false));
+            m.insert("hide_groups_header".into(), json!(true));
             m
         };
         let mut top = match global("acl") {
