@@ -69,32 +69,23 @@ pub fn load(target: &AdminTarget, consumers: &[AdminConsumer]) -> Result<Loaded,
             .or_else(|| c.custom_id.clone())
             .unwrap_or_default();
         let what = format!("{} ({label})", c.path);
-        let handle = match (&c.username, &c.custom_id) {
-            // Kong's ids are UUIDs; the admin takes a UUID in the path as the id to create.
-            (username, custom_id) if c.id.as_deref().is_some_and(is_uuid) => {
-                let id = c.id.as_deref().unwrap_or_default();
-                let url = format!("{}/consumers/{}", target.url, segment(id));
+        // Kong's ids are UUIDs; the admin takes a UUID in the path as the id to create.
+        let put_as =
+            c.id.as_deref()
+                .filter(|id| is_uuid(id))
+                .or(c.username.as_deref());
+        let handle = match (put_as, &c.custom_id) {
+            (Some(name), custom_id) => {
+                let url = format!("{}/consumers/{}", target.url, segment(name));
                 send(
                     &agent,
                     target,
                     "PUT",
                     &url,
-                    Some(json!({"username": username, "custom_id": custom_id})),
+                    Some(json!({"username": c.username, "custom_id": custom_id})),
                     &what,
                 )?;
-                segment(id)
-            }
-            (Some(username), custom_id) => {
-                let url = format!("{}/consumers/{}", target.url, segment(username));
-                send(
-                    &agent,
-                    target,
-                    "PUT",
-                    &url,
-                    Some(json!({"username": username, "custom_id": custom_id})),
-                    &what,
-                )?;
-                segment(username)
+                segment(name)
             }
             (None, Some(custom_id)) => {
                 let url = format!("{}/consumers?custom_id={}", target.url, segment(custom_id));

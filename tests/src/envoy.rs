@@ -66,7 +66,7 @@ impl EnvoyBuilder {
         self
     }
 
-    /// How long start-up may take before it counts as a failure; 20 s unless set.
+    /// How long start-up may take before it counts as a failure; 60 s unless set (it only bounds a failure: a start returns as soon as Envoy is ready; V8 compiling four modules on a loaded 2-core machine took over 20 s).
     pub fn start_timeout(mut self, timeout: Duration) -> Self {
         self.start_timeout = timeout;
         self
@@ -217,7 +217,7 @@ impl Envoy {
             log_level: "info".to_owned(),
             component_log_level: "wasm:debug,main:warning".to_owned(),
             main_listener: None,
-            start_timeout: Duration::from_secs(20),
+            start_timeout: Duration::from_secs(60),
             args: Vec::new(),
         }
     }
