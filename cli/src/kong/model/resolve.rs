@@ -100,34 +100,29 @@ impl<'a> Reader<'a, '_> {
             reference(node, at, "consumer", &consumers_by)
         };
 
+        // A credential's or group's consumer: the one it is nested in (a `consumer` field
+        // there is taken as read, not reported), else its `consumer` reference.
+        let owner = |f: &mut Fields<'_>, at: &Loc, parent: Option<usize>| match parent {
+            Some(c) => {
+                let _ = f.get("consumer");
+                Ok(c)
+            }
+            None => match f.get("consumer") {
+                Some(r) => consumer_ref(r, &f.loc("consumer")),
+                None => Err(InputError::at(at, "no `consumer`")),
+            },
+        };
+
         let secrets = std::mem::take(&mut self.pending_secrets);
         for (at, node, parent) in secrets {
             let mut f = Fields::of(node, &at)?;
-            let consumer = match parent {
-                Some(c) => {
-                    let _ = f.get("consumer");
-                    c
-                }
-                None => match f.get("consumer") {
-                    Some(r) => consumer_ref(r, &f.loc("consumer"))?,
-                    None => return Err(InputError::at(&at, "no `consumer`")),
-                },
-            };
+            let consumer = owner(&mut f, &at, parent)?;
             self.jwt_secret(&at, f, consumer)?;
         }
         let acls = std::mem::take(&mut self.pending_acls);
         for (at, node, parent) in acls {
             let mut f = Fields::of(node, &at)?;
-            let consumer = match parent {
-                Some(c) => {
-                    let _ = f.get("consumer");
-                    c
-                }
-                None => match f.get("consumer") {
-                    Some(r) => consumer_ref(r, &f.loc("consumer"))?,
-                    None => return Err(InputError::at(&at, "no `consumer`")),
-                },
-            };
+            let consumer = owner(&mut f, &at, parent)?;
             let group_at = f.loc("group");
             let group = f
                 .string("group")?
