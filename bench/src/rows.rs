@@ -1,7 +1,10 @@
 //! The row catalogue: every configuration the bench loads, its group, and what it is
 //! compared with.
 
-use crate::cost::{cost_filter, host_verify_calls, HOST_COSTS, JWT_HIT_HOST_CALLS};
+use crate::cost::{
+    cost_filter, cost_filter_in, host_verify_calls, ACL_ALLOW_HOST_CALLS, CHAIN_ONE_VM_HOST_CALLS,
+    HOST_COSTS, JWT_HIT_HOST_CALLS, RATE_LIMIT_HOST_CALLS,
+};
 use crate::filters::{
     native_jwt, native_service_rate_limit, portcullis_jwt_config, redis_rate_limit, token, ACL,
     ALGORITHMS, NATIVE_DOMAIN, NATIVE_RATE_LIMIT, NATIVE_RBAC, PORTCULLIS_DOMAIN, RATE_LIMIT,
@@ -289,6 +292,33 @@ pub fn rows() -> Vec<Row> {
             ("acl", ACL),
             ("rate-limiting", RATE_LIMIT),
         ]),
+    ]);
+    // The chain's floors: the host calls its three filters make on a repeated request (a
+    // token cache hit, an allowed group, a local count), with no logic, first from three
+    // VMs as the separate filters make them, then from one, as a single module running the
+    // three in one HTTP context can (the one-VM gateway issue's floor).
+    let native_chain = "native chain (jwt_authn + rbac + local_ratelimit)";
+    let three_vms = "wasm: the host calls of the chain, in three VMs";
+    rows.extend([
+        Row::new(
+            three_vms,
+            "chain",
+            chain(&[
+                cost_filter_in("cost-jwt", JWT_HIT_HOST_CALLS),
+                cost_filter_in("cost-acl", ACL_ALLOW_HOST_CALLS),
+                cost_filter_in("cost-rate-limiting", RATE_LIMIT_HOST_CALLS),
+            ]),
+            hs256(),
+        )
+        .versus(native_chain),
+        Row::new(
+            "wasm: the host calls of the chain, in one VM",
+            "chain",
+            cost_filter(CHAIN_ONE_VM_HOST_CALLS),
+            hs256(),
+        )
+        .versus(native_chain)
+        .versus(three_vms),
     ]);
     rows
 }

@@ -4,9 +4,11 @@
 //! 0 by default — `header_reads` (`authorization`, one call each), `map_reads` (the whole
 //! request header map), `property_reads` (`xds.route_name`), `header_writes`
 //! (`x-cost-<i>`), `metric_incs` (one counter), `clock_reads`, `shared_reads`, `property_writes`
-//! (`portcullis.cost.<i>`), `allocs` (64-byte vectors allocated and freed), `foreign_calls`
-//! (of `foreign_function` with the bytes of `foreign_argument`, in hex: a configuration
-//! without them is refused).
+//! (`portcullis.cost.<i>`), `shared_writes` (`portcullis.cost`, without a CAS), `allocs`
+//! (64-byte vectors allocated and freed), `foreign_calls` (of `foreign_function` with the bytes
+//! of `foreign_argument`, in hex: a configuration without them is refused), and on the response
+//! `response_header_writes` (`x-cost-<i>`; Envoy enters every wasm filter's response callback
+//! whether the filter has work there or not, so counting 0 costs nothing extra).
 
 use std::hint::black_box;
 use std::rc::Rc;
@@ -30,8 +32,10 @@ struct Counts {
     clock_reads: u64,
     shared_reads: u64,
     property_writes: u64,
+    shared_writes: u64,
     allocs: u64,
     foreign_calls: u64,
+    response_header_writes: u64,
 }
 
 #[derive(Default)]
@@ -71,8 +75,10 @@ impl RootContext for CostRoot {
             clock_reads: get("clock_reads"),
             shared_reads: get("shared_reads"),
             property_writes: get("property_writes"),
+            shared_writes: get("shared_writes"),
             allocs: get("allocs"),
             foreign_calls: get("foreign_calls"),
+            response_header_writes: get("response_header_writes"),
         };
         self.foreign = map
             .get("foreign_function")
@@ -142,6 +148,9 @@ impl HttpContext for Cost {
             let name = format!("portcullis.cost.{i}");
             let _ = hostcalls::set_property(vec![name.as_str()], Some(b"value"));
         }
+        for _ in 0..c.shared_writes {
+            let _ = hostcalls::set_shared_data("portcullis.cost", Some(b"value"), None);
+        }
         if let Some(foreign) = &self.foreign {
             for _ in 0..c.foreign_calls {
                 black_box(hostcalls::call_foreign_function(&foreign.0, Some(&foreign.1)).ok());
@@ -149,6 +158,14 @@ impl HttpContext for Cost {
         }
         for _ in 0..c.allocs {
             black_box(vec![0u8; black_box(64)]);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _headers: usize, _end: bool) -> Action {
+        for i in 0..self.counts.response_header_writes {
+            let name = format!("x-cost-{i}");
+            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, &name, Some("v"));
         }
         Action::Continue
     }
