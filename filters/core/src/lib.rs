@@ -6,6 +6,7 @@
 pub mod acl;
 pub mod config;
 pub mod envoy_foreign;
+pub mod gateway;
 pub mod header_map;
 pub mod identity;
 pub mod jose;
