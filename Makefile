@@ -60,11 +60,12 @@ test-native: ## The cargo test suites (needs `make build` first: tests load dist
 fuzz: setup ## Run every fuzz target (fuzz/) for FUZZ_SECONDS each (default 60; FUZZ_TARGETS=a b: only those); a crash fails
 	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh $(FUZZ_TARGETS)
 
-run: setup build ## The demo gateway: real Envoy + the filters + user/order/payment/login services on :8080, portcullis-admin's Admin API on :8001 (NODES=2: two gateway nodes, one limit in Redis); Ctrl-C stops it
+run: setup build ## The demo gateway over HTTPS (TLS=0: plain HTTP): real Envoy + the filters + user/order/payment/login services on :8080, portcullis-admin's Admin API on :8001 (NODES=2: two gateway nodes, one limit in Redis); Ctrl-C stops it
 	$(CARGO) build -p portcullis-services
 	@ENVOY=$(abspath $(ENVOY)) SERVICES=$(abspath target/debug/portcullis-services) \
 	  ADMIN_SERVICE=$(abspath target/debug/portcullis-admin) \
 	  RATELIMIT=$(abspath target/debug/portcullis-ratelimit) $(if $(NODES),DEMO_NODES=$(NODES)) \
+	  $(if $(TLS),DEMO_TLS=$(TLS)) \
 	  envoy-config/run.sh
 
 bench: setup build ## Portcullis vs Envoy's native filters, side by side (BENCH_QUICK=1: smoke only; BENCH_ONLY=jwt,acl,ratelimit,chain,host: those groups; BENCH_ROWS=a|b, BENCH_CONCURRENCY=1, BENCH_PROFILE=row: see docs/benchmarks.md)

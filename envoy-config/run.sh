@@ -9,6 +9,13 @@
 # plane on DEMO_DATA_PLANE_PORT (8005), both on loopback without tokens. Every gateway node's
 # config has the cluster portcullis_admin at the data plane.
 #
+# HTTPS by default (DEMO_TLS=1; `make run TLS=0` for plain HTTP): the seed's best practice,
+# so the demo shows it. At every start `portcullis-services certs` writes a new demo CA and
+# certificates into DEMO_RUN_DIR/tls (the CA's key is kept nowhere); Envoy's listener serves
+# HTTPS, Envoy speaks TLS to every service, to portcullis-admin's data plane and to the rate
+# limit service, checking each one's certificate against that CA and its name; the Admin API
+# serves HTTPS too. The printed curl commands trust the CA with --cacert.
+#
 # DEMO_NODES=2 (`make run NODES=2`) runs two gateway nodes sharing one rate limit: Redis (no
 # persistence, its files in a temporary directory under DEMO_RUN_DIR), the rate limit service
 # portcullis-ratelimit against it, and two Envoys with the same chain, their rate-limiting
@@ -18,10 +25,11 @@
 # DEMO_ORDERS_PORT (18082), DEMO_PAYMENTS_PORT (18083), DEMO_LOGIN_PORT (18084),
 # DEMO_ADMIN_API_PORT (8001), DEMO_DATA_PLANE_PORT (8005); with DEMO_NODES=2 also
 # DEMO_NODE2_PORT (8090), DEMO_NODE2_ADMIN_PORT (9902), DEMO_REDIS_PORT (16379),
-# DEMO_RATELIMIT_PORT (18085); ENVOY, SERVICES and ADMIN_SERVICE (portcullis-admin), the
-# binaries (the Makefile sets all three), and for DEMO_NODES=2 REDIS (redis-server) and
-# RATELIMIT (portcullis-ratelimit); DEMO_RUN_DIR (.run), where the rendered configs, the admin's
-# database and the logs of validation, the admin and Redis go.
+# DEMO_RATELIMIT_PORT (18085); DEMO_TLS (1: HTTPS, 0: plain HTTP); ENVOY, SERVICES and
+# ADMIN_SERVICE (portcullis-admin), the binaries (the Makefile sets all three), and for
+# DEMO_NODES=2 REDIS (redis-server) and RATELIMIT (portcullis-ratelimit); DEMO_RUN_DIR (.run),
+# where the rendered configs, the admin's database, the demo certificates (tls/) and the logs
+# of validation, the admin and Redis go.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +41,7 @@ RATELIMIT=${RATELIMIT:-target/debug/portcullis-ratelimit}
 HOST=127.0.0.1
 RUN_DIR=${DEMO_RUN_DIR:-.run}
 NODES=${DEMO_NODES:-1}
+TLS=${DEMO_TLS:-1}
 # Absolute from here on: Redis changes into its --dir before it opens --logfile, so a relative
 # path (the default .run) would be resolved twice and not exist.
 mkdir -p "$RUN_DIR"
@@ -68,6 +77,8 @@ case $NODES in
     ;;
   *) fail "DEMO_NODES=$NODES (make run NODES=…): the demo runs 1 or 2 gateway nodes" ;;
 esac
+[[ $TLS == 0 || $TLS == 1 ]] ||
+  fail "DEMO_TLS=$TLS (make run TLS=…): 1 for HTTPS (the default) or 0 for plain HTTP"
 
 # A port is taken if something accepts a connection on it.
 in_use() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
@@ -102,12 +113,32 @@ GATEWAYS=(gateway)
 ADMINS=(admin)
 CONFIGS=("$RUN_DIR/demo.yaml")
 RENDER_FLAGS=()
+# The TLS flags of each service: its certificate and key from the demo's, or none.
+SERVICES_TLS=()
+ADMIN_TLS=()
+RATELIMIT_TLS=()
+CA=""
+if ((TLS)); then
+  TLS_DIR=$RUN_DIR/tls
+  "$SERVICES" certs --dir "$TLS_DIR" >/dev/null ||
+    fail "could not write the demo certificates into $TLS_DIR"
+  RENDER_FLAGS+=(--tls-dir "$TLS_DIR")
+  tls_flags() { printf '%s\n' --tls-cert "$TLS_DIR/$1.pem" --tls-key "$TLS_DIR/$1.key"; }
+  mapfile -t SERVICES_TLS < <(tls_flags services)
+  mapfile -t ADMIN_TLS < <(tls_flags portcullis-admin)
+  mapfile -t RATELIMIT_TLS < <(tls_flags ratelimit)
+  # What the printed curl commands trust: relative to the checkout, where `make run` runs,
+  # when the run directory is inside it.
+  CA=$TLS_DIR/ca.pem
+  [[ $CA != "$PWD"/* ]] || CA=${CA#"$PWD"/}
+  say "new demo CA and certificates in $TLS_DIR (clients trust $CA)"
+fi
 if ((NODES == 2)); then
   GATEWAYS+=(gateway-2)
   ADMINS+=(admin-2)
   CONFIGS+=("$RUN_DIR/demo-node2.yaml")
   # policy redis: the rate limit service's cluster, and policies/rate-limiting-redis.json.
-  RENDER_FLAGS=(--ratelimit "$HOST:${PORT[ratelimit]}")
+  RENDER_FLAGS+=(--ratelimit "$HOST:${PORT[ratelimit]}")
 fi
 for i in "${!CONFIGS[@]}"; do
   config=${CONFIGS[i]}
@@ -187,7 +218,7 @@ if ((NODES == 2)); then
   await "$redis_pid" "Redis (log: $RUN_DIR/redis.log)" redis_ready
   say "Redis is up on $HOST:${PORT[redis]} (data in $redis_dir, not saved; log: $RUN_DIR/redis.log)"
   "$RATELIMIT" --listen "$HOST:${PORT[ratelimit]}" --redis-url "redis://$HOST:${PORT[redis]}/0" \
-    --metrics-listen "$HOST:${PORT[ratelimit-metrics]}" &
+    --metrics-listen "$HOST:${PORT[ratelimit-metrics]}" "${RATELIMIT_TLS[@]}" &
   ratelimit_pid=$!
   await "$ratelimit_pid" "the rate limit service" in_use "${PORT[ratelimit]}"
 fi
@@ -197,13 +228,22 @@ rm -f "$RUN_DIR/admin.db" "$RUN_DIR/admin.db-wal" "$RUN_DIR/admin.db-shm"
 # Tokens or a database from the developer's shell would change what the printed commands meet.
 env -u PORTCULLIS_ADMIN_TOKEN -u PORTCULLIS_ADMIN_DATA_PLANE_TOKEN -u PORTCULLIS_ADMIN_DB \
   "$ADMIN_SERVICE" --db "sqlite:$RUN_DIR/admin.db" --listen "$HOST:${PORT[admin-api]}" \
-  --data-plane-listen "$HOST:${PORT[data-plane]}" >/dev/null 2>"$RUN_DIR/admin.log" &
+  --data-plane-listen "$HOST:${PORT[data-plane]}" "${ADMIN_TLS[@]}" >/dev/null 2>"$RUN_DIR/admin.log" &
 admin_pid=$!
 await "$admin_pid" "portcullis-admin (log: $RUN_DIR/admin.log)" in_use "${PORT[data-plane]}"
-say "portcullis-admin is up: Admin API http://$HOST:${PORT[admin-api]}, data plane" \
+# http or https, and curl's flag to trust the demo CA.
+if ((TLS)); then
+  scheme=https
+  curl_ca=" --cacert $CA"
+else
+  scheme=http
+  curl_ca=""
+fi
+admin_api="$scheme://$HOST:${PORT[admin-api]}"
+say "portcullis-admin is up: Admin API $admin_api, data plane" \
   "$HOST:${PORT[data-plane]} (database $RUN_DIR/admin.db, log $RUN_DIR/admin.log)"
 
-"$SERVICES" "${ADDRESSES[@]}" &
+"$SERVICES" "${ADDRESSES[@]}" "${SERVICES_TLS[@]}" &
 services_pid=$!
 for _ in $(seq 50); do
   kill -0 "$services_pid" 2>/dev/null || fail "the demo services did not start (see above)"
@@ -251,7 +291,16 @@ for _ in $(seq 300); do
 done
 all_ready || fail "Envoy was not ready within 30 s"
 
-gw="http://$HOST:${PORT[gateway]}"
+gw="$scheme://$HOST:${PORT[gateway]}"
+curl="curl$curl_ca"
+if ((TLS)); then
+  upstreams="every service and portcullis-admin"
+  ((NODES == 1)) || upstreams="every service, portcullis-admin and the rate limit service"
+  transport="HTTPS (TLS=0 for plain HTTP): clients -> Envoy, Envoy -> $upstreams,
+  each certificate checked against the demo CA $CA"
+else
+  transport="plain HTTP (TLS=0); \`make run\` without it serves HTTPS"
+fi
 
 # Demo tokens for the two consumers of envoy-config/policies/jwt.json, valid for an hour:
 # HS256 signed with the consumer's demo secret (what a Kong jwt credential holds).
@@ -276,10 +325,10 @@ if ((NODES == 1)); then
   headline="the demo gateway is up on $gw (Envoy admin: http://$HOST:${PORT[admin]})
   filters: token-issuer -> jwt -> acl -> rate-limiting (policies: envoy-config/policies/*.json)"
   limit="Payments beyond 20 in a minute are refused (429, with X-RateLimit-* and RateLimit-* headers):
-    for i in \$(seq 21); do curl -s -o /dev/null -w '%{http_code} ' $gw/payments -H \"authorization: Bearer \$MOBILE\"; done; echo"
+    for i in \$(seq 21); do $curl -s -o /dev/null -w '%{http_code} ' $gw/payments -H \"authorization: Bearer \$MOBILE\"; done; echo"
   stops="Envoy, portcullis-admin and the services"
 else
-  gw2="http://$HOST:${PORT[gateway-2]}"
+  gw2="$scheme://$HOST:${PORT[gateway-2]}"
   headline="two gateway nodes share one rate limit: $gw and $gw2
   (Envoy admin: http://$HOST:${PORT[admin]} and http://$HOST:${PORT[admin-2]})
   filters on both: token-issuer -> jwt -> acl -> rate-limiting (policies: envoy-config/policies/*.json,
@@ -287,7 +336,7 @@ else
   $HOST:${PORT[ratelimit]} in Redis on $HOST:${PORT[redis]})"
   limit="Payments beyond 20 in a minute are refused whichever node gets them: 22 payments alternating
   between the nodes get twenty 200s, then 429 (with X-RateLimit-* and RateLimit-* headers):
-    for i in \$(seq 11); do for node in $gw $gw2; do curl -s -o /dev/null -w '%{http_code} ' \$node/payments -H \"authorization: Bearer \$MOBILE\"; done; done; echo
+    for i in \$(seq 11); do for node in $gw $gw2; do $curl -s -o /dev/null -w '%{http_code} ' \$node/payments -H \"authorization: Bearer \$MOBILE\"; done; done; echo
   The counters, in Redis:
     redis-cli -p ${PORT[redis]} --scan
   The rate limit service's metrics and readiness:
@@ -300,28 +349,29 @@ cat <<EOF
 
 make run: $headline
   scenario: payments for admins only; 100 requests a minute per consumer, 20 on payments
+  $transport
 
   Without a token: 401 {"message":"Unauthorized"}
-    curl -i $gw/users
+    $curl -i $gw/users
   As mobile-app (group admins) and web-app (group customers), tokens valid for an hour:
     MOBILE=$MOBILE
     WEB=$WEB
-    curl -i $gw/users -H "authorization: Bearer \$MOBILE"
-    curl -i $gw/orders -H "authorization: Bearer \$WEB"
-    curl -i $gw/payments -H "authorization: Bearer \$MOBILE"
-    curl -i $gw/payments -H "authorization: Bearer \$WEB"
+    $curl -i $gw/users -H "authorization: Bearer \$MOBILE"
+    $curl -i $gw/orders -H "authorization: Bearer \$WEB"
+    $curl -i $gw/payments -H "authorization: Bearer \$MOBILE"
+    $curl -i $gw/payments -H "authorization: Bearer \$WEB"
   $limit
   Log in (demo users in services/fixtures/users.json); a good login answers a token signed by
   the token-issuer filter, usable as above (mobile-app may pay, web-app may not):
-    curl -i $gw/login -H 'content-type: application/json' -d '{"username":"mobile-app","password":"mobile-demo"}'
-    curl -i $gw/login -H 'content-type: application/json' -d '{"username":"web-app","password":"web-demo"}'
-    curl -i $gw/login -H 'content-type: application/json' -d '{"username":"web-app","password":"wrong"}'
+    $curl -i $gw/login -H 'content-type: application/json' -d '{"username":"mobile-app","password":"mobile-demo"}'
+    $curl -i $gw/login -H 'content-type: application/json' -d '{"username":"web-app","password":"web-demo"}'
+    $curl -i $gw/login -H 'content-type: application/json' -d '{"username":"web-app","password":"wrong"}'
 
-  portcullis-admin: Kong's Admin API on http://$HOST:${PORT[admin-api]} (consumers, JWT credentials,
+  portcullis-admin: Kong's Admin API on $admin_api (consumers, JWT credentials,
   groups, revocations; empty at every start); its data plane, $HOST:${PORT[data-plane]}, is the
   cluster portcullis_admin of every node. docs/demo.md walks a consumer through it:
-    curl -s http://$HOST:${PORT[admin-api]}/status
-    curl -i -X POST http://$HOST:${PORT[admin-api]}/consumers --data username=alice
+    $curl -s $admin_api/status
+    $curl -i -X POST $admin_api/consumers --data username=alice
 
   Ctrl-C stops $stops.
 

@@ -8,18 +8,23 @@ use crate::service::Service;
 
 pub const USAGE: &str = "\
 usage: portcullis-services [--users ADDR] [--orders ADDR] [--payments ADDR] [--login ADDR]
-                           [--login-users FILE]
+                           [--login-users FILE] [--tls-cert FILE --tls-key FILE]
          serves each service given (at least one) until SIGINT or SIGTERM, logging one line
          per request; the login service checks FILE (default: the built-in
-         services/fixtures/users.json)
+         services/fixtures/users.json); with --tls-cert and --tls-key (PEM), over HTTPS
        portcullis-services render --template FILE --policies DIR --dist DIR
                            --gateway ADDR --admin ADDR
                            --users ADDR --orders ADDR --payments ADDR --login ADDR
-                           --portcullis-admin ADDR [--ratelimit ADDR]
+                           --portcullis-admin ADDR [--ratelimit ADDR] [--tls-dir DIR]
          prints the demo's Envoy config (envoy-config/demo.yaml.tmpl filled in), with the
          cluster portcullis_admin at --portcullis-admin (portcullis-admin's data plane); with
          --ratelimit, rate-limiting policy redis: the rate limit service's cluster at ADDR
-         and the policy from rate-limiting-redis.json
+         and the policy from rate-limiting-redis.json; with --tls-dir (what `certs` wrote),
+         HTTPS on the gateway listener and TLS to every upstream, each checked against
+         DIR/ca.pem and its name
+       portcullis-services certs --dir DIR
+         writes a new demo CA (DIR/ca.pem, its key kept nowhere) and a certificate and key
+         it signs for the gateway, the services, portcullis-admin and the rate limit service
 ADDR is IP:PORT, such as 127.0.0.1:18081; port 0 takes any free port.";
 
 /// What the command line asks for.
@@ -28,6 +33,8 @@ pub enum Command {
     Help,
     Serve(Serve),
     Render(Demo),
+    /// `certs --dir DIR`.
+    Certs(PathBuf),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -35,12 +42,17 @@ pub struct Serve {
     /// In command-line order.
     pub services: Vec<(Service, SocketAddr)>,
     pub login_users: Option<PathBuf>,
+    /// `--tls-cert`, `--tls-key`: both or neither.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// Parses the arguments after the program name. The error says what is wrong, not how to
 /// use the program: print [`USAGE`] after it.
 pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
     let mut args = args.into_iter().peekable();
+    if args.next_if(|first| first == "certs").is_some() {
+        return certs(args);
+    }
     let render = args.next_if(|first| first == "render").is_some();
     let mut services: Vec<(Service, SocketAddr)> = Vec::new();
     let mut paths: Vec<(String, PathBuf)> = Vec::new();
@@ -59,9 +71,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
                 "--admin",
                 "--portcullis-admin",
                 "--ratelimit",
+                "--tls-dir",
             ]
         } else {
-            &["--login-users"]
+            &["--login-users", "--tls-cert", "--tls-key"]
         };
         if let Some(service) = Service::from_flag(&flag) {
             if services.iter().any(|(s, _)| *s == service) {
@@ -111,6 +124,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             services,
             portcullis_admin: listener("--portcullis-admin")?,
             ratelimit: listener("--ratelimit").ok(),
+            tls: path("--tls-dir").ok(),
         }));
     }
     if services.is_empty() {
@@ -119,10 +133,37 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
                 .into(),
         );
     }
+    let mut take = |flag: &str| {
+        paths
+            .iter()
+            .position(|(f, _)| f == flag)
+            .map(|i| paths.remove(i).1)
+    };
+    let tls = match (take("--tls-cert"), take("--tls-key")) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        (Some(_), None) => return Err("--tls-cert: needs --tls-key, its private key".into()),
+        (None, Some(_)) => {
+            return Err("--tls-key: needs --tls-cert, the certificate it belongs to".into())
+        }
+    };
     Ok(Command::Serve(Serve {
         services,
-        login_users: paths.pop().map(|(_, path)| path),
+        login_users: take("--login-users"),
+        tls,
     }))
+}
+
+/// `certs --dir DIR`: nothing else.
+fn certs(mut args: impl Iterator<Item = String>) -> Result<Command, String> {
+    match (args.next().as_deref(), args.next(), args.next()) {
+        (Some("-h" | "--help"), None, None) => Ok(Command::Help),
+        (Some("--dir"), Some(dir), None) => Ok(Command::Certs(PathBuf::from(dir))),
+        (Some("--dir"), None, None) => Err("--dir needs a value".into()),
+        (None, _, _) => Err("certs needs --dir DIR".into()),
+        (Some("--dir"), Some(_), Some(extra)) => Err(format!("unknown argument {extra:?}")),
+        (Some(other), _, _) => Err(format!("unknown argument {other:?}")),
+    }
 }
 
 fn address(flag: &str, value: &str) -> Result<SocketAddr, String> {
@@ -158,8 +199,35 @@ mod tests {
                     (Service::Users, addr("127.0.0.1:0")),
                 ],
                 login_users: Some(PathBuf::from("u.json")),
+                tls: None,
             }
         );
+        let Ok(Command::Serve(serve)) =
+            parse_line("--users 127.0.0.1:0 --tls-key k.pem --tls-cert c.pem")
+        else {
+            panic!("not a serve command");
+        };
+        assert_eq!(
+            serve.tls,
+            Some((PathBuf::from("c.pem"), PathBuf::from("k.pem")))
+        );
+        assert_eq!(serve.login_users, None);
+    }
+
+    #[test]
+    fn certs_takes_a_directory_and_nothing_else() {
+        let Ok(Command::Certs(dir)) = parse_line("certs --dir .run/tls") else {
+            panic!("not a certs command");
+        };
+        assert_eq!(dir, PathBuf::from(".run/tls"));
+        for (line, expected) in [
+            ("certs", "certs needs --dir DIR"),
+            ("certs --dir", "--dir needs a value"),
+            ("certs --dir a b", "unknown argument \"b\""),
+            ("certs --out a", "unknown argument \"--out\""),
+        ] {
+            assert_eq!(parse_line(line).unwrap_err(), expected, "{line}");
+        }
     }
 
     #[test]
@@ -175,6 +243,11 @@ mod tests {
         assert_eq!(demo.dist, PathBuf::from("d"));
         assert_eq!(demo.portcullis_admin, addr("127.0.0.1:8005"));
         assert_eq!(demo.ratelimit, None);
+        assert_eq!(demo.tls, None);
+        let Ok(Command::Render(demo)) = parse_line(&format!("{full} --tls-dir .run/tls")) else {
+            panic!("not a render command");
+        };
+        assert_eq!(demo.tls, Some(PathBuf::from(".run/tls")));
         let Ok(Command::Render(demo)) = parse_line(&format!("{full} --ratelimit 127.0.0.1:5"))
         else {
             panic!("not a render command");
@@ -220,6 +293,16 @@ mod tests {
                 "unknown argument \"--ratelimit\"",
             ),
             ("render --ratelimit 6379", "--ratelimit: expected IP:PORT"),
+            (
+                "--users 127.0.0.1:1 --tls-cert c.pem",
+                "--tls-cert: needs --tls-key",
+            ),
+            (
+                "--users 127.0.0.1:1 --tls-key k.pem",
+                "--tls-key: needs --tls-cert",
+            ),
+            ("render --tls-cert c.pem", "unknown argument \"--tls-cert\""),
+            ("--tls-dir d", "unknown argument \"--tls-dir\""),
         ];
         for (line, expected) in cases {
             let error = parse_line(line).unwrap_err();

@@ -4,7 +4,9 @@
 //! render through here, so they run the same config. Every config has the cluster
 //! [`ADMIN_CLUSTER`], portcullis-admin's data plane, which the gateways follow. With a rate
 //! limit service (`make run NODES=2`) it also adds that service's cluster and takes the
-//! rate-limiting policy from `rate-limiting-redis.json`.
+//! rate-limiting policy from `rate-limiting-redis.json`. With the demo's certificates
+//! ([`crate::certs`]) the listener serves HTTPS and every cluster speaks TLS to its upstream,
+//! checking the upstream's certificate against the demo CA and its name.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,6 +14,7 @@ use std::path::PathBuf;
 
 use portcullis_template::{fill, quote};
 
+use crate::certs::{self, Leaf};
 use crate::service::Service;
 
 /// The filters of the demo chain, in the order the template runs them.
@@ -40,6 +43,10 @@ pub struct Demo {
     /// rate-limiting policy from [`REDIS_POLICY`] instead of `rate-limiting.json`. `None`:
     /// no such cluster, and the local policy.
     pub ratelimit: Option<SocketAddr>,
+    /// Where `portcullis-services certs` wrote the demo's certificates: the listener serves
+    /// HTTPS with `gateway.pem`, and every cluster speaks TLS, trusting only `ca.pem` and
+    /// checking the upstream's name (sent as SNI). `None`: plain HTTP everywhere.
+    pub tls: Option<PathBuf>,
 }
 
 /// The Envoy cluster of portcullis-admin's data plane (plain HTTP/1.1), on every node: the
@@ -69,7 +76,10 @@ impl Demo {
     ///   and `JWT_POLICY`: the text of `policies/jwt.json`, checked to be JSON. Both come
     ///   as YAML double-quoted strings;
     /// - `RATELIMIT_CLUSTER`: with [`Demo::ratelimit`], an entry of `clusters` (indented for
-    ///   a list at two spaces, on lines of its own); without, nothing.
+    ///   a list at two spaces, on lines of its own); without, nothing;
+    /// - with [`Demo::tls`], `GATEWAY_TLS`: the listener's `transport_socket` (HTTPS), and
+    ///   `USERS_TLS` (`ORDERS_TLS`, …, `PORTCULLIS_ADMIN_TLS`): each cluster's (TLS to the
+    ///   upstream); YAML blocks for a placeholder alone on its line. Without, all empty.
     pub fn vars(&self) -> Result<BTreeMap<String, String>, String> {
         let mut vars = BTreeMap::new();
         let mut address = |name: &str, addr: SocketAddr| {
@@ -93,8 +103,30 @@ impl Demo {
             vars.insert(format!("{name}_WASM"), quote(&self.wasm(filter)?));
             vars.insert(format!("{name}_POLICY"), quote(&self.policy(filter)?));
         }
-        let cluster = self.ratelimit.map(ratelimit_cluster).unwrap_or_default();
+        let tls = match &self.tls {
+            Some(dir) => Some(TlsFiles::find(dir)?),
+            None => None,
+        };
+        let upstream = |name: &str, alpn: &str| {
+            tls.as_ref()
+                .map(|files| files.upstream(name, alpn))
+                .unwrap_or_default()
+        };
+        let cluster = self
+            .ratelimit
+            .map(|addr| ratelimit_cluster(addr, &upstream(certs::RATELIMIT.names[0], "h2")))
+            .unwrap_or_default();
         vars.insert("RATELIMIT_CLUSTER".to_owned(), cluster);
+        for service in Service::ALL {
+            let name = format!("{}_TLS", service.flag()[2..].to_ascii_uppercase());
+            vars.insert(name, upstream(service.name(), ""));
+        }
+        vars.insert(
+            "PORTCULLIS_ADMIN_TLS".to_owned(),
+            upstream(certs::ADMIN.names[0], ""),
+        );
+        let gateway = tls.as_ref().map(TlsFiles::downstream).unwrap_or_default();
+        vars.insert("GATEWAY_TLS".to_owned(), gateway);
         Ok(vars)
     }
 
@@ -122,8 +154,96 @@ impl Demo {
     }
 }
 
-/// The rate limit service's cluster at `addr`: gRPC, so HTTP/2 to the upstream.
-fn ratelimit_cluster(addr: SocketAddr) -> String {
+/// The demo's certificate files, by absolute path (Envoy resolves a relative one against its
+/// own working directory).
+struct TlsFiles {
+    ca: String,
+    dir: PathBuf,
+}
+
+impl TlsFiles {
+    /// `dir` as `certs` left it: every file there, or an error naming the one missing.
+    fn find(dir: &std::path::Path) -> Result<TlsFiles, String> {
+        let missing = |path: PathBuf| {
+            move |e: std::io::Error| {
+                format!(
+                    "{}: {e} (`portcullis-services certs --dir {}` writes it)",
+                    path.display(),
+                    dir.display()
+                )
+            }
+        };
+        let ca = dir.join(certs::CA_FILE);
+        let ca = ca.canonicalize().map_err(missing(ca))?;
+        for leaf in certs::LEAVES {
+            for path in [leaf.cert(dir), leaf.key(dir)] {
+                std::fs::metadata(&path).map_err(missing(path.clone()))?;
+            }
+        }
+        let dir = ca.parent().map(PathBuf::from).unwrap_or_default();
+        Ok(TlsFiles {
+            ca: ca.to_string_lossy().into_owned(),
+            dir,
+        })
+    }
+
+    fn path(&self, file: PathBuf) -> String {
+        quote(&file.to_string_lossy())
+    }
+
+    /// The listener's `transport_socket`: HTTPS with the gateway's certificate; HTTP/2 or
+    /// HTTP/1.1 as the client offers (ALPN).
+    fn downstream(&self) -> String {
+        let leaf: Leaf = certs::GATEWAY;
+        format!(
+            "transport_socket:
+  name: envoy.transport_sockets.tls
+  typed_config:
+    \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+    common_tls_context:
+      alpn_protocols: [h2, http/1.1]
+      tls_certificates:
+      - certificate_chain: {{ filename: {} }}
+        private_key: {{ filename: {} }}",
+            self.path(leaf.cert(&self.dir)),
+            self.path(leaf.key(&self.dir)),
+        )
+    }
+
+    /// A cluster's `transport_socket`: TLS to the upstream called `name` (sent as SNI, and
+    /// the name its certificate must hold), trusting the demo CA only; `alpn` (`h2`) when
+    /// the cluster speaks HTTP/2.
+    fn upstream(&self, name: &str, alpn: &str) -> String {
+        let alpn = if alpn.is_empty() {
+            String::new()
+        } else {
+            format!("\n      alpn_protocols: [{alpn}]")
+        };
+        format!(
+            "transport_socket:
+  name: envoy.transport_sockets.tls
+  typed_config:
+    \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+    sni: {name}
+    common_tls_context:{alpn}
+      validation_context:
+        trusted_ca: {{ filename: {} }}
+        match_typed_subject_alt_names:
+        - san_type: DNS
+          matcher: {{ exact: {name} }}",
+            quote(&self.ca)
+        )
+    }
+}
+
+/// The rate limit service's cluster at `addr`: gRPC, so HTTP/2 to the upstream; `tls`, its
+/// `transport_socket` (or nothing).
+fn ratelimit_cluster(addr: SocketAddr, tls: &str) -> String {
+    let tls = if tls.is_empty() {
+        String::new()
+    } else {
+        format!("\n    {}", tls.replace('\n', "\n    "))
+    };
     format!(
         "  - name: {RATELIMIT_CLUSTER}
     type: STATIC
@@ -138,7 +258,7 @@ fn ratelimit_cluster(addr: SocketAddr) -> String {
       - lb_endpoints:
         - endpoint:
             address:
-              socket_address: {{ address: {}, port_value: {} }}",
+              socket_address: {{ address: {}, port_value: {} }}{tls}",
         quote(&addr.ip().to_string()),
         addr.port()
     )
@@ -192,6 +312,7 @@ mod tests {
                     .collect(),
                 portcullis_admin: addr(8005),
                 ratelimit: None,
+                tls: None,
             }
         }
     }
@@ -325,6 +446,82 @@ mod tests {
         let source = &policy["consumer_source"];
         assert_eq!(source["cluster"], ADMIN_CLUSTER, "{policy}");
         assert_eq!(source["authority"], "localhost", "{policy}");
+    }
+
+    #[test]
+    fn with_the_demo_certificates_the_listener_and_every_cluster_speak_tls() {
+        let scratch = Scratch::new("tls");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let plain = Demo {
+            template: root.join("envoy-config/demo.yaml.tmpl"),
+            ratelimit: Some(SocketAddr::from(([127, 0, 0, 1], 18085))),
+            ..scratch.demo("")
+        };
+        let config = plain.render().unwrap();
+        assert!(!config.contains("envoy.transport_sockets.tls"), "{config}");
+
+        let dir = scratch.0.join("tls");
+        let missing = Demo {
+            tls: Some(dir.clone()),
+            ..plain.clone()
+        };
+        let error = missing.render().unwrap_err();
+        assert!(
+            error.contains("ca.pem") && error.contains("portcullis-services certs --dir"),
+            "{error}"
+        );
+        certs::generate(&dir).unwrap();
+        let config = missing.render().unwrap();
+        let ca = quote(&dir.join("ca.pem").canonicalize().unwrap().to_string_lossy());
+        // The listener: HTTPS with the gateway's certificate.
+        let (listener, clusters) = config.split_once("  clusters:").unwrap();
+        assert_eq!(
+            listener.matches("DownstreamTlsContext").count(),
+            1,
+            "{config}"
+        );
+        assert!(listener.contains("gateway.pem"), "{listener}");
+        assert!(listener.contains("gateway.key"), "{listener}");
+        // Each cluster: TLS, its own name as SNI and in the certificate, the demo CA only.
+        let clusters: Vec<&str> = clusters.split("\n  - name: ").skip(1).collect();
+        let names: Vec<&str> = clusters.iter().map(|c| c.lines().next().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "user-service",
+                "order-service",
+                "payment-service",
+                "login-service",
+                "portcullis_admin",
+                "ratelimit"
+            ]
+        );
+        for (cluster, sni) in clusters.iter().zip([
+            "user-service",
+            "order-service",
+            "payment-service",
+            "login-service",
+            "portcullis-admin",
+            "ratelimit",
+        ]) {
+            assert!(cluster.contains("UpstreamTlsContext"), "{cluster}");
+            assert!(cluster.contains(&format!("sni: {sni}\n")), "{cluster}");
+            assert!(
+                cluster.contains(&format!("matcher: {{ exact: {sni} }}")),
+                "{cluster}"
+            );
+            assert!(
+                cluster.contains(&format!("trusted_ca: {{ filename: {ca} }}")),
+                "{cluster}"
+            );
+        }
+        // gRPC over TLS: HTTP/2 by ALPN.
+        assert!(
+            clusters[5].contains("alpn_protocols: [h2]"),
+            "{}",
+            clusters[5]
+        );
+        assert!(!clusters[0].contains("alpn_protocols"), "{}", clusters[0]);
     }
 
     #[test]

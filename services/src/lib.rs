@@ -2,6 +2,7 @@
 //! gateway says is calling, and a login service that checks a username and password — and the
 //! renderer of the demo's Envoy config. `make run` runs both; see `envoy-config/README.md`.
 
+pub mod certs;
 pub mod cli;
 pub mod demo;
 pub mod login;

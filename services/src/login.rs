@@ -196,6 +196,7 @@ mod tests {
             url: "/login",
             headers: &[],
             body: body.as_bytes(),
+            tls: false,
         };
         answer(&users, &request)
     }
@@ -242,6 +243,7 @@ mod tests {
             url: "/login",
             headers: &headers,
             body: br#"{"username":"web-app","password":"web-demo"}"#,
+            tls: false,
         };
         let answer = answer(&users, &request);
         assert_eq!(answer.status, 200);
@@ -302,6 +304,7 @@ mod tests {
             url: "/login?username=mobile-app",
             headers: &[],
             body: b"",
+            tls: false,
         };
         let answer = answer(&users, &get);
         assert_eq!((answer.status, answer.allow), (405, Some("POST")));

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use portcullis_services::cli::{self, Command, Serve, USAGE};
 use portcullis_services::login::Users;
-use portcullis_services::server;
+use portcullis_services::{certs, server};
 
 fn main() -> ExitCode {
     let result = match cli::parse(std::env::args().skip(1)) {
@@ -20,6 +20,11 @@ fn main() -> ExitCode {
         }
         Ok(Command::Serve(serve)) => run(serve),
         Ok(Command::Render(demo)) => demo.render().map(|config| print!("{config}")),
+        Ok(Command::Certs(dir)) => certs::generate(&dir).map(|written| {
+            for path in written {
+                println!("wrote {}", path.display());
+            }
+        }),
         Err(e) => {
             eprintln!("portcullis-services: {e}\n{USAGE}");
             return ExitCode::from(2);
@@ -41,6 +46,10 @@ fn run(serve: Serve) -> Result<(), String> {
         None => Users::fixture()?,
     };
     let users = Arc::new(users);
+    let tls = match &serve.tls {
+        Some((cert, key)) => Some(server::Tls::load(cert, key)?),
+        None => None,
+    };
     let listeners = serve
         .services
         .iter()
@@ -48,13 +57,13 @@ fn run(serve: Serve) -> Result<(), String> {
         .collect::<Result<Vec<_>, String>>()?;
     let mut running = Vec::new();
     for (service, listener) in listeners {
-        let started = server::serve(service, listener, users.clone())?;
+        let started = server::serve(service, listener, users.clone(), tls.as_ref())?;
         // Ignore a closed stdout, as the request log does.
         let _ = writeln!(
             std::io::stdout().lock(),
-            "{} listening on http://{}",
+            "{} listening on {}",
             started.service.name(),
-            started.addr
+            started.url()
         );
         running.push(started);
     }

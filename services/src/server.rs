@@ -1,10 +1,18 @@
 //! The HTTP side: bind each service's port (naming the port if it is taken), answer requests
-//! on a few threads, and log one line per request to stdout.
+//! on a few threads, over HTTPS when given a certificate ([`Tls`]), and log one line per
+//! request to stdout.
+//!
+//! With TLS, tiny_http does each handshake on its accept thread, with no time limit: a client
+//! that connects and never says hello holds up the next connections. These are demo upstreams
+//! on loopback, behind Envoy; a service exposed further would need a server that bounds it.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+
+use portcullis_tls::{certificates, private_key};
 
 use crate::login::{self, Users};
 use crate::service::{self, Answer, Request, Service};
@@ -32,11 +40,40 @@ pub fn bind(service: Service, addr: SocketAddr) -> Result<TcpListener, String> {
     })
 }
 
+/// The certificate (chain, leaf first) and private key the services serve HTTPS with, read
+/// and checked at start-up (`--tls-cert`, `--tls-key`).
+#[derive(Clone, Debug)]
+pub struct Tls {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+}
+
+impl Tls {
+    /// Reads both PEM files; an error names the flag and the file. Whether the key is the
+    /// certificate's is checked when the first service starts with them.
+    pub fn load(cert: &Path, key: &Path) -> Result<Tls, String> {
+        Ok(Tls {
+            cert: certificates("--tls-cert", cert)?.text,
+            key: private_key("--tls-key", key)?.text,
+        })
+    }
+}
+
 /// A service answering on its port until the process ends.
 pub struct Running {
     pub service: Service,
     pub addr: SocketAddr,
+    /// Whether it serves HTTPS.
+    pub tls: bool,
     workers: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// `http://ADDR` or `https://ADDR`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
 }
 
 impl Running {
@@ -48,17 +85,26 @@ impl Running {
     }
 }
 
-/// Starts answering on `listener`. `users` is who may log in, for the login service.
+/// Starts answering on `listener`, over HTTPS with `tls`. `users` is who may log in, for the
+/// login service.
 pub fn serve(
     service: Service,
     listener: TcpListener,
     users: Arc<Users>,
+    tls: Option<&Tls>,
 ) -> Result<Running, String> {
     let addr = listener
         .local_addr()
         .map_err(|e| format!("{}: {e}", service.name()))?;
-    let server = tiny_http::Server::from_listener(listener, None)
-        .map_err(|e| format!("{}: {e}", service.name()))?;
+    let ssl = tls.map(|tls| tiny_http::SslConfig {
+        certificate: tls.cert.clone(),
+        private_key: tls.key.clone(),
+    });
+    // OpenSSL refuses a key that is not the certificate's here.
+    let server = tiny_http::Server::from_listener(listener, ssl).map_err(|e| match tls {
+        Some(_) => format!("{}: --tls-cert / --tls-key: {e}", service.name()),
+        None => format!("{}: {e}", service.name()),
+    })?;
     let server = Arc::new(server);
     let workers = (0..WORKERS)
         .map(|_| {
@@ -73,6 +119,7 @@ pub fn serve(
     Ok(Running {
         service,
         addr,
+        tls: tls.is_some(),
         workers,
     })
 }
@@ -88,6 +135,7 @@ fn handle(service: Service, users: &Users, mut request: tiny_http::Request) {
         .collect();
     let method = request.method().as_str().to_owned();
     let url = request.url().to_owned();
+    let tls = request.secure();
     let mut body = Vec::new();
     let read = request
         .as_reader()
@@ -106,6 +154,7 @@ fn handle(service: Service, users: &Users, mut request: tiny_http::Request) {
                 url: &url,
                 headers: &headers,
                 body: &body,
+                tls,
             };
             match service {
                 Service::Login => login::answer(users, &request),

@@ -55,6 +55,8 @@ pub struct Request<'a> {
     /// Names lowercased, in arrival order, duplicates kept.
     pub headers: &'a [(String, String)],
     pub body: &'a [u8],
+    /// Whether it came over TLS (the gateway's cluster speaks HTTPS to the service).
+    pub tls: bool,
 }
 
 /// A service's answer, and what its log line says about the request.
@@ -141,6 +143,9 @@ struct Echo<'a> {
     user: Option<&'a str>,
     method: &'a str,
     path: &'a str,
+    /// Whether the request reached the service over TLS: what a test of the gateway's
+    /// upstream TLS checks.
+    tls: bool,
     identity: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -164,6 +169,7 @@ pub fn echo(service: Service, request: &Request) -> Answer {
         user,
         method: request.method,
         path: request.url,
+        tls: request.tls,
         identity,
     };
     Answer::json(200, &echo, log)
@@ -199,6 +205,7 @@ mod tests {
             url: "/users/7?expand=1",
             headers: &headers,
             body: b"",
+            tls: true,
         };
         let answer = echo(Service::Users, &request);
         assert_eq!(answer.status, 200);
@@ -211,6 +218,7 @@ mod tests {
                 "user": "mobile-app",
                 "method": "GET",
                 "path": "/users/7?expand=1",
+                "tls": true,
                 "identity": {
                     "x-consumer-username": "mobile-app",
                     "x-consumer-id": "c-1",
@@ -234,12 +242,14 @@ mod tests {
             url: "/orders",
             headers: &[],
             body: b"{}",
+            tls: false,
         };
         let answer = echo(Service::Orders, &request);
         let body: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
         assert_eq!(body["service"], "order-service");
         assert_eq!(body["user"], serde_json::Value::Null);
         assert_eq!(body["identity"], serde_json::json!({}));
+        assert_eq!(body["tls"], false);
         assert_eq!(answer.log, "(no identity headers)");
     }
 

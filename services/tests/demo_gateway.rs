@@ -6,15 +6,16 @@
 //! The policies are the demo's own (`envoy-config/policies/`): a request without a token is
 //! Kong's 401, a consumer's HS256 token reaches each service through the chain, a login
 //! comes back as a token the jwt filter accepts, and acl keeps payments for admins (403).
+//! Over HTTPS with the demo certificates, as `make run` runs it, and in plain HTTP, as
+//! `make run TLS=0` does.
 
 // Test code: clippy.toml lets #[test] functions panic, and these helpers are test code too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
-use common::gateway::{demo_policies, render};
-use common::Services;
-use portcullis_tests::admin_service::AdminService;
+use common::gateway::{demo_policies, https_url, render, start_admin, start_services, DemoCerts};
+use portcullis_services::certs;
 use portcullis_tests::{client, paths, tokens, Envoy};
 
 /// The HTTP filters of the gateway listener as Envoy loaded them: each wasm filter by its
@@ -53,10 +54,19 @@ fn loaded_http_filters(envoy: &Envoy) -> Vec<String> {
 }
 
 #[test]
-fn the_demo_gateway_routes_each_path_to_its_service_through_the_filter_chain() {
-    let services = Services::start(&["--users", "--orders", "--payments", "--login"]);
-    let admin = AdminService::sqlite().unwrap();
-    let config = render(&demo_policies(), &services, admin.data_plane_address());
+fn over_https_the_demo_gateway_routes_each_path_to_its_service_through_the_filter_chain() {
+    walk_the_demo(Some(&DemoCerts::new()));
+}
+
+#[test]
+fn in_plain_http_the_demo_gateway_routes_each_path_to_its_service_through_the_filter_chain() {
+    walk_the_demo(None);
+}
+
+fn walk_the_demo(tls: Option<&DemoCerts>) {
+    let services = start_services(tls.map(|c| (c, certs::SERVICES)));
+    let admin = start_admin(tls);
+    let config = render(&demo_policies(), &services, admin.data_plane_address(), tls);
     if let Err(log) = Envoy::validate(&config) {
         panic!("envoy --mode validate refused the demo config:\n{log}\n{config}");
     }
@@ -64,6 +74,7 @@ fn the_demo_gateway_routes_each_path_to_its_service_through_the_filter_chain() {
         .main_listener("gateway")
         .start()
         .unwrap_or_else(|e| panic!("{e:#}"));
+    let url = |path: &str| https_url(&envoy, tls.is_some(), path);
 
     // portcullis-admin's data plane is a cluster of the gateway, the one the jwt policy's
     // consumer_source follows.
@@ -98,7 +109,7 @@ fn the_demo_gateway_routes_each_path_to_its_service_through_the_filter_chain() {
         "Bearer {}",
         tokens::hs256("mobile-app", secret(0).as_bytes())
     );
-    let reply = client::get(&envoy.url("/users"), &[]);
+    let reply = client::get(&url("/users"), &[]);
     assert_eq!(reply.status, 401, "no token: {}", reply.text());
     assert_eq!(reply.json()["message"], "Unauthorized");
 
@@ -108,7 +119,7 @@ fn the_demo_gateway_routes_each_path_to_its_service_through_the_filter_chain() {
         ("/orders", "order-service"),
         ("/payments", "payment-service"),
     ] {
-        let reply = client::get(&envoy.url(path), &[("authorization", &mobile)]);
+        let reply = client::get(&url(path), &[("authorization", &mobile)]);
         assert_eq!(reply.status, 200, "GET {path}: {}", reply.text());
         assert_eq!(reply.header("x-service"), Some(service), "GET {path}");
         let body = reply.json();
@@ -116,19 +127,21 @@ fn the_demo_gateway_routes_each_path_to_its_service_through_the_filter_chain() {
             (body["service"].as_str(), body["path"].as_str()),
             (Some(service), Some(path))
         );
+        // The service's own account of its connection from Envoy.
+        assert_eq!(body["tls"], tls.is_some(), "GET {path}");
     }
     // A path that only starts like a route's is no route's: still authenticated first (the
     // filters fail closed without a route), then Envoy's 404.
-    let reply = client::get(&envoy.url("/usersettings"), &[]);
+    let reply = client::get(&url("/usersettings"), &[]);
     assert_eq!(reply.status, 401);
-    let reply = client::get(&envoy.url("/usersettings"), &[("authorization", &mobile)]);
+    let reply = client::get(&url("/usersettings"), &[("authorization", &mobile)]);
     assert_eq!(reply.status, 404);
     assert_eq!(reply.header("x-service"), None);
 
     let login = |body: &str| {
         client::send(
             "POST",
-            &envoy.url("/login"),
+            &url("/login"),
             &[("content-type", "application/json")],
             Some(body.as_bytes()),
         )
@@ -144,12 +157,12 @@ fn the_demo_gateway_routes_each_path_to_its_service_through_the_filter_chain() {
     };
     let admin = token_of(r#"{"username":"mobile-app","password":"mobile-demo"}"#);
     let customer = token_of(r#"{"username":"web-app","password":"web-demo"}"#);
-    let reply = client::get(&envoy.url("/payments"), &[("authorization", &admin)]);
+    let reply = client::get(&url("/payments"), &[("authorization", &admin)]);
     assert_eq!(reply.status, 200, "{}", reply.text());
-    let reply = client::get(&envoy.url("/payments"), &[("authorization", &customer)]);
+    let reply = client::get(&url("/payments"), &[("authorization", &customer)]);
     assert_eq!(reply.status, 403, "{}", reply.text());
     assert_eq!(reply.json()["message"], "You cannot consume this service");
-    let reply = client::get(&envoy.url("/users"), &[("authorization", &customer)]);
+    let reply = client::get(&url("/users"), &[("authorization", &customer)]);
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json()["identity"]["x-consumer-username"], "web-app");
     let reply = login(r#"{"username":"web-app","password":"mobile-demo"}"#);

@@ -1,6 +1,7 @@
 //! `make run NODES=2` as the README writes it (default run directory and environment, only
 //! the ports moved to free ones): two gateway nodes following one portcullis-admin, Redis
-//! and the rate limit service.
+//! and the rate limit service, over HTTPS (the default): clients to both nodes, the nodes to
+//! the services, to portcullis-admin and to the rate limit service.
 //! Payments alternating between the nodes meet one limit of 20 a minute between them; a
 //! consumer made through the Admin API walks docs/demo.md's flow on both nodes, each change
 //! seen within the bound; and Ctrl-C leaves no process behind.
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::gateway::minute_with_room;
 use common::make_run::{live_process, MakeRun};
-use portcullis_tests::{client, tokens, Reply};
+use portcullis_tests::{client, paths, tokens, Reply};
 use serde_json::{json, Value};
 
 const RATE_LIMITED: &str = r#"{"message":"API rate limit exceeded"}"#;
@@ -49,9 +50,20 @@ fn fallbacks(admin_port: u16) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// A node's counter `name` from Envoy's admin `/stats` (0 when Envoy lists none).
+fn stat(admin_port: u16, name: &str) -> u64 {
+    let url = format!("http://127.0.0.1:{admin_port}/stats?filter=^{name}$");
+    let stats = client::get(&url, &[]).text();
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{name}: ")))
+        .map(|value| value.trim().parse().unwrap())
+        .unwrap_or(0)
+}
+
 /// `curl -X <method> <admin API><path> --data …`: the answer's JSON (null for a 204).
 fn admin_api(port: u16, method: &str, path: &str, form: &str, status: u16) -> Value {
-    let url = format!("http://127.0.0.1:{port}{path}");
+    let url = format!("https://127.0.0.1:{port}{path}");
     let headers = [("content-type", "application/x-www-form-urlencoded")];
     let body = (!form.is_empty()).then_some(form.as_bytes());
     let reply = client::send(
@@ -111,9 +123,12 @@ fn make_run_nodes_2_admits_20_payments_across_both_nodes_and_ctrl_c_stops_everyt
         Duration::from_secs(120),
     );
     let mobile = format!("Bearer {}", run.printed("MOBILE"));
+    // The demo CA this start made: both nodes and the Admin API serve HTTPS with its
+    // certificates.
+    client::trust(&paths::workspace_root().join(".run/tls/ca.pem"));
     let nodes = [
-        format!("http://127.0.0.1:{}", run.port("DEMO_PORT")),
-        format!("http://127.0.0.1:{}", run.port("DEMO_NODE2_PORT")),
+        format!("https://127.0.0.1:{}", run.port("DEMO_PORT")),
+        format!("https://127.0.0.1:{}", run.port("DEMO_NODE2_PORT")),
     ];
     // What the demo runs, all in the terminal's process group (a Ctrl-C reaches them all).
     let started = run.processes();
@@ -195,6 +210,20 @@ fn make_run_nodes_2_admits_20_payments_across_both_nodes_and_ctrl_c_stops_everyt
     // Counted by the service every time: neither node fell back to counting alone.
     for variable in ["DEMO_ADMIN_PORT", "DEMO_NODE2_ADMIN_PORT"] {
         assert_eq!(fallbacks(run.port(variable)), 0.0, "{variable}");
+    }
+    // Over TLS: each node's handshakes with the rate limit service, the payment service and
+    // portcullis-admin's data plane succeeded, and none failed.
+    for variable in ["DEMO_ADMIN_PORT", "DEMO_NODE2_ADMIN_PORT"] {
+        let admin = run.port(variable);
+        for cluster in ["ratelimit", "payment-service", "portcullis_admin"] {
+            let handshakes = stat(admin, &format!("cluster.{cluster}.ssl.handshake"));
+            assert!(
+                handshakes > 0,
+                "{variable}: no TLS handshake with {cluster}"
+            );
+            let failed = stat(admin, &format!("cluster.{cluster}.ssl.connection_error"));
+            assert_eq!(failed, 0, "{variable}: {cluster}");
+        }
     }
 
     // docs/demo.md's flow: a consumer, an HS256 credential (key and secret generated) and a

@@ -335,20 +335,29 @@ fn a_policy_with_an_unknown_field_stops_envoy_and_the_log_names_the_field() {
 
 #[test]
 fn envoy_validate_accepts_the_demo_config_as_make_run_renders_it() {
-    let config = gateway::make_run_demo()
+    // HTTPS (the default) and plain HTTP (TLS=0).
+    let certs = gateway::DemoCerts::new();
+    for tls in [Some(certs.dir().to_path_buf()), None] {
+        let config = portcullis_services::demo::Demo {
+            tls,
+            ..gateway::make_run_demo()
+        }
         .render()
         .unwrap_or_else(|e| panic!("{e}"));
-    if let Err(log) = Envoy::validate(&config) {
-        panic!("envoy --mode validate refused the demo config:\n{log}\n{config}");
+        if let Err(log) = Envoy::validate(&config) {
+            panic!("envoy --mode validate refused the demo config:\n{log}\n{config}");
+        }
     }
 }
 
 #[test]
 fn make_run_prints_tokens_that_work_and_ctrl_c_stops_everything() {
     let mut run = MakeRun::start();
+    // Up to 120 s, as for NODES=2: the time includes `make run`'s own cargo build of the
+    // services, which a first run after `cargo test` makes afresh (other features unified).
     run.wait_for(
         "Ctrl-C stops Envoy, portcullis-admin and the services.",
-        Duration::from_secs(60),
+        Duration::from_secs(120),
     );
     let printed = |name: &str| -> String {
         let prefix = format!("{name}=");
@@ -358,7 +367,9 @@ fn make_run_prints_tokens_that_work_and_ctrl_c_stops_everything() {
             .unwrap_or_else(|| panic!("run.sh printed no {name}=…"))
     };
     let (mobile, web) = (printed("MOBILE"), printed("WEB"));
-    let gw = format!("http://127.0.0.1:{}", run.port("DEMO_PORT"));
+    // HTTPS by default, with a demo CA made at this start in `.run/tls/`.
+    client::trust(&paths::workspace_root().join(".run/tls/ca.pem"));
+    let gw = format!("https://127.0.0.1:{}", run.port("DEMO_PORT"));
     // The printed tokens, as the printed curl commands use them.
     for (token, path, status, user) in [
         (&mobile, "/users", 200, "mobile-app"),
@@ -373,13 +384,51 @@ fn make_run_prints_tokens_that_work_and_ctrl_c_stops_everything() {
     assert_eq!((reply.status, reply.text().as_str()), (403, FORBIDDEN));
     // portcullis-admin: Kong's Admin API where the printed commands call it, an empty
     // database, and its data plane a cluster of the gateway.
-    let admin_api = format!("http://127.0.0.1:{}", run.port("DEMO_ADMIN_API_PORT"));
+    let admin_api = format!("https://127.0.0.1:{}", run.port("DEMO_ADMIN_API_PORT"));
     let status = client::get(&format!("{admin_api}/status"), &[]);
     assert_eq!(status.status, 200, "{}", status.text());
     assert_eq!(status.json()["database"]["reachable"], true);
     let consumers = client::get(&format!("{admin_api}/consumers"), &[]).json();
     assert_eq!(consumers["data"], json!([]), "{consumers}");
     run.assert_admin_cluster("DEMO_ADMIN_PORT");
+
+    // The printed curl commands, pasted as printed, from the checkout: each trusts the demo
+    // CA with --cacert and gets what the printout promises.
+    let curl = "curl --cacert .run/tls/ca.pem";
+    let login = r#"-H 'content-type: application/json' -d '{"username":"mobile-app","password":"mobile-demo"}'"#;
+    for (line, status) in [
+        (format!("{curl} -i {gw}/users"), 401),
+        (
+            format!(r#"{curl} -i {gw}/users -H "authorization: Bearer $MOBILE""#),
+            200,
+        ),
+        (
+            format!(r#"{curl} -i {gw}/payments -H "authorization: Bearer $WEB""#),
+            403,
+        ),
+        (format!("{curl} -i {gw}/login {login}"), 200),
+        (
+            format!("{curl} -i -X POST {admin_api}/consumers --data username=alice"),
+            201,
+        ),
+    ] {
+        run.assert_printed(&line);
+        let out = run.paste(&line);
+        let got = out
+            .lines()
+            .next()
+            .and_then(|first| first.split_whitespace().nth(1));
+        assert_eq!(got, Some(status.to_string().as_str()), "{line}:\n{out}");
+    }
+    let out = run.paste(&format!("{curl} -s {admin_api}/status"));
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["database"]["reachable"], true, "{out}");
+    // Without the CA, curl refuses the gateway's certificate: nothing goes in clear.
+    let refused = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", &format!("{gw}/users")])
+        .status()
+        .unwrap();
+    assert_eq!(refused.code(), Some(60), "curl without --cacert: {refused}");
 
     let status = run.ctrl_c();
     assert!(
@@ -400,6 +449,49 @@ fn make_run_prints_tokens_that_work_and_ctrl_c_stops_everything() {
             "{variable}: port {port} still answers after Ctrl-C"
         );
     }
+
+    // Then `make run TLS=0`, after the first has stopped (both use `.run/`): plain HTTP,
+    // and commands printed to match.
+    make_run_tls_0_serves_plain_http();
+}
+
+fn make_run_tls_0_serves_plain_http() {
+    let mut run = MakeRun::start_with(1, &["TLS=0"]);
+    run.wait_for(
+        "Ctrl-C stops Envoy, portcullis-admin and the services.",
+        Duration::from_secs(120),
+    );
+    let gw = format!("http://127.0.0.1:{}", run.port("DEMO_PORT"));
+    let admin_api = format!("http://127.0.0.1:{}", run.port("DEMO_ADMIN_API_PORT"));
+    for (line, status) in [
+        (format!("curl -i {gw}/users"), 401),
+        (
+            format!(r#"curl -i {gw}/users -H "authorization: Bearer $MOBILE""#),
+            200,
+        ),
+        (
+            format!("curl -i -X POST {admin_api}/consumers --data username=alice"),
+            201,
+        ),
+    ] {
+        run.assert_printed(&line);
+        let out = run.paste(&line);
+        let got = out
+            .lines()
+            .next()
+            .and_then(|first| first.split_whitespace().nth(1));
+        assert_eq!(got, Some(status.to_string().as_str()), "{line}:\n{out}");
+    }
+    // The service saw a plain connection from Envoy.
+    let mobile = format!("Bearer {}", run.printed("MOBILE"));
+    let reply = client::get(&format!("{gw}/users"), &auth(&mobile));
+    assert_eq!(reply.json()["tls"], false, "{}", reply.text());
+    let status = run.ctrl_c();
+    assert!(
+        run.stopped_cleanly(status),
+        "make run TLS=0 after Ctrl-C: {status}\n{:#?}",
+        run.lines()
+    );
 }
 
 /// The scenario's requests that stay far inside every limit, on one gateway while they

@@ -11,7 +11,9 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::gateway::DemoCerts;
 use common::{Services, BINARY};
+use portcullis_services::certs;
 use portcullis_tests::client;
 
 const ALL: [&str; 4] = ["--users", "--orders", "--payments", "--login"];
@@ -56,6 +58,7 @@ fn each_service_names_itself_and_who_the_gateway_says_is_calling() {
                 "user": "mobile-app",
                 "method": "PUT",
                 "path": path,
+                "tls": false,
                 "identity": {
                     "x-consumer-username": "mobile-app",
                     "x-consumer-id": "8f1c",
@@ -251,4 +254,114 @@ fn sigint_and_sigterm_stop_the_services() {
         assert_eq!(exit.signal(), Some(expected), "SIG{signal}: {exit}");
         assert!(client::try_send("GET", &url, &[], None).is_err());
     }
+}
+
+#[test]
+fn with_a_certificate_every_service_answers_https_and_says_so() {
+    let certs = DemoCerts::new();
+    let flags = certs.flags(certs::SERVICES);
+    let args: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let services = Services::start_with(&ALL, &args);
+    assert!(services.tls(), "{:?}", services.lines());
+    for (service, path) in [
+        ("user-service", "/users"),
+        ("order-service", "/orders"),
+        ("payment-service", "/payments"),
+    ] {
+        let url = services.url(service, path);
+        assert!(url.starts_with("https://"), "{url}");
+        let reply = client::get(&url, &[("x-consumer-username", "web-app")]);
+        assert_eq!(reply.status, 200, "{service}: {}", reply.text());
+        let body = reply.json();
+        assert_eq!(
+            (body["service"].as_str(), body["tls"].as_bool()),
+            (Some(service), Some(true))
+        );
+        assert_eq!(body["user"], "web-app");
+    }
+    let reply = login(&services, r#"{"username":"web-app","password":"web-demo"}"#);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    // Plain HTTP to an HTTPS service gets no HTTP answer, and the service keeps serving.
+    let plain = services
+        .url("user-service", "/users")
+        .replacen("https", "http", 1);
+    assert!(client::try_send("GET", &plain, &[], None).is_err());
+    let reply = client::get(&services.url("user-service", "/users"), &[]);
+    assert_eq!(reply.status, 200);
+}
+
+#[test]
+fn tls_files_that_do_not_hold_up_stop_the_start_naming_the_flag() {
+    let certs = DemoCerts::new();
+    let dir = certs.dir();
+    let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let missing = file("nope.pem");
+    let (cert, key, other_key) = (
+        file("services.pem"),
+        file("services.key"),
+        file("gateway.key"),
+    );
+    for (args, expected) in [
+        (
+            vec!["--tls-cert", missing.as_str(), "--tls-key", key.as_str()],
+            format!("portcullis-services: --tls-cert {missing}: "),
+        ),
+        (
+            vec!["--tls-cert", key.as_str(), "--tls-key", key.as_str()],
+            format!("portcullis-services: --tls-cert {key}: no certificate in it"),
+        ),
+        (
+            vec!["--tls-cert", cert.as_str(), "--tls-key", cert.as_str()],
+            format!("portcullis-services: --tls-key {cert}: no private key in it"),
+        ),
+        // A key that is not the certificate's.
+        (
+            vec!["--tls-cert", cert.as_str(), "--tls-key", other_key.as_str()],
+            "portcullis-services: user-service: --tls-cert / --tls-key: ".to_owned(),
+        ),
+    ] {
+        let output = Command::new(BINARY)
+            .args(["--users", "127.0.0.1:0"])
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.starts_with(&expected), "{args:?}: {stderr}");
+        assert!(output.stdout.is_empty(), "{args:?}: served anyway");
+    }
+}
+
+#[test]
+fn certs_writes_a_new_ca_and_every_certificate() {
+    let first = DemoCerts::new();
+    let output = Command::new(BINARY)
+        .args(["certs", "--dir"])
+        .arg(first.dir())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let written = String::from_utf8_lossy(&output.stdout);
+    for name in [
+        "ca.pem",
+        "gateway.pem",
+        "gateway.key",
+        "services.pem",
+        "services.key",
+        "portcullis-admin.pem",
+        "portcullis-admin.key",
+        "ratelimit.pem",
+        "ratelimit.key",
+    ] {
+        let line = format!("wrote {}", first.dir().join(name).display());
+        assert!(
+            written.lines().any(|l| l == line),
+            "no {line:?} in {written}"
+        );
+    }
+    assert_eq!(written.lines().count(), 9, "{written}");
+    let output = Command::new(BINARY).args(["certs"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr)
+        .starts_with("portcullis-services: certs needs --dir DIR"));
 }

@@ -1,9 +1,17 @@
 //! A tiny HTTP client for talking to Envoy as a user would: every status, 4xx and 5xx
-//! included, comes back as a [`Reply`]; only a transport failure is an error.
+//! included, comes back as a [`Reply`]; only a transport failure is an error. `https://`
+//! URLs are checked against the CAs a test [`trust`]s (and no other: a test never reaches
+//! the internet), as `curl --cacert` would.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::CertificateDer;
+use rustls::{ClientConfig, RootCertStore};
 
 use crate::{chunked, headers};
 
@@ -47,6 +55,34 @@ impl Reply {
     }
 }
 
+/// The CAs every `https://` request trusts: those [`trust`] was given, in this process.
+static TRUSTED: Mutex<Option<Arc<ClientConfig>>> = Mutex::new(None);
+static ROOTS: Mutex<Vec<CertificateDer<'static>>> = Mutex::new(Vec::new());
+
+/// Makes every later `https://` request of this process trust the CA certificates in the PEM
+/// file `ca` (a test's own CA, such as the demo's `ca.pem`), beside those trusted already.
+/// Panics if the file holds no certificate.
+pub fn trust(ca: &Path) {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
+        .and_then(|certs| certs.collect::<Result<_, _>>())
+        .unwrap_or_else(|e| panic!("{}: {e}", ca.display()));
+    assert!(!certs.is_empty(), "{}: no certificate", ca.display());
+    let mut roots = ROOTS.lock().unwrap_or_else(PoisonError::into_inner);
+    roots.extend(certs);
+    let mut store = RootCertStore::empty();
+    for cert in roots.iter() {
+        store
+            .add(cert.clone())
+            .unwrap_or_else(|e| panic!("{}: {e}", ca.display()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map(|builder| builder.with_root_certificates(store).with_no_client_auth())
+        .unwrap_or_else(|e| panic!("TLS client: {e}"));
+    *TRUSTED.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(config));
+}
+
 /// Sends one request on a fresh connection and returns the reply whatever its status;
 /// panics on a transport failure (refused connection, timeout). `body: None` sends no body
 /// and no `content-length`. ureq sends a repeated header name only for `x-` headers (a later
@@ -70,10 +106,15 @@ pub fn try_send(
 ) -> Result<Reply, String> {
     // A fresh agent per request: no pooled connection carries over between requests, so
     // successive requests are spread over Envoy's workers as separate clients would be.
-    let agent = ureq::AgentBuilder::new()
-        .timeout(TIMEOUT)
-        .redirects(0)
-        .build();
+    let mut agent = ureq::AgentBuilder::new().timeout(TIMEOUT).redirects(0);
+    if let Some(config) = TRUSTED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+    {
+        agent = agent.tls_config(config);
+    }
+    let agent = agent.build();
     let request = headers
         .iter()
         .fold(agent.request(method, url), |r, (n, v)| r.set(n, v));

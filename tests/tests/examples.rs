@@ -1,9 +1,11 @@
 //! The minimal per-filter examples in `envoy-config/examples/` are real Envoy configuration:
 //! `envoy --mode validate` accepts each one, which also loads the filter and runs its
-//! `on_configure` on the example's policy.
+//! `on_configure` on the example's policy. `jwt-tls.yaml` reads its certificates from files,
+//! which validation loads too: the test makes a CA and a certificate for it.
 
 use std::collections::BTreeMap;
 
+use portcullis_tests::certs::Authority;
 use portcullis_tests::config::fill;
 use portcullis_tests::{paths, Envoy};
 
@@ -11,10 +13,18 @@ use portcullis_tests::{paths, Envoy};
 fn every_filter_example_validates_in_envoy() {
     let dir = paths::workspace_root().join("envoy-config/examples");
     let dist = paths::workspace_root().join("dist");
-    let vars = BTreeMap::from([("DIST".to_owned(), dist.to_string_lossy().into_owned())]);
+    let ca = Authority::new("examples-tls").unwrap();
+    let gateway = ca.server("gateway").unwrap();
+    let tls = ca.cert().parent().unwrap();
+    assert_eq!(gateway.cert, tls.join("gateway.pem"));
+    let vars = BTreeMap::from([
+        ("DIST".to_owned(), dist.to_string_lossy().into_owned()),
+        ("TLS".to_owned(), tls.to_string_lossy().into_owned()),
+    ]);
     let mut seen = Vec::new();
     for (filter, example) in [
         ("jwt", "jwt"),
+        ("jwt", "jwt-tls"),
         ("acl", "acl"),
         ("rate-limiting", "rate-limiting"),
         ("rate-limiting", "rate-limiting-redis"),

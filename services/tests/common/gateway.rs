@@ -1,17 +1,21 @@
 //! The demo gateway as `make run` starts it: the demo config rendered from `envoy-config/` by
 //! the services crate's renderer (gateway and admin on free ports), a real Envoy with two
 //! workers running it, the real services behind it, and portcullis-admin (on SQLite of its
-//! own) at the end of the cluster `portcullis_admin`. Plus what the scenario's requests
-//! need: the demo consumers' tokens, logins, and the calendar minute the rate limits count in.
+//! own) at the end of the cluster `portcullis_admin`; over HTTPS with certificates made by
+//! `portcullis-services certs`, as `make run` does by default, or in plain HTTP
+//! ([`Gateway::start_plain`], `make run TLS=0`). Plus what the scenario's requests need: the
+//! demo consumers' tokens, logins, and the calendar minute the rate limits count in.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use portcullis_services::certs::{self, Leaf};
 use portcullis_services::demo::{Demo, FILTERS};
 use portcullis_services::service::Service;
-use portcullis_tests::admin_service::AdminService;
+use portcullis_tests::admin_service::{admin_binary, AdminService};
+use portcullis_tests::paths::ScratchDir;
 use portcullis_tests::{client, paths, tokens, Envoy, Reply};
 
 use super::Services;
@@ -58,6 +62,7 @@ pub fn demo(
         services: Service::ALL.iter().map(|s| (*s, service(*s))).collect(),
         portcullis_admin,
         ratelimit: None,
+        tls: None,
     }
 }
 
@@ -78,13 +83,85 @@ pub fn make_run_demo() -> Demo {
 
 /// The demo config for services listening where `services` does and portcullis-admin's data
 /// plane at `portcullis_admin`, gateway and admin on port 0 (the harness reads back the ports
-/// Envoy bound).
-pub fn render(policies: &Path, services: &Services, portcullis_admin: SocketAddr) -> String {
-    demo(policies, loopback(0), loopback(0), portcullis_admin, |s| {
+/// Envoy bound); with `tls`, the demo certificates there (HTTPS and TLS to every upstream).
+pub fn render(
+    policies: &Path,
+    services: &Services,
+    portcullis_admin: SocketAddr,
+    tls: Option<&DemoCerts>,
+) -> String {
+    let demo = demo(policies, loopback(0), loopback(0), portcullis_admin, |s| {
         loopback(services.port(s.name()))
-    })
+    });
+    Demo {
+        tls: tls.map(|certs| certs.dir().to_path_buf()),
+        ..demo
+    }
     .render()
     .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The demo's certificates as `make run` makes them (`portcullis-services certs`), in a
+/// scratch directory of their own, their CA trusted by this process's client
+/// ([`client::trust`]).
+pub struct DemoCerts {
+    dir: ScratchDir,
+}
+
+impl DemoCerts {
+    pub fn new() -> DemoCerts {
+        let dir = ScratchDir::new("demo-tls").unwrap();
+        let status = std::process::Command::new(super::BINARY)
+            .args(["certs", "--dir"])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "portcullis-services certs: {status}");
+        client::trust(&dir.path().join(certs::CA_FILE));
+        DemoCerts { dir }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `ca.pem`.
+    pub fn ca(&self) -> PathBuf {
+        self.dir().join(certs::CA_FILE)
+    }
+
+    /// `--tls-cert <leaf>.pem --tls-key <leaf>.key`.
+    pub fn flags(&self, leaf: Leaf) -> Vec<String> {
+        let (cert, key) = (leaf.cert(self.dir()), leaf.key(self.dir()));
+        vec![
+            "--tls-cert".to_owned(),
+            cert.to_string_lossy().into_owned(),
+            "--tls-key".to_owned(),
+            key.to_string_lossy().into_owned(),
+        ]
+    }
+}
+
+/// The demo services on free ports, over HTTPS with `leaf`'s certificate when given.
+pub fn start_services(certs: Option<(&DemoCerts, Leaf)>) -> Services {
+    let flags = certs.map(|(c, leaf)| c.flags(leaf)).unwrap_or_default();
+    let args: Vec<&str> = flags.iter().map(String::as_str).collect();
+    Services::start_with(&["--users", "--orders", "--payments", "--login"], &args)
+}
+
+/// portcullis-admin on SQLite of its own, over TLS with the demo certificates when given.
+pub fn start_admin(certs: Option<&DemoCerts>) -> AdminService {
+    match certs {
+        None => AdminService::sqlite(),
+        Some(certs) => {
+            let db = format!("sqlite:{}", certs.dir().join("admin.db").display());
+            let flags = certs.flags(certs::ADMIN);
+            let args: Vec<&str> = flags.iter().map(String::as_str).collect();
+            AdminService::start_with(&admin_binary(), &db, &args, &[])
+        }
+    }
+    .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// Envoy running the demo config, and the services and portcullis-admin behind it.
@@ -93,14 +170,31 @@ pub struct Gateway {
     pub envoy: Envoy,
     pub services: Services,
     pub admin: AdminService,
+    /// The demo certificates, when it runs over HTTPS (removed after everything stopped).
+    pub certs: Option<DemoCerts>,
 }
 
 impl Gateway {
-    /// The demo as `make run` runs it.
+    /// The demo as `make run` runs it: HTTPS from the client to Envoy and from Envoy to the
+    /// services and portcullis-admin.
     pub fn start() -> Gateway {
-        let services = Services::start(&["--users", "--orders", "--payments", "--login"]);
-        let admin = AdminService::sqlite().unwrap_or_else(|e| panic!("{e:#}"));
-        let config = render(&demo_policies(), &services, admin.data_plane_address());
+        Self::start_tls(Some(DemoCerts::new()))
+    }
+
+    /// The demo as `make run TLS=0` runs it: plain HTTP everywhere.
+    pub fn start_plain() -> Gateway {
+        Self::start_tls(None)
+    }
+
+    fn start_tls(certs: Option<DemoCerts>) -> Gateway {
+        let services = start_services(certs.as_ref().map(|c| (c, certs::SERVICES)));
+        let admin = start_admin(certs.as_ref());
+        let config = render(
+            &demo_policies(),
+            &services,
+            admin.data_plane_address(),
+            certs.as_ref(),
+        );
         let envoy = Envoy::builder(config)
             .main_listener("gateway")
             // The harness disables hot restart, as `make run` does: with it on, Envoy asks
@@ -112,19 +206,25 @@ impl Gateway {
             envoy,
             services,
             admin,
+            certs,
         }
+    }
+
+    /// `https://127.0.0.1:<gateway port><path>` (`http://` in plain HTTP).
+    pub fn url(&self, path: &str) -> String {
+        https_url(&self.envoy, self.certs.is_some(), path)
     }
 
     /// `GET path` through the gateway.
     pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
-        client::get(&self.envoy.url(path), headers)
+        client::get(&self.url(path), headers)
     }
 
     /// `POST path` with a JSON body through the gateway, as a login form would send it.
     pub fn post_json(&self, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
         let mut all = vec![("content-type", "application/json")];
         all.extend_from_slice(headers);
-        client::send("POST", &self.envoy.url(path), &all, Some(body.as_bytes()))
+        client::send("POST", &self.url(path), &all, Some(body.as_bytes()))
     }
 
     /// Logs `username` in through `POST path` (`/login`, maybe with a query) and returns
@@ -169,6 +269,15 @@ impl Gateway {
              ---- services' stdout ----\n{}\n---- end ----",
             self.services.lines().join("\n")
         )
+    }
+}
+
+/// `envoy`'s main listener URL for `path`, `https://` when `tls`.
+pub fn https_url(envoy: &Envoy, tls: bool, path: &str) -> String {
+    let url = envoy.url(path);
+    match url.strip_prefix("http://") {
+        Some(rest) if tls => format!("https://{rest}"),
+        _ => url,
     }
 }
 

@@ -44,9 +44,12 @@ pub struct MakeRun {
     lines: Arc<Mutex<Vec<String>>>,
 }
 
-/// What `run.sh` reads besides the ports: a developer's own settings of these must not reach
-/// the test, which runs the defaults a newcomer gets.
-const SCRIPT_VARIABLES: [&str; 7] = [
+/// What `run.sh` (and `make run`: NODES, TLS) reads besides the ports: a developer's own
+/// settings of these must not reach the test, which runs the defaults a newcomer gets.
+const SCRIPT_VARIABLES: [&str; 10] = [
+    "NODES",
+    "TLS",
+    "DEMO_TLS",
     "DEMO_RUN_DIR",
     "DEMO_NODES",
     "ENVOY",
@@ -64,6 +67,11 @@ impl MakeRun {
 
     /// Runs `make run` (`nodes` 1) or `make run NODES=<nodes>` on free ports.
     pub fn start_nodes(nodes: u8) -> MakeRun {
+        Self::start_with(nodes, &[])
+    }
+
+    /// Runs `make run [NODES=<nodes>] <args…>` (`TLS=0`) on free ports.
+    pub fn start_with(nodes: u8, args: &[&str]) -> MakeRun {
         let variables: Vec<&'static str> = if nodes == 1 {
             PORT_VARIABLES.to_vec()
         } else {
@@ -86,6 +94,7 @@ impl MakeRun {
         if nodes != 1 {
             command.arg(format!("NODES={nodes}"));
         }
+        command.args(args);
         for variable in SCRIPT_VARIABLES {
             command.env_remove(variable);
         }
@@ -155,6 +164,37 @@ impl MakeRun {
             .iter()
             .find_map(|line| line.trim().strip_prefix(&prefix).map(str::to_owned))
             .unwrap_or_else(|| panic!("make run printed no {name}=…"))
+    }
+
+    /// Asserts that `command` was printed as such, on a line of its own (indentation aside).
+    pub fn assert_printed(&self, command: &str) {
+        assert!(
+            self.lines().iter().any(|line| line.trim() == command),
+            "make run printed no line `{command}`:\n{}",
+            self.lines().join("\n")
+        );
+    }
+
+    /// Runs `command` as a user pasting it would: in bash, from the checkout (where `make
+    /// run` ran), after the printed `MOBILE=…` and `WEB=…`. Its stdout; panics if it fails.
+    pub fn paste(&self, command: &str) -> String {
+        let script = format!(
+            "MOBILE={}\nWEB={}\n{command}",
+            self.printed("MOBILE"),
+            self.printed("WEB")
+        );
+        let out = Command::new("bash")
+            .args(["-c", &script])
+            .current_dir(paths::workspace_root())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{command}: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Asserts that the node whose Envoy admin port is `variable`'s has the cluster

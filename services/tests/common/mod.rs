@@ -19,6 +19,8 @@ pub struct Services {
     child: Child,
     /// Service name (`user-service`) to port.
     ports: BTreeMap<String, u16>,
+    /// `http` or `https`, as the services said.
+    scheme: &'static str,
     lines: Arc<Mutex<Vec<String>>>,
 }
 
@@ -26,10 +28,16 @@ impl Services {
     /// Starts the binary with `flags` (`--users`, …) each on `127.0.0.1:0` and waits until
     /// every service has said where it listens.
     pub fn start(flags: &[&str]) -> Services {
+        Self::start_with(flags, &[])
+    }
+
+    /// [`Services::start`] with more arguments (`--tls-cert FILE`, …).
+    pub fn start_with(flags: &[&str], args: &[&str]) -> Services {
         let mut command = Command::new(BINARY);
         for flag in flags {
             command.args([*flag, "127.0.0.1:0"]);
         }
+        command.args(args);
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -46,6 +54,7 @@ impl Services {
         let mut services = Services {
             child,
             ports: BTreeMap::new(),
+            scheme: "http",
             lines,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -58,14 +67,23 @@ impl Services {
             if let Ok(Some(status)) = services.child.try_wait() {
                 panic!("services exited with {status}: {:?}", services.lines());
             }
+            let mut scheme = "http";
             services.ports = services
                 .lines()
                 .iter()
                 .filter_map(|line| {
-                    let (name, url) = line.split_once(" listening on http://127.0.0.1:")?;
-                    Some((name.to_owned(), url.parse().ok()?))
+                    let (name, url) = line.split_once(" listening on ")?;
+                    let port = match url.strip_prefix("https://127.0.0.1:") {
+                        Some(port) => {
+                            scheme = "https";
+                            port
+                        }
+                        None => url.strip_prefix("http://127.0.0.1:")?,
+                    };
+                    Some((name.to_owned(), port.parse().ok()?))
                 })
                 .collect();
+            services.scheme = scheme;
             std::thread::sleep(Duration::from_millis(10));
         }
         services
@@ -79,9 +97,14 @@ impl Services {
         }
     }
 
-    /// `http://127.0.0.1:<port of service><path>`.
+    /// `http://127.0.0.1:<port of service><path>`, or `https://` when they serve HTTPS.
     pub fn url(&self, service: &str, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port(service))
+        format!("{}://127.0.0.1:{}{path}", self.scheme, self.port(service))
+    }
+
+    /// Whether they serve HTTPS.
+    pub fn tls(&self) -> bool {
+        self.scheme == "https"
     }
 
     pub fn pid(&self) -> u32 {
