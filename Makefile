@@ -33,9 +33,9 @@ setup: ## Install everything the project needs (idempotent): wasm targets, Envoy
 	fi
 	@echo "setup: ok ($$($(ENVOY) --version | grep -o 'version: [^ ]*'))"
 
-build: ## Build every filter to dist/portcullis-<filter>.wasm (and the host-test probe fixture), the rate limit service, the admin service and the portcullis command (kong import)
+build: ## Build every filter to dist/portcullis-<filter>.wasm (and the host-test probe fixture), the rate limit service, the admin service, the demo services and the portcullis command (kong import)
 	$(CARGO) build --release --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p portcullis-$(f)) -p portcullis-probe -p portcullis-cost
-	$(CARGO) build -p portcullis-ratelimit -p portcullis-admin -p portcullis-cli
+	$(CARGO) build -p portcullis-ratelimit -p portcullis-admin -p portcullis-cli -p portcullis-services
 	@mkdir -p $(DIST)/fixtures
 	@for f in $(FILTERS); do \
 	  cp target/$(WASM_TARGET)/release/portcullis_$$(echo $$f | tr - _).wasm $(DIST)/portcullis-$$f.wasm; \
@@ -61,7 +61,6 @@ fuzz: setup ## Run every fuzz target (fuzz/) for FUZZ_SECONDS each (default 60; 
 	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh $(FUZZ_TARGETS)
 
 run: setup build ## The demo gateway over HTTPS (TLS=0: plain HTTP): real Envoy + the filters + user/order/payment/login services on :8080, portcullis-admin's Admin API on :8001 (NODES=2: two gateway nodes, one limit in Redis); Ctrl-C stops it
-	$(CARGO) build -p portcullis-services
 	@ENVOY=$(abspath $(ENVOY)) SERVICES=$(abspath target/debug/portcullis-services) \
 	  ADMIN_SERVICE=$(abspath target/debug/portcullis-admin) \
 	  RATELIMIT=$(abspath target/debug/portcullis-ratelimit) $(if $(NODES),DEMO_NODES=$(NODES)) \
