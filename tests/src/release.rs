@@ -100,7 +100,10 @@ mod tests {
             Some(Release::new(1, 36, 4))
         );
         assert_eq!(Release::parse_version_output("envoy: no such file"), None);
-        assert_eq!(Release::parse_version_output("version: abc/1.x/Clean"), None);
+        assert_eq!(
+            Release::parse_version_output("version: abc/1.x/Clean"),
+            None
+        );
     }
 
     #[test]
