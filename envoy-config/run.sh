@@ -109,6 +109,9 @@ if ((NODES == 2)); then
   # policy redis: the rate limit service's cluster, and policies/rate-limiting-redis.json.
   RENDER_FLAGS=(--ratelimit "$HOST:${PORT[ratelimit]}")
 fi
+# The release, for the log: `make run ENVOY_VERSION=1.36` runs another than the default.
+envoy_release=$("$ENVOY" --version 2>&1 | sed -n 's|.*version: [^/]*/\([^/]*\)/.*|\1|p')
+say "Envoy ${envoy_release:-(release unknown)}: $ENVOY"
 for i in "${!CONFIGS[@]}"; do
   config=${CONFIGS[i]}
   "$SERVICES" render --template envoy-config/demo.yaml.tmpl --policies envoy-config/policies \

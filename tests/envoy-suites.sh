@@ -88,6 +88,17 @@ check() {
       problems=1
     }
   done < <(found_targets)
+  # Each target is run as `cargo test --workspace --test <target>`: its name must be its own.
+  local names
+  names=$(git ls-files '*/tests/*.rs' '*/tests/*/main.rs' | grep -v '/common/' |
+    sed -E 's|/main\.rs$||; s|\.rs$||; s|.*/||')
+  for entry in "${FULL[@]}"; do
+    read -r package target <<<"$entry"
+    (($(grep -cxF "$target" <<<"$names") == 1)) || {
+      echo "envoy-suites: more than one package has a test target $target: rename one" >&2
+      problems=1
+    }
+  done
   for entry in "${SMOKE[@]}"; do
     read -r package target _ <<<"$entry"
     grep -qxF "$package $target" <<<"$listed" || {
@@ -108,7 +119,10 @@ run() {
   echo "envoy-suites: Envoy ${PORTCULLIS_ENVOY:-.venv/bin/envoy}: $("${PORTCULLIS_ENVOY:-.venv/bin/envoy}" --version 2>&1 | grep -o 'version: [^ ]*')"
   for entry in "$@"; do
     read -r package target names <<<"$entry"
-    local args=(test -p "$package" --test "$target")
+    # --workspace, not -p: cargo resolves dependency features over what it builds, and only
+    # the workspace-wide resolution is what `make test` built (with -p, CI would rebuild
+    # much of the dependency tree for the smoke set). --test picks the one target by name.
+    local args=(test --workspace --test "$target")
     # shellcheck disable=SC2206 # the names are words
     local wanted=($names)
     if ((${#wanted[@]})); then
