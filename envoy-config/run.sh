@@ -140,6 +140,9 @@ if ((NODES == 2)); then
   # policy redis: the rate limit service's cluster, and policies/rate-limiting-redis.json.
   RENDER_FLAGS+=(--ratelimit "$HOST:${PORT[ratelimit]}")
 fi
+# The release, for the log: `make run ENVOY_VERSION=1.36` runs another than the default.
+envoy_release=$("$ENVOY" --version 2>&1 | sed -n 's|.*version: [^/]*/\([^/]*\)/.*|\1|p')
+say "Envoy ${envoy_release:-(release unknown)}: $ENVOY"
 for i in "${!CONFIGS[@]}"; do
   config=${CONFIGS[i]}
   "$SERVICES" render --template envoy-config/demo.yaml.tmpl --policies envoy-config/policies \
@@ -258,8 +261,15 @@ in_use "${PORT[login-service]}" || fail "the demo services were not listening wi
 QUIET=main:warning,config:warning,runtime:warning,upstream:warning
 ENVOY_FLAGS=(
   --concurrency 2 --disable-hot-restart --log-level info --component-log-level "$QUIET"
-  --file-flush-min-size-kb 0
 )
+# Envoy 1.36 has no --file-flush-min-size-kb (new in 1.37): there the access log is flushed
+# every 20 ms instead.
+envoy_help=$("$ENVOY" --help 2>&1 || true)
+if [[ $envoy_help == *--file-flush-min-size-kb* ]]; then
+  ENVOY_FLAGS+=(--file-flush-min-size-kb 0)
+else
+  ENVOY_FLAGS+=(--file-flush-interval-msec 20)
+fi
 if ((NODES == 1)); then
   "$ENVOY" -c "${CONFIGS[0]}" "${ENVOY_FLAGS[@]}" &
   envoy_pids+=($!)

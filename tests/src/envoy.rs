@@ -16,6 +16,7 @@ use anyhow::{anyhow, bail, Context as _};
 use crate::client;
 use crate::config::{fill, ADMIN};
 use crate::paths::{envoy_binary, ScratchDir};
+use crate::release;
 
 /// How many lines of Envoy's log a failure shows.
 const TAIL_LINES: usize = 80;
@@ -175,7 +176,9 @@ impl EnvoyBuilder {
             .arg(dir.path().join("base-id.txt"))
             // The access log is written by a flush thread, by default every 10 s: have it
             // flush as soon as there is anything, so a test can read its request's line.
-            .args(["--file-flush-min-size-kb", "0"]);
+            // Envoy 1.36 has no --file-flush-min-size-kb (new in 1.37): there it flushes
+            // every 20 ms instead.
+            .args(access_log_flush());
         if !self.component_log_level.is_empty() {
             command.args(["--component-log-level", &self.component_log_level]);
         }
@@ -191,6 +194,16 @@ impl EnvoyBuilder {
             dir,
             log: log_path,
         })
+    }
+}
+
+/// The flags that have Envoy write access log lines at once: `--file-flush-min-size-kb 0`
+/// where the release has it, else a flush every 20 ms.
+fn access_log_flush() -> [&'static str; 2] {
+    if release::has_flag("--file-flush-min-size-kb") {
+        ["--file-flush-min-size-kb", "0"]
+    } else {
+        ["--file-flush-interval-msec", "20"]
     }
 }
 

@@ -30,6 +30,7 @@ pub mod paths;
 pub mod postgres;
 pub mod ratelimit_service;
 pub mod redis;
+pub mod release;
 pub mod service;
 pub mod tokens;
 pub mod upstream;

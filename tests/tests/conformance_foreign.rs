@@ -2,7 +2,8 @@
 //! calls the foreign function named by `x-probe-function` with the request body as argument
 //! bytes and records the status and result; both hosts must answer alike. Signatures are made
 //! in the test with OpenSSL; ECDSA signing is randomised, so `sign` answers are compared by
-//! checking the signature, not its bytes.
+//! checking the signature, not its bytes. Envoy 1.36 answers otherwise in a few cases,
+//! listed in [`release_difference`].
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,7 @@ use portcullis_tests::client;
 use portcullis_tests::config::{wasm_filter, Gateway};
 use portcullis_tests::envoy::Envoy;
 use portcullis_tests::paths;
+use portcullis_tests::release::{self, Release};
 use portcullis_tests::upstream::Upstream;
 use prost::Message;
 use serde_json::Value;
@@ -211,6 +213,32 @@ fn foreign_event(events: &[Value]) -> (String, String) {
     )
 }
 
+/// What Envoy `release` answers to `case` where it is known to differ from host-test, which
+/// answers as Envoy 1.37 and later do; `None` where it must answer as host-test does. Envoy
+/// 1.36 has no `sign` (NotFound), and its `verify_signature` has no `public_key_pem` field
+/// (an unknown protobuf field, skipped): a PEM key alone leaves it no key, and with both
+/// forms it checks the DER one instead of refusing the pair. Neither touches the filters,
+/// which give the host DER keys only and probe `sign` at start (docs/envoy-releases.md).
+fn release_difference(release: Release, case: &Case) -> Option<Value> {
+    if case.function == "sign" && !release.has_sign() {
+        return Some(serde_json::json!({ "status": "NotFound", "result": null }));
+    }
+    if release.at_least(1, 37) {
+        return None;
+    }
+    match case.id.as_str() {
+        "rs256-pem-good" => Some(serde_json::json!({
+            "status": "Ok",
+            "result": { "result": false, "error": "Failed to initialize digest verify." }
+        })),
+        "verify-both-key-forms" => Some(serde_json::json!({
+            "status": "Ok",
+            "result": { "result": true, "error": "" }
+        })),
+        _ => None,
+    }
+}
+
 #[test]
 fn crypto_foreign_functions_match_between_host_test_and_envoy() {
     let cases = cases();
@@ -279,12 +307,14 @@ fn crypto_foreign_functions_match_between_host_test_and_envoy() {
         })
         .collect();
 
+    let release = release::current();
     let mut differences = Vec::new();
     for (i, case) in cases.iter().enumerate() {
-        if harness[i] != envoy_answers[i] {
+        let expected = release_difference(release, case).unwrap_or_else(|| harness[i].clone());
+        if expected != envoy_answers[i] {
             differences.push(format!(
-                "{}:\n  host-test: {}\n  envoy:     {}",
-                case.id, harness[i], envoy_answers[i]
+                "{} (Envoy {release}):\n  expected: {expected}\n  envoy:    {}",
+                case.id, envoy_answers[i]
             ));
         }
     }

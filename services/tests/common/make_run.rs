@@ -91,6 +91,9 @@ impl MakeRun {
         drop(listeners);
         let mut command = Command::new("setsid");
         command.args(["make", "run"]);
+        // On the Envoy the tests run (`make test-envoy ENVOY_VERSION=…` points
+        // PORTCULLIS_ENVOY at another release), not whichever `make run` would pick.
+        command.arg(format!("ENVOY={}", paths::envoy_binary().display()));
         if nodes != 1 {
             command.arg(format!("NODES={nodes}"));
         }
