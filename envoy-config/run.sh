@@ -21,7 +21,8 @@
 # DEMO_RATELIMIT_PORT (18085); ENVOY, SERVICES and ADMIN_SERVICE (portcullis-admin), the
 # binaries (the Makefile sets all three), and for DEMO_NODES=2 REDIS (redis-server) and
 # RATELIMIT (portcullis-ratelimit); DEMO_RUN_DIR (.run), where the rendered configs, the admin's
-# database and the logs of validation, the admin and Redis go.
+# database, each node's JSON access log (access.log, access-node2.log) and the logs of
+# validation, the admin and Redis go.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -101,11 +102,14 @@ ADDRESSES=(
 GATEWAYS=(gateway)
 ADMINS=(admin)
 CONFIGS=("$RUN_DIR/demo.yaml")
+# Each node's JSON access log (envoy-config/access-log/, docs/access-log.md).
+ACCESS_LOGS=("$RUN_DIR/access.log")
 RENDER_FLAGS=()
 if ((NODES == 2)); then
   GATEWAYS+=(gateway-2)
   ADMINS+=(admin-2)
   CONFIGS+=("$RUN_DIR/demo-node2.yaml")
+  ACCESS_LOGS+=("$RUN_DIR/access-node2.log")
   # policy redis: the rate limit service's cluster, and policies/rate-limiting-redis.json.
   RENDER_FLAGS=(--ratelimit "$HOST:${PORT[ratelimit]}")
 fi
@@ -113,7 +117,8 @@ for i in "${!CONFIGS[@]}"; do
   config=${CONFIGS[i]}
   "$SERVICES" render --template envoy-config/demo.yaml.tmpl --policies envoy-config/policies \
     --dist dist --gateway "$HOST:${PORT[${GATEWAYS[i]}]}" --admin "$HOST:${PORT[${ADMINS[i]}]}" \
-    --portcullis-admin "$HOST:${PORT[data-plane]}" "${ADDRESSES[@]}" "${RENDER_FLAGS[@]}" >"$config"
+    --portcullis-admin "$HOST:${PORT[data-plane]}" --access-log "${ACCESS_LOGS[i]}" \
+    "${ADDRESSES[@]}" "${RENDER_FLAGS[@]}" >"$config"
   "$ENVOY" --mode validate -c "$config" --log-level warn >"$RUN_DIR/validate.log" 2>&1 || {
     cat "$RUN_DIR/validate.log" >&2
     fail "Envoy refused $config (rendered from envoy-config/demo.yaml.tmpl)"
@@ -322,6 +327,9 @@ make run: $headline
   cluster portcullis_admin of every node. docs/demo.md walks a consumer through it:
     curl -s http://$HOST:${PORT[admin-api]}/status
     curl -i -X POST http://$HOST:${PORT[admin-api]}/consumers --data username=alice
+
+  Each request's decisions (one JSON object a line; docs/access-log.md):
+    tail -f ${ACCESS_LOGS[*]}
 
   Ctrl-C stops $stops.
 

@@ -15,11 +15,12 @@ usage: portcullis-services [--users ADDR] [--orders ADDR] [--payments ADDR] [--l
        portcullis-services render --template FILE --policies DIR --dist DIR
                            --gateway ADDR --admin ADDR
                            --users ADDR --orders ADDR --payments ADDR --login ADDR
-                           --portcullis-admin ADDR [--ratelimit ADDR]
+                           --portcullis-admin ADDR [--ratelimit ADDR] [--access-log FILE]
          prints the demo's Envoy config (envoy-config/demo.yaml.tmpl filled in), with the
          cluster portcullis_admin at --portcullis-admin (portcullis-admin's data plane); with
          --ratelimit, rate-limiting policy redis: the rate limit service's cluster at ADDR
-         and the policy from rate-limiting-redis.json
+         and the policy from rate-limiting-redis.json; the JSON access log goes to FILE
+         (default /dev/null: none)
 ADDR is IP:PORT, such as 127.0.0.1:18081; port 0 takes any free port.";
 
 /// What the command line asks for.
@@ -59,6 +60,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
                 "--admin",
                 "--portcullis-admin",
                 "--ratelimit",
+                "--access-log",
             ]
         } else {
             &["--login-users"]
@@ -111,6 +113,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             services,
             portcullis_admin: listener("--portcullis-admin")?,
             ratelimit: listener("--ratelimit").ok(),
+            access_log: path("--access-log").ok(),
         }));
     }
     if services.is_empty() {

@@ -40,6 +40,8 @@ pub struct Demo {
     /// rate-limiting policy from [`REDIS_POLICY`] instead of `rate-limiting.json`. `None`:
     /// no such cluster, and the local policy.
     pub ratelimit: Option<SocketAddr>,
+    /// Where Envoy writes the JSON access log (`ACCESS_LOG_PATH`); `None`: `/dev/null`.
+    pub access_log: Option<PathBuf>,
 }
 
 /// The Envoy cluster of portcullis-admin's data plane (plain HTTP/1.1), on every node: the
@@ -69,7 +71,9 @@ impl Demo {
     ///   and `JWT_POLICY`: the text of `policies/jwt.json`, checked to be JSON. Both come
     ///   as YAML double-quoted strings;
     /// - `RATELIMIT_CLUSTER`: with [`Demo::ratelimit`], an entry of `clusters` (indented for
-    ///   a list at two spaces, on lines of its own); without, nothing.
+    ///   a list at two spaces, on lines of its own); without, nothing;
+    /// - `ACCESS_LOG_PATH`: [`Demo::access_log`] (else `/dev/null`), a YAML double-quoted
+    ///   string.
     pub fn vars(&self) -> Result<BTreeMap<String, String>, String> {
         let mut vars = BTreeMap::new();
         let mut address = |name: &str, addr: SocketAddr| {
@@ -95,6 +99,11 @@ impl Demo {
         }
         let cluster = self.ratelimit.map(ratelimit_cluster).unwrap_or_default();
         vars.insert("RATELIMIT_CLUSTER".to_owned(), cluster);
+        let access_log = self.access_log.as_ref().map_or_else(
+            || "/dev/null".to_owned(),
+            |p| p.to_string_lossy().into_owned(),
+        );
+        vars.insert("ACCESS_LOG_PATH".to_owned(), quote(&access_log));
         Ok(vars)
     }
 
@@ -192,6 +201,7 @@ mod tests {
                     .collect(),
                 portcullis_admin: addr(8005),
                 ratelimit: None,
+                access_log: None,
             }
         }
     }

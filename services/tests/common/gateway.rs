@@ -58,6 +58,7 @@ pub fn demo(
         services: Service::ALL.iter().map(|s| (*s, service(*s))).collect(),
         portcullis_admin,
         ratelimit: None,
+        access_log: None,
     }
 }
 
