@@ -183,6 +183,16 @@ mod tests {
             panic!("not a render command");
         };
         assert_eq!(demo.ratelimit, Some(addr("127.0.0.1:5")));
+        assert_eq!(demo.access_log, None);
+        let Ok(Command::Render(demo)) = parse_line(&format!("{full} --access-log .run/a.log"))
+        else {
+            panic!("not a render command");
+        };
+        assert_eq!(demo.access_log, Some(PathBuf::from(".run/a.log")));
+        assert_eq!(
+            parse_line("--users 127.0.0.1:1 --access-log x").unwrap_err(),
+            "unknown argument \"--access-log\""
+        );
         let without_login = full.replace(" --login 127.0.0.1:4", "");
         assert_eq!(
             parse_line(&without_login).unwrap_err(),

@@ -338,6 +338,21 @@ mod tests {
     }
 
     #[test]
+    fn the_access_log_goes_to_the_file_given_else_nowhere() {
+        let scratch = Scratch::new("access-log");
+        let none = scratch.demo("path: {{ACCESS_LOG_PATH}}\n");
+        assert_eq!(none.render(), Ok("path: \"/dev/null\"\n".to_owned()));
+        let file = Demo {
+            access_log: Some(PathBuf::from("/run dir/access.log")),
+            ..none
+        };
+        assert_eq!(
+            file.render(),
+            Ok("path: \"/run dir/access.log\"\n".to_owned())
+        );
+    }
+
+    #[test]
     fn the_demo_template_needs_nothing_but_the_demo_values() {
         let scratch = Scratch::new("template");
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");

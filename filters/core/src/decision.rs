@@ -185,12 +185,12 @@ impl<'a> Record<'a> {
         out.push_str("{\"v\":");
         push_decimal(&mut out, u64::from(VERSION));
         push_key(&mut out, "filter");
-        push_string(&mut out, self.filter.name());
+        push_label(&mut out, self.filter.name());
         push_key(&mut out, "outcome");
-        push_string(&mut out, self.outcome.name());
+        push_label(&mut out, self.outcome.name());
         if let Some(reason) = self.reason {
             push_key(&mut out, "reason");
-            push_string(&mut out, reason);
+            push_label(&mut out, reason);
         }
         if let Some(status) = self.status {
             push_key(&mut out, "status");
@@ -212,7 +212,7 @@ impl<'a> Record<'a> {
         }
         if let Some(window) = self.window {
             push_key(&mut out, "window");
-            push_string(&mut out, window.period);
+            push_label(&mut out, window.period);
             push_key(&mut out, "limit");
             push_decimal(&mut out, window.limit);
             push_key(&mut out, "remaining");
@@ -233,15 +233,41 @@ fn push_key(out: &mut String, key: &str) {
     out.push_str("\":");
 }
 
+/// A label of ours (`jwt`, `accepted`, a metric label, a window): printable ASCII without
+/// `"` or `\\` by construction, so quoted as it is.
+fn push_label(out: &mut String, label: &'static str) {
+    debug_assert!(label.bytes().all(|b| is_plain(char::from(b))), "{label}");
+    out.push('"');
+    out.push_str(label);
+    out.push('"');
+}
+
+/// Printable ASCII that JSON takes as it is.
+fn is_plain(c: char) -> bool {
+    matches!(c, ' '..='~') && c != '"' && c != '\\'
+}
+
 /// `value` as a JSON string in printable ASCII, cut after [`MAX_VALUE_CHARS`] characters.
+/// Runs of plain characters are copied whole: a usual value is one copy.
 fn push_string(out: &mut String, value: &str) {
     out.push('"');
-    let mut chars = value.chars();
-    for c in chars.by_ref().take(MAX_VALUE_CHARS) {
+    let mut plain_from = 0;
+    let mut end = value.len();
+    let mut cut = false;
+    for (count, (i, c)) in value.char_indices().enumerate() {
+        if count == MAX_VALUE_CHARS {
+            end = i;
+            cut = true;
+            break;
+        }
+        if is_plain(c) {
+            continue;
+        }
+        out.push_str(value.get(plain_from..i).unwrap_or_default());
+        plain_from = i + c.len_utf8();
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            ' '..='~' => out.push(c),
             _ => {
                 let mut units = [0u16; 2];
                 for unit in c.encode_utf16(&mut units) {
@@ -250,7 +276,8 @@ fn push_string(out: &mut String, value: &str) {
             }
         }
     }
-    if chars.next().is_some() {
+    out.push_str(value.get(plain_from..end).unwrap_or_default());
+    if cut {
         out.push_str("\\u2026");
     }
     out.push('"');
