@@ -28,8 +28,9 @@
 # DEMO_RATELIMIT_PORT (18085); DEMO_TLS (1: HTTPS, 0: plain HTTP); ENVOY, SERVICES and
 # ADMIN_SERVICE (portcullis-admin), the binaries (the Makefile sets all three), and for
 # DEMO_NODES=2 REDIS (redis-server) and RATELIMIT (portcullis-ratelimit); DEMO_RUN_DIR (.run),
-# where the rendered configs, the admin's database, the demo certificates (tls/) and the logs
-# of validation, the admin and Redis go.
+# where the rendered configs, the admin's database, the demo certificates (tls/), each node's
+# JSON access log (access.log, access-node2.log) and the logs of validation, the admin and
+# Redis go.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -112,6 +113,8 @@ ADDRESSES=(
 GATEWAYS=(gateway)
 ADMINS=(admin)
 CONFIGS=("$RUN_DIR/demo.yaml")
+# Each node's JSON access log (envoy-config/access-log/, docs/access-log.md).
+ACCESS_LOGS=("$RUN_DIR/access.log")
 RENDER_FLAGS=()
 # The TLS flags of each service: its certificate and key from the demo's, or none.
 SERVICES_TLS=()
@@ -137,6 +140,7 @@ if ((NODES == 2)); then
   GATEWAYS+=(gateway-2)
   ADMINS+=(admin-2)
   CONFIGS+=("$RUN_DIR/demo-node2.yaml")
+  ACCESS_LOGS+=("$RUN_DIR/access-node2.log")
   # policy redis: the rate limit service's cluster, and policies/rate-limiting-redis.json.
   RENDER_FLAGS+=(--ratelimit "$HOST:${PORT[ratelimit]}")
 fi
@@ -147,7 +151,8 @@ for i in "${!CONFIGS[@]}"; do
   config=${CONFIGS[i]}
   "$SERVICES" render --template envoy-config/demo.yaml.tmpl --policies envoy-config/policies \
     --dist dist --gateway "$HOST:${PORT[${GATEWAYS[i]}]}" --admin "$HOST:${PORT[${ADMINS[i]}]}" \
-    --portcullis-admin "$HOST:${PORT[data-plane]}" "${ADDRESSES[@]}" "${RENDER_FLAGS[@]}" >"$config"
+    --portcullis-admin "$HOST:${PORT[data-plane]}" --access-log "${ACCESS_LOGS[i]}" \
+    "${ADDRESSES[@]}" "${RENDER_FLAGS[@]}" >"$config"
   "$ENVOY" --mode validate -c "$config" --log-level warn >"$RUN_DIR/validate.log" 2>&1 || {
     cat "$RUN_DIR/validate.log" >&2
     fail "Envoy refused $config (rendered from envoy-config/demo.yaml.tmpl)"
@@ -382,6 +387,9 @@ make run: $headline
   cluster portcullis_admin of every node. docs/demo.md walks a consumer through it:
     $curl -s $admin_api/status
     $curl -i -X POST $admin_api/consumers --data username=alice
+
+  Each request's decisions (one JSON object a line; docs/access-log.md):
+    tail -f ${ACCESS_LOGS[*]}
 
   Ctrl-C stops $stops.
 

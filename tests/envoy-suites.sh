@@ -18,6 +18,7 @@ cd "$(dirname "$0")/.."
 # "package test-target": every test target that runs a real Envoy, directly (Envoy::builder,
 # Envoy::validate), through `make run` (MakeRun) or through the demo gateway's helpers.
 FULL=(
+  "portcullis-tests access_log_e2e"
   "portcullis-tests acl_e2e"
   "portcullis-tests conformance"
   "portcullis-tests conformance_foreign"

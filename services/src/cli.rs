@@ -16,12 +16,13 @@ usage: portcullis-services [--users ADDR] [--orders ADDR] [--payments ADDR] [--l
                            --gateway ADDR --admin ADDR
                            --users ADDR --orders ADDR --payments ADDR --login ADDR
                            --portcullis-admin ADDR [--ratelimit ADDR] [--tls-dir DIR]
+                           [--access-log FILE]
          prints the demo's Envoy config (envoy-config/demo.yaml.tmpl filled in), with the
          cluster portcullis_admin at --portcullis-admin (portcullis-admin's data plane); with
          --ratelimit, rate-limiting policy redis: the rate limit service's cluster at ADDR
          and the policy from rate-limiting-redis.json; with --tls-dir (what `certs` wrote),
          HTTPS on the gateway listener and TLS to every upstream, each checked against
-         DIR/ca.pem and its name
+         DIR/ca.pem and its name; the JSON access log goes to FILE (default /dev/null: none)
        portcullis-services certs --dir DIR
          writes a new demo CA (DIR/ca.pem, its key kept nowhere) and a certificate and key
          it signs for the gateway, the services, portcullis-admin and the rate limit service
@@ -72,6 +73,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
                 "--portcullis-admin",
                 "--ratelimit",
                 "--tls-dir",
+                "--access-log",
             ]
         } else {
             &["--login-users", "--tls-cert", "--tls-key"]
@@ -125,6 +127,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             portcullis_admin: listener("--portcullis-admin")?,
             ratelimit: listener("--ratelimit").ok(),
             tls: path("--tls-dir").ok(),
+            access_log: path("--access-log").ok(),
         }));
     }
     if services.is_empty() {
@@ -253,6 +256,16 @@ mod tests {
             panic!("not a render command");
         };
         assert_eq!(demo.ratelimit, Some(addr("127.0.0.1:5")));
+        assert_eq!(demo.access_log, None);
+        let Ok(Command::Render(demo)) = parse_line(&format!("{full} --access-log .run/a.log"))
+        else {
+            panic!("not a render command");
+        };
+        assert_eq!(demo.access_log, Some(PathBuf::from(".run/a.log")));
+        assert_eq!(
+            parse_line("--users 127.0.0.1:1 --access-log x").unwrap_err(),
+            "unknown argument \"--access-log\""
+        );
         let without_login = full.replace(" --login 127.0.0.1:4", "");
         assert_eq!(
             parse_line(&without_login).unwrap_err(),

@@ -47,6 +47,8 @@ pub struct Demo {
     /// HTTPS with `gateway.pem`, and every cluster speaks TLS, trusting only `ca.pem` and
     /// checking the upstream's name (sent as SNI). `None`: plain HTTP everywhere.
     pub tls: Option<PathBuf>,
+    /// Where Envoy writes the JSON access log (`ACCESS_LOG_PATH`); `None`: `/dev/null`.
+    pub access_log: Option<PathBuf>,
 }
 
 /// The Envoy cluster of portcullis-admin's data plane (plain HTTP/1.1), on every node: the
@@ -80,6 +82,8 @@ impl Demo {
     /// - with [`Demo::tls`], `GATEWAY_TLS`: the listener's `transport_socket` (HTTPS), and
     ///   `USERS_TLS` (`ORDERS_TLS`, …, `PORTCULLIS_ADMIN_TLS`): each cluster's (TLS to the
     ///   upstream); YAML blocks for a placeholder alone on its line. Without, all empty.
+    /// - `ACCESS_LOG_PATH`: [`Demo::access_log`] (else `/dev/null`), a YAML double-quoted
+    ///   string.
     pub fn vars(&self) -> Result<BTreeMap<String, String>, String> {
         let mut vars = BTreeMap::new();
         let mut address = |name: &str, addr: SocketAddr| {
@@ -127,6 +131,11 @@ impl Demo {
         );
         let gateway = tls.as_ref().map(TlsFiles::downstream).unwrap_or_default();
         vars.insert("GATEWAY_TLS".to_owned(), gateway);
+        let access_log = self.access_log.as_ref().map_or_else(
+            || "/dev/null".to_owned(),
+            |p| p.to_string_lossy().into_owned(),
+        );
+        vars.insert("ACCESS_LOG_PATH".to_owned(), quote(&access_log));
         Ok(vars)
     }
 
@@ -313,6 +322,7 @@ mod tests {
                 portcullis_admin: addr(8005),
                 ratelimit: None,
                 tls: None,
+                access_log: None,
             }
         }
     }
@@ -522,6 +532,21 @@ mod tests {
             clusters[5]
         );
         assert!(!clusters[0].contains("alpn_protocols"), "{}", clusters[0]);
+    }
+
+    #[test]
+    fn the_access_log_goes_to_the_file_given_else_nowhere() {
+        let scratch = Scratch::new("access-log");
+        let none = scratch.demo("path: {{ACCESS_LOG_PATH}}\n");
+        assert_eq!(none.render(), Ok("path: \"/dev/null\"\n".to_owned()));
+        let file = Demo {
+            access_log: Some(PathBuf::from("/run dir/access.log")),
+            ..none
+        };
+        assert_eq!(
+            file.render(),
+            Ok("path: \"/run dir/access.log\"\n".to_owned())
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 use portcullis_core::acl::{AclPolicySet, Decision, DenyReason, RequestMethod, RouteAcl};
+use portcullis_core::decision::{Filter, Outcome, Record};
 use portcullis_core::identity::{headers, Identity};
 use portcullis_core::log_value;
 use portcullis_glue::host::{self, log, Counter};
@@ -174,6 +175,12 @@ impl HttpContext for AclFilter {
                 Ok(headers) => Some(headers),
                 Err(e) => {
                     log(LogLevel::Error, &format!("portcullis-acl: {e}"));
+                    host::publish_decision(
+                        &Record::new(Filter::Acl, Outcome::Failed)
+                            .reason("headers_unreadable")
+                            .status(500)
+                            .route(route_name.as_deref()),
+                    );
                     host::set_request_header(headers::CONSUMER_GROUPS, None);
                     host::respond_json(500, portcullis_core::UNEXPECTED_ERROR_BODY, &[]);
                     return Action::Pause;
@@ -199,6 +206,11 @@ impl HttpContext for AclFilter {
         if let Decision::Allow { groups_header } = &decision {
             // Replaces (or removes) whatever arrived: a client's own copy never passes.
             host::set_request_header(headers::CONSUMER_GROUPS, groups_header.as_deref());
+            host::publish_decision(
+                &Record::new(Filter::Acl, Outcome::Accepted)
+                    .identity(identity.as_ref())
+                    .route(route_name.as_deref()),
+            );
             return Action::Continue;
         }
         host::set_request_header(headers::CONSUMER_GROUPS, None);
@@ -209,6 +221,13 @@ impl HttpContext for AclFilter {
         } else {
             host::request_header(":method").unwrap_or_default()
         };
+        host::publish_decision(
+            &Record::new(Filter::Acl, Outcome::Denied)
+                .reason(decision.metric_label())
+                .status(decision.status())
+                .identity(identity.as_ref())
+                .route(route_name.as_deref()),
+        );
         log_refusal(
             &decision,
             identity.as_ref(),

@@ -4,6 +4,7 @@
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MapType, MetricType};
 
+use portcullis_core::decision::Record;
 use portcullis_core::header_map::{HeaderMap, MalformedMap};
 use portcullis_core::identity::{Identity, PROPERTY};
 
@@ -103,6 +104,16 @@ pub fn route_name_if(needed: bool) -> Option<String> {
 /// the host refused it.
 pub fn publish_identity(encoded: &[u8]) -> bool {
     hostcalls::set_property(vec![PROPERTY], Some(encoded)).is_ok()
+}
+
+/// Publishes this filter's decision for the request ([`Record::encode`]) as filter state
+/// `portcullis.decision.<filter>`, for Envoy's access log
+/// (`%FILTER_STATE(wasm.portcullis.decision.<filter>:PLAIN)%`). One host call; a later call
+/// for the same request replaces the value. A refusal is ignored: the decision stands,
+/// only its log field is missing.
+pub fn publish_decision(record: &Record<'_>) {
+    let encoded = record.encode();
+    let _ = hostcalls::set_property(vec![record.filter.property()], Some(encoded.as_bytes()));
 }
 
 /// What the jwt filter published for this request, if anything. An identity that does not

@@ -14,6 +14,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 
+use portcullis_core::decision::{Filter, Outcome, Record};
 use portcullis_core::header_map::HeaderMap;
 use portcullis_core::jose::crypto::{AlgorithmSet, CryptoError, SplitBackend};
 use portcullis_core::jose::{Algorithm, CryptoChoice, InModule, PreparedKey, SignatureBackend};
@@ -485,6 +486,8 @@ enum Awaits {
 struct Request {
     policy: std::sync::Arc<JwtPolicy>,
     headers: HeaderMap,
+    /// The route name, when the policy set needed it (for the access log too).
+    route: Option<String>,
     /// When it first waited for a lookup (milliseconds): it waits at most `timeout_ms`.
     waiting_since_ms: Option<u64>,
 }
@@ -515,6 +518,11 @@ impl HttpContext for JwtFilter {
             Err(e) => {
                 // Nothing can be checked, not even the identity headers to strip: fail closed.
                 self.worker.metrics.rejected("headers_unreadable");
+                host::publish_decision(
+                    &Record::new(Filter::Jwt, Outcome::Failed)
+                        .reason("headers_unreadable")
+                        .status(500),
+                );
                 log(LogLevel::Error, &format!("portcullis-jwt: {e}"));
                 host::respond_json(500, portcullis_core::UNEXPECTED_ERROR_BODY, &[]);
                 return Action::Pause;
@@ -527,15 +535,26 @@ impl HttpContext for JwtFilter {
         let route = host::route_name_if(self.worker.policies.needs_route_name());
         let RoutePolicy::Protected(policy) = self.worker.policies.for_route(route.as_deref())
         else {
+            host::publish_decision(
+                &Record::new(Filter::Jwt, Outcome::Skipped)
+                    .reason("no_policy")
+                    .route(route.as_deref()),
+            );
             return Action::Continue;
         };
         let method = headers.get(":method").unwrap_or_default();
         if policy.skips_preflight(method) {
+            host::publish_decision(
+                &Record::new(Filter::Jwt, Outcome::Skipped)
+                    .reason("preflight")
+                    .route(route.as_deref()),
+            );
             return Action::Continue;
         }
         let request = Request {
             policy: policy.clone(),
             headers,
+            route,
             waiting_since_ms: None,
         };
         self.worker.decide(self.id, request, true)
@@ -603,13 +622,14 @@ impl Worker {
                 return Action::Pause;
             }
         }
+        let route = request.route.as_deref();
         match outcome {
             Ok(accepted) => {
-                self.accept(&accepted, &policy, &request.headers);
+                self.accept(&accepted, &policy, &request.headers, route);
                 Action::Continue
             }
             Err(rejection) => {
-                self.refuse(context, &rejection, &policy);
+                self.refuse(context, &rejection, &policy, route);
                 Action::Pause
             }
         }
@@ -650,7 +670,13 @@ impl Worker {
         jwks::claim(remote, now, trigger)
     }
 
-    fn accept(&self, accepted: &Accepted, policy: &JwtPolicy, headers: &HeaderMap) {
+    fn accept(
+        &self,
+        accepted: &Accepted,
+        policy: &JwtPolicy,
+        headers: &HeaderMap,
+        route: Option<&str>,
+    ) {
         let metrics = &self.metrics;
         metrics.accepted.inc();
         if accepted.cache_hit {
@@ -679,15 +705,26 @@ impl Worker {
                 "portcullis-jwt: the host refused the identity property; later filters will refuse",
             );
         }
+        host::publish_decision(
+            &Record::new(Filter::Jwt, Outcome::Accepted)
+                .identity(Some(accepted.identity()))
+                .route(route),
+        );
     }
 
-    fn refuse(&self, context: u32, rejection: &Rejection, policy: &JwtPolicy) {
+    fn refuse(&self, context: u32, rejection: &Rejection, policy: &JwtPolicy, route: Option<&str>) {
         self.metrics.rejected(rejection.metric_label());
         log(
             LogLevel::Info,
             &format!("portcullis-jwt: rejected: {}", rejection.log_reason()),
         );
         let refusal = policy.refusal(rejection);
+        host::publish_decision(
+            &Record::new(Filter::Jwt, rejection.outcome())
+                .reason(rejection.metric_label())
+                .status(refusal.status)
+                .route(route),
+        );
         if refusal.delay_ms == 0 {
             respond(&refusal);
             return;

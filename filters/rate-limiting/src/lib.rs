@@ -11,6 +11,7 @@ use std::time::Duration;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 
+use portcullis_core::decision::{Filter, Outcome, Record};
 use portcullis_core::header_map::{HeaderMap, MalformedMap};
 use portcullis_core::identity::Identity;
 use portcullis_core::rate_limit::rls::{METHOD, SERVICE};
@@ -136,6 +137,8 @@ impl RootContext for RateLimitRoot {
             worker: self.worker.clone(),
             response_headers: Vec::new(),
             pending: None,
+            route: None,
+            identity: None,
         }))
     }
 
@@ -151,6 +154,9 @@ struct RateLimitRequest {
     response_headers: Vec<(&'static str, String)>,
     /// `policy: redis`: the call out to the rate limit service, while the request waits.
     pending: Option<ServiceCall>,
+    /// For the access log: the route name and the identity, when the policies read them.
+    route: Option<String>,
+    identity: Option<Identity>,
 }
 
 impl Context for RateLimitRequest {
@@ -178,19 +184,27 @@ impl HttpContext for RateLimitRequest {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
         let Some(worker) = self.worker.clone() else {
             // Never configured: fail closed.
+            host::publish_decision(
+                &Record::new(Filter::RateLimiting, Outcome::Failed)
+                    .reason("not_configured")
+                    .status(500)
+                    .passed(false),
+            );
             host::respond_json(500, FAULT_BODY, &[]);
             return Action::Pause;
         };
-        let route = host::route_name_if(worker.limiter.policies().needs_route_name());
+        self.route = host::route_name_if(worker.limiter.policies().needs_route_name());
+        let route = self.route.clone();
         let mut facts = HostFacts::default();
         if let Some(service) = worker.limiter.policies().service() {
-            let call = match worker
+            let called = worker
                 .limiter
-                .service_call(service, route.as_deref(), &mut facts)
-            {
+                .service_call(service, route.as_deref(), &mut facts);
+            self.identity = facts.identity.take().flatten();
+            let call = match called {
                 Ok(Some(call)) => call,
-                Ok(None) => return Action::Continue,
-                Err(refused) => return self.act(&worker, refused),
+                Ok(None) => return self.act(&worker, Decision::NotLimited, false),
+                Err(refused) => return self.act(&worker, refused, false),
             };
             let dispatched = self.dispatch_grpc_call(
                 &service.cluster,
@@ -226,7 +240,8 @@ impl HttpContext for RateLimitRequest {
         let decision = worker
             .limiter
             .decide(route.as_deref(), &mut facts, &HostStore, now);
-        self.act(&worker, decision)
+        self.identity = facts.identity.take().flatten();
+        self.act(&worker, decision, false)
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
@@ -241,7 +256,7 @@ impl RateLimitRequest {
     /// Acts on the rate limit service's answer (or on the local limiter's, when it failed).
     fn answer(&mut self, worker: &Worker, answer: Answer<'_>) -> Action {
         match answer {
-            Answer::Decided(decision) => self.act(worker, decision),
+            Answer::Decided(decision) => self.act(worker, decision, false),
             Answer::Fallback { decision, error } => {
                 worker.metrics.service_fallbacks.inc();
                 log(
@@ -251,7 +266,7 @@ impl RateLimitRequest {
                          in shared data instead"
                     ),
                 );
-                self.act(worker, decision)
+                self.act(worker, decision, true)
             }
             Answer::Failed { error } => {
                 worker.metrics.faults.inc();
@@ -262,25 +277,60 @@ impl RateLimitRequest {
                          500 (fault_tolerant is false)"
                     ),
                 );
+                self.publish(
+                    Record::new(Filter::RateLimiting, Outcome::Failed)
+                        .reason("service_failed")
+                        .status(500)
+                        .passed(false),
+                );
                 host::respond_json(500, FAULT_BODY, &[]);
                 Action::Pause
             }
         }
     }
 
+    /// Publishes the decision for the access log, with the route and the identity if read.
+    fn publish(&self, record: Record<'_>) {
+        host::publish_decision(
+            &record
+                .route(self.route.as_deref())
+                .identity(self.identity.as_ref()),
+        );
+    }
+
     /// Lets the request through (keeping the headers for the response) or answers it.
-    fn act(&mut self, worker: &Worker, decision: Decision<'_>) -> Action {
+    /// `fallback`: the rate limit service failed and the local limiter decided.
+    fn act(&mut self, worker: &Worker, decision: Decision<'_>, fallback: bool) -> Action {
         let metrics = &worker.metrics;
+        // The access log's record when the rate limit service failed: `failed`, and
+        // whether the local count let the request through.
+        let fell_back = |passed: bool| {
+            Record::new(Filter::RateLimiting, Outcome::Failed)
+                .reason("service_fallback")
+                .passed(passed)
+        };
         match decision {
-            Decision::NotLimited => Action::Continue,
+            Decision::NotLimited => {
+                self.publish(
+                    Record::new(Filter::RateLimiting, Outcome::Skipped).reason("no_policy"),
+                );
+                Action::Continue
+            }
             Decision::Allow {
                 headers,
                 overflowed,
+                window,
             } => {
                 metrics.allowed.inc();
                 if overflowed {
                     metrics.overflowed.inc();
                 }
+                let record = if fallback {
+                    fell_back(true)
+                } else {
+                    Record::new(Filter::RateLimiting, Outcome::Accepted)
+                };
+                self.publish(record.window(window));
                 self.response_headers = headers;
                 Action::Continue
             }
@@ -290,11 +340,18 @@ impl RateLimitRequest {
                 headers,
                 reason,
                 overflowed,
+                window,
             } => {
                 metrics.limited.inc();
                 if overflowed {
                     metrics.overflowed.inc();
                 }
+                let record = if fallback {
+                    fell_back(false)
+                } else {
+                    Record::new(Filter::RateLimiting, Outcome::Limited).reason("limited")
+                };
+                self.publish(record.status(status).window(window));
                 log(
                     LogLevel::Info,
                     &format!("portcullis-rate-limiting: limited {reason}"),
@@ -314,6 +371,11 @@ impl RateLimitRequest {
                     LogLevel::Info,
                     &format!("portcullis-rate-limiting: refused {reason}"),
                 );
+                self.publish(
+                    Record::new(Filter::RateLimiting, Outcome::Rejected)
+                        .reason("rejected")
+                        .status(status),
+                );
                 host::respond_json(u32::from(status), &body, &[]);
                 Action::Pause
             }
@@ -324,6 +386,14 @@ impl RateLimitRequest {
                     LogLevel::Error,
                     &format!("portcullis-rate-limiting: counting failed, {action}: {error}"),
                 );
+                let record = Record::new(Filter::RateLimiting, Outcome::Failed)
+                    .reason(if fallback {
+                        "service_fallback"
+                    } else {
+                        "fault"
+                    })
+                    .passed(pass);
+                self.publish(if pass { record } else { record.status(500) });
                 if pass {
                     Action::Continue
                 } else {

@@ -19,6 +19,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
+use portcullis_core::decision::{Filter, Outcome, Record};
 use portcullis_core::header_map::is_method_override;
 use portcullis_core::token_issuer::{
     BodyOutcome, HeadDecision, Refusal, RequestRoute, ResponseHead, SignError, TokenIssuer,
@@ -183,6 +184,12 @@ impl HttpContext for IssuerFilter {
                 // The upstream may serve this spelling as its login: it must not answer
                 // unsigned, so it never gets the request.
                 self.worker.metrics.misspelt.inc();
+                host::publish_decision(
+                    &Record::new(Filter::TokenIssuer, Outcome::Rejected)
+                        .reason("misspelt_auth_path")
+                        .status(400)
+                        .route(route.as_deref()),
+                );
                 log(
                     LogLevel::Info,
                     &format!(
@@ -238,7 +245,11 @@ impl HttpContext for IssuerFilter {
         let issuer = &self.worker.issuer;
         match issuer.inspect(&head) {
             HeadDecision::UpstreamRefusal => {
+                // A failed login: the upstream's own answer goes to the client.
                 self.worker.metrics.upstream_refusals.inc();
+                host::publish_decision(
+                    &Record::new(Filter::TokenIssuer, Outcome::Rejected).reason("upstream_refusal"),
+                );
                 Action::Continue
             }
             HeadDecision::PassThrough(why) => {
@@ -304,6 +315,12 @@ impl HttpContext for IssuerFilter {
                     }
                 }
                 worker.metrics.issued.inc();
+                // Who logged in (the token's `sub`); never the token itself.
+                let record = Record {
+                    consumer: issued.subject.as_deref(),
+                    ..Record::new(Filter::TokenIssuer, Outcome::Issued)
+                };
+                host::publish_decision(&record);
                 Action::Continue
             }
             BodyOutcome::PassThrough(why) => {
@@ -327,6 +344,9 @@ impl HttpContext for IssuerFilter {
 impl IssuerFilter {
     fn passed_through(&self, why: &str) {
         self.worker.metrics.passed_through.inc();
+        host::publish_decision(
+            &Record::new(Filter::TokenIssuer, Outcome::Skipped).reason("passed_through"),
+        );
         log(
             LogLevel::Debug,
             &format!("{NAME}: login answer passed unchanged: {why}"),
@@ -336,6 +356,19 @@ impl IssuerFilter {
     /// Answers 502 in place of the upstream's answer; nothing of its body is sent.
     fn refuse(&self, refusal: &Refusal) -> Action {
         self.worker.metrics.rejected(refusal.metric_label());
+        // Signing failing is the gateway's failure; the rest, the login answer's shape.
+        let outcome = match refusal {
+            Refusal::Signing(_) => Outcome::Failed,
+            _ => Outcome::Rejected,
+        };
+        let record = Record::new(Filter::TokenIssuer, outcome)
+            .reason(refusal.metric_label())
+            .status(refusal.status());
+        host::publish_decision(&if outcome == Outcome::Failed {
+            record.passed(false)
+        } else {
+            record
+        });
         log(
             LogLevel::Info,
             &format!("{NAME}: no token: {}", refusal.log_reason()),

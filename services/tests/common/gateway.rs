@@ -63,6 +63,7 @@ pub fn demo(
         portcullis_admin,
         ratelimit: None,
         tls: None,
+        access_log: None,
     }
 }
 

@@ -17,6 +17,7 @@ pub struct Gateway {
     grpc_clusters: Vec<(String, u16)>,
     filters: Vec<String>,
     use_remote_address: bool,
+    access_log: Option<String>,
 }
 
 impl Gateway {
@@ -75,6 +76,13 @@ impl Gateway {
         self
     }
 
+    /// Logs every request as `yaml` says (an `access_log:` block at column 0) instead of the
+    /// text line to Envoy's log.
+    pub fn access_log(mut self, yaml: impl Into<String>) -> Self {
+        self.access_log = Some(yaml.into());
+        self
+    }
+
     /// Appends an `http_filters` entry (such as [`super::wasm_filter`] renders); filters run
     /// in the order added, all before the router.
     pub fn filter(mut self, http_filter: String) -> Self {
@@ -87,8 +95,11 @@ impl Gateway {
         let mut listener = Listener::new(Self::LISTENER)
             .stat_prefix("gateway")
             .use_remote_address(self.use_remote_address)
-            .access_log()
-            .virtual_host(virtual_host("gateway", &["*"], &self.routes));
+            .access_log();
+        if let Some(yaml) = &self.access_log {
+            listener = listener.access_log_yaml(yaml.as_str());
+        }
+        listener = listener.virtual_host(virtual_host("gateway", &["*"], &self.routes));
         for filter in &self.filters {
             listener = listener.filter(filter.as_str());
         }

@@ -58,6 +58,8 @@ pub struct Listener {
     stat_prefix: String,
     use_remote_address: bool,
     access_log: bool,
+    /// An `access_log:` block of one's own, in place of [`ACCESS_LOG`].
+    access_log_yaml: Option<String>,
     virtual_hosts: Vec<String>,
     filters: Vec<String>,
 }
@@ -73,6 +75,7 @@ impl Listener {
             stat_prefix: name.to_owned(),
             use_remote_address: false,
             access_log: false,
+            access_log_yaml: None,
             virtual_hosts: Vec::new(),
             filters: Vec::new(),
         }
@@ -105,6 +108,13 @@ impl Listener {
         self
     }
 
+    /// Logs every request as `yaml` says: an `access_log:` key at column 0 and its list
+    /// (such as `envoy-config/access-log/envoy.yaml`), in place of [`Listener::access_log`]'s.
+    pub fn access_log_yaml(mut self, yaml: impl Into<String>) -> Self {
+        self.access_log_yaml = Some(yaml.into());
+        self
+    }
+
     /// Appends a `virtual_hosts` entry (or several), YAML at column 0, such as
     /// [`virtual_host`] renders.
     pub fn virtual_host(mut self, yaml: impl Into<String>) -> Self {
@@ -122,7 +132,11 @@ impl Listener {
     /// The `listeners` entry, YAML at column 0. Placeholders in the parts are kept for a
     /// later [`fill`] (such as [`crate::EnvoyBuilder::var`] makes).
     pub fn render(&self) -> String {
-        let access_log = if self.access_log { ACCESS_LOG } else { "" };
+        let access_log = match &self.access_log_yaml {
+            Some(yaml) => yaml.as_str(),
+            None if self.access_log => ACCESS_LOG,
+            None => "",
+        };
         let vars = BTreeMap::from([
             ("NAME".to_owned(), quote(&self.name)),
             ("PORT".to_owned(), self.port.to_string()),

@@ -130,6 +130,20 @@ impl Rejection {
         }
     }
 
+    /// The access log's outcome ([`crate::decision`]): `failed` when the filter could not
+    /// decide (no keys from the JWKS, the consumer source unavailable or throttled, the
+    /// verifier failing), else `rejected`.
+    pub fn outcome(&self) -> crate::decision::Outcome {
+        match self {
+            Rejection::KeysUnavailable { .. }
+            | Rejection::Crypto(_)
+            | Rejection::NotCached { .. }
+            | Rejection::SourceUnavailable
+            | Rejection::LookupThrottled => crate::decision::Outcome::Failed,
+            _ => crate::decision::Outcome::Rejected,
+        }
+    }
+
     /// A stable, low-cardinality label for the rejected-requests metric.
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -227,6 +241,25 @@ fn json_string(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_to_decide_are_failed_and_the_rest_rejected_in_the_access_log() {
+        use crate::decision::Outcome;
+        let failed = [
+            Rejection::KeysUnavailable {
+                provider: "p".into(),
+            },
+            Rejection::Crypto(CryptoError::Host("gone".into())),
+            Rejection::SourceUnavailable,
+            Rejection::LookupThrottled,
+        ];
+        for r in failed {
+            assert_eq!(r.outcome(), Outcome::Failed, "{r:?}");
+        }
+        for r in [Rejection::Missing, Rejection::Expired, Rejection::Revoked] {
+            assert_eq!(r.outcome(), Outcome::Rejected, "{r:?}");
+        }
+    }
 
     #[test]
     fn a_kid_from_the_token_reaches_the_log_escaped_and_cut_short() {

@@ -60,10 +60,7 @@ pub fn client_headers(reports: &[WindowReport]) -> Vec<(&'static str, String)> {
             out.push((period.remaining_header(), decimal(r.remaining)));
         }
     }
-    if let Some(r) = reports
-        .iter()
-        .min_by_key(|r| (r.remaining, Reverse(r.period), r.limit))
-    {
+    if let Some(r) = tightest(reports) {
         out.push((RATELIMIT_LIMIT, decimal(r.limit)));
         out.push((RATELIMIT_REMAINING, decimal(r.remaining)));
         out.push((RATELIMIT_RESET, decimal(r.reset)));
@@ -72,6 +69,23 @@ pub fn client_headers(reports: &[WindowReport]) -> Vec<(&'static str, String)> {
         out.push((RETRY_AFTER, decimal(wait)));
     }
     out
+}
+
+/// The window the `RateLimit-*` headers and the access log report: the one with the fewest
+/// requests left; on a tie the longer window, as Kong.
+pub fn tightest(reports: &[WindowReport]) -> Option<&WindowReport> {
+    reports
+        .iter()
+        .min_by_key(|r| (r.remaining, Reverse(r.period), r.limit))
+}
+
+/// [`tightest`] as the access log's record has it.
+pub fn logged_window(reports: &[WindowReport]) -> Option<crate::decision::Window> {
+    tightest(reports).map(|r| crate::decision::Window {
+        period: r.period.name(),
+        limit: r.limit,
+        remaining: r.remaining,
+    })
 }
 
 /// `n` in decimal, without the formatting machinery (a few hundred wasm instructions less

@@ -11,7 +11,7 @@
 //! extra count and be refused: the limiter errs towards refusing, never towards admitting.
 
 use super::counter::{WindowCount, WindowState};
-use super::headers::{client_headers, WindowReport};
+use super::headers::{client_headers, logged_window, WindowReport};
 use super::key::{KeyError, LimitKey, RequestFacts};
 use super::policy::{Policy, RateLimitPolicySet, ResponseSettings};
 use super::slot::Slot;
@@ -41,6 +41,8 @@ pub enum Decision<'a> {
         headers: Vec<(&'static str, String)>,
         /// It counted in a shared overflow slot (the table is full around its key).
         overflowed: bool,
+        /// The window with the fewest requests left, for the access log.
+        window: Option<crate::decision::Window>,
     },
     /// Refused: answer `status` with the JSON `body` and `headers`, and log `reason`.
     Limit {
@@ -50,6 +52,8 @@ pub enum Decision<'a> {
         /// `consumer:c-1 by routes.payments minute: 20 of 20, retry in 42 s`.
         reason: String,
         overflowed: bool,
+        /// The window with the fewest requests left, for the access log.
+        window: Option<crate::decision::Window>,
     },
     /// Counting failed (shared data refused, or contention past [`MAX_ATTEMPTS`], or the
     /// request's headers unreadable). `pass` is `fault_tolerant`: let the request through,
@@ -266,17 +270,25 @@ impl Limiter {
             .collect();
         let response: &ResponseSettings = selection.response;
         match self.count(store, &subjects, now) {
-            Ok(Counted::Admitted(attempts)) => Decision::Allow {
-                headers: self.headers(response, &attempts, true, now),
-                overflowed: overflowed(&attempts),
-            },
-            Ok(Counted::Refused(attempts, by)) => Decision::Limit {
-                status: response.error_code,
-                body: &response.error_body,
-                headers: self.headers(response, &attempts, false, now),
-                reason: reason(&subjects, &attempts, by, now),
-                overflowed: overflowed(&attempts),
-            },
+            Ok(Counted::Admitted(attempts)) => {
+                let (headers, window) = self.headers(response, &attempts, true, now);
+                Decision::Allow {
+                    headers,
+                    overflowed: overflowed(&attempts),
+                    window,
+                }
+            }
+            Ok(Counted::Refused(attempts, by)) => {
+                let (headers, window) = self.headers(response, &attempts, false, now);
+                Decision::Limit {
+                    status: response.error_code,
+                    body: &response.error_body,
+                    headers,
+                    reason: reason(&subjects, &attempts, by, now),
+                    overflowed: overflowed(&attempts),
+                    window,
+                }
+            }
             Err(failed) => {
                 if !response.fault_tolerant {
                     // The request will not be served: take back what it counted.
@@ -296,15 +308,16 @@ impl Limiter {
         attempts: &[Attempt],
         admitted: bool,
         now: UnixMillis,
-    ) -> Vec<(&'static str, String)> {
-        if response.hide_client_headers {
-            return Vec::new();
-        }
+    ) -> (Vec<(&'static str, String)>, Option<crate::decision::Window>) {
         let reports: Vec<WindowReport> = attempts
             .iter()
             .flat_map(|a| a.reports(admitted, now))
             .collect();
-        client_headers(&reports)
+        let window = logged_window(&reports);
+        if response.hide_client_headers {
+            return (Vec::new(), window);
+        }
+        (client_headers(&reports), window)
     }
 
     /// Reads and evaluates one subject's slot.
@@ -595,6 +608,34 @@ mod tests {
             };
             assert_eq!(*pass, tolerant);
             assert!(error.contains("request headers unreadable"), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_access_log_gets_the_window_with_fewest_left_even_with_hidden_headers() {
+        use crate::decision::Window;
+        for hide in [false, true] {
+            let limiter = limiter(json!({
+                "minute": 3, "hour": 100, "limit_by": "ip", "hide_client_headers": hide
+            }));
+            let store = ready(&limiter);
+            let window = |d: &Decision<'_>| match d {
+                Decision::Allow { window, .. } | Decision::Limit { window, .. } => *window,
+                _ => panic!("{d:?}"),
+            };
+            let minute = |remaining| {
+                Some(Window {
+                    period: "minute",
+                    limit: 3,
+                    remaining,
+                })
+            };
+            let mut seen = Vec::new();
+            for i in 0..4 {
+                let d = limiter.decide(None, &mut from("203.0.113.7"), &store, at(T0 + 10 + i));
+                seen.push(window(&d));
+            }
+            assert_eq!(seen, [minute(2), minute(1), minute(0), minute(0)], "{hide}");
         }
     }
 

@@ -17,7 +17,7 @@
 
 use prost::Message;
 
-use super::headers::{client_headers, WindowReport};
+use super::headers::{client_headers, logged_window, WindowReport};
 use super::key::{LimitKey, RequestFacts};
 use super::limiter::{Decision, Limiter};
 use super::policy::{Policy, Selection, ServiceSettings};
@@ -310,10 +310,12 @@ fn read<'a>(
     } else {
         client_headers(&reports)
     };
+    let window = logged_window(&reports);
     if !limited {
         return Ok(Decision::Allow {
             headers,
             overflowed: false,
+            window,
         });
     }
     Ok(Decision::Limit {
@@ -322,6 +324,7 @@ fn read<'a>(
         headers,
         reason: reason(call, &selection.policies, &reports),
         overflowed: false,
+        window,
     })
 }
 

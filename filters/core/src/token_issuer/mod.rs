@@ -179,6 +179,8 @@ pub struct Issued {
     pub expires_in: u64,
     /// The `Set-Cookie` value, when a cookie is configured.
     pub set_cookie: Option<String>,
+    /// The token's `sub` when it is a string: who logged in, for the access log.
+    pub subject: Option<String>,
 }
 
 /// Headers a token answer always carries (RFC 6749 §5.1): never cached.
@@ -345,11 +347,17 @@ impl TokenIssuer {
             .cookie
             .as_ref()
             .map(|c| c.set_cookie(&token, claims.expires_in));
+        let subject = claims
+            .claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         BodyOutcome::Issued(Issued {
             token,
             body,
             expires_in: claims.expires_in,
             set_cookie,
+            subject,
         })
     }
 

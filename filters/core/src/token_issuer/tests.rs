@@ -180,6 +180,9 @@ fn the_answer_carries_the_token_its_type_and_lifetime() {
     assert_eq!(claims["jti"], URL_SAFE_NO_PAD.encode(JTI));
     assert_eq!(claims["groups"], json!(["admins"]));
     assert_eq!(issued.set_cookie, None);
+    // Who logged in, for the access log: the token's own `sub`.
+    assert!(issued.subject.is_some());
+    assert_eq!(issued.subject.as_deref(), claims["sub"].as_str());
     let headers = issued.headers();
     assert!(headers.contains(&("content-length", issued.body.len().to_string())));
     assert!(headers.contains(&("cache-control", "no-store".to_owned())));
