@@ -59,6 +59,40 @@ const SCRIPT_VARIABLES: [&str; 10] = [
     "RATELIMIT",
 ];
 
+/// `count` ports free now, below the kernel's ephemeral range: `make run` binds them seconds
+/// later (after make's own set-up and portcullis-admin's start), and a port from that range
+/// could meanwhile go to any socket another test opens, bound to port 0 or connecting out
+/// (seen: `order-service: port … is already in use` while the scenario's other tests ran).
+/// Below the range only an explicit bind takes a port; the start moves with the process id
+/// and the clock, so two runs at once look in different places.
+fn unclaimable_ports(count: usize) -> Vec<u16> {
+    let ephemeral_start: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let low: u16 = 10_000;
+    assert!(
+        ephemeral_start > low + 1_000,
+        "the ephemeral range starts at {ephemeral_start}: no room below it for the demo's ports"
+    );
+    let span = u32::from(ephemeral_start - low);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let start = (std::process::id().wrapping_mul(7919) ^ nanos) % span;
+    let mut ports = Vec::with_capacity(count);
+    for step in 0..span {
+        let port = low + ((start + step) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+            if ports.len() == count {
+                return ports;
+            }
+        }
+    }
+    panic!("fewer than {count} free ports between {low} and {ephemeral_start}");
+}
+
 impl MakeRun {
     /// Runs `make run` on free ports.
     pub fn start() -> MakeRun {
@@ -77,18 +111,11 @@ impl MakeRun {
         } else {
             [PORT_VARIABLES.as_slice(), NODE2_PORT_VARIABLES.as_slice()].concat()
         };
-        // Ports the kernel hands out now, free again once the listeners close: run.sh checks
-        // them before anything binds.
-        let listeners: Vec<TcpListener> = variables
-            .iter()
-            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-            .collect();
         let ports: Vec<(&'static str, u16)> = variables
             .iter()
-            .zip(&listeners)
-            .map(|(v, l)| (*v, l.local_addr().unwrap().port()))
+            .copied()
+            .zip(unclaimable_ports(variables.len()))
             .collect();
-        drop(listeners);
         let mut command = Command::new("setsid");
         command.args(["make", "run"]);
         // On the Envoy the tests run (`make test-envoy ENVOY_VERSION=…` points
