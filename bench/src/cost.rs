@@ -54,23 +54,26 @@ pub fn host_verify_calls(family: &str) -> String {
 }
 
 /// The host calls a Portcullis jwt cache hit makes (host-test counts them): the header map,
-/// the clock, Kong's four headers, the identity, two counters — and nothing else.
+/// the clock, Kong's four headers, the identity and the decision record, two counters — and
+/// nothing else.
 pub const JWT_HIT_HOST_CALLS: &str =
-    r#"{"map_reads":1,"clock_reads":1,"header_writes":4,"property_writes":1,"metric_incs":2}"#;
+    r#"{"map_reads":1,"clock_reads":1,"header_writes":4,"property_writes":2,"metric_incs":2}"#;
 
 /// The host calls of the chain's acl on a request it allows (the default policy, no
-/// methods): the identity, the groups header, two counters.
-pub const ACL_ALLOW_HOST_CALLS: &str = r#"{"property_reads":1,"header_writes":1,"metric_incs":2}"#;
+/// methods): the identity, the groups header, the decision record, two counters.
+pub const ACL_ALLOW_HOST_CALLS: &str =
+    r#"{"property_reads":1,"header_writes":1,"property_writes":1,"metric_incs":2}"#;
 
 /// The host calls of the chain's rate-limiting counting a consumer locally in a minute
-/// window: the clock, the counter's slot read and written back, the identity, one counter,
-/// and Kong's five headers on the response.
-pub const RATE_LIMIT_HOST_CALLS: &str = r#"{"clock_reads":1,"shared_reads":1,"shared_writes":1,"property_reads":1,"metric_incs":1,"response_header_writes":5}"#;
+/// window: the clock, the counter's slot read and written back, the identity, the decision
+/// record, one counter, and Kong's five headers on the response.
+pub const RATE_LIMIT_HOST_CALLS: &str = r#"{"clock_reads":1,"shared_reads":1,"shared_writes":1,"property_reads":1,"property_writes":1,"metric_incs":1,"response_header_writes":5}"#;
 
 /// The same three filters' host calls made from one VM: the header map and the clock read
 /// once, the identity kept in memory instead of read back, so what is left is the headers,
-/// the identity published once, the five counters, the slot, and the response headers.
-pub const CHAIN_ONE_VM_HOST_CALLS: &str = r#"{"map_reads":1,"clock_reads":1,"header_writes":5,"property_writes":1,"metric_incs":5,"shared_reads":1,"shared_writes":1,"response_header_writes":5}"#;
+/// the identity published once and the three decision records (the access log reads one per
+/// filter), the five counters, the slot, and the response headers.
+pub const CHAIN_ONE_VM_HOST_CALLS: &str = r#"{"map_reads":1,"clock_reads":1,"header_writes":5,"property_writes":4,"metric_incs":5,"shared_reads":1,"shared_writes":1,"response_header_writes":5}"#;
 
 pub fn cost_filter(config: &str) -> String {
     cost_filter_in("cost", config)
