@@ -412,13 +412,7 @@ fn make_run_prints_tokens_that_work_and_ctrl_c_stops_everything() {
             201,
         ),
     ] {
-        run.assert_printed(&line);
-        let out = run.paste(&line);
-        let got = out
-            .lines()
-            .next()
-            .and_then(|first| first.split_whitespace().nth(1));
-        assert_eq!(got, Some(status.to_string().as_str()), "{line}:\n{out}");
+        assert_pasted_status(&run, &line, status);
     }
     let out = run.paste(&format!("{curl} -s {admin_api}/status"));
     let status: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -474,13 +468,7 @@ fn make_run_tls_0_serves_plain_http() {
             201,
         ),
     ] {
-        run.assert_printed(&line);
-        let out = run.paste(&line);
-        let got = out
-            .lines()
-            .next()
-            .and_then(|first| first.split_whitespace().nth(1));
-        assert_eq!(got, Some(status.to_string().as_str()), "{line}:\n{out}");
+        assert_pasted_status(&run, &line, status);
     }
     // The service saw a plain connection from Envoy.
     let mobile = format!("Bearer {}", run.printed("MOBILE"));
@@ -745,4 +733,16 @@ mod shared {
             reached[0]
         );
     }
+}
+
+/// Pastes a curl line `make run` printed, checking it was printed exactly so, and asserts the
+/// status line of its answer (`curl -i`).
+fn assert_pasted_status(run: &MakeRun, line: &str, status: u16) {
+    run.assert_printed(line);
+    let out = run.paste(line);
+    let got = out
+        .lines()
+        .next()
+        .and_then(|first| first.split_whitespace().nth(1));
+    assert_eq!(got, Some(status.to_string().as_str()), "{line}:\n{out}");
 }

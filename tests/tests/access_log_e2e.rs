@@ -138,6 +138,22 @@ impl Scene {
     }
 }
 
+/// Logs in with the login service answering `profile`: asserts the 200, keeps the issued
+/// token in `sent` (it must appear nowhere in the logs), and returns the access log line.
+fn log_in(scene: &Scene, profile: Value, sent: &mut Vec<String>) -> Value {
+    scene.login.set_response(Response::json(200, &profile));
+    let (status, line, body) = scene.send(
+        "POST",
+        "/login",
+        &[("content-type", "application/json")],
+        Some(b"{}"),
+    );
+    assert_eq!(status, 200, "{body}");
+    let issued: Value = serde_json::from_str(&body).unwrap();
+    sent.push(issued["token"].as_str().unwrap().to_owned());
+    line
+}
+
 /// Envoy with the demo's chain (token-issuer → jwt → acl → rate-limiting), the shipped
 /// access log to a file, and a provider whose JWKS cluster leads nowhere.
 fn scene() -> Scene {
@@ -441,19 +457,11 @@ fn every_decision_class_is_one_json_line_with_each_filters_record() {
     );
 
     // A token issued at login: who logged in, never the token; jwt skips the public route.
-    scene.login.set_response(Response::json(
-        200,
-        &json!({"sub": "mobile-app", "username": "mobile-app"}),
-    ));
-    let (status, line, body) = scene.send(
-        "POST",
-        "/login",
-        &[("content-type", "application/json")],
-        Some(b"{}"),
+    let line = log_in(
+        &scene,
+        json!({"sub": "mobile-app", "username": "mobile-app"}),
+        &mut sent,
     );
-    assert_eq!(status, 200, "{body}");
-    let issued: Value = serde_json::from_str(&body).unwrap();
-    sent.push(issued["token"].as_str().unwrap().to_owned());
     assert_eq!(
         decision(&line, "token_issuer"),
         Some(
@@ -526,18 +534,7 @@ fn hostile_token_values_are_escaped_and_cut_and_the_log_stays_json() {
     }
     // A login answer's subject is logged as it came, escaped and cut: controls included.
     for sub in &hostile {
-        scene
-            .login
-            .set_response(Response::json(200, &json!({"sub": sub, "username": "x"})));
-        let (status, line, body) = scene.send(
-            "POST",
-            "/login",
-            &[("content-type", "application/json")],
-            Some(b"{}"),
-        );
-        assert_eq!(status, 200, "{body}");
-        let issued: Value = serde_json::from_str(&body).unwrap();
-        sent.push(issued["token"].as_str().unwrap().to_owned());
+        let line = log_in(&scene, json!({"sub": sub, "username": "x"}), &mut sent);
         assert_eq!(
             decision(&line, "token_issuer"),
             Some(
