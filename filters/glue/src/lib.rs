@@ -1,14 +1,19 @@
 //! proxy-wasm glue shared by the Portcullis filters: what every filter does at start-up and
-//! how it talks to the host, written once. Policy logic never lives here (see
-//! `portcullis-core`); this crate only moves bytes between the host and that logic.
+//! how it talks to the host, written once, and each filter's glue as a stage ([`stages`])
+//! that both packagings run ([`chain`]): alone, as that filter's module, or with the others
+//! in the one-VM gateway. Policy logic never lives here (see `portcullis-core`); this crate
+//! only moves bytes between the host and that logic.
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel};
 
+pub mod chain;
+pub mod exchange;
 pub mod host;
 pub mod host_crypto;
 pub mod scaffold;
 pub mod shared;
+pub mod stages;
 
 /// Sets the SDK's log level and routes panics to the host's log at critical level, so the
 /// one panic that slips through is at least visible in Envoy's log before the VM dies.

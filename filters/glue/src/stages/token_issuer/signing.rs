@@ -2,11 +2,11 @@
 //! (BoringSSL, for RS256 and ES256; [`HostSigner`]) when a probe shows it answers correctly,
 //! else the module's own RustCrypto signer. And the random bytes of each `jti`.
 
+use crate::host_crypto::HostSigner;
 use portcullis_core::jose::CryptoChoice;
 use portcullis_core::token_issuer::{
     InModuleSigner, SignError, SigningBackend, SigningKey, TokenIssuer, PROBE_TEXT,
 };
-use portcullis_glue::host_crypto::HostSigner;
 
 /// The backend chosen at start.
 #[derive(Clone, Copy, Debug)]

@@ -8,12 +8,12 @@ use std::time::Duration;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, Status};
 
+use crate::host::{self, log, Counter};
+use crate::shared::HostStore;
 use portcullis_core::jwt::source::directory::{Answered, Resolve};
 use portcullis_core::jwt::source::poller::Outcome;
 use portcullis_core::jwt::source::shared::worker_id;
 use portcullis_core::jwt::source::{Call, ConsumerSource, Directory, Poller};
-use portcullis_glue::host::{self, log, Counter};
-use portcullis_glue::shared::HostStore;
 
 struct Metrics {
     lookups: Counter,

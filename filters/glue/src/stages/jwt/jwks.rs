@@ -10,13 +10,13 @@ use std::time::Duration;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, Status};
 
+use crate::host::log;
+use crate::shared::HostStore;
 use portcullis_core::jose::jwks::parse_jwks;
 use portcullis_core::jwt::keyring::{KeyStore, RemoteJwks};
 use portcullis_core::jwt::refresh::{RefreshState, Trigger};
 use portcullis_core::shared::{SharedStore, Written};
 use portcullis_core::UnixTime;
-use portcullis_glue::host::log;
-use portcullis_glue::shared::HostStore;
 
 fn jwks_key(provider: &str) -> String {
     format!("portcullis.jwt.jwks.{provider}")
@@ -117,7 +117,7 @@ pub fn answered(
     now: UnixTime,
     body_size: usize,
 ) -> bool {
-    let (status, body) = portcullis_glue::host::http_call_response(body_size);
+    let (status, body) = crate::host::http_call_response(body_size);
     let installed = match (status.as_deref(), parse_jwks(&body)) {
         (Some("200"), Ok(parsed)) => {
             let generation = store
