@@ -438,3 +438,40 @@ fn rate_limit_service() -> impl Fn(&host_test::GrpcRequest) -> GrpcAnswer + Send
         )
     }
 }
+
+#[test]
+fn the_consumer_source_is_polled_as_the_jwt_filter_polls_it() {
+    let host = Host::new();
+    let polls = Arc::new(AtomicU32::new(0));
+    let seen = Arc::clone(&polls);
+    host.upstream("portcullis_admin", move |_| {
+        seen.fetch_add(1, Ordering::Relaxed);
+        host_test::HttpCallReply::new(503)
+    });
+    let mut jwt = serde_json::from_str::<Value>(
+        &std::fs::read_to_string(paths::workspace_root().join("envoy-config/policies/jwt.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    jwt["consumer_source"]["poll_interval_ms"] = json!(1000);
+    let mut gateway = host
+        .plugin(paths::wasm("gateway"))
+        .name("gateway")
+        .config_json(&json!({ "jwt": jwt }))
+        .start()
+        .unwrap();
+    let mut filter = host
+        .plugin(paths::wasm("jwt"))
+        .name("jwt")
+        .config_json(&jwt)
+        .start()
+        .unwrap();
+    assert_eq!(gateway.tick_period_ms(), filter.tick_period_ms());
+    assert!(gateway.tick_period_ms() > 0);
+    gateway.advance(std::time::Duration::from_secs(3)).unwrap();
+    let by_gateway = polls.swap(0, Ordering::Relaxed);
+    filter.advance(std::time::Duration::from_secs(3)).unwrap();
+    let by_filter = polls.load(Ordering::Relaxed);
+    assert!(by_filter > 0);
+    assert_eq!(by_gateway, by_filter);
+}
