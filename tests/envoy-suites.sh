@@ -5,6 +5,9 @@
 #
 #   tests/envoy-suites.sh full     every test target that starts an Envoy, every test in it
 #   tests/envoy-suites.sh smoke    the examples validated, one end-to-end per filter, the scenario
+#   tests/envoy-suites.sh packaging  each filter's end-to-end suite and the demo's, in the
+#                                  packaging they do not run by default: the filters' suites in
+#                                  the one-VM gateway, the demo's as four separate filters
 #   tests/envoy-suites.sh check    the lists against the tree: every test file that starts an
 #                                  Envoy is in FULL, every SMOKE target is in FULL (both modes
 #                                  above check first)
@@ -56,6 +59,26 @@ SMOKE=(
   "portcullis-services scenario"
 )
 
+# "package test-target": the suites that run again in the other packaging
+# (PORTCULLIS_PACKAGING). The filters' suites run as separate filters by default and here in
+# the one-VM gateway (consecutive Portcullis filters merged into one, tests/src/config); the
+# demo's run the gateway by default, as `make run` does, and here the four filters.
+PACKAGING_GATEWAY=(
+  "portcullis-tests access_log_e2e"
+  "portcullis-tests acl_e2e"
+  "portcullis-tests consumer_source_e2e"
+  "portcullis-tests jwt_e2e"
+  "portcullis-tests jwt_failure_delay_e2e"
+  "portcullis-tests rate_limiting_e2e"
+  "portcullis-tests rate_limiting_redis_e2e"
+  "portcullis-tests token_issuer_e2e"
+)
+PACKAGING_FILTERS=(
+  "portcullis-services demo_gateway"
+  "portcullis-services demo_tls"
+  "portcullis-services scenario"
+)
+
 # What in a test file means it starts an Envoy (the helpers that do it for a test included;
 # the demo tests' Gateway::start, not their certificate helpers).
 MARKERS='Envoy::|envoy_binary|MakeRun|Gateway::start|\.validate\(\)'
@@ -102,10 +125,10 @@ check() {
       problems=1
     }
   done
-  for entry in "${SMOKE[@]}"; do
+  for entry in "${SMOKE[@]}" "${PACKAGING_GATEWAY[@]}" "${PACKAGING_FILTERS[@]}"; do
     read -r package target _ <<<"$entry"
     grep -qxF "$package $target" <<<"$listed" || {
-      echo "envoy-suites: the smoke target $package $target is not in FULL" >&2
+      echo "envoy-suites: the target $package $target (SMOKE or PACKAGING_*) is not in FULL" >&2
       problems=1
     }
   done
@@ -158,10 +181,17 @@ run() {
 case ${1:-} in
   full) check && run "${FULL[@]}" ;;
   smoke) check && run "${SMOKE[@]}" ;;
+  packaging)
+    check
+    status=0
+    PORTCULLIS_PACKAGING=gateway run "${PACKAGING_GATEWAY[@]}" || status=1
+    PORTCULLIS_PACKAGING=filters run "${PACKAGING_FILTERS[@]}" || status=1
+    exit $status
+    ;;
   check) check && echo "envoy-suites: the lists match the tree (${#FULL[@]} targets, ${#SMOKE[@]} smoke)" ;;
   list) printf '%s\n' "${FULL[@]}" ;;
   *)
-    echo "usage: tests/envoy-suites.sh full|smoke|check|list" >&2
+    echo "usage: tests/envoy-suites.sh full|smoke|packaging|check|list" >&2
     exit 2
     ;;
 esac

@@ -4,7 +4,7 @@
 //! whatever headers the client sends). A broken configuration keeps Envoy from starting,
 //! and the log names the field.
 
-use portcullis_tests::config::portcullis_filter;
+use portcullis_tests::config::{plugin_name, portcullis_filter, refused};
 use portcullis_tests::tokens::hs256;
 use portcullis_tests::{client, Envoy, Gateway, Reply, Upstream};
 use serde_json::json;
@@ -115,39 +115,40 @@ fn acl_alone_refuses_everything_without_an_identity() {
 fn a_broken_acl_config_keeps_envoy_from_starting_and_the_log_names_the_field() {
     let payments = Upstream::start("payments");
     let rows = [
-        (
-            r#"{"allow": []}"#,
-            "configuration refused: allow: must not be empty",
-        ),
+        (r#"{"allow": []}"#, "allow", "must not be empty"),
         (
             r#"{"deny": ["banned"], "routes": {"payments": {"allow": ["admins"], "deny": ["x"]}}}"#,
-            "configuration refused: routes.payments: set exactly one of `allow`, `deny`",
+            "routes.payments",
+            "set exactly one of `allow`, `deny`",
         ),
         (
             r#"{"allow": ["admins"], "hide_group_header": true}"#,
-            "configuration refused: hide_group_header: unknown field `hide_group_header`",
+            "hide_group_header",
+            "unknown field `hide_group_header`",
         ),
         (
             "{}",
-            "configuration refused: set exactly one of `allow`, `deny`, `any_consumer: true` and \
-             `public: true` (the default policy, for routes not under `routes`): none is set",
+            "",
+            "set exactly one of `allow`, `deny`, `any_consumer: true` and `public: true` (the \
+             default policy, for routes not under `routes`): none is set",
         ),
     ];
-    for (config, expected) in rows {
+    for (config, path, message) in rows {
         let gateway = Gateway::new()
             .route("payments", "/payments", &payments)
             .filter(portcullis_filter("acl", Some(config)));
         let log = Envoy::builder(gateway.render())
             .start_expecting_refusal()
             .unwrap_or_else(|e| panic!("{config}: {e:#}"));
-        let line = format!("portcullis-acl: {expected}");
+        let line = refused("acl", path, message);
         assert!(
             log.lines()
                 .any(|l| l.contains("[error][wasm]") && l.contains(&line)),
             "{config}: no error line with {line:?} in:\n{log}"
         );
+        let plugin = format!("Unable to create Wasm plugin {}", plugin_name("acl"));
         assert!(
-            log.contains("Unable to create Wasm plugin acl"),
+            log.contains(&plugin),
             "{config}: Envoy did not name the refused plugin in:\n{log}"
         );
     }

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use portcullis_tests::config::portcullis_filter;
+use portcullis_tests::config::{portcullis_filter, refused};
 use portcullis_tests::load::{self, room_in_this_minute, statuses};
 use portcullis_tests::{client, Envoy, Gateway, Reply, Upstream};
 use serde_json::{json, Value};
@@ -342,9 +342,11 @@ fn a_broken_configuration_keeps_envoy_from_starting() {
         .start_expecting_refusal()
         .unwrap_or_else(|e| panic!("{e:#}"));
     assert!(
-        log.contains(
-            "configuration refused: hour: the limit for hour(5) cannot be lower than the limit for minute(10)"
-        ),
+        log.contains(&refused(
+            "rate-limiting",
+            "hour",
+            "the limit for hour(5) cannot be lower than the limit for minute(10)"
+        )),
         "{log}"
     );
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use portcullis_tests::config::{bootstrap, cluster, portcullis_filter, Listener};
+use portcullis_tests::config::{bootstrap, cluster, portcullis_filter, refused, Listener};
 use portcullis_tests::{client, release, tokens, Envoy, Reply, Response, Upstream};
 use serde_json::{json, Value};
 
@@ -495,9 +495,11 @@ fn a_weak_secret_keeps_envoy_from_starting_and_the_log_names_the_field() {
         .start_expecting_refusal()
         .unwrap_or_else(|e| panic!("{e:#}"));
     assert!(
-        log.contains(
-            "portcullis-token-issuer: configuration refused: keys[0].secret: 16 bytes, HS256 needs at least 32"
-        ),
+        log.contains(&refused(
+            "token-issuer",
+            "keys[0].secret",
+            "16 bytes, HS256 needs at least 32"
+        )),
         "{log}"
     );
 }

@@ -100,8 +100,8 @@ impl Gateway {
             listener = listener.access_log_yaml(yaml.as_str());
         }
         listener = listener.virtual_host(virtual_host("gateway", &["*"], &self.routes));
-        for filter in &self.filters {
-            listener = listener.filter(filter.as_str());
+        for filter in super::merge_stages(&self.filters) {
+            listener = listener.filter(filter);
         }
         let clusters: Vec<String> = self
             .clusters
