@@ -85,17 +85,20 @@ test-envoy: setup build $(ENVOY_PREREQ) ## Every real-Envoy suite against one re
 test-envoy-smoke: setup build $(ENVOY_PREREQ) ## The smoke set (examples validated, one end-to-end per filter, the scenario) against one release: ENVOY_VERSION=…
 	PORTCULLIS_ENVOY=$(abspath $(ENVOY)) CARGO=$(CARGO) tests/envoy-suites.sh smoke
 
+test-envoy-packaging: setup build $(ENVOY_PREREQ) ## Each filter's end-to-end suite in the one-VM gateway and the demo's suites as four filters: the packaging each does not run by default
+	PORTCULLIS_ENVOY=$(abspath $(ENVOY)) CARGO=$(CARGO) tests/envoy-suites.sh packaging
+
 test-envoy-ci: ## What CI adds to `make test` (which runs everything on the newest release): the smoke set on the oldest release
 	$(MAKE) test-envoy-smoke ENVOY_VERSION=$(firstword $(ENVOY_RELEASES))
 
 fuzz: setup ## Run every fuzz target (fuzz/) for FUZZ_SECONDS each (default 60; FUZZ_TARGETS=a b: only those); a crash fails
 	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh $(FUZZ_TARGETS)
 
-run: setup build $(ENVOY_PREREQ) ## The demo gateway over HTTPS (TLS=0: plain HTTP): real Envoy + the filters + user/order/payment/login services on :8080, portcullis-admin's Admin API on :8001 (NODES=2: two gateway nodes, one limit in Redis; ENVOY_VERSION=1.36: on that release); Ctrl-C stops it
+run: setup build $(ENVOY_PREREQ) ## The demo gateway over HTTPS (TLS=0: plain HTTP): real Envoy + the one-VM gateway (CHAIN=filters: the four filters) + user/order/payment/login services on :8080, portcullis-admin's Admin API on :8001 (NODES=2: two gateway nodes, one limit in Redis; ENVOY_VERSION=1.36: on that release); Ctrl-C stops it
 	@ENVOY=$(abspath $(ENVOY)) SERVICES=$(abspath target/debug/portcullis-services) \
 	  ADMIN_SERVICE=$(abspath target/debug/portcullis-admin) \
 	  RATELIMIT=$(abspath target/debug/portcullis-ratelimit) $(if $(NODES),DEMO_NODES=$(NODES)) \
-	  $(if $(TLS),DEMO_TLS=$(TLS)) \
+	  $(if $(TLS),DEMO_TLS=$(TLS)) $(if $(CHAIN),DEMO_CHAIN=$(CHAIN)) \
 	  envoy-config/run.sh
 
 bench: setup build $(ENVOY_PREREQ) ## Portcullis vs Envoy's native filters, side by side (BENCH_QUICK=1: smoke only; BENCH_ONLY=jwt,acl,ratelimit,chain,host: those groups; BENCH_ROWS=a|b, BENCH_CONCURRENCY=1, BENCH_PROFILE=row: see docs/benchmarks.md)

@@ -16,6 +16,11 @@
 # limit service, checking each one's certificate against that CA and its name; the Admin API
 # serves HTTPS too. The printed curl commands trust the CA with --cacert.
 #
+# DEMO_CHAIN (`make run CHAIN=…`): `gateway` (the default) runs the four stages in one VM,
+# dist/portcullis-gateway.wasm: one VM per worker instead of four, less memory and time per
+# request, the same answers (filters/gateway/tests/differential.rs); `filters` runs the four
+# separate filters, each in its own VM, as a team adopting them one by one would.
+#
 # DEMO_NODES=2 (`make run NODES=2`) runs two gateway nodes sharing one rate limit: Redis (no
 # persistence, its files in a temporary directory under DEMO_RUN_DIR), the rate limit service
 # portcullis-ratelimit against it, and two Envoys with the same chain, their rate-limiting
@@ -43,6 +48,7 @@ HOST=127.0.0.1
 RUN_DIR=${DEMO_RUN_DIR:-.run}
 NODES=${DEMO_NODES:-1}
 TLS=${DEMO_TLS:-1}
+CHAIN=${DEMO_CHAIN:-gateway}
 # Absolute from here on: Redis changes into its --dir before it opens --logfile, so a relative
 # path (the default .run) would be resolved twice and not exist.
 mkdir -p "$RUN_DIR"
@@ -80,6 +86,8 @@ case $NODES in
 esac
 [[ $TLS == 0 || $TLS == 1 ]] ||
   fail "DEMO_TLS=$TLS (make run TLS=…): 1 for HTTPS (the default) or 0 for plain HTTP"
+[[ $CHAIN == gateway || $CHAIN == filters ]] ||
+  fail "DEMO_CHAIN=$CHAIN (make run CHAIN=…): gateway (the default: one VM for the four stages) or filters (one VM each)"
 
 # A port is taken if something accepts a connection on it.
 in_use() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
@@ -115,7 +123,7 @@ ADMINS=(admin)
 CONFIGS=("$RUN_DIR/demo.yaml")
 # Each node's JSON access log (envoy-config/access-log/, docs/access-log.md).
 ACCESS_LOGS=("$RUN_DIR/access.log")
-RENDER_FLAGS=()
+RENDER_FLAGS=(--chain "$CHAIN")
 # The TLS flags of each service: its certificate and key from the demo's, or none.
 SERVICES_TLS=()
 ADMIN_TLS=()
@@ -147,6 +155,11 @@ fi
 # The release, for the log: `make run ENVOY_VERSION=1.36` runs another than the default.
 envoy_release=$("$ENVOY" --version 2>&1 | sed -n 's|.*version: [^/]*/\([^/]*\)/.*|\1|p')
 say "Envoy ${envoy_release:-(release unknown)}: $ENVOY"
+if [[ $CHAIN == gateway ]]; then
+  say "filters: the one-VM gateway (dist/portcullis-gateway.wasm; make run CHAIN=filters: four VMs)"
+else
+  say "filters: token-issuer, jwt, acl and rate-limiting, each in its own VM (CHAIN=filters)"
+fi
 for i in "${!CONFIGS[@]}"; do
   config=${CONFIGS[i]}
   "$SERVICES" render --template envoy-config/demo.yaml.tmpl --policies envoy-config/policies \

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::demo::Demo;
+use crate::demo::{Chain, Demo};
 use crate::service::Service;
 
 pub const USAGE: &str = "\
@@ -16,13 +16,14 @@ usage: portcullis-services [--users ADDR] [--orders ADDR] [--payments ADDR] [--l
                            --gateway ADDR --admin ADDR
                            --users ADDR --orders ADDR --payments ADDR --login ADDR
                            --portcullis-admin ADDR [--ratelimit ADDR] [--tls-dir DIR]
-                           [--access-log FILE]
+                           [--access-log FILE] [--chain gateway|filters]
          prints the demo's Envoy config (envoy-config/demo.yaml.tmpl filled in), with the
          cluster portcullis_admin at --portcullis-admin (portcullis-admin's data plane); with
          --ratelimit, rate-limiting policy redis: the rate limit service's cluster at ADDR
          and the policy from rate-limiting-redis.json; with --tls-dir (what `certs` wrote),
          HTTPS on the gateway listener and TLS to every upstream, each checked against
-         DIR/ca.pem and its name; the JSON access log goes to FILE (default /dev/null: none)
+         DIR/ca.pem and its name; the JSON access log goes to FILE (default /dev/null: none);
+         --chain filters: the four filters, each in its own VM, instead of the one-VM gateway
        portcullis-services certs --dir DIR
          writes a new demo CA (DIR/ca.pem, its key kept nowhere) and a certificate and key
          it signs for the gateway, the services, portcullis-admin and the rate limit service
@@ -74,6 +75,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
                 "--ratelimit",
                 "--tls-dir",
                 "--access-log",
+                "--chain",
             ]
         } else {
             &["--login-users", "--tls-cert", "--tls-key"]
@@ -117,6 +119,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         {
             return Err(format!("render needs {}", service.flag()));
         }
+        let chain = match path("--chain") {
+            Ok(chain) => Chain::parse(&chain.to_string_lossy())?,
+            Err(_) => Chain::default(),
+        };
         return Ok(Command::Render(Demo {
             template: path("--template")?,
             policies: path("--policies")?,
@@ -128,6 +134,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             ratelimit: listener("--ratelimit").ok(),
             tls: path("--tls-dir").ok(),
             access_log: path("--access-log").ok(),
+            chain,
         }));
     }
     if services.is_empty() {

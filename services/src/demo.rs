@@ -20,6 +20,30 @@ use crate::service::Service;
 /// The filters of the demo chain, in the order the template runs them.
 pub const FILTERS: [&str; 4] = ["token-issuer", "jwt", "acl", "rate-limiting"];
 
+/// How the demo packages the filters: the one-VM gateway module (`dist/portcullis-gateway.wasm`,
+/// the default: one VM per worker instead of four, faster and smaller) or the four separate
+/// filters, each in its own VM. The same stages, the same answers
+/// (`filters/gateway/tests/differential.rs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Chain {
+    #[default]
+    Gateway,
+    Filters,
+}
+
+impl Chain {
+    /// `gateway` or `filters` (`make run CHAIN=…`).
+    pub fn parse(text: &str) -> Result<Chain, String> {
+        match text {
+            "gateway" => Ok(Chain::Gateway),
+            "filters" => Ok(Chain::Filters),
+            other => Err(format!(
+                "--chain {other:?}: `gateway` (one VM for the four stages) or `filters` (one VM each)"
+            )),
+        }
+    }
+}
+
 /// Everything the template needs.
 #[derive(Clone, Debug)]
 pub struct Demo {
@@ -49,6 +73,8 @@ pub struct Demo {
     pub tls: Option<PathBuf>,
     /// Where Envoy writes the JSON access log (`ACCESS_LOG_PATH`); `None`: `/dev/null`.
     pub access_log: Option<PathBuf>,
+    /// The filters as one gateway module or as four (`HTTP_FILTERS`).
+    pub chain: Chain,
 }
 
 /// The Envoy cluster of portcullis-admin's data plane (plain HTTP/1.1), on every node: the
@@ -84,6 +110,9 @@ impl Demo {
     ///   upstream); YAML blocks for a placeholder alone on its line. Without, all empty.
     /// - `ACCESS_LOG_PATH`: [`Demo::access_log`] (else `/dev/null`), a YAML double-quoted
     ///   string.
+    /// - `HTTP_FILTERS`: the Portcullis entries of `http_filters`, as [`Demo::chain`] says: the
+    ///   gateway module with the four policies as its stages, or the four filters; a YAML
+    ///   block for a placeholder alone on its line.
     pub fn vars(&self) -> Result<BTreeMap<String, String>, String> {
         let mut vars = BTreeMap::new();
         let mut address = |name: &str, addr: SocketAddr| {
@@ -102,11 +131,32 @@ impl Demo {
                 .ok_or_else(|| format!("no address for {} ({})", service.name(), service.flag()))?;
             address(&service.flag()[2..].to_ascii_uppercase(), addr);
         }
+        let mut stages = Vec::new();
         for filter in FILTERS {
             let name = filter.replace('-', "_").to_ascii_uppercase();
-            vars.insert(format!("{name}_WASM"), quote(&self.wasm(filter)?));
-            vars.insert(format!("{name}_POLICY"), quote(&self.policy(filter)?));
+            let (wasm, policy) = (self.wasm(filter)?, self.policy(filter)?);
+            vars.insert(format!("{name}_WASM"), quote(&wasm));
+            vars.insert(format!("{name}_POLICY"), quote(&policy));
+            stages.push((filter, wasm, policy));
         }
+        let http_filters = match self.chain {
+            Chain::Filters => stages
+                .iter()
+                .map(|(filter, wasm, policy)| wasm_entry(filter, wasm, policy))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Chain::Gateway => {
+                let members: Vec<String> = stages
+                    .iter()
+                    .map(|(filter, _, policy)| {
+                        format!("\"{}\": {policy}", filter.replace('-', "_"))
+                    })
+                    .collect();
+                let config = format!("{{{}}}", members.join(", "));
+                wasm_entry("gateway", &self.wasm("gateway")?, &config)
+            }
+        };
+        vars.insert("HTTP_FILTERS".to_owned(), http_filters);
         let tls = match &self.tls {
             Some(dir) => Some(TlsFiles::find(dir)?),
             None => None,
@@ -161,6 +211,45 @@ impl Demo {
             .map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
         Ok(text.trim().to_owned())
     }
+}
+
+/// What each entry does, said above it in the rendered config.
+fn purpose(filter: &str) -> &'static str {
+    match filter {
+        "token-issuer" => "Turns the login service's 200 into a signed JWT.",
+        "jwt" => "Validates the JWT and hands the consumer on (Kong's jwt plugin).",
+        "acl" => "Allows or denies by consumer group (Kong's acl plugin).",
+        "rate-limiting" => "Counts requests per consumer and route (Kong's rate-limiting plugin).",
+        _ => {
+            "token-issuer, jwt, acl and rate-limiting as stages of one filter, in one VM \
+             (make run CHAIN=filters: four filters, four VMs)."
+        }
+    }
+}
+
+/// One `http_filters` entry running `portcullis-<name>.wasm` (its absolute path) with
+/// `policy` (JSON), failing closed; YAML at column 0.
+fn wasm_entry(name: &str, wasm: &str, policy: &str) -> String {
+    format!(
+        "# {purpose}
+- name: envoy.filters.http.wasm
+  typed_config:
+    \"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+    config:
+      name: {name}
+      root_id: {name}
+      vm_config:
+        vm_id: {name}
+        runtime: envoy.wasm.runtime.v8
+        code: {{ local: {{ filename: {wasm} }} }}
+      configuration:
+        \"@type\": type.googleapis.com/google.protobuf.StringValue
+        value: {policy}
+      fail_open: false",
+        purpose = purpose(name),
+        wasm = quote(wasm),
+        policy = quote(policy),
+    )
 }
 
 /// The demo's certificate files, by absolute path (Envoy resolves a relative one against its
@@ -301,6 +390,7 @@ mod tests {
                 std::fs::write(dir.join(format!("policies/{filter}.json")), "{}\n").unwrap();
                 std::fs::write(dir.join(format!("dist/portcullis-{filter}.wasm")), "").unwrap();
             }
+            std::fs::write(dir.join("dist/portcullis-gateway.wasm"), "").unwrap();
             Scratch(dir)
         }
 
@@ -323,6 +413,7 @@ mod tests {
                 ratelimit: None,
                 tls: None,
                 access_log: None,
+                chain: Chain::default(),
             }
         }
     }
@@ -558,11 +649,27 @@ mod tests {
             template,
             ..scratch.demo("")
         };
-        let config = demo.render().unwrap();
+        // The four filters, each in its own VM; or the gateway with the four as its stages.
+        let filters = Demo {
+            chain: Chain::Filters,
+            ..demo.clone()
+        }
+        .render()
+        .unwrap();
+        // Each module as a filename (a quoted path), not as a comment names it.
+        let module = |name: &str| format!("portcullis-{name}.wasm\"");
         for filter in FILTERS {
+            assert!(filters.contains(&module(filter)), "{filter}");
+        }
+        assert!(!filters.contains(&module("gateway")), "{filters}");
+        let config = demo.render().unwrap();
+        assert!(config.contains(&module("gateway")), "{config}");
+        for filter in FILTERS {
+            assert!(!config.contains(&module(filter)), "{config}");
+            let stage = filter.replace('-', "_");
             assert!(
-                config.contains(&format!("portcullis-{filter}.wasm")),
-                "{filter}"
+                config.contains(&format!("\\\"{stage}\\\": {{}}")),
+                "{stage}: {config}"
             );
         }
         assert!(!config.contains("{{"), "{config}");

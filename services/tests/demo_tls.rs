@@ -119,7 +119,14 @@ fn the_scenario_runs_over_https_from_the_client_to_every_service() {
         // The jwt filter's consumer_source polls portcullis-admin's data plane.
         "portcullis_admin",
     ] {
-        let handshakes = stat(&gateway.envoy, &format!("cluster.{cluster}.ssl.handshake"));
+        // portcullis_admin's first handshake is the consumer source's first poll, on the
+        // jwt stage's tick a second or so after start: waited for, not raced.
+        let name = format!("cluster.{cluster}.ssl.handshake");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while stat(&gateway.envoy, &name) == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let handshakes = stat(&gateway.envoy, &name);
         assert!(handshakes > 0, "no TLS handshake with {cluster}");
         for failure in ["connection_error", "fail_verify_error", "fail_verify_san"] {
             let name = format!("cluster.{cluster}.ssl.{failure}");

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::gateway::{self, consumer_secret, consumer_token, Gateway};
 use common::make_run::MakeRun;
-use portcullis_services::demo::FILTERS;
+use portcullis_services::demo::{Chain, FILTERS};
 use portcullis_tests::{client, paths, tokens, Envoy, Reply};
 use serde_json::{json, Value};
 
@@ -326,20 +326,38 @@ fn a_policy_with_an_unknown_field_stops_envoy_and_the_log_names_the_field() {
         let log = Envoy::builder(config)
             .start_expecting_refusal()
             .unwrap_or_else(|e| panic!("{filter}: {e:#}"));
-        let refused = format!("portcullis-{filter}: configuration refused: {field}");
+        // The gateway names the stage first, as the field path's head.
+        let (refused, plugin) = match gateway::chain() {
+            Chain::Filters => (
+                format!("portcullis-{filter}: configuration refused: {field}"),
+                filter.to_owned(),
+            ),
+            Chain::Gateway => (
+                format!(
+                    "portcullis-gateway: configuration refused: {}.{field}",
+                    filter.replace('-', "_")
+                ),
+                "gateway".to_owned(),
+            ),
+        };
         assert!(log.contains(&refused), "{filter}: no {refused:?} in\n{log}");
-        let stopped = format!("Unable to create Wasm plugin {filter}");
+        let stopped = format!("Unable to create Wasm plugin {plugin}");
         assert!(log.contains(&stopped), "{filter}: no {stopped:?} in\n{log}");
     }
 }
 
 #[test]
 fn envoy_validate_accepts_the_demo_config_as_make_run_renders_it() {
-    // HTTPS (the default) and plain HTTP (TLS=0).
+    // HTTPS (the default) and plain HTTP (TLS=0); the gateway (the default) and the four
+    // filters (CHAIN=filters).
     let certs = gateway::DemoCerts::new();
-    for tls in [Some(certs.dir().to_path_buf()), None] {
+    let cases = [Some(certs.dir().to_path_buf()), None]
+        .into_iter()
+        .flat_map(|tls| [Chain::Gateway, Chain::Filters].map(|chain| (tls.clone(), chain)));
+    for (tls, chain) in cases {
         let config = portcullis_services::demo::Demo {
             tls,
+            chain,
             ..gateway::make_run_demo()
         }
         .render()

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use portcullis_services::certs::{self, Leaf};
-use portcullis_services::demo::{Demo, FILTERS};
+use portcullis_services::demo::{Chain, Demo, FILTERS};
 use portcullis_services::service::Service;
 use portcullis_tests::admin_service::{admin_binary, AdminService};
 use portcullis_tests::paths::ScratchDir;
@@ -44,6 +44,15 @@ fn dist() -> PathBuf {
     dist
 }
 
+/// The packaging the demo tests run: the one-VM gateway, as `make run` does, unless
+/// `PORTCULLIS_PACKAGING=filters` asks for the four separate filters.
+pub fn chain() -> Chain {
+    match std::env::var("PORTCULLIS_PACKAGING").as_deref() {
+        Ok("filters") => Chain::Filters,
+        _ => Chain::Gateway,
+    }
+}
+
 /// The demo with the policies in `policies`, the gateway, Envoy's admin and
 /// portcullis-admin's data plane where given, and each service at `service(s)`.
 pub fn demo(
@@ -64,6 +73,7 @@ pub fn demo(
         ratelimit: None,
         tls: None,
         access_log: None,
+        chain: chain(),
     }
 }
 
@@ -203,6 +213,18 @@ impl Gateway {
             // shared gateway would stop when the first test ends.
             .start()
             .unwrap_or_else(|e| panic!("{e:#}"));
+        // Until the consumer source's first poll has loaded the revocations, a token of a
+        // consumer looked up at runtime gets 503 (fail closed, `Retry-After: 1`); the poll
+        // runs on the jwt stage's first tick after start. The tests start after it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while envoy
+            .stat("wasmcustom.portcullis_jwt_source_polls_total")
+            .unwrap_or(0)
+            == 0
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         Gateway {
             envoy,
             services,

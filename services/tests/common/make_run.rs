@@ -46,9 +46,11 @@ pub struct MakeRun {
 
 /// What `run.sh` (and `make run`: NODES, TLS) reads besides the ports: a developer's own
 /// settings of these must not reach the test, which runs the defaults a newcomer gets.
-const SCRIPT_VARIABLES: [&str; 10] = [
+const SCRIPT_VARIABLES: [&str; 12] = [
     "NODES",
     "TLS",
+    "CHAIN",
+    "DEMO_CHAIN",
     "DEMO_TLS",
     "DEMO_RUN_DIR",
     "DEMO_NODES",
@@ -123,6 +125,14 @@ impl MakeRun {
         command.arg(format!("ENVOY={}", paths::envoy_binary().display()));
         if nodes != 1 {
             command.arg(format!("NODES={nodes}"));
+        }
+        // The packaging these tests run (`PORTCULLIS_PACKAGING`), unless the test names one.
+        if !args.iter().any(|a| a.starts_with("CHAIN=")) {
+            let chain = match super::gateway::chain() {
+                portcullis_services::demo::Chain::Gateway => "gateway",
+                portcullis_services::demo::Chain::Filters => "filters",
+            };
+            command.arg(format!("CHAIN={chain}"));
         }
         command.args(args);
         for variable in SCRIPT_VARIABLES {
