@@ -2,13 +2,13 @@
 //! compared with.
 
 use crate::cost::{
-    cost_filter, cost_filter_in, host_verify_calls, ACL_ALLOW_HOST_CALLS, CHAIN_ONE_VM_HOST_CALLS,
-    HOST_COSTS, JWT_HIT_HOST_CALLS, RATE_LIMIT_HOST_CALLS,
+    cost_filter, cost_filter_in, host_verify_calls, with_verify, ACL_ALLOW_HOST_CALLS,
+    CHAIN_ONE_VM_HOST_CALLS, HOST_COSTS, JWT_HIT_HOST_CALLS, RATE_LIMIT_HOST_CALLS,
 };
 use crate::filters::{
-    native_jwt, native_service_rate_limit, portcullis_jwt_config, redis_rate_limit, token, ACL,
-    ALGORITHMS, NATIVE_DOMAIN, NATIVE_RATE_LIMIT, NATIVE_RBAC, PORTCULLIS_DOMAIN, RATE_LIMIT,
-    RATE_LIMIT_IP,
+    gateway_config, native_jwt, native_service_rate_limit, portcullis_jwt_config, redis_rate_limit,
+    token, ACL, ALGORITHMS, NATIVE_DOMAIN, NATIVE_RATE_LIMIT, NATIVE_RBAC, PORTCULLIS_DOMAIN,
+    RATE_LIMIT, RATE_LIMIT_IP,
 };
 use crate::source;
 use portcullis_tests::config;
@@ -22,6 +22,9 @@ pub struct Row {
     pub native: Option<String>,
     /// Other rows this one is compared with, below the table.
     pub versus: Vec<String>,
+    /// The row whose Envoy's resident memory this one's is set against, below the tables:
+    /// the same policies packaged otherwise.
+    pub memory_versus: Option<String>,
     /// Answered by Envoy's fault filter on a route with a cluster (see `envoy::FAULT_200`),
     /// not by a `direct_response`.
     pub routed: bool,
@@ -47,6 +50,7 @@ impl Row {
             group,
             native: None,
             versus: Vec::new(),
+            memory_versus: None,
             domain: None,
             routed: false,
             source: false,
@@ -63,6 +67,11 @@ impl Row {
 
     fn versus(mut self, other: &str) -> Row {
         self.versus.push(other.into());
+        self
+    }
+
+    fn memory_versus(mut self, other: &str) -> Row {
+        self.memory_versus = Some(other.into());
         self
     }
 
@@ -319,6 +328,57 @@ pub fn rows() -> Vec<Row> {
         )
         .versus(native_chain)
         .versus(three_vms),
+    ]);
+    // The one-VM gateway (#23): the chain's three configurations as they are, in one module,
+    // one VM and one HTTP context per request; with the token cache (a repeated token) and
+    // without, and RS256 checked on the host with no cache in either row. Each is set against
+    // the native chain of its algorithm and its floor (the one-VM host calls, and one
+    // `verify_signature` for RS256); the cached one against the three separate filters too,
+    // in req/s and in Envoy's resident memory.
+    let one_vm = "wasm: the host calls of the chain, in one VM";
+    let separate = "portcullis chain (jwt + acl + rate-limiting)";
+    let native_rs256 = "native chain RS256 (jwt_authn + rbac + local_ratelimit)";
+    let one_vm_rs256 = "wasm: the host calls of the chain, in one VM, + an RS256 check on the host";
+    let gateway = |variant: &str, alg: &str, cache: bool| {
+        let config = gateway_config(&portcullis_jwt_config(alg, cache, false), ACL, RATE_LIMIT);
+        Row::new(
+            &format!("portcullis gateway (jwt + acl + rate-limiting, one VM) {variant}"),
+            "chain",
+            config::portcullis_filter("gateway", Some(&config)),
+            Some(token(alg)),
+        )
+        .portcullis(&[("gateway", &config)])
+    };
+    rows.extend([
+        gateway("HS256 +cache", "HS256", true)
+            .native(native_chain)
+            .versus(one_vm)
+            .versus(separate)
+            .memory_versus(separate),
+        gateway("HS256", "HS256", false)
+            .native(native_chain)
+            .versus(one_vm),
+        Row::new(
+            native_rs256,
+            "chain",
+            chain(&[
+                native_jwt("RS256", false),
+                NATIVE_RBAC.into(),
+                NATIVE_RATE_LIMIT.into(),
+            ]),
+            Some(token("RS256")),
+        ),
+        Row::new(
+            one_vm_rs256,
+            "chain",
+            cost_filter(&with_verify(CHAIN_ONE_VM_HOST_CALLS, "rsa")),
+            Some(token("RS256")),
+        )
+        .versus(native_rs256)
+        .versus(one_vm),
+        gateway("RS256 host", "RS256", false)
+            .native(native_rs256)
+            .versus(one_vm_rs256),
     ]);
     rows
 }
