@@ -407,3 +407,69 @@ pub fn selected(rows: Vec<Row>, only: &str) -> Result<Vec<Row>, String> {
         .filter(|row| groups.is_empty() || row.group == "ceiling" || groups.contains(&row.group))
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A comparison names its row exactly, or its note and ratio silently go missing; the
+    /// `chain` group's are in the group, so `BENCH_ONLY=chain` prints them all.
+    #[test]
+    fn every_compared_row_is_there() {
+        let rows = rows();
+        for (i, row) in rows.iter().enumerate() {
+            assert!(
+                rows[..i].iter().all(|r| r.name != row.name),
+                "two rows named {:?}",
+                row.name
+            );
+            let compared = row
+                .native
+                .iter()
+                .chain(&row.versus)
+                .chain(&row.memory_versus);
+            for other in compared {
+                let Some(other) = rows.iter().find(|r| &r.name == other) else {
+                    panic!("{:?} is compared with {other:?}, which no row is", row.name);
+                };
+                if row.group == "chain" {
+                    assert_eq!(other.group, "chain", "{:?} vs {:?}", row.name, other.name);
+                }
+            }
+        }
+    }
+
+    /// The gateway rows run the gateway module alone, with a configuration it takes naming
+    /// the three stages, each row against a native chain and a one-VM floor.
+    #[test]
+    fn the_gateway_rows_are_set_against_a_native_chain_and_a_floor() {
+        let rows = rows();
+        let gateways: Vec<&Row> = rows
+            .iter()
+            .filter(|r| r.name.starts_with("portcullis gateway"))
+            .collect();
+        assert_eq!(gateways.len(), 3);
+        for row in gateways {
+            assert_eq!(row.portcullis.len(), 1, "{}", row.name);
+            let (module, config) = &row.portcullis[0];
+            assert_eq!(module, "gateway", "{}", row.name);
+            let config = portcullis_core::gateway::GatewayConfig::from_json(config.as_bytes())
+                .unwrap_or_else(|e| panic!("{}: {e}", row.name));
+            assert_eq!(
+                config.stages(),
+                ["jwt", "acl", "rate_limiting"],
+                "{}",
+                row.name
+            );
+            let native = row.native.as_deref().unwrap_or_default();
+            assert!(native.starts_with("native chain"), "{}", row.name);
+            assert!(
+                row.versus
+                    .iter()
+                    .any(|v| v.starts_with("wasm: the host calls of the chain, in one VM")),
+                "{}",
+                row.name
+            );
+        }
+    }
+}
