@@ -4,7 +4,8 @@
 //! loads them in alternating rounds after a warm-up; the table gives the median req/s and
 //! p50/p99 latency per row, and each Portcullis row's ratio to its native
 //! counterpart and to the ceiling. Then, from host-test, the wasm instructions per request,
-//! the module sizes, and each Envoy's resident memory.
+//! the module sizes, and each Envoy's resident memory, a row's set against another packaging
+//! of the same policies where it names one (the one-VM gateway against the separate filters).
 //!
 //! `BENCH_QUICK=1`: one short round at `--concurrency 1`, a smoke check that the tool works
 //! (its figures mean nothing). `BENCH_ONLY=ratelimit,jwt`: only those groups of rows (`jwt`,
