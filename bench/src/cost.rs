@@ -45,8 +45,13 @@ pub fn verify_argument(family: &str) -> String {
 /// The host calls of a jwt check whose signature Envoy verifies (`rsa` or `ec`): a cache
 /// hit's, and one `verify_signature`.
 pub fn host_verify_calls(family: &str) -> String {
-    let mut config: serde_json::Value =
-        serde_json::from_str(JWT_HIT_HOST_CALLS).unwrap_or_default();
+    with_verify(JWT_HIT_HOST_CALLS, family)
+}
+
+/// The cost fixture's configuration `calls` plus one `verify_signature` that Envoy answers
+/// `true` (`rsa` or `ec`).
+pub fn with_verify(calls: &str, family: &str) -> String {
+    let mut config: serde_json::Value = serde_json::from_str(calls).unwrap_or_default();
     config["foreign_calls"] = json!(1);
     config["foreign_function"] = json!("verify_signature");
     config["foreign_argument"] = json!(verify_argument(family));

@@ -162,6 +162,12 @@ pub fn portcullis_jwt_config(alg: &str, cache: bool, in_module: bool) -> String 
     config.to_string()
 }
 
+/// The one-VM gateway's configuration running the separate filters' `jwt`, `acl` and
+/// `rate_limiting` configurations, each as it is (`portcullis_core::gateway`).
+pub fn gateway_config(jwt: &str, acl: &str, rate_limiting: &str) -> String {
+    format!(r#"{{"jwt":{jwt},"acl":{acl},"rate_limiting":{rate_limiting}}}"#)
+}
+
 pub fn native_jwt(alg: &str, cache: bool) -> String {
     let jwks = json!({ "keys": [tokens::jwk(alg, "bench", secret_for(alg))] }).to_string();
     let cache = if cache {

@@ -138,17 +138,12 @@ fn versus(rows: &[Row], medians: &[Run], concurrency: u32) -> Vec<String> {
             .filter_map(|n| by_name.get_key_value(n.as_str()))
         {
             if o.rps > 0.0 && m.rps > 0.0 {
-                // The host group prices a call: the time per request it adds, per worker.
-                let added = if row.group == "host" {
-                    format!(
-                        ", {:+.2} µs per request",
-                        1e6 * f64::from(concurrency) * (1.0 / m.rps - 1.0 / o.rps)
-                    )
-                } else {
-                    String::new()
-                };
+                // The time per request the row adds to (or saves on) the other, per worker:
+                // what a host call costs in the host group, what a filter's logic costs
+                // over its floor or over an empty filter.
+                let added = 1e6 * f64::from(concurrency) * (1.0 / m.rps - 1.0 / o.rps);
                 notes.push(format!(
-                    "- {} vs {other_name}: {:.2}x req/s, p99 {:.2} ms vs {:.2} ms{added}",
+                    "- {} vs {other_name}: {:.2}x req/s, p99 {:.2} ms vs {:.2} ms, {added:+.2} µs per request",
                     row.name,
                     m.rps / o.rps,
                     m.p99_ms,

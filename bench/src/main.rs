@@ -4,7 +4,8 @@
 //! loads them in alternating rounds after a warm-up; the table gives the median req/s and
 //! p50/p99 latency per row, and each Portcullis row's ratio to its native
 //! counterpart and to the ceiling. Then, from host-test, the wasm instructions per request,
-//! the module sizes, and each Envoy's resident memory.
+//! the module sizes, and each Envoy's resident memory, a row's set against another packaging
+//! of the same policies where it names one (the one-VM gateway against the separate filters).
 //!
 //! `BENCH_QUICK=1`: one short round at `--concurrency 1`, a smoke check that the tool works
 //! (its figures mean nothing). `BENCH_ONLY=ratelimit,jwt`: only those groups of rows (`jwt`,
@@ -52,7 +53,7 @@ mod source;
 mod wrk;
 
 use load::Plan;
-use rows::{rows, selected};
+use rows::{rows, selected, Row};
 use service::Service;
 
 fn main() {
@@ -147,7 +148,7 @@ fn main() {
     instructions::print(&rows);
 
     println!("\n## module sizes\n");
-    for filter in ["jwt", "acl", "rate-limiting", "token-issuer"] {
+    for filter in ["jwt", "acl", "rate-limiting", "token-issuer", "gateway"] {
         let size = std::fs::metadata(paths::wasm(filter)).map_or(0, |m| m.len());
         println!(
             "- portcullis-{filter}.wasm: {size} bytes ({:.0} KiB)",
@@ -158,5 +159,44 @@ fn main() {
     println!("\n## Envoy resident memory (MiB, after the rounds)\n");
     for (name, mb) in &memory {
         println!("- {name}: {mb:.1}");
+    }
+    packagings(&rows, &memory, &concurrencies);
+}
+
+/// Each row's memory against its `memory_versus` row's, at each concurrency (the same
+/// workers): both, the saving, and the saving's share of what the other holds over an Envoy
+/// with no filter (the ceiling's): the other's VMs, one per worker and one on the main
+/// thread for each of its modules.
+fn packagings(rows: &[Row], memory: &BTreeMap<String, f64>, concurrencies: &[u32]) {
+    let ceiling = rows.iter().find(|r| r.group == "ceiling");
+    let pairs: Vec<(&str, &str)> = rows
+        .iter()
+        .filter_map(|r| Some((r.name.as_str(), r.memory_versus.as_deref()?)))
+        .collect();
+    if !pairs.is_empty() {
+        println!("\n## Envoy resident memory, one packaging against another\n");
+    }
+    for (row, other) in &pairs {
+        for c in concurrencies {
+            let at = |name: &str| memory.get(&format!("{name} (c{c})")).copied();
+            let (Some(mine), Some(theirs)) = (at(row), at(other)) else {
+                continue;
+            };
+            let saved = theirs - mine;
+            let over_none = ceiling
+                .and_then(|r| at(&r.name))
+                .filter(|none| theirs > *none)
+                .map_or(String::new(), |none| {
+                    format!(
+                        "; {:.0}% of the {:.1} MiB the latter holds over no filter",
+                        100.0 * saved / (theirs - none),
+                        theirs - none
+                    )
+                });
+            println!(
+                "- {row} vs {other} (c{c}): {mine:.1} MiB vs {theirs:.1} MiB, {saved:.1} MiB \
+                 saved{over_none}"
+            );
+        }
     }
 }
