@@ -105,12 +105,12 @@ bench: setup build $(ENVOY_PREREQ) ## Portcullis vs Envoy's native filters, side
 	$(CARGO) build $(if $(BENCH_QUICK),,--release) -q -p portcullis-ratelimit -p portcullis-admin
 	PORTCULLIS_ENVOY=$(abspath $(ENVOY)) BENCH_QUICK=$(BENCH_QUICK) BENCH_ONLY=$(BENCH_ONLY) $(CARGO) run $(if $(BENCH_QUICK),,--release) -q -p portcullis-bench
 
-oci: build ## Package each filter as Wasm OCI images (compat + oci variants) in dist/oci/, and dist/*.wasm.sha256
-	$(CARGO) run -q -p portcullis-oci -- build --dist $(DIST) $(FILTERS)
+oci: build ## Package each module (the four filters and the one-VM gateway) as Wasm OCI images (compat + oci variants) in dist/oci/, and dist/*.wasm.sha256
+	$(CARGO) run -q -p portcullis-oci -- build --dist $(DIST) $(MODULES)
 
-push: oci ## Push every filter: make push REGISTRY=host[:port]/repo [TAG=…] (compat as TAG, oci as TAG-oci)
+push: oci ## Push every module: make push REGISTRY=host[:port]/repo [TAG=…] (compat as TAG, oci as TAG-oci)
 	@test -n "$(REGISTRY)" || { echo "push: set REGISTRY=host[:port]/repo, e.g. REGISTRY=127.0.0.1:5000/portcullis"; exit 2; }
-	$(CARGO) run -q -p portcullis-oci -- push --dist $(DIST) --registry $(REGISTRY) $(if $(TAG),--tag $(TAG)) $(FILTERS)
+	$(CARGO) run -q -p portcullis-oci -- push --dist $(DIST) --registry $(REGISTRY) $(if $(TAG),--tag $(TAG)) $(MODULES)
 
 clean: ## Remove build output
 	$(CARGO) clean

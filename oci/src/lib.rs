@@ -1,5 +1,7 @@
-//! Portcullis filters as Wasm OCI images: `make oci` builds them into OCI image layouts under
-//! `dist/oci/`, `make push` sends them to a registry. See `oci/README.md`.
+//! Portcullis modules as Wasm OCI images: `make oci` builds each of them (the four filters and
+//! the one-VM gateway) into an OCI image layout under `dist/oci/`, `make push` sends them to a
+//! registry. See `oci/README.md`. Here a "filter" is any module: the gateway is packaged,
+//! named and described exactly as a filter is.
 
 pub mod abi;
 pub mod archive;
@@ -35,9 +37,9 @@ pub struct Packaged {
     pub images: Vec<(String, Variant, String)>,
 }
 
-/// Packages each of `filters` from `dist/portcullis-<filter>.wasm` into the layout
-/// `<out>/portcullis-<filter>`, both variants, tagged with the workspace version. The
-/// description comes from `filters/<filter>/Cargo.toml` under `root`.
+/// Packages each of `filters` (any module: `gateway` too) from `dist/portcullis-<filter>.wasm`
+/// into the layout `<out>/portcullis-<filter>`, both variants, tagged with the workspace
+/// version. The description comes from the crate's `filters/<filter>/Cargo.toml` under `root`.
 pub fn package(
     root: &Path,
     dist: &Path,

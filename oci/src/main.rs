@@ -10,12 +10,13 @@ use portcullis_oci::{image_name, layout_dir, package, wasm_path, write_checksum,
 
 const USAGE: &str = "\
 usage:
-  portcullis-oci build [--dist DIR] [--out DIR] FILTER...
-      package dist/portcullis-<FILTER>.wasm as OCI images (compat and oci variants) in the
-      OCI image layout <out>/portcullis-<FILTER> (default out: <dist>/oci), and write
-      dist/portcullis-<FILTER>.wasm.sha256
-  portcullis-oci push --registry HOST[:PORT]/REPO [--tag TAG] [--plain-http] [--out DIR] FILTER...
-      push each layout as REPO/portcullis-<FILTER>:<TAG> (compat) and :<TAG>-oci (oci);
+  portcullis-oci build [--dist DIR] [--out DIR] MODULE...
+      package dist/portcullis-<MODULE>.wasm as OCI images (compat and oci variants) in the
+      OCI image layout <out>/portcullis-<MODULE> (default out: <dist>/oci), and write
+      dist/portcullis-<MODULE>.wasm.sha256; a MODULE is a filter (jwt, acl, rate-limiting,
+      token-issuer) or the one-VM gateway (gateway), as the Makefile's MODULES lists them
+  portcullis-oci push --registry HOST[:PORT]/REPO [--tag TAG] [--plain-http] [--out DIR] MODULE...
+      push each layout as REPO/portcullis-<MODULE>:<TAG> (compat) and :<TAG>-oci (oci);
       TAG defaults to the workspace version the layouts were built with";
 
 struct Args {
@@ -53,7 +54,7 @@ fn parse_args() -> anyhow::Result<Args> {
         }
     }
     if parsed.filters.is_empty() {
-        bail!("name at least one filter");
+        bail!("name at least one module");
     }
     Ok(parsed)
 }

@@ -1,7 +1,8 @@
 //! The Istio `WasmPlugin`s in `envoy-config/istio/` and the Envoy Gateway
-//! `EnvoyExtensionPolicy` in `envoy-config/envoy-gateway/` name the images `make push` pushes,
+//! `EnvoyExtensionPolicy`s in `envoy-config/envoy-gateway/` name the images `make push` pushes,
 //! with the root ids the images declare, in the demo's chain order, with configurations that
-//! start each filter.
+//! start each filter. The one-VM gateway's variants (`gateway.yaml` in each) configure each
+//! stage exactly as the separate filters' files there do, and start the gateway.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -71,6 +72,21 @@ fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no string at {pointer} in {v}"))
 }
 
+/// Where Istio runs a `WasmPlugin`, as a sort key: by phase, then by priority, highest first.
+fn istio_order(plugin: &Value, name: &str) -> (u8, i64) {
+    let phase = match str_at(plugin, "/spec/phase") {
+        "AUTHN" => 1,
+        "AUTHZ" => 2,
+        "STATS" => 3,
+        other => panic!("{name}: phase {other}: pick AUTHN, AUTHZ or STATS"),
+    };
+    let priority = plugin
+        .pointer("/spec/priority")
+        .and_then(Value::as_i64)
+        .unwrap_or_else(|| panic!("{name}: set a priority, or Istio orders by name"));
+    (phase, -priority)
+}
+
 #[test]
 fn istio_wasm_plugins_reference_the_pushed_images_in_chain_order() {
     let filters = support::filters();
@@ -80,12 +96,15 @@ fn istio_wasm_plugins_reference_the_pushed_images_in_chain_order() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     found.sort();
-    let mut expected: Vec<String> = filters.iter().map(|f| format!("{f}.yaml")).collect();
+    let mut expected: Vec<String> = support::modules()
+        .iter()
+        .map(|f| format!("{f}.yaml"))
+        .collect();
     expected.sort();
     assert_eq!(
         found,
         expected,
-        "one WasmPlugin per filter in {}",
+        "one WasmPlugin per module (each filter, and the gateway) in {}",
         dir.display()
     );
 
@@ -124,18 +143,8 @@ fn istio_wasm_plugins_reference_the_pushed_images_in_chain_order() {
         assert_eq!(str_at(&plugin, "/spec/type"), "HTTP", "{name}");
         starts_with(filter, plugin.pointer("/spec/pluginConfig"), &name);
 
-        // Istio orders by phase, then by priority, highest first.
-        let phase = match str_at(&plugin, "/spec/phase") {
-            "AUTHN" => 1,
-            "AUTHZ" => 2,
-            "STATS" => 3,
-            other => panic!("{name}: phase {other}: pick AUTHN, AUTHZ or STATS"),
-        };
-        let priority = plugin
-            .pointer("/spec/priority")
-            .and_then(Value::as_i64)
-            .unwrap_or_else(|| panic!("{name}: set a priority, or Istio orders by name"));
-        order.push((phase, -priority, filter.clone()));
+        let (phase, priority) = istio_order(&plugin, &name);
+        order.push((phase, priority, filter.clone()));
     }
     prefixes.dedup();
     assert_eq!(
@@ -156,6 +165,160 @@ fn istio_wasm_plugins_reference_the_pushed_images_in_chain_order() {
     }
     let chain: Vec<String> = order.into_iter().map(|(_, _, f)| f).collect();
     assert_eq!(chain, support::demo_chain(), "the demo's filter order");
+}
+
+/// The gateway's stage name for a filter: `token-issuer` → `token_issuer`.
+fn stage(filter: &str) -> String {
+    filter.replace('-', "_")
+}
+
+/// The gateway's configuration is one key per stage, in no other shape: each the `config` the
+/// separate filter's file gives (`separate(filter)`), so that switching between the two is
+/// moving configuration, never rewriting it. And it starts the gateway.
+fn gateway_config_is_the_filters(
+    config: Option<&Value>,
+    separate: impl Fn(&str) -> Value,
+    example: &str,
+) {
+    let config = config.unwrap_or_else(|| panic!("{example}: no configuration"));
+    let stages = config
+        .as_object()
+        .unwrap_or_else(|| panic!("{example}: the configuration is not an object"));
+    let mut keys: Vec<&String> = stages.keys().collect();
+    keys.sort();
+    let mut expected: Vec<String> = support::filters().iter().map(|f| stage(f)).collect();
+    expected.sort();
+    assert_eq!(
+        keys,
+        expected.iter().collect::<Vec<_>>(),
+        "{example}: every stage"
+    );
+    for filter in support::filters() {
+        assert_eq!(
+            stages[&stage(&filter)],
+            separate(&filter),
+            "{example}: stage {} differs from the {filter} filter's configuration",
+            stage(&filter)
+        );
+    }
+    starts_with(support::GATEWAY, Some(config), example);
+}
+
+#[test]
+fn istio_gateway_plugin_runs_the_chain_as_the_four_plugins_configure_it() {
+    let dir = support::root().join("envoy-config/istio");
+    let gateway = support::GATEWAY;
+    let name = format!("{gateway}.yaml");
+    let plugin = yaml(&dir.join(&name));
+    assert_eq!(
+        str_at(&plugin, "/apiVersion"),
+        "extensions.istio.io/v1alpha1"
+    );
+    assert_eq!(str_at(&plugin, "/kind"), "WasmPlugin");
+    assert_eq!(str_at(&plugin, "/metadata/name"), image_name(gateway));
+
+    let url = str_at(&plugin, "/spec/url");
+    let prefix = prefix_of(url, gateway);
+    assert_eq!(url, pushed_url(&prefix, gateway), "{name}");
+    assert_eq!(root_ids(gateway), [str_at(&plugin, "/spec/pluginName")]);
+    assert_eq!(str_at(&plugin, "/spec/failStrategy"), "FAIL_CLOSE");
+    assert_eq!(str_at(&plugin, "/spec/type"), "HTTP");
+
+    let separate = |filter: &str| yaml(&dir.join(format!("{filter}.yaml")));
+    // The plugin Istio runs first of the four (token-issuer, the gateway's first stage).
+    let first_filter = support::filters()
+        .into_iter()
+        .min_by_key(|f| istio_order(&separate(f), f))
+        .unwrap();
+    let first = separate(&first_filter);
+    // The same registry, workload and namespace as the four plugins it replaces.
+    assert_eq!(
+        prefix,
+        prefix_of(str_at(&first, "/spec/url"), &first_filter)
+    );
+    for pointer in ["/metadata/namespace", "/spec/selector"] {
+        assert_eq!(plugin.pointer(pointer), first.pointer(pointer), "{pointer}");
+    }
+    // Where the chain's first filter sits, so every stage runs where the first one did.
+    for pointer in ["/spec/phase", "/spec/priority"] {
+        assert_eq!(plugin.pointer(pointer), first.pointer(pointer), "{pointer}");
+    }
+
+    gateway_config_is_the_filters(
+        plugin.pointer("/spec/pluginConfig"),
+        |filter| {
+            separate(filter)
+                .pointer("/spec/pluginConfig")
+                .cloned()
+                .unwrap_or_else(|| panic!("{filter}.yaml: no pluginConfig"))
+        },
+        &name,
+    );
+}
+
+#[test]
+fn envoy_gateway_gateway_policy_runs_the_chain_as_the_four_extensions_configure_it() {
+    let dir = support::root().join("envoy-config/envoy-gateway");
+    let mut found: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        ["gateway.yaml", "portcullis.yaml"],
+        "{}",
+        dir.display()
+    );
+
+    let gateway = support::GATEWAY;
+    let policy = yaml(&dir.join("gateway.yaml"));
+    let four = yaml(&dir.join("portcullis.yaml"));
+    assert_eq!(
+        str_at(&policy, "/apiVersion"),
+        "gateway.envoyproxy.io/v1alpha1"
+    );
+    assert_eq!(str_at(&policy, "/kind"), "EnvoyExtensionPolicy");
+    assert_eq!(str_at(&policy, "/metadata/name"), image_name(gateway));
+    // The same Gateway as portcullis.yaml: one or the other is applied to it.
+    for pointer in ["/metadata/namespace", "/spec/targetRefs"] {
+        assert_eq!(policy.pointer(pointer), four.pointer(pointer), "{pointer}");
+    }
+
+    let wasm = policy
+        .pointer("/spec/wasm")
+        .and_then(Value::as_array)
+        .expect("spec.wasm");
+    let [w] = wasm.as_slice() else {
+        panic!("gateway.yaml: one extension, the gateway: {wasm:?}")
+    };
+    assert_eq!(str_at(w, "/name"), image_name(gateway));
+    assert_eq!(root_ids(gateway), [str_at(w, "/rootID")]);
+    assert_eq!(str_at(w, "/code/type"), "Image");
+    let url = str_at(w, "/code/image/url");
+    let prefix = prefix_of(url, gateway);
+    assert_eq!(url, pushed_url(&prefix, gateway));
+    assert_eq!(w.pointer("/failOpen"), Some(&Value::Bool(false)));
+
+    let extensions = four
+        .pointer("/spec/wasm")
+        .and_then(Value::as_array)
+        .expect("portcullis.yaml: spec.wasm");
+    let first_url = str_at(&extensions[0], "/code/image/url");
+    let first_filter = str_at(&extensions[0], "/rootID");
+    assert_eq!(prefix, prefix_of(first_url, first_filter));
+    gateway_config_is_the_filters(
+        w.pointer("/config"),
+        |filter| {
+            extensions
+                .iter()
+                .find(|e| e["rootID"] == filter)
+                .and_then(|e| e.pointer("/config"))
+                .cloned()
+                .unwrap_or_else(|| panic!("portcullis.yaml: no {filter} config"))
+        },
+        "envoy-gateway/gateway.yaml",
+    );
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! Every filter through a real registry (Debian's `docker-registry` on loopback): pushed as
-//! `make push` pushes it, pulled back by tag and by digest, and read the way Istio's and Envoy
+//! Every module (the four filters and the one-VM gateway) through a real registry (Debian's
+//! `docker-registry` on loopback): pushed as `make push` pushes it, pulled back by tag and by digest, and read the way Istio's and Envoy
 //! Gateway's fetchers read it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -115,10 +115,11 @@ fn check_image(
 }
 
 #[test]
-fn every_filter_round_trips_through_a_real_registry() {
+fn every_module_round_trips_through_a_real_registry() {
     let server = RegistryServer::start();
     let out = tempfile::tempdir().unwrap();
-    let filters = support::filters();
+    let filters = support::modules();
+    assert!(filters.iter().any(|m| m == support::GATEWAY), "{filters:?}");
     let p = support::provenance();
     package(&support::root(), &support::dist(), out.path(), &filters, &p).unwrap();
     let registry = Registry::new(&format!("{}/portcullis", server.address()), false).unwrap();
@@ -214,7 +215,7 @@ fn the_cli_builds_checksums_and_pushes_what_make_runs() {
     let work = tempfile::tempdir().unwrap();
     let dist = work.path().join("dist");
     std::fs::create_dir(&dist).unwrap();
-    let filters = support::filters();
+    let filters = support::modules();
     for f in &filters {
         std::fs::copy(wasm_path(&support::dist(), f), wasm_path(&dist, f)).unwrap();
     }
@@ -269,6 +270,20 @@ fn the_cli_builds_checksums_and_pushes_what_make_runs() {
         }
     }
     assert_eq!(stdout.lines().collect::<Vec<_>>(), expected);
+}
+
+/// `make oci` and `make push` name every module, the gateway included, not only the filters.
+#[test]
+fn make_oci_and_push_take_every_module() {
+    let makefile = std::fs::read_to_string(support::root().join("Makefile")).unwrap();
+    let runs: Vec<&str> = makefile
+        .lines()
+        .filter(|l| l.contains("-p portcullis-oci --"))
+        .collect();
+    assert_eq!(runs.len(), 2, "the oci and push recipes: {runs:?}");
+    for run in runs {
+        assert!(run.trim_end().ends_with(" $(MODULES)"), "{run}");
+    }
 }
 
 #[test]

@@ -34,7 +34,7 @@ fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 
 #[test]
 fn building_twice_gives_the_same_digests_and_bytes() {
-    let filters = support::filters();
+    let filters = support::modules();
     let p = support::provenance();
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let first = package(&support::root(), &support::dist(), a.path(), &filters, &p).unwrap();
@@ -67,7 +67,7 @@ fn building_twice_gives_the_same_digests_and_bytes() {
 
 #[test]
 fn a_rebuild_replaces_the_layout_whole() {
-    let filters = support::filters();
+    let filters = support::modules();
     let p = support::provenance();
     let out = tempfile::tempdir().unwrap();
     package(&support::root(), &support::dist(), out.path(), &filters, &p).unwrap();
@@ -81,7 +81,7 @@ fn a_rebuild_replaces_the_layout_whole() {
 
 #[test]
 fn every_layout_blob_is_named_by_its_digest() {
-    let filters = support::filters();
+    let filters = support::modules();
     let out = tempfile::tempdir().unwrap();
     package(
         &support::root(),

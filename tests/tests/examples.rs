@@ -1,9 +1,12 @@
 //! The minimal per-filter examples in `envoy-config/examples/` are real Envoy configuration:
 //! `envoy --mode validate` accepts each one, which also loads the filter and runs its
 //! `on_configure` on the example's policy. `jwt-tls.yaml` reads its certificates from files,
-//! which validation loads too: the test makes a CA and a certificate for it.
+//! which validation loads too: the test makes a CA and a certificate for it. `gateway.yaml`
+//! is the one-VM gateway with every stage, each configured with the demo's policy.
 
 use std::collections::BTreeMap;
+
+use serde_json::Value;
 
 use portcullis_tests::certs::Authority;
 use portcullis_tests::config::fill;
@@ -29,6 +32,7 @@ fn every_filter_example_validates_in_envoy() {
         ("rate-limiting", "rate-limiting"),
         ("rate-limiting", "rate-limiting-redis"),
         ("token-issuer", "token-issuer"),
+        ("gateway", "gateway"),
     ] {
         paths::wasm(filter); // a clear message when `make build` has not run
         let path = dir.join(format!("{example}.yaml"));
@@ -63,4 +67,75 @@ fn a_broken_policy_in_an_example_is_refused_by_validate() {
     assert_ne!(broken, config);
     let log = Envoy::validate(&broken).expect_err("a misspelt field must be refused");
     assert!(log.contains("any_consumr"), "{log}");
+}
+
+/// The gateway example's configuration: the JSON in its wasm filter's `StringValue`.
+fn gateway_example_configuration() -> (String, Value) {
+    let path = paths::workspace_root().join("envoy-config/examples/gateway.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let yaml: Value = serde_yaml_ng::from_str(&text).unwrap();
+    let filters = yaml
+        .pointer(
+            "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters",
+        )
+        .and_then(Value::as_array)
+        .expect("http_filters");
+    let wasm: Vec<&Value> = filters
+        .iter()
+        .filter(|f| {
+            f.pointer("/typed_config/@type").and_then(Value::as_str)
+                == Some("type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm")
+        })
+        .collect();
+    let [gateway] = wasm.as_slice() else {
+        panic!("one wasm filter, the gateway: {wasm:?}")
+    };
+    assert_eq!(gateway["typed_config"]["config"]["root_id"], "gateway");
+    let value = gateway
+        .pointer("/typed_config/config/configuration/value")
+        .and_then(Value::as_str)
+        .expect("a StringValue configuration");
+    (text, serde_json::from_str(value).unwrap())
+}
+
+/// Each stage of the gateway example is the demo's policy of that filter
+/// (`envoy-config/policies/<filter>.json`, jwt's without the consumer source, which needs
+/// portcullis-admin): the example is the demo in one filter, and stays so when a policy
+/// changes.
+#[test]
+fn the_gateway_example_runs_each_stage_with_the_demos_policy() {
+    let (_, config) = gateway_example_configuration();
+    let stages = config.as_object().expect("an object of stages");
+    assert_eq!(stages.len(), 4, "the four stages, no other key: {config}");
+    for (stage, policy) in [
+        ("token_issuer", "token-issuer"),
+        ("jwt", "jwt"),
+        ("acl", "acl"),
+        ("rate_limiting", "rate-limiting"),
+    ] {
+        let path = paths::workspace_root().join(format!("envoy-config/policies/{policy}.json"));
+        let mut expected: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        if let Some(object) = expected.as_object_mut() {
+            object.remove("consumer_source");
+        }
+        assert_eq!(
+            stages.get(stage),
+            Some(&expected),
+            "stage {stage} is not {}",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn a_broken_stage_in_the_gateway_example_is_refused_with_its_name() {
+    let (text, _) = gateway_example_configuration();
+    let dist = paths::workspace_root().join("dist");
+    let vars = BTreeMap::from([("DIST".to_owned(), dist.to_string_lossy().into_owned())]);
+    let config = fill(&text, &vars).unwrap();
+    let broken = config.replace(r#""allow": ["admins"]"#, r#""allow": []"#);
+    assert_ne!(broken, config);
+    let log = Envoy::validate(&broken).expect_err("an empty allow list must be refused");
+    assert!(log.contains("acl.routes.payments.allow"), "{log}");
 }

@@ -27,22 +27,53 @@ pub fn dist() -> PathBuf {
 
 /// The filters the Makefile builds (`FILTERS := …`): the one list of them.
 pub fn filters() -> Vec<String> {
+    built(makefile_list("FILTERS"))
+}
+
+/// Every module the Makefile builds and `make oci` packages (`MODULES := $(FILTERS) gateway`):
+/// the filters, then the one-VM gateway.
+pub fn modules() -> Vec<String> {
+    let filters = makefile_list("FILTERS");
+    let modules = makefile_list("MODULES")
+        .into_iter()
+        .flat_map(|word| match word.as_str() {
+            "$(FILTERS)" => filters.clone(),
+            _ => vec![word],
+        })
+        .collect();
+    built(modules)
+}
+
+/// The one-VM gateway's module name: the module `MODULES` adds to `FILTERS`.
+pub const GATEWAY: &str = "gateway";
+
+/// The words of the Makefile's `<name> := …` line.
+fn makefile_list(name: &str) -> Vec<String> {
     let makefile = std::fs::read_to_string(root().join("Makefile")).expect("reading Makefile");
     let line = makefile
         .lines()
-        .find_map(|l| l.strip_prefix("FILTERS"))
+        .find_map(|l| l.strip_prefix(name))
         .and_then(|rest| rest.trim_start().strip_prefix(":="))
-        .expect("Makefile: FILTERS := …");
-    let filters: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
-    for f in &filters {
-        let wasm = portcullis_oci::wasm_path(&dist(), f);
+        .unwrap_or_else(|| panic!("Makefile: {name} := …"));
+    line.split('#')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `modules`, each checked to be in `dist/`.
+fn built(modules: Vec<String>) -> Vec<String> {
+    for m in &modules {
+        let wasm = portcullis_oci::wasm_path(&dist(), m);
         assert!(
             wasm.exists(),
             "{} is missing: run `make build` first",
             wasm.display()
         );
     }
-    filters
+    modules
 }
 
 /// The filters in the order the demo gateway chains them (`root_id:` in
