@@ -395,7 +395,22 @@ impl Host {
 
     /// Starts the filter `dist/portcullis-<filter>.wasm` as plugin `<filter>` with `config`,
     /// or fails the test with the refusal and the plugin's log: how a filter test begins.
+    ///
+    /// With `PORTCULLIS_PACKAGING=gateway` the plugin is the one-VM gateway module running
+    /// that filter's stage alone (`{"<stage>": config}`), still named `<filter>` with the
+    /// filter's VM id: a filter's suite then runs against the stage as the gateway packages
+    /// it (`make test-packaging`).
     pub fn start(&self, filter: &str, config: &serde_json::Value) -> Plugin {
+        if std::env::var("PORTCULLIS_PACKAGING").is_ok_and(|p| p == "gateway") {
+            let stage = filter.replace('-', "_");
+            // The filter's own VM id, so its shared data is where its tests look.
+            return self
+                .plugin(crate::dist("gateway"))
+                .name(filter)
+                .vm_id(&format!("portcullis-{filter}"))
+                .config_json(&serde_json::json!({ stage: config }))
+                .started();
+        }
         self.filter(filter).config_json(config).started()
     }
 

@@ -76,15 +76,13 @@ fn built(modules: Vec<String>) -> Vec<String> {
     modules
 }
 
-/// The filters in the order the demo gateway chains them (`root_id:` in
-/// `envoy-config/demo.yaml.tmpl`).
+/// The filters in the order the demo chains them: the gateway's stage order
+/// (`portcullis_core::gateway::STAGES`), which the demo's four filters follow too
+/// (`envoy-config/demo.yaml.tmpl`, `portcullis_services::demo::FILTERS`).
 pub fn demo_chain() -> Vec<String> {
-    let template = std::fs::read_to_string(root().join("envoy-config/demo.yaml.tmpl"))
-        .expect("reading envoy-config/demo.yaml.tmpl");
-    template
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("root_id:"))
-        .map(|id| id.trim().to_owned())
+    portcullis_core::gateway::STAGES
+        .iter()
+        .map(|stage| stage.replace('_', "-"))
         .collect()
 }
 
