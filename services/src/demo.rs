@@ -42,6 +42,14 @@ impl Chain {
             )),
         }
     }
+
+    /// What [`Chain::parse`] reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            Chain::Gateway => "gateway",
+            Chain::Filters => "filters",
+        }
+    }
 }
 
 /// Everything the template needs.
@@ -638,6 +646,14 @@ mod tests {
             file.render(),
             Ok("path: \"/run dir/access.log\"\n".to_owned())
         );
+    }
+
+    #[test]
+    fn a_chain_reads_back_from_its_name_and_nothing_else_is_one() {
+        for chain in [Chain::Gateway, Chain::Filters] {
+            assert_eq!(Chain::parse(chain.name()), Ok(chain));
+        }
+        assert!(Chain::parse("both").unwrap_err().contains("`gateway`"));
     }
 
     #[test]

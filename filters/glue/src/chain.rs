@@ -217,7 +217,14 @@ impl<T: Stage, J: Stage, A: Stage, R: Stage> Worker<T, J, A, R> {
         let Some(mut q) = self.parked.remove(context) else {
             return;
         };
-        let mut step = decide(&mut q.x);
+        let step = decide(&mut q.x);
+        self.go_on(at, context, q, step);
+    }
+
+    /// After stage `at` decided a paused request again: the stages after it run if it went
+    /// on, the stream resumes if they all did, and the request is parked again (waiting, or
+    /// kept for its response).
+    fn go_on(&self, at: usize, context: u32, mut q: Request<T, J, A, R>, mut step: Step) {
         if step == Step::Next {
             step = self.run(at + 1, &mut q);
         }
@@ -244,7 +251,7 @@ impl<T: Stage, J: Stage, A: Stage, R: Stage> Worker<T, J, A, R> {
         }
         let s = &self.stages;
         let at = q.at;
-        let mut step = match at {
+        let step = match at {
             0 => s
                 .token_issuer
                 .as_ref()
@@ -263,13 +270,7 @@ impl<T: Stage, J: Stage, A: Stage, R: Stage> Worker<T, J, A, R> {
                 .map(|r| r.grpc_answer(&mut q.x, &mut q.r, status, size)),
         }
         .unwrap_or(Step::Next);
-        if step == Step::Next {
-            step = self.run(at + 1, &mut q);
-        }
-        if step == Step::Next {
-            let _ = hostcalls::resume_http_request();
-        }
-        self.park(context, q);
+        self.go_on(at, context, q, step);
         if let Some(root) = root {
             let _ = hostcalls::set_effective_context(root);
         }

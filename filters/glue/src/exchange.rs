@@ -45,8 +45,12 @@ impl Exchange {
         self.context
     }
 
-    /// Reads the header map now if no stage has: a stage that needs most of the request
-    /// (jwt) asks for it first, so that single values later come from memory.
+    /// The header map as the host gave it, read now if no stage has: a stage that needs
+    /// most of the request (jwt) asks for it first, so that single values later come from
+    /// memory. It does not show the changes made since: only for a stage that runs before
+    /// any stage changes a request header (jwt: token-issuer never changes one), or that
+    /// reads names alone; later stages read through [`Exchange::header`],
+    /// [`Exchange::header_values`] or [`Exchange::headers`].
     pub fn read_headers(&mut self) -> Result<&HeaderMap, MalformedMap> {
         self.map
             .get_or_insert_with(host::request_header_map)
@@ -54,24 +58,15 @@ impl Exchange {
             .map_err(|e| *e)
     }
 
-    /// The header map as the host gave it. Only for a stage that runs before any stage
-    /// changes a request header (jwt: token-issuer never changes one); later stages read
-    /// through [`Exchange::header`], [`Exchange::header_values`] or [`Exchange::headers`].
-    pub fn original_headers(&mut self) -> Result<&HeaderMap, MalformedMap> {
-        self.read_headers()
-    }
-
     /// Every request header as (name, value), as it is now: the map with the changes made
     /// since. Reads the map if no stage has.
     pub fn headers(&mut self) -> Result<Vec<(&str, &str)>, MalformedMap> {
-        if self.map.is_none() {
-            self.map = Some(host::request_header_map());
-        }
-        let map = self.map.as_ref().map(|m| m.as_ref().map_err(|e| *e));
-        let Some(map) = map else {
-            return Ok(Vec::new());
-        };
-        let map = map?;
+        // The fields apart: the map borrowed while the edits are read.
+        let map = self
+            .map
+            .get_or_insert_with(host::request_header_map)
+            .as_ref()
+            .map_err(|e| *e)?;
         let edits = &self.edits;
         let edited = |name: &str| edits.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
         Ok(map

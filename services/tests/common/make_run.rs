@@ -128,11 +128,7 @@ impl MakeRun {
         }
         // The packaging these tests run (`PORTCULLIS_PACKAGING`), unless the test names one.
         if !args.iter().any(|a| a.starts_with("CHAIN=")) {
-            let chain = match super::gateway::chain() {
-                portcullis_services::demo::Chain::Gateway => "gateway",
-                portcullis_services::demo::Chain::Filters => "filters",
-            };
-            command.arg(format!("CHAIN={chain}"));
+            command.arg(format!("CHAIN={}", super::gateway::chain().name()));
         }
         command.args(args);
         for variable in SCRIPT_VARIABLES {

@@ -553,7 +553,7 @@ impl Jwt {
         let policy = request.policy.clone();
         let now = UnixTime(host::now_secs());
         // Read when the request came in (an unreadable map was refused then).
-        let sources = match x.original_headers() {
+        let sources = match x.read_headers() {
             Ok(headers) => TokenSources::from_headers(policy.locations(), headers.iter()),
             Err(_) => TokenSources::default(),
         };
@@ -680,7 +680,7 @@ impl Jwt {
             );
         }
         if policy.hide_credentials() {
-            let edits = match x.original_headers() {
+            let edits = match x.read_headers() {
                 Ok(headers) => hide(&accepted.token_locations, headers),
                 Err(_) => Vec::new(),
             };
