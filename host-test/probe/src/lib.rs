@@ -185,7 +185,9 @@ impl Probe {
     fn record(&self, event: Value) {
         let Some(id) = &self.id else { return };
         let key = format!("probe.record.{id}");
-        // Read-modify-write with CAS: every worker may append to the same record.
+        // Read-modify-write with CAS: every worker may append to the same record. A missing
+        // key has no CAS to hold, so the first write is blind: tests that race workers seed
+        // the record first.
         for _ in 0..100 {
             let (current, cas) = hostcalls::get_shared_data(&key).unwrap_or((None, None));
             let mut events: Vec<Value> = current
