@@ -344,10 +344,16 @@ impl Default for Host {
 
 impl Host {
     /// A host whose clock stands at [`EPOCH_START_NANOS`]. Logs are echoed to stderr when
-    /// `HOST_TEST_LOG` is set.
+    /// `HOST_TEST_LOG` is set; `HOST_TEST_PERFMAP` writes a perf map of the compiled wasm.
     pub fn new() -> Self {
         let mut config = Config::new();
         config.consume_fuel(true);
+        // `HOST_TEST_PERFMAP`: name each compiled wasm function in /tmp/perf-<pid>.map, so
+        // `perf record` of a test or of `host-test --repeat` shows where a module's
+        // instructions go (a module keeps its names if built with `strip = false`).
+        if std::env::var_os("HOST_TEST_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         // Envoy's V8 grows memory on demand; wasmtime's defaults are fine for filters.
         let engine = match Engine::new(&config) {
             Ok(engine) => engine,
