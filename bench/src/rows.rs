@@ -208,6 +208,7 @@ pub fn rows() -> Vec<Row> {
     let hs256 = || Some(token("HS256"));
     let local_rl = "portcullis rate-limiting (by ip)";
     let native_rls = "native ratelimit + service";
+    let rate_limit_floor = "wasm: the host calls of rate-limiting (by ip)";
     // The rate limiting rows are routed (see FAULT_200): Envoy's ratelimit filter needs it,
     // and all of them are, so their ratios compare like with like.
     rows.extend([
@@ -244,7 +245,18 @@ pub fn rows() -> Vec<Row> {
         .native("native local_ratelimit")
         // rate-limiting's own cost: #23 asks for half of the 2026-11-25 run's ~13 µs.
         .versus("wasm: empty filter, routed")
+        .versus(rate_limit_floor)
         .portcullis(&[("rate-limiting", RATE_LIMIT_IP)]),
+        // Its floor: the host calls it makes counting an IP, with no logic. Over the empty
+        // filter, what any filter counting in shared data and answering Kong's headers pays.
+        Row::new(
+            rate_limit_floor,
+            "ratelimit",
+            cost_filter(RATE_LIMIT_HOST_CALLS),
+            hs256(),
+        )
+        .routed()
+        .versus("wasm: empty filter, routed"),
         Row::new(
             native_rls,
             "ratelimit",
