@@ -26,8 +26,9 @@ pub trait RequestFacts {
     fn header_values(&mut self, name: &str) -> Result<Vec<String>, String>;
     /// `:path`, query included.
     fn path(&mut self) -> Option<String>;
-    /// The identity the jwt filter handed over in filter state.
-    fn identity(&mut self) -> Option<Identity>;
+    /// The identity the jwt filter handed over in filter state, lent: a key needs one of
+    /// its strings, not a copy of the whole identity.
+    fn identity(&mut self) -> Option<&Identity>;
     /// Envoy's `xds.cluster_name`: the upstream cluster of the matched route.
     fn service(&mut self) -> Option<String>;
 }
@@ -85,14 +86,16 @@ impl LimitBy {
                     credential,
                     ..
                 } = id;
+                let key = |kind, v: &String| LimitKey::new(kind, v.clone());
                 consumer_id
-                    .map(|v| LimitKey::new(KeyKind::Consumer, v))
-                    .or_else(|| username.map(|v| LimitKey::new(KeyKind::Username, v)))
-                    .or_else(|| credential.map(|v| LimitKey::new(KeyKind::Credential, v)))
+                    .as_ref()
+                    .map(|v| key(KeyKind::Consumer, v))
+                    .or_else(|| username.as_ref().map(|v| key(KeyKind::Username, v)))
+                    .or_else(|| credential.as_ref().map(|v| key(KeyKind::Credential, v)))
             }),
             LimitBy::Credential => facts
                 .identity()
-                .and_then(|id| id.credential)
+                .and_then(|id| id.credential.clone())
                 .map(|v| LimitKey::new(KeyKind::Credential, v)),
             LimitBy::Ip => None,
             LimitBy::Header(name) => header_value(name, facts)?
@@ -445,8 +448,8 @@ pub(crate) mod tests {
         fn path(&mut self) -> Option<String> {
             self.path.clone()
         }
-        fn identity(&mut self) -> Option<Identity> {
-            self.identity.clone()
+        fn identity(&mut self) -> Option<&Identity> {
+            self.identity.as_ref()
         }
         fn service(&mut self) -> Option<String> {
             self.service.clone()

@@ -428,7 +428,7 @@ impl RequestFacts for Facts<'_> {
         self.x.header(":path")
     }
 
-    fn identity(&mut self) -> Option<Identity> {
+    fn identity(&mut self) -> Option<&Identity> {
         if self.identity.is_none() {
             let identity = match self.x.identity() {
                 Ok(identity) => identity,
@@ -444,7 +444,7 @@ impl RequestFacts for Facts<'_> {
             };
             self.identity = Some(identity);
         }
-        self.identity.clone().flatten().map(|i| Identity::clone(&i))
+        self.identity.as_ref().and_then(|i| i.as_deref())
     }
 
     fn service(&mut self) -> Option<String> {
