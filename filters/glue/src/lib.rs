@@ -7,6 +7,7 @@
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel};
 
+pub mod alloc;
 pub mod chain;
 pub mod exchange;
 pub mod host;
@@ -14,6 +15,12 @@ pub mod host_crypto;
 pub mod scaffold;
 pub mod shared;
 pub mod stages;
+
+/// Every module with the glue allocates through [`alloc::SingleThreaded`]: small blocks from
+/// free lists by size class instead of dlmalloc.
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: alloc::SingleThreaded = alloc::SingleThreaded::new();
 
 /// Sets the SDK's log level and routes panics to the host's log at critical level, so the
 /// one panic that slips through is at least visible in Envoy's log before the VM dies.
