@@ -219,7 +219,11 @@ mod tests {
         );
         assert_eq!(of(2049), None);
         assert_eq!(class(layout(8, 16)), Some(0));
-        assert_eq!(class(layout(8, 32)), None, "wider alignment: the backing allocator's");
+        assert_eq!(
+            class(layout(8, 32)),
+            None,
+            "wider alignment: the backing allocator's"
+        );
     }
 
     #[test]
@@ -289,7 +293,10 @@ mod tests {
                 block = a.realloc(block, l, size);
                 assert!(!block.is_null());
                 let kept = std::slice::from_raw_parts(block, 20);
-                assert!(kept.iter().enumerate().all(|(i, b)| *b == i as u8), "{size}");
+                assert!(
+                    kept.iter().enumerate().all(|(i, b)| *b == i as u8),
+                    "{size}"
+                );
                 l = layout(size, 1);
             }
             a.dealloc(block, l);
@@ -306,9 +313,13 @@ mod tests {
             a.dealloc(block, l);
             let zeroed = a.alloc_zeroed(l);
             assert_eq!(zeroed, block);
-            assert!(std::slice::from_raw_parts(zeroed, 48).iter().all(|b| *b == 0));
+            assert!(std::slice::from_raw_parts(zeroed, 48)
+                .iter()
+                .all(|b| *b == 0));
             let big = a.alloc_zeroed(layout(4096, 8));
-            assert!(std::slice::from_raw_parts(big, 4096).iter().all(|b| *b == 0));
+            assert!(std::slice::from_raw_parts(big, 4096)
+                .iter()
+                .all(|b| *b == 0));
             a.dealloc(big, layout(4096, 8));
         }
     }
