@@ -232,6 +232,7 @@ fn a_bad_command_line_is_exit_2_with_usage() {
 
 #[test]
 fn sigint_and_sigterm_stop_the_services() {
+    common::sigint_at_its_default();
     for signal in ["INT", "TERM"] {
         let mut services = Services::start(&ALL);
         let url = services.url("order-service", "/orders");

@@ -285,6 +285,7 @@ impl MakeRun {
     /// What a user's Ctrl-C does: SIGINT to the terminal's process group (the script, the
     /// services and Envoy alike). Returns how the script ended, within 15 s.
     pub fn ctrl_c(&mut self) -> ExitStatus {
+        super::sigint_at_its_default();
         self.signal_group("INT");
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {

@@ -177,3 +177,20 @@ impl Drop for Services {
         }
     }
 }
+
+/// Fails the test, saying why, when this process ignores SIGINT: a script's background job
+/// does (bash), every process it starts inherits that, and so a SIGINT the test sends would
+/// be ignored by the services, the script or Envoy, which is not what a user's Ctrl-C meets.
+pub fn sigint_at_its_default() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let ignored = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (2 - 1)) != 0);
+    assert!(
+        !ignored,
+        "SIGINT is ignored by the tests (started as a script's background job?): run them \
+         with SIGINT at its default action"
+    );
+}
