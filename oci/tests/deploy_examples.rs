@@ -2,7 +2,9 @@
 //! `EnvoyExtensionPolicy`s in `envoy-config/envoy-gateway/` name the images `make push` pushes,
 //! with the root ids the images declare, in the demo's chain order, with configurations that
 //! start each filter. The one-VM gateway's variants (`gateway.yaml` in each) configure each
-//! stage exactly as the separate filters' files there do, and start the gateway.
+//! stage exactly as the separate filters' files there do, and start the gateway. On each
+//! platform, a token token-issuer issues at the login passes jwt, as separate filters and as
+//! the gateway's stages.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -383,5 +385,152 @@ fn examples_use_the_same_registry_as_each_other() {
     assert_eq!(
         str_at(&istio, "/spec/url"),
         str_at(eg_jwt, "/code/image/url")
+    );
+}
+
+/// What the demo's login service answers for mobile-app: the profile token-issuer signs.
+fn profile() -> Value {
+    serde_json::json!({
+        "sub": "123",
+        "username": "mobile-app",
+        "groups": ["admins"],
+        "email": "mobile-app@example.com",
+    })
+}
+
+/// A user logs in at token-issuer's first auth path and presents the token it issues: the
+/// example's chain (`plugins`, token-issuer first, or the gateway) must let it through to a
+/// protected route as the user, and refuse that route without a token. Starting each filter
+/// is not enough: an issuer whose tokens the jwt beside it does not trust starts fine and
+/// answers 401 to every login's token.
+fn login_reaches_a_protected_route(
+    plugins: &mut [&mut host_test::Plugin],
+    issuer: &Value,
+    example: &str,
+) {
+    let path = str_at(issuer, "/auth_paths/0/path");
+    let method = str_at(issuer, "/auth_paths/0/methods/0");
+    let login = host_test::Request::new(method, path)
+        .header("content-type", "application/json")
+        .body(r#"{"username":"mobile-app","password":"mobile-demo"}"#)
+        .route("login")
+        .respond(host_test::UpstreamResponse::new(200).json(&profile()));
+    let answer = host_test::send(plugins, login);
+    assert_eq!(
+        answer.status(),
+        200,
+        "{example}: login at {method} {path}: {}",
+        answer.body_text()
+    );
+    let token = answer.body_json()["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{example}: no token in {}", answer.body_text()))
+        .to_owned();
+
+    // payments: a route every example protects (acl, where it runs, allows mobile-app's admins).
+    let payments = || host_test::Request::get("/payments").route("payments");
+    let with_token = host_test::send(
+        plugins,
+        payments().header("authorization", &format!("Bearer {token}")),
+    );
+    assert!(
+        with_token.reached_upstream(),
+        "{example}: the token issued at {path} is refused: {} {}",
+        with_token.status(),
+        with_token.body_text()
+    );
+    assert_eq!(
+        with_token.upstream_header("x-consumer-username").as_deref(),
+        Some("mobile-app"),
+        "{example}: the upstream does not see the user who logged in"
+    );
+    let without = host_test::send(plugins, payments());
+    assert_eq!(without.status(), 401, "{example}: no token");
+}
+
+/// `config` of `filter`, started on `host` (a refusal fails the test, naming the example).
+fn start_on(
+    host: &host_test::Host,
+    filter: &str,
+    config: &Value,
+    example: &str,
+) -> host_test::Plugin {
+    host.filter(filter)
+        .config_json(config)
+        .start()
+        .unwrap_or_else(|e| panic!("{example}: {filter} does not start: {e}"))
+}
+
+#[test]
+fn istio_login_tokens_pass_jwt() {
+    let dir = support::root().join("envoy-config/istio");
+    let config = |filter: &str| {
+        yaml(&dir.join(format!("{filter}.yaml")))
+            .pointer("/spec/pluginConfig")
+            .cloned()
+            .unwrap_or_else(|| panic!("{filter}.yaml: no pluginConfig"))
+    };
+    let issuer_config = config("token-issuer");
+    let host = host_test::Host::new();
+    let mut issuer = start_on(&host, "token-issuer", &issuer_config, "token-issuer.yaml");
+    let mut jwt = start_on(&host, "jwt", &config("jwt"), "jwt.yaml");
+    login_reaches_a_protected_route(
+        &mut [&mut issuer, &mut jwt],
+        &issuer_config,
+        "istio/token-issuer.yaml and jwt.yaml",
+    );
+
+    let gateway = config(support::GATEWAY);
+    let mut plugin = start_on(
+        &host_test::Host::new(),
+        support::GATEWAY,
+        &gateway,
+        "istio/gateway.yaml",
+    );
+    login_reaches_a_protected_route(
+        &mut [&mut plugin],
+        &gateway["token_issuer"],
+        "istio/gateway.yaml",
+    );
+}
+
+#[test]
+fn envoy_gateway_login_tokens_pass_jwt() {
+    let dir = support::root().join("envoy-config/envoy-gateway");
+    let config = |file: &str, root_id: &str| {
+        yaml(&dir.join(file))
+            .pointer("/spec/wasm")
+            .and_then(Value::as_array)
+            .and_then(|w| w.iter().find(|w| w["rootID"] == root_id))
+            .and_then(|w| w.pointer("/config"))
+            .cloned()
+            .unwrap_or_else(|| panic!("{file}: no {root_id} config"))
+    };
+    let issuer_config = config("portcullis.yaml", "token-issuer");
+    let host = host_test::Host::new();
+    let mut issuer = start_on(&host, "token-issuer", &issuer_config, "portcullis.yaml");
+    let mut jwt = start_on(
+        &host,
+        "jwt",
+        &config("portcullis.yaml", "jwt"),
+        "portcullis.yaml",
+    );
+    login_reaches_a_protected_route(
+        &mut [&mut issuer, &mut jwt],
+        &issuer_config,
+        "envoy-gateway/portcullis.yaml",
+    );
+
+    let gateway = config("gateway.yaml", support::GATEWAY);
+    let mut plugin = start_on(
+        &host_test::Host::new(),
+        support::GATEWAY,
+        &gateway,
+        "envoy-gateway/gateway.yaml",
+    );
+    login_reaches_a_protected_route(
+        &mut [&mut plugin],
+        &gateway["token_issuer"],
+        "envoy-gateway/gateway.yaml",
     );
 }
