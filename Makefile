@@ -69,7 +69,7 @@ build: ## Build every filter to dist/portcullis-<filter>.wasm and the one-VM gat
 	@command -v wasm-opt >/dev/null || { echo "build: wasm-opt is missing (Debian package binaryen): run make setup"; exit 2; }
 	@for f in $(MODULES); do \
 	  src=target/$(WASM_TARGET)/release/portcullis_$$(echo $$f | tr - _).wasm; dst=$(DIST)/portcullis-$$f.wasm; \
-	  if [ $$src -nt $$dst ] || [ Makefile -nt $$dst ]; then echo "  wasm-opt $$dst"; $(WASM_OPT) $$src -o $$dst || exit 1; fi; \
+	  if [ $$src -nt $$dst ] || [ Makefile -nt $$dst ]; then echo "  wasm-opt $$dst"; $(WASM_OPT) $$src -o $$dst.tmp && mv $$dst.tmp $$dst || exit 1; fi; \
 	done
 	@cp target/$(WASM_TARGET)/release/portcullis_probe.wasm $(DIST)/fixtures/probe.wasm
 	@cp target/$(WASM_TARGET)/release/portcullis_cost.wasm $(DIST)/fixtures/cost.wasm
