@@ -26,7 +26,7 @@ impl RequestFacts for Facts {
     fn path(&mut self) -> Option<String> {
         Some("/payments".to_owned())
     }
-    fn identity(&mut self) -> Option<Identity> {
+    fn identity(&mut self) -> Option<&Identity> {
         None
     }
     fn service(&mut self) -> Option<String> {
