@@ -461,6 +461,28 @@ fn start_on(
         .unwrap_or_else(|e| panic!("{example}: {filter} does not start: {e}"))
 }
 
+/// A platform's login, both ways it can be deployed: its token-issuer and jwt as two
+/// plugins in one host, and its gateway module alone.
+fn login_passes_as_filters_and_as_gateway(
+    platform: &str,
+    issuer: &Value,
+    jwt: &Value,
+    gateway: &Value,
+) {
+    let host = host_test::Host::new();
+    let mut issuer_plugin = start_on(&host, "token-issuer", issuer, platform);
+    let mut jwt_plugin = start_on(&host, "jwt", jwt, platform);
+    login_reaches_a_protected_route(
+        &mut [&mut issuer_plugin, &mut jwt_plugin],
+        issuer,
+        &format!("{platform}: token-issuer and jwt"),
+    );
+
+    let example = format!("{platform}: gateway.yaml");
+    let mut plugin = start_on(&host_test::Host::new(), support::GATEWAY, gateway, &example);
+    login_reaches_a_protected_route(&mut [&mut plugin], &gateway["token_issuer"], &example);
+}
+
 #[test]
 fn istio_login_tokens_pass_jwt() {
     let dir = support::root().join("envoy-config/istio");
@@ -470,27 +492,11 @@ fn istio_login_tokens_pass_jwt() {
             .cloned()
             .unwrap_or_else(|| panic!("{filter}.yaml: no pluginConfig"))
     };
-    let issuer_config = config("token-issuer");
-    let host = host_test::Host::new();
-    let mut issuer = start_on(&host, "token-issuer", &issuer_config, "token-issuer.yaml");
-    let mut jwt = start_on(&host, "jwt", &config("jwt"), "jwt.yaml");
-    login_reaches_a_protected_route(
-        &mut [&mut issuer, &mut jwt],
-        &issuer_config,
-        "istio/token-issuer.yaml and jwt.yaml",
-    );
-
-    let gateway = config(support::GATEWAY);
-    let mut plugin = start_on(
-        &host_test::Host::new(),
-        support::GATEWAY,
-        &gateway,
-        "istio/gateway.yaml",
-    );
-    login_reaches_a_protected_route(
-        &mut [&mut plugin],
-        &gateway["token_issuer"],
-        "istio/gateway.yaml",
+    login_passes_as_filters_and_as_gateway(
+        "istio",
+        &config("token-issuer"),
+        &config("jwt"),
+        &config(support::GATEWAY),
     );
 }
 
@@ -506,31 +512,10 @@ fn envoy_gateway_login_tokens_pass_jwt() {
             .cloned()
             .unwrap_or_else(|| panic!("{file}: no {root_id} config"))
     };
-    let issuer_config = config("portcullis.yaml", "token-issuer");
-    let host = host_test::Host::new();
-    let mut issuer = start_on(&host, "token-issuer", &issuer_config, "portcullis.yaml");
-    let mut jwt = start_on(
-        &host,
-        "jwt",
+    login_passes_as_filters_and_as_gateway(
+        "envoy-gateway",
+        &config("portcullis.yaml", "token-issuer"),
         &config("portcullis.yaml", "jwt"),
-        "portcullis.yaml",
-    );
-    login_reaches_a_protected_route(
-        &mut [&mut issuer, &mut jwt],
-        &issuer_config,
-        "envoy-gateway/portcullis.yaml",
-    );
-
-    let gateway = config("gateway.yaml", support::GATEWAY);
-    let mut plugin = start_on(
-        &host_test::Host::new(),
-        support::GATEWAY,
-        &gateway,
-        "envoy-gateway/gateway.yaml",
-    );
-    login_reaches_a_protected_route(
-        &mut [&mut plugin],
-        &gateway["token_issuer"],
-        "envoy-gateway/gateway.yaml",
+        &config("gateway.yaml", support::GATEWAY),
     );
 }
