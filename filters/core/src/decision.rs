@@ -248,9 +248,15 @@ fn is_plain(c: char) -> bool {
 }
 
 /// `value` as a JSON string in printable ASCII, cut after [`MAX_VALUE_CHARS`] characters.
-/// Runs of plain characters are copied whole: a usual value is one copy.
+/// Runs of plain characters are copied whole: a usual value is one copy, and one that is
+/// short and plain throughout (a consumer name, a key, a route) is checked byte by byte.
 fn push_string(out: &mut String, value: &str) {
     out.push('"');
+    if value.len() <= MAX_VALUE_CHARS && value.bytes().all(|b| is_plain(char::from(b))) {
+        out.push_str(value);
+        out.push('"');
+        return;
+    }
     let mut plain_from = 0;
     let mut end = value.len();
     let mut cut = false;

@@ -27,13 +27,29 @@ pub fn request_header_map() -> Result<HeaderMap, MalformedMap> {
 
 #[link(wasm_import_module = "env")]
 extern "C" {
-    /// The SDK declares it too (with its own enums for the map type and the status, which
-    /// an unknown value from the host would make undefined); the import is the same.
+    // The SDK declares these too, with its own enums for the map type and the status (an
+    // unknown value from the host would make them undefined), and `set_property` panics on
+    // any status but `Ok`; the imports are the same. A status here is a number, 0 for `Ok`.
     fn proxy_get_header_map_pairs(
         map_type: u32,
         return_map_data: *mut *mut u8,
         return_map_size: *mut usize,
     ) -> u32;
+    fn proxy_set_property(
+        path_data: *const u8,
+        path_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+}
+
+/// Sets the property `name`, a path of one segment (`portcullis.identity`), to `value`;
+/// `false` when the host refused. Without the SDK's two allocations for the path.
+fn set_property(name: &str, value: &[u8]) -> bool {
+    // SAFETY: the host reads the bytes of `name` and `value`, which outlive the call.
+    let status =
+        unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) };
+    status == 0
 }
 
 fn header_map_bytes(map_type: MapType) -> Result<Vec<u8>, MalformedMap> {
@@ -72,6 +88,9 @@ pub fn http_call_response(body_size: usize) -> (Option<String>, Vec<u8>) {
     (status, body)
 }
 
+/// Sets (or with `None` removes) a request header. The SDK traps on a refusal, and that is
+/// kept: a forged identity header that could not be removed must not reach the upstream,
+/// and a trapped VM answers every request with an error (fail closed).
 pub fn set_request_header(name: &str, value: Option<&str>) {
     let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
 }
@@ -103,7 +122,7 @@ pub fn route_name_if(needed: bool) -> Option<String> {
 /// through Envoy filter state, which a client cannot write (unlike a header). `false` when
 /// the host refused it.
 pub fn publish_identity(encoded: &[u8]) -> bool {
-    hostcalls::set_property(vec![PROPERTY], Some(encoded)).is_ok()
+    set_property(PROPERTY, encoded)
 }
 
 /// Publishes this filter's decision for the request ([`Record::encode`]) as filter state
@@ -112,8 +131,7 @@ pub fn publish_identity(encoded: &[u8]) -> bool {
 /// for the same request replaces the value. A refusal is ignored: the decision stands,
 /// only its log field is missing.
 pub fn publish_decision(record: &Record<'_>) {
-    let encoded = record.encode();
-    let _ = hostcalls::set_property(vec![record.filter.property()], Some(encoded.as_bytes()));
+    let _ = set_property(record.filter.property(), record.encode().as_bytes());
 }
 
 /// What the jwt filter published for this request, if anything. An identity that does not
