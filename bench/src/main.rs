@@ -11,6 +11,9 @@
 //! (its figures mean nothing). `BENCH_ONLY=ratelimit,jwt`: only those groups of rows (`jwt`,
 //! `acl`, `ratelimit`, `chain`, and `host`: what a wasm filter pays Envoy per host call), the
 //! ceiling always. `BENCH_PROFILE=<part of a row name>`: see [`profile`].
+//! `BENCH_CANDIDATE=<name>`: the HS256 gateway rows once more with
+//! `dist/portcullis-<name>.wasm` (a copy of another build of the gateway), set against the
+//! gateway's own rows in the same rounds.
 //!
 //! The `ratelimit` group includes the cluster-wide policy: Portcullis `policy: redis` and
 //! Envoy's native `ratelimit` filter, both through the project's rate limit service

@@ -353,16 +353,36 @@ pub fn rows() -> Vec<Row> {
     let separate = "portcullis chain (jwt + acl + rate-limiting)";
     let native_rs256 = "native chain RS256 (jwt_authn + rbac + local_ratelimit)";
     let one_vm_rs256 = "wasm: the host calls of the chain, in one VM, + an RS256 check on the host";
-    let gateway = |variant: &str, alg: &str, cache: bool| {
+    let gateway_in = |module: &str, variant: &str, alg: &str, cache: bool| {
         let config = gateway_config(&portcullis_jwt_config(alg, cache, false), ACL, RATE_LIMIT);
         Row::new(
-            &format!("portcullis gateway (jwt + acl + rate-limiting, one VM) {variant}"),
+            &format!("portcullis {module} (jwt + acl + rate-limiting, one VM) {variant}"),
             "chain",
-            config::portcullis_filter("gateway", Some(&config)),
+            config::portcullis_filter(module, Some(&config)),
             Some(token(alg)),
         )
-        .portcullis(&[("gateway", &config)])
+        .portcullis(&[(module, &config)])
     };
+    let gateway =
+        |variant: &str, alg: &str, cache: bool| gateway_in("gateway", variant, alg, cache);
+    // `BENCH_CANDIDATE=<name>`: the HS256 gateway rows again with `dist/portcullis-<name>.wasm`,
+    // another build of the gateway, in the same rounds: a change measured against what it
+    // changes, not against another run.
+    if let Some(candidate) = std::env::var("BENCH_CANDIDATE")
+        .ok()
+        .filter(|c| !c.is_empty())
+    {
+        rows.extend([
+            gateway_in(&candidate, "HS256 +cache", "HS256", true)
+                .native(native_chain)
+                .versus(one_vm)
+                .versus("portcullis gateway (jwt + acl + rate-limiting, one VM) HS256 +cache"),
+            gateway_in(&candidate, "HS256", "HS256", false)
+                .native(native_chain)
+                .versus(one_vm)
+                .versus("portcullis gateway (jwt + acl + rate-limiting, one VM) HS256"),
+        ]);
+    }
     rows.extend([
         gateway("HS256 +cache", "HS256", true)
             .native(native_chain)
