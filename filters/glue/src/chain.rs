@@ -206,6 +206,7 @@ impl<T: Stage, J: Stage, A: Stage, R: Stage> Worker<T, J, A, R> {
     /// Keeps a request that is not in its HTTP context: it waits (its gRPC call, if any,
     /// noted), or was taken up from the root context and is kept for its response.
     fn park(&self, context: u32, mut q: Request<T, J, A, R>) {
+        q.x.forget_clock();
         if let Some(token) = q.x.call.take().filter(|_| Self::CALLS_OUT) {
             self.calls.insert(token, context);
         }
@@ -408,6 +409,7 @@ impl<T: Stage, J: Stage, A: Stage, R: Stage> Http<T, J, A, R> {
             self.request = worker.parked.remove(self.id);
         }
         let q = self.request.as_mut()?;
+        q.x.forget_clock();
         Some(f(&worker.stages, q))
     }
 }

@@ -26,6 +26,8 @@ pub struct Exchange {
     identity: Option<Option<SharedIdentity>>,
     /// The gRPC call a stage paused the request for: its token.
     pub(crate) call: Option<u32>,
+    /// The host clock (Unix milliseconds) as read in this VM entry.
+    now_ms: Option<u64>,
 }
 
 impl Exchange {
@@ -37,7 +39,20 @@ impl Exchange {
             route: None,
             identity: None,
             call: None,
+            now_ms: None,
         }
+    }
+
+    /// The host clock in Unix milliseconds, read once per VM entry: the stages of one
+    /// callback see the same time for one host call.
+    pub fn now_millis(&mut self) -> u64 {
+        *self.now_ms.get_or_insert_with(host::now_millis)
+    }
+
+    /// Forgets the clock: the request leaves this VM entry (parked, or kept for its
+    /// response), and a later callback reads the time anew.
+    pub(crate) fn forget_clock(&mut self) {
+        self.now_ms = None;
     }
 
     /// The stream's context id.

@@ -201,7 +201,7 @@ impl Stage for RateLimiting {
                 }
             };
         }
-        let now = UnixMillis(host::now_millis());
+        let now = UnixMillis(facts.x.now_millis());
         let decision = self
             .limiter
             .decide(route.as_deref(), &mut facts, &HostStore, now);

@@ -551,7 +551,7 @@ impl Jwt {
     /// fetch of a provider's keys for the root context to dispatch, and pause until it lands.
     fn decide(&self, context: u32, x: &mut Exchange, request: Request, may_fetch: bool) -> Step {
         let policy = request.policy.clone();
-        let now = UnixTime(host::now_secs());
+        let now = UnixTime(x.now_millis() / 1000);
         // Read when the request came in (an unreadable map was refused then).
         let sources = match x.read_headers() {
             Ok(headers) => TokenSources::from_headers(policy.locations(), headers.iter()),
