@@ -43,8 +43,9 @@ extern "C" {
     ) -> u32;
 }
 
-/// Sets the property `name`, a path of one segment (`portcullis.identity`), to `value`;
-/// `false` when the host refused. Without the SDK's two allocations for the path.
+/// Sets the property `name`, a path of one segment (`portcullis.decision.jwt`), to `value`;
+/// `false` when the host refused. Without the SDK's two allocations for the path, and
+/// without its panic on a refusal.
 fn set_property(name: &str, value: &[u8]) -> bool {
     // SAFETY: the host reads the bytes of `name` and `value`, which outlive the call.
     let status =
@@ -119,10 +120,14 @@ pub fn route_name_if(needed: bool) -> Option<String> {
 }
 
 /// Hands the authenticated identity, encoded ([`Identity::encode`]), to later filters
-/// through Envoy filter state, which a client cannot write (unlike a header). `false` when
-/// the host refused it.
+/// through Envoy filter state, which a client cannot write (unlike a header).
+///
+/// Through the SDK, which traps on a refusal (so `false` is never seen), and that is kept: a
+/// trapped VM answers every request with an error (fail closed), where a request whose
+/// identity was not handed on would reach later filters as if it had none (rate-limiting
+/// would count it by IP).
 pub fn publish_identity(encoded: &[u8]) -> bool {
-    set_property(PROPERTY, encoded)
+    hostcalls::set_property(vec![PROPERTY], Some(encoded)).is_ok()
 }
 
 /// Publishes this filter's decision for the request ([`Record::encode`]) as filter state
