@@ -114,7 +114,7 @@ run: setup build $(ENVOY_PREREQ) ## The demo gateway over HTTPS (TLS=0: plain HT
 	  $(if $(TLS),DEMO_TLS=$(TLS)) $(if $(CHAIN),DEMO_CHAIN=$(CHAIN)) \
 	  envoy-config/run.sh
 
-bench: setup build $(ENVOY_PREREQ) ## Portcullis vs Envoy's native filters, side by side (BENCH_QUICK=1: smoke only; BENCH_ONLY=jwt,acl,ratelimit,chain,host: those groups; BENCH_ROWS=a|b, BENCH_CONCURRENCY=1, BENCH_PROFILE=row: see docs/benchmarks.md)
+bench: setup build $(ENVOY_PREREQ) ## Portcullis vs Envoy's native filters, side by side (BENCH_QUICK=1: smoke only; BENCH_ONLY=jwt,acl,ratelimit,chain,host: those groups; BENCH_ROWS=a|b, BENCH_CONCURRENCY=1, BENCH_ROUNDS=n, BENCH_CANDIDATE=name, BENCH_PROFILE=row: see docs/benchmarks.md)
 	$(CARGO) build $(if $(BENCH_QUICK),,--release) -q -p portcullis-ratelimit -p portcullis-admin
 	PORTCULLIS_ENVOY=$(abspath $(ENVOY)) BENCH_QUICK=$(BENCH_QUICK) BENCH_ONLY=$(BENCH_ONLY) $(CARGO) run $(if $(BENCH_QUICK),,--release) -q -p portcullis-bench
 

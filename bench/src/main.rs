@@ -11,7 +11,7 @@
 //! (its figures mean nothing). `BENCH_ONLY=ratelimit,jwt`: only those groups of rows (`jwt`,
 //! `acl`, `ratelimit`, `chain`, and `host`: what a wasm filter pays Envoy per host call), the
 //! ceiling always. `BENCH_PROFILE=<part of a row name>`: see [`profile`].
-//! `BENCH_CANDIDATE=<name>`: the HS256 gateway rows once more with
+//! `BENCH_ROUNDS=<n>`: n rounds instead of 3. `BENCH_CANDIDATE=<name>`: the HS256 gateway rows once more with
 //! `dist/portcullis-<name>.wasm` (a copy of another build of the gateway), set against the
 //! gateway's own rows in the same rounds.
 //!
@@ -69,8 +69,20 @@ fn main() {
         };
         (&[1], plan)
     } else {
+        // `BENCH_ROUNDS=<n>`: more rounds, for rows whose difference is within what three
+        // rounds can tell apart (a positive number; anything else is refused).
+        let rounds = match std::env::var("BENCH_ROUNDS") {
+            Err(_) => 3,
+            Ok(n) => match n.parse::<usize>() {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    eprintln!("BENCH_ROUNDS: {n:?} is not a positive number of rounds");
+                    std::process::exit(2);
+                }
+            },
+        };
         let plan = Plan {
-            rounds: 3,
+            rounds,
             seconds: 4,
             warmup: 2,
         };
