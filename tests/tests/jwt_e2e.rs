@@ -759,9 +759,26 @@ fn clients_resetting_mid_fetch_cannot_keep_a_removed_key_trusted() {
         "k2 refused only {refused_after:?} after its removal (bound {bound:?}), {attacks} resetting requests"
     );
     assert!(attacks >= 100, "only {attacks} resetting requests");
-    // Every worker refuses it, k1 still passes, and no attacker reached the upstream.
+    // Every worker refuses it within a tick (a second): the worker that fetched the new
+    // set refused it first; the others take the set up on their tick, or sooner on a
+    // token with an unknown kid. Eight fresh connections in a row refuse it; k1 still
+    // passes, and no attacker reached the upstream.
+    let first_refusal = Instant::now();
+    let mut refused_in_a_row = 0;
+    while refused_in_a_row < 8 {
+        let status = call(&envoy, &corp("k2")).status;
+        refused_in_a_row = if status == 401 {
+            refused_in_a_row + 1
+        } else {
+            0
+        };
+        assert!(
+            first_refusal.elapsed() < Duration::from_secs(2),
+            "k2 still accepted by a worker {:?} after one refused it (last answer {status})",
+            first_refusal.elapsed()
+        );
+    }
     for _ in 0..4 {
-        assert_eq!(call(&envoy, &corp("k2")).status, 401, "k2 on every worker");
         assert_eq!(call(&envoy, &corp("k1")).status, 200, "k1 still published");
     }
     assert!(orders
