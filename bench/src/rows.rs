@@ -190,6 +190,24 @@ pub fn rows() -> Vec<Row> {
         .versus("native jwt_authn HS256")
         .versus("native jwt_authn HS256 +cache"),
     );
+    // The jwt stage alone in the one-VM gateway's module, against the jwt filter: what the
+    // packaging (a larger module, the stages' dispatch) costs a stage (#23).
+    let jwt_stage = format!(
+        r#"{{"jwt":{}}}"#,
+        portcullis_jwt_config("HS256", true, false)
+    );
+    rows.push(
+        Row::new(
+            "portcullis jwt HS256 +cache, the gateway's only stage",
+            "jwt",
+            config::portcullis_filter("gateway", Some(&jwt_stage)),
+            Some(token("HS256")),
+        )
+        .native("native jwt_authn HS256")
+        .versus("portcullis jwt HS256 +cache")
+        .versus("wasm: the host calls of a jwt cache hit")
+        .portcullis(&[("gateway", &jwt_stage)]),
+    );
     for (family, alg) in [("rsa", "RS256"), ("ec", "ES256")] {
         rows.push(
             cost_row(
@@ -209,6 +227,7 @@ pub fn rows() -> Vec<Row> {
     let local_rl = "portcullis rate-limiting (by ip)";
     let native_rls = "native ratelimit + service";
     let rate_limit_floor = "wasm: the host calls of rate-limiting (by ip)";
+    let rate_limit_stage = format!(r#"{{"rate_limiting":{RATE_LIMIT_IP}}}"#);
     // The rate limiting rows are routed (see FAULT_200): Envoy's ratelimit filter needs it,
     // and all of them are, so their ratios compare like with like.
     rows.extend([
@@ -247,6 +266,18 @@ pub fn rows() -> Vec<Row> {
         .versus("wasm: empty filter, routed")
         .versus(rate_limit_floor)
         .portcullis(&[("rate-limiting", RATE_LIMIT_IP)]),
+        // The same stage alone in the one-VM gateway's module (#23).
+        Row::new(
+            "portcullis rate-limiting (by ip), the gateway's only stage",
+            "ratelimit",
+            config::portcullis_filter("gateway", Some(&rate_limit_stage)),
+            hs256(),
+        )
+        .routed()
+        .native("native local_ratelimit")
+        .versus(local_rl)
+        .versus(rate_limit_floor)
+        .portcullis(&[("gateway", &rate_limit_stage)]),
         // Its floor: the host calls it makes counting an IP, with no logic. Over the empty
         // filter, what any filter counting in shared data and answering Kong's headers pays.
         Row::new(
@@ -342,6 +373,17 @@ pub fn rows() -> Vec<Row> {
         )
         .versus(native_chain)
         .versus(three_vms),
+        // The same, plus wasm instructions without host calls, as many as the gateway's
+        // cache hit executes over the floor (host-test: 20.7k -> 39.8k, the gateway 37.8k):
+        // what the gateway's logic would cost if instructions were what it pays for.
+        Row::new(
+            "wasm: the host calls of the chain, in one VM, + 19k wasm instructions",
+            "chain",
+            cost_filter(&CHAIN_ONE_VM_HOST_CALLS.replace('}', r#","spin":610}"#)),
+            hs256(),
+        )
+        .versus(native_chain)
+        .versus("wasm: the host calls of the chain, in one VM"),
     ]);
     // The one-VM gateway (#23): the chain's three configurations as they are, in one module,
     // one VM and one HTTP context per request; with the token cache (a repeated token) and

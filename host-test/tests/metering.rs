@@ -62,6 +62,17 @@ fn instructions_grow_with_the_work_and_not_the_calls() {
     );
 }
 
+/// `spin` is instructions alone: the bench's row of the one-VM floor plus the gateway's
+/// count of instructions relies on ~31 a round and no host call.
+#[test]
+fn spin_adds_instructions_without_host_calls() {
+    let idle = send("{}", Request::get("/")).instructions();
+    let spun = send(r#"{"spin":1000}"#, Request::get("/"));
+    assert_eq!((spun.host_calls(), spun.reentries()), (0, 0));
+    let added = spun.instructions() - idle;
+    assert!((25_000..40_000).contains(&added), "{added}");
+}
+
 #[test]
 fn a_foreign_function_answer_is_a_value_returned() {
     let vector = |name: &str| {

@@ -6,9 +6,11 @@
 //! (`x-cost-<i>`), `metric_incs` (one counter), `clock_reads`, `shared_reads`, `property_writes`
 //! (`portcullis.cost.<i>`), `shared_writes` (`portcullis.cost`, without a CAS), `allocs`
 //! (64-byte vectors allocated and freed), `foreign_calls` (of `foreign_function` with the bytes
-//! of `foreign_argument`, in hex: a configuration without them is refused), and on the response
-//! `response_header_writes` (`x-cost-<i>`; Envoy enters every wasm filter's response callback
-//! whether the filter has work there or not, so counting 0 costs nothing extra).
+//! of `foreign_argument`, in hex: a configuration without them is refused), `spin` (rounds of
+//! arithmetic and a store into a 4 KiB buffer, no host call: wasm instructions without host
+//! calls, about 31 a round), and on the response `response_header_writes` (`x-cost-<i>`;
+//! Envoy enters every wasm filter's response callback whether the filter has work there or
+//! not, so counting 0 costs nothing extra).
 
 use std::hint::black_box;
 use std::rc::Rc;
@@ -35,6 +37,7 @@ struct Counts {
     shared_writes: u64,
     allocs: u64,
     foreign_calls: u64,
+    spin: u64,
     response_header_writes: u64,
 }
 
@@ -78,6 +81,7 @@ impl RootContext for CostRoot {
             shared_writes: get("shared_writes"),
             allocs: get("allocs"),
             foreign_calls: get("foreign_calls"),
+            spin: get("spin"),
             response_header_writes: get("response_header_writes"),
         };
         self.foreign = map
@@ -105,6 +109,20 @@ impl RootContext for CostRoot {
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
+}
+
+/// `rounds` of a linear congruential step, each stored into a 4 KiB buffer at a place the
+/// value picks: work the compiler cannot drop or fold, touching memory as logic does.
+fn spin(rounds: u64) {
+    let mut buffer = [0u64; 512];
+    let mut x = black_box(0x9e37_79b9_7f4a_7c15_u64);
+    for _ in 0..rounds {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        buffer[(x >> 55) as usize] ^= x;
+    }
+    black_box(&buffer);
 }
 
 struct Cost {
@@ -158,6 +176,9 @@ impl HttpContext for Cost {
         }
         for _ in 0..c.allocs {
             black_box(vec![0u8; black_box(64)]);
+        }
+        if c.spin > 0 {
+            spin(c.spin);
         }
         Action::Continue
     }
