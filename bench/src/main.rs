@@ -56,7 +56,7 @@ mod source;
 mod wrk;
 
 use load::Plan;
-use rows::{rows, selected, Row};
+use rows::{candidate, rows_with, selected, Row};
 use service::Service;
 
 fn main() {
@@ -89,8 +89,18 @@ fn main() {
         (&[1, 2], plan)
     };
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let candidate = match candidate(
+        std::env::var("BENCH_CANDIDATE").ok().as_deref(),
+        &paths::workspace_root().join("dist"),
+    ) {
+        Ok(candidate) => candidate,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
     if let Ok(pattern) = std::env::var("BENCH_PROFILE") {
-        perf::profile(&pattern);
+        perf::profile(&pattern, candidate.as_deref());
         return;
     }
     // `BENCH_ROWS=<part of a name>|<part of another>`: only the rows whose names hold one of
@@ -100,7 +110,7 @@ fn main() {
         Some(c) => c.split(',').filter_map(|c| c.trim().parse().ok()).collect(),
         None => concurrencies.to_vec(),
     };
-    let rows = match selected(rows(), &only) {
+    let rows = match selected(rows_with(candidate.as_deref()), &only) {
         Ok(rows) if !names.is_empty() => rows
             .into_iter()
             .filter(|r| r.group == "ceiling" || names.split('|').any(|n| r.name.contains(n)))

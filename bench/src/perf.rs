@@ -3,7 +3,7 @@
 use std::process::Command;
 
 use crate::envoy::{start, Backends};
-use crate::rows::rows;
+use crate::rows::rows_with;
 use crate::source::{self, Admin};
 use crate::wrk::wrk;
 
@@ -15,8 +15,8 @@ use crate::wrk::wrk;
 /// symbols, so a change can be judged by what it moves, not by req/s alone.
 /// `BENCH_PROFILE_KEEP=1` keeps each row's `perf` data and prints its path, for comparing
 /// two rows function by function.
-pub fn profile(pattern: &str) {
-    for row in rows()
+pub fn profile(pattern: &str, candidate: Option<&str>) {
+    for row in rows_with(candidate)
         .into_iter()
         .filter(|r| r.name.contains(pattern) && r.domain.is_none())
     {

@@ -99,7 +99,9 @@ impl Row {
     }
 }
 
-pub fn rows() -> Vec<Row> {
+/// Every row, and with `candidate` (from [`candidate`]) the HS256 gateway rows once more in
+/// `dist/portcullis-<candidate>.wasm`.
+pub fn rows_with(candidate: Option<&str>) -> Vec<Row> {
     let mut rows = vec![Row::new(
         "no filter (ceiling)",
         "ceiling",
@@ -410,16 +412,13 @@ pub fn rows() -> Vec<Row> {
     // `BENCH_CANDIDATE=<name>`: the HS256 gateway rows again with `dist/portcullis-<name>.wasm`,
     // another build of the gateway, in the same rounds: a change measured against what it
     // changes, not against another run.
-    if let Some(candidate) = std::env::var("BENCH_CANDIDATE")
-        .ok()
-        .filter(|c| !c.is_empty())
-    {
+    if let Some(candidate) = candidate {
         rows.extend([
-            gateway_in(&candidate, "HS256 +cache", "HS256", true)
+            gateway_in(candidate, "HS256 +cache", "HS256", true)
                 .native(native_chain)
                 .versus(one_vm)
                 .versus("portcullis gateway (jwt + acl + rate-limiting, one VM) HS256 +cache"),
-            gateway_in(&candidate, "HS256", "HS256", false)
+            gateway_in(candidate, "HS256", "HS256", false)
                 .native(native_chain)
                 .versus(one_vm)
                 .versus("portcullis gateway (jwt + acl + rate-limiting, one VM) HS256"),
@@ -459,6 +458,40 @@ pub fn rows() -> Vec<Row> {
     rows
 }
 
+/// The modules a candidate may not be named after: its rows would take the names of the
+/// gateway's own (or a filter's module would run as a gateway).
+const MODULES: [&str; 5] = ["gateway", "jwt", "acl", "rate-limiting", "token-issuer"];
+
+/// `BENCH_CANDIDATE` as given (`None` when unset or empty): a name of letters, digits, `-`
+/// and `_` that is not one of the modules, whose `dist/portcullis-<name>.wasm` exists.
+pub fn candidate(value: Option<&str>, dist: &std::path::Path) -> Result<Option<String>, String> {
+    let Some(name) = value.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!(
+            "BENCH_CANDIDATE: {name:?} is not a module name (letters, digits, - and _)"
+        ));
+    }
+    if MODULES.contains(&name) {
+        return Err(format!(
+            "BENCH_CANDIDATE: {name:?} is one of the modules themselves; copy the build to \
+             measure to dist/portcullis-<another name>.wasm (say, before) and name that"
+        ));
+    }
+    let path = dist.join(format!("portcullis-{name}.wasm"));
+    if !path.is_file() {
+        return Err(format!(
+            "BENCH_CANDIDATE: {} does not exist",
+            path.display()
+        ));
+    }
+    Ok(Some(name.to_string()))
+}
+
 /// The groups `BENCH_ONLY` may name.
 const GROUPS: [&str; 5] = ["jwt", "acl", "ratelimit", "chain", "host"];
 
@@ -485,6 +518,11 @@ pub fn selected(rows: Vec<Row>, only: &str) -> Result<Vec<Row>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use portcullis_tests::paths;
+
+    fn rows() -> Vec<Row> {
+        rows_with(None)
+    }
 
     /// A comparison names its row exactly, or its note and ratio silently go missing; the
     /// `chain` group's are in the group, so `BENCH_ONLY=chain` prints them all.
@@ -511,6 +549,42 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A candidate's rows are named apart from every other row, and compared with rows that
+    /// are there; a candidate named after a module, or without a file, is refused.
+    #[test]
+    fn a_candidate_adds_rows_of_its_own_and_a_bad_one_is_refused() {
+        let plain = rows().len();
+        // A candidate's file is resolved when its rows are built: a copy of the gateway,
+        // under a name of this test's own, removed after.
+        let name = format!("candidate-test-{}", std::process::id());
+        let copy = paths::wasm("gateway").with_file_name(format!("portcullis-{name}.wasm"));
+        std::fs::copy(paths::wasm("gateway"), &copy).unwrap();
+        let with = rows_with(Some(&name));
+        std::fs::remove_file(&copy).unwrap();
+        assert_eq!(with.len(), plain + 2);
+        for (i, row) in with.iter().enumerate() {
+            assert!(with[..i].iter().all(|r| r.name != row.name), "{}", row.name);
+            for other in row.native.iter().chain(&row.versus) {
+                assert!(with.iter().any(|r| &r.name == other), "{other}");
+            }
+        }
+        let dist = std::env::temp_dir().join(format!("bench-candidate-{}", std::process::id()));
+        std::fs::create_dir_all(&dist).unwrap();
+        std::fs::write(dist.join("portcullis-before.wasm"), b"\0asm").unwrap();
+        let check = |v: Option<&str>| candidate(v, &dist);
+        assert_eq!(check(None), Ok(None));
+        assert_eq!(check(Some("")), Ok(None));
+        assert_eq!(check(Some("before")), Ok(Some("before".into())));
+        for bad in ["gateway", "jwt", "../gateway", "a b", "missing"] {
+            let e = check(Some(bad)).unwrap_err();
+            assert!(e.starts_with("BENCH_CANDIDATE: "), "{bad}: {e}");
+        }
+        assert!(check(Some("missing"))
+            .unwrap_err()
+            .contains("does not exist"));
+        std::fs::remove_dir_all(&dist).unwrap();
     }
 
     /// The gateway rows run the gateway module alone, with a configuration it takes naming
