@@ -48,14 +48,32 @@ pub fn host_verify_calls(family: &str) -> String {
     with_verify(JWT_HIT_HOST_CALLS, family)
 }
 
+/// The cost fixture's configuration `calls` with `counts` set (added, or replacing).
+fn with_counts(calls: &str, counts: &[(&str, serde_json::Value)]) -> String {
+    let mut config: serde_json::Value = serde_json::from_str(calls).unwrap_or_default();
+    for (key, value) in counts {
+        config[*key] = value.clone();
+    }
+    config.to_string()
+}
+
 /// The cost fixture's configuration `calls` plus one `verify_signature` that Envoy answers
 /// `true` (`rsa` or `ec`).
 pub fn with_verify(calls: &str, family: &str) -> String {
-    let mut config: serde_json::Value = serde_json::from_str(calls).unwrap_or_default();
-    config["foreign_calls"] = json!(1);
-    config["foreign_function"] = json!("verify_signature");
-    config["foreign_argument"] = json!(verify_argument(family));
-    config.to_string()
+    with_counts(
+        calls,
+        &[
+            ("foreign_calls", json!(1)),
+            ("foreign_function", json!("verify_signature")),
+            ("foreign_argument", json!(verify_argument(family))),
+        ],
+    )
+}
+
+/// The cost fixture's configuration `calls` plus `rounds` of its `spin`: wasm instructions
+/// without host calls (~31 a round).
+pub fn with_spin(calls: &str, rounds: u64) -> String {
+    with_counts(calls, &[("spin", json!(rounds))])
 }
 
 /// The host calls a Portcullis jwt cache hit makes (host-test counts them): the header map,

@@ -56,7 +56,7 @@ mod source;
 mod wrk;
 
 use load::Plan;
-use rows::{candidate, rows_with, selected, Row};
+use rows::{candidate, rows_with, selected, Row, MODULES};
 use service::Service;
 
 fn main() {
@@ -173,7 +173,7 @@ fn main() {
     instructions::print(&rows);
 
     println!("\n## module sizes\n");
-    for filter in ["jwt", "acl", "rate-limiting", "token-issuer", "gateway"] {
+    for filter in MODULES {
         let size = std::fs::metadata(paths::wasm(filter)).map_or(0, |m| m.len());
         println!(
             "- portcullis-{filter}.wasm: {size} bytes ({:.0} KiB)",
