@@ -39,6 +39,16 @@ impl Filter {
         }
     }
 
+    /// How its record begins: the version and the filter (`{"v":1,"filter":"jwt"`).
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Filter::Jwt => r#"{"v":1,"filter":"jwt""#,
+            Filter::Acl => r#"{"v":1,"filter":"acl""#,
+            Filter::RateLimiting => r#"{"v":1,"filter":"rate-limiting""#,
+            Filter::TokenIssuer => r#"{"v":1,"filter":"token-issuer""#,
+        }
+    }
+
     /// The filter-state property the record is published under (Envoy prefixes `wasm.`).
     pub fn property(self) -> &'static str {
         match self {
@@ -76,6 +86,19 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The record's `outcome` field, with the comma before it.
+    fn field(self) -> &'static str {
+        match self {
+            Outcome::Accepted => r#","outcome":"accepted""#,
+            Outcome::Skipped => r#","outcome":"skipped""#,
+            Outcome::Rejected => r#","outcome":"rejected""#,
+            Outcome::Denied => r#","outcome":"denied""#,
+            Outcome::Limited => r#","outcome":"limited""#,
+            Outcome::Issued => r#","outcome":"issued""#,
+            Outcome::Failed => r#","outcome":"failed""#,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Outcome::Accepted => "accepted",
@@ -181,80 +204,78 @@ impl<'a> Record<'a> {
     /// The published form: one line of JSON in printable ASCII, fields in a fixed order,
     /// absent ones left out.
     pub fn encode(&self) -> String {
-        let mut out = String::with_capacity(160);
-        out.push_str("{\"v\":");
-        push_decimal(&mut out, u64::from(VERSION));
-        push_key(&mut out, "filter");
-        push_label(&mut out, self.filter.name());
-        push_key(&mut out, "outcome");
-        push_label(&mut out, self.outcome.name());
+        let mut out = Vec::with_capacity(160);
+        self.encode_into(&mut out);
+        // Printable ASCII throughout: every byte pushed is a constant, a digit or a byte
+        // `push_string` let through as plain.
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// [`Record::encode`] appended to `out`, so that a caller can keep one buffer for every
+    /// record (a request publishes one per stage). Each fixed part is one copy.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.filter.prefix().as_bytes());
+        out.extend_from_slice(self.outcome.field().as_bytes());
         if let Some(reason) = self.reason {
-            push_key(&mut out, "reason");
-            push_label(&mut out, reason);
+            push_label(out, b",\"reason\":\"", reason);
         }
         if let Some(status) = self.status {
-            push_key(&mut out, "status");
-            push_decimal(&mut out, u64::from(status));
+            out.extend_from_slice(b",\"status\":");
+            push_decimal(out, u64::from(status));
         }
-        for (key, value) in [("consumer", self.consumer), ("credential", self.credential)] {
-            if let Some(value) = value {
-                push_key(&mut out, key);
-                push_string(&mut out, value);
-            }
+        if let Some(consumer) = self.consumer {
+            out.extend_from_slice(b",\"consumer\":");
+            push_string(out, consumer);
+        }
+        if let Some(credential) = self.credential {
+            out.extend_from_slice(b",\"credential\":");
+            push_string(out, credential);
         }
         if self.anonymous {
-            push_key(&mut out, "anonymous");
-            out.push_str("true");
+            out.extend_from_slice(b",\"anonymous\":true");
         }
         if let Some(route) = self.route {
-            push_key(&mut out, "route");
-            push_string(&mut out, route);
+            out.extend_from_slice(b",\"route\":");
+            push_string(out, route);
         }
         if let Some(window) = self.window {
-            push_key(&mut out, "window");
-            push_label(&mut out, window.period);
-            push_key(&mut out, "limit");
-            push_decimal(&mut out, window.limit);
-            push_key(&mut out, "remaining");
-            push_decimal(&mut out, window.remaining);
+            push_label(out, b",\"window\":\"", window.period);
+            out.extend_from_slice(b",\"limit\":");
+            push_decimal(out, window.limit);
+            out.extend_from_slice(b",\"remaining\":");
+            push_decimal(out, window.remaining);
         }
-        if let Some(passed) = self.passed {
-            push_key(&mut out, "passed");
-            out.push_str(if passed { "true" } else { "false" });
+        match self.passed {
+            Some(true) => out.extend_from_slice(b",\"passed\":true"),
+            Some(false) => out.extend_from_slice(b",\"passed\":false"),
+            None => {}
         }
-        out.push('}');
-        out
+        out.push(b'}');
     }
 }
 
-fn push_key(out: &mut String, key: &str) {
-    out.push_str(",\"");
-    out.push_str(key);
-    out.push_str("\":");
-}
-
-/// A label of ours (`jwt`, `accepted`, a metric label, a window): printable ASCII without
-/// `"` or `\\` by construction, so quoted as it is.
-fn push_label(out: &mut String, label: &'static str) {
-    debug_assert!(label.bytes().all(|b| is_plain(char::from(b))), "{label}");
-    out.push('"');
-    out.push_str(label);
-    out.push('"');
+/// `key` (`,"name":"`, opening the quote) and a label of ours (`jwt`, `accepted`, a metric
+/// label, a window): printable ASCII without `"` or `\\` by construction, so quoted as it is.
+fn push_label(out: &mut Vec<u8>, key: &[u8], label: &'static str) {
+    debug_assert!(label.bytes().all(is_plain), "{label}");
+    out.extend_from_slice(key);
+    out.extend_from_slice(label.as_bytes());
+    out.push(b'"');
 }
 
 /// Printable ASCII that JSON takes as it is.
-fn is_plain(c: char) -> bool {
-    matches!(c, ' '..='~') && c != '"' && c != '\\'
+fn is_plain(b: u8) -> bool {
+    matches!(b, b' '..=b'~') && b != b'"' && b != b'\\'
 }
 
 /// `value` as a JSON string in printable ASCII, cut after [`MAX_VALUE_CHARS`] characters.
 /// Runs of plain characters are copied whole: a usual value is one copy, and one that is
 /// short and plain throughout (a consumer name, a key, a route) is checked byte by byte.
-fn push_string(out: &mut String, value: &str) {
-    out.push('"');
-    if value.len() <= MAX_VALUE_CHARS && value.bytes().all(|b| is_plain(char::from(b))) {
-        out.push_str(value);
-        out.push('"');
+fn push_string(out: &mut Vec<u8>, value: &str) {
+    out.push(b'"');
+    if value.len() <= MAX_VALUE_CHARS && value.bytes().all(is_plain) {
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'"');
         return;
     }
     let mut plain_from = 0;
@@ -266,14 +287,14 @@ fn push_string(out: &mut String, value: &str) {
             cut = true;
             break;
         }
-        if is_plain(c) {
+        if c.is_ascii() && is_plain(c as u8) {
             continue;
         }
-        out.push_str(value.get(plain_from..i).unwrap_or_default());
+        out.extend_from_slice(value.as_bytes().get(plain_from..i).unwrap_or_default());
         plain_from = i + c.len_utf8();
         match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
             _ => {
                 let mut units = [0u16; 2];
                 for unit in c.encode_utf16(&mut units) {
@@ -282,24 +303,26 @@ fn push_string(out: &mut String, value: &str) {
             }
         }
     }
-    out.push_str(value.get(plain_from..end).unwrap_or_default());
+    out.extend_from_slice(value.as_bytes().get(plain_from..end).unwrap_or_default());
     if cut {
-        out.push_str("\\u2026");
+        out.extend_from_slice(b"\\u2026");
     }
-    out.push('"');
+    out.push(b'"');
 }
 
-fn push_unicode_escape(out: &mut String, unit: u16) {
+fn push_unicode_escape(out: &mut Vec<u8>, unit: u16) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push_str("\\u");
-    for shift in [12u16, 8, 4, 0] {
-        let digit = usize::from((unit >> shift) & 0xf);
-        out.push(char::from(HEX.get(digit).copied().unwrap_or(b'0')));
-    }
+    let hex = |shift: u16| {
+        HEX.get(usize::from((unit >> shift) & 0xf))
+            .copied()
+            .unwrap_or(b'0')
+    };
+    out.extend_from_slice(&[b'\\', b'u', hex(12), hex(8), hex(4), hex(0)]);
 }
 
-/// `n` in decimal without the formatting machinery (cheaper in wasm).
-fn push_decimal(out: &mut String, n: u64) {
+/// `n` in decimal without the formatting machinery (cheaper in wasm): the digits written
+/// from the end of a buffer, then copied at once.
+fn push_decimal(out: &mut Vec<u8>, n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     let mut n = n;
@@ -313,9 +336,7 @@ fn push_decimal(out: &mut String, n: u64) {
             break;
         }
     }
-    for d in digits.iter().skip(i) {
-        out.push(char::from(*d));
-    }
+    out.extend_from_slice(digits.get(i..).unwrap_or_default());
 }
 
 #[cfg(test)]
@@ -440,10 +461,47 @@ mod tests {
     #[test]
     fn numbers_are_written_in_decimal() {
         for n in [0u64, 7, 10, 429, 1_000_000, u64::MAX] {
-            let mut out = String::new();
+            let mut out = Vec::new();
             push_decimal(&mut out, n);
-            assert_eq!(out, n.to_string());
+            assert_eq!(out, n.to_string().as_bytes());
         }
+    }
+
+    #[test]
+    fn the_fixed_parts_spell_the_version_each_filter_and_each_outcome() {
+        let outcomes = [
+            Outcome::Accepted,
+            Outcome::Skipped,
+            Outcome::Rejected,
+            Outcome::Denied,
+            Outcome::Limited,
+            Outcome::Issued,
+            Outcome::Failed,
+        ];
+        for filter in [
+            Filter::Jwt,
+            Filter::Acl,
+            Filter::RateLimiting,
+            Filter::TokenIssuer,
+        ] {
+            for outcome in outcomes {
+                let v = parse(&Record::new(filter, outcome));
+                assert_eq!(v["v"], VERSION);
+                assert_eq!(v["filter"], filter.name());
+                assert_eq!(v["outcome"], outcome.name());
+            }
+        }
+    }
+
+    #[test]
+    fn records_append_to_a_kept_buffer() {
+        let mut out = b"left as it was".to_vec();
+        let record = Record::new(Filter::Acl, Outcome::Denied).status(403);
+        record.encode_into(&mut out);
+        assert_eq!(
+            out,
+            [b"left as it was".as_slice(), record.encode().as_bytes()].concat()
+        );
     }
 
     #[test]

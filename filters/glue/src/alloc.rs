@@ -1,8 +1,8 @@
 //! The modules' allocator: small blocks from one free list per size class, everything else
 //! from the system allocator (wasi-libc's dlmalloc in a wasm module).
 //!
-//! A request allocates and frees dozens of small values (header names and values, keys, the
-//! decision record). dlmalloc spends about 250 wasm instructions on each malloc and free
+//! A request allocates and frees dozens of small values (the header map, a token, keys,
+//! identity fields). dlmalloc spends about 250 wasm instructions on each malloc and free
 //! pair of 64 bytes (host-test: the cost fixture's `allocs`); a free list pops and pushes.
 //! Blocks are powers of two from 16 to 2048 bytes, 16-aligned, carved from 64 KiB slabs;
 //! a freed block goes back to its class's list and is never returned to the system. A wasm

@@ -20,8 +20,9 @@ pub struct Exchange {
     /// The header map, once read: as the host gave it, before any change below.
     map: Option<Result<HeaderMap, MalformedMap>>,
     /// Request headers set (`Some`) or removed (`None`) since, lower-case names, each the
-    /// last change of that name: Envoy's `set_map_value` replaces every copy.
-    edits: Vec<(String, Option<String>)>,
+    /// last change of that name: Envoy's `set_map_value` replaces every copy. Shared
+    /// strings: the jwt stage's headers are its hand-off's, kept without a copy.
+    edits: Vec<(Arc<str>, Option<Arc<str>>)>,
     route: Option<Option<String>>,
     identity: Option<Option<SharedIdentity>>,
     /// The gRPC call a stage paused the request for: its token.
@@ -90,7 +91,7 @@ impl Exchange {
             .chain(
                 edits
                     .iter()
-                    .filter_map(|(n, v)| v.as_deref().map(|v| (n.as_str(), v))),
+                    .filter_map(|(n, v)| v.as_deref().map(|v| (&**n, v))),
             )
             .collect())
     }
@@ -130,14 +131,34 @@ impl Exchange {
     /// Sets (or with `None` removes) a request header, on the host and here.
     pub fn set_header(&mut self, name: &str, value: Option<&str>) {
         host::set_request_header(name, value);
-        let value = value.map(str::to_owned);
+        self.note_edit(
+            name,
+            || name.to_ascii_lowercase().into(),
+            value.map(Arc::from),
+        );
+    }
+
+    /// [`Exchange::set_header`] with shared strings, kept here without a copy (of `name`
+    /// too, when it is in lower case: the jwt stage's hand-off names are).
+    pub fn set_shared_header(&mut self, name: &Arc<str>, value: &Arc<str>) {
+        host::set_request_header(name, Some(value));
+        let lower = || match name.bytes().any(|b| b.is_ascii_uppercase()) {
+            true => name.to_ascii_lowercase().into(),
+            false => Arc::clone(name),
+        };
+        self.note_edit(name, lower, Some(Arc::clone(value)));
+    }
+
+    /// Remembers that request header `name` now has `value`; `lower` gives the name to
+    /// keep, in lower case, when it is new here.
+    fn note_edit(&mut self, name: &str, lower: impl FnOnce() -> Arc<str>, value: Option<Arc<str>>) {
         match self
             .edits
             .iter_mut()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
         {
             Some(edit) => edit.1 = value,
-            None => self.edits.push((name.to_ascii_lowercase(), value)),
+            None => self.edits.push((lower(), value)),
         }
     }
 

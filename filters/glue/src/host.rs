@@ -134,9 +134,24 @@ pub fn publish_identity(encoded: &[u8]) -> bool {
 /// `portcullis.decision.<filter>`, for Envoy's access log
 /// (`%FILTER_STATE(wasm.portcullis.decision.<filter>:PLAIN)%`). One host call; a later call
 /// for the same request replaces the value. A refusal is ignored: the decision stands,
-/// only its log field is missing.
+/// only its log field is missing. The record is written into one buffer the module keeps,
+/// with no allocation once it has grown to the longest record.
 pub fn publish_decision(record: &Record<'_>) {
-    let _ = set_property(record.filter.property(), record.encode().as_bytes());
+    RECORD.with(|buffer| {
+        // Never held across a call back into this code: only the host reads it meanwhile.
+        let Ok(mut out) = buffer.try_borrow_mut() else {
+            let _ = set_property(record.filter.property(), record.encode().as_bytes());
+            return;
+        };
+        out.clear();
+        record.encode_into(&mut out);
+        let _ = set_property(record.filter.property(), &out);
+    });
+}
+
+thread_local! {
+    /// [`publish_decision`]'s buffer.
+    static RECORD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// What the jwt filter published for this request, if anything. An identity that does not

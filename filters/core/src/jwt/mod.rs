@@ -77,7 +77,7 @@ impl Accepted {
     /// Headers to set on the upstream request, after removing
     /// [`JwtPolicySet::headers_to_strip`]: Kong's identity headers, `claims_to_headers`,
     /// and `forward_payload_header`.
-    pub fn upstream_headers(&self) -> &[(String, String)] {
+    pub fn upstream_headers(&self) -> &[(Arc<str>, Arc<str>)] {
         &self.handoff.upstream_headers
     }
 
@@ -93,7 +93,9 @@ impl Accepted {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Handoff {
     pub identity: Identity,
-    pub upstream_headers: Vec<(String, String)>,
+    /// Names in lower case. Shared (`Arc<str>`), so that a request can keep the headers it
+    /// set without copying them.
+    pub upstream_headers: Vec<(Arc<str>, Arc<str>)>,
     pub encoded: Vec<u8>,
 }
 
@@ -101,7 +103,11 @@ impl Handoff {
     /// The identity with Kong's headers for it, then `extra` headers.
     pub fn new(identity: Identity, extra: Vec<(String, String)>) -> Handoff {
         let mut upstream_headers = header_pairs(&identity);
-        upstream_headers.extend(extra);
+        upstream_headers.extend(
+            extra
+                .into_iter()
+                .map(|(name, value)| (name.to_ascii_lowercase().into(), value.into())),
+        );
         Handoff {
             encoded: identity.encode(),
             identity,
@@ -328,11 +334,11 @@ fn anonymous(policy: &JwtPolicy) -> Result<Accepted, Rejection> {
     })
 }
 
-fn header_pairs(identity: &Identity) -> Vec<(String, String)> {
+fn header_pairs(identity: &Identity) -> Vec<(Arc<str>, Arc<str>)> {
     identity
         .identity_headers()
         .into_iter()
-        .map(|(name, value)| (name.to_owned(), value))
+        .map(|(name, value)| (name.into(), value.into()))
         .collect()
 }
 

@@ -63,10 +63,10 @@ impl TokenSources {
             {
                 // Envoy joins a repeated header into one value with ',' (as RFC 9110 allows),
                 // and a JWS never holds a comma: when every part is a token, each counts.
-                let parts: Vec<Option<&str>> =
-                    value.split(',').map(|p| header_token(wanted, p)).collect();
-                if parts.len() > 1 && parts.iter().all(Option::is_some) {
-                    for token in parts.into_iter().flatten() {
+                let joined = value.contains(',')
+                    && value.split(',').all(|p| header_token(wanted, p).is_some());
+                if joined {
+                    for token in value.split(',').filter_map(|p| header_token(wanted, p)) {
                         sources.push(TokenLocation::Header(wanted.clone()), token);
                     }
                 } else if let Some(token) = header_token(wanted, value) {

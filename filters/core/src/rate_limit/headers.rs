@@ -4,6 +4,8 @@
 //! one, and `Retry-After` on a refusal.
 
 use std::cmp::Reverse;
+use std::fmt;
+use std::ops::Deref;
 
 use super::window::Period;
 
@@ -25,6 +27,9 @@ pub struct WindowReport {
     /// This window refused the request.
     pub exceeded: bool,
 }
+
+/// The headers a response gets: each a name of this module's and a number.
+pub type ClientHeaders = Vec<(&'static str, Decimal)>;
 
 /// Every header name this module may emit (what `hide_client_headers` leaves out, and what
 /// a test checks for).
@@ -48,7 +53,7 @@ pub fn all_names() -> Vec<&'static str> {
 ///   one has fewer left.
 /// - `RateLimit-*`: the window with the fewest left; on a tie the longer window, as Kong.
 /// - `Retry-After` (refusals only): the longest wait among the windows that refused.
-pub fn client_headers(reports: &[WindowReport]) -> Vec<(&'static str, String)> {
+pub fn client_headers(reports: &[WindowReport]) -> ClientHeaders {
     let mut out = Vec::with_capacity(reports.len() * 2 + 4);
     for period in Period::ALL {
         let speaker = reports
@@ -88,30 +93,75 @@ pub fn logged_window(reports: &[WindowReport]) -> Option<crate::decision::Window
     })
 }
 
-/// `n` in decimal, without the formatting machinery (a few hundred wasm instructions less
-/// per number, on every request).
-pub(crate) fn decimal(n: u64) -> String {
-    let mut out = String::with_capacity(20);
-    push_decimal(&mut out, n);
-    out
+/// A number in decimal, its digits kept inline: a header value that costs no allocation
+/// (a response gets five on every request), read as a `&str`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Decimal {
+    /// The digits, right-aligned: `digits[start..]`.
+    digits: [u8; 20],
+    start: u8,
+}
+
+impl Decimal {
+    /// `n` in decimal, without the formatting machinery (a few hundred wasm instructions
+    /// less per number, on every request).
+    pub fn new(mut n: u64) -> Decimal {
+        // u64::MAX has 20 digits.
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        for digit in digits.iter_mut().rev() {
+            *digit = b'0' + (n % 10) as u8;
+            n /= 10;
+            start -= 1;
+            if n == 0 {
+                break;
+            }
+        }
+        Decimal {
+            digits,
+            start: start as u8,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        let used = self
+            .digits
+            .get(usize::from(self.start)..)
+            .unwrap_or_default();
+        debug_assert!(used.iter().all(u8::is_ascii_digit));
+        // SAFETY: `new` writes only ASCII digits from `start` on, and nothing changes them:
+        // UTF-8. (Checked, this costs a validation per header on every response.)
+        unsafe { std::str::from_utf8_unchecked(used) }
+    }
+}
+
+impl Deref for Decimal {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Debug for Decimal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Decimal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+fn decimal(n: u64) -> Decimal {
+    Decimal::new(n)
 }
 
 /// Appends `n` in decimal to `out`.
-pub(crate) fn push_decimal(out: &mut String, mut n: u64) {
-    // u64::MAX has 20 digits.
-    let mut digits = [0u8; 20];
-    let mut len = 0;
-    for digit in digits.iter_mut().rev() {
-        *digit = b'0' + (n % 10) as u8;
-        n /= 10;
-        len += 1;
-        if n == 0 {
-            break;
-        }
-    }
-    let used = digits.get(digits.len() - len..).unwrap_or_default();
-    // ASCII digits: always UTF-8.
-    out.push_str(std::str::from_utf8(used).unwrap_or_default());
+pub(crate) fn push_decimal(out: &mut String, n: u64) {
+    out.push_str(Decimal::new(n).as_str());
 }
 
 #[cfg(test)]
@@ -128,7 +178,7 @@ mod tests {
         }
     }
 
-    fn get<'a>(headers: &'a [(&'static str, String)], name: &str) -> Option<&'a str> {
+    fn get<'a>(headers: &'a [(&'static str, Decimal)], name: &str) -> Option<&'a str> {
         headers
             .iter()
             .find(|(n, _)| *n == name)
@@ -197,7 +247,7 @@ mod tests {
     #[test]
     fn decimal_writes_every_u64() {
         for n in [0, 7, 10, 99, 1_000, 4_294_967_296, u64::MAX] {
-            assert_eq!(decimal(n), n.to_string());
+            assert_eq!(decimal(n).as_str(), n.to_string());
         }
     }
 

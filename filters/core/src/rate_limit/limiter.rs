@@ -11,7 +11,7 @@
 //! extra count and be refused: the limiter errs towards refusing, never towards admitting.
 
 use super::counter::{WindowCount, WindowState};
-use super::headers::{client_headers, logged_window, WindowReport};
+use super::headers::{client_headers, logged_window, ClientHeaders, WindowReport};
 use super::key::{KeyError, LimitKey, RequestFacts};
 use super::policy::{Policy, RateLimitPolicySet, ResponseSettings};
 use super::slot::Slot;
@@ -38,7 +38,7 @@ pub enum Decision<'a> {
     NotLimited,
     /// Counted and admitted; put `headers` on the response.
     Allow {
-        headers: Vec<(&'static str, String)>,
+        headers: ClientHeaders,
         /// It counted in a shared overflow slot (the table is full around its key).
         overflowed: bool,
         /// The window with the fewest requests left, for the access log.
@@ -48,7 +48,7 @@ pub enum Decision<'a> {
     Limit {
         status: u16,
         body: &'a str,
-        headers: Vec<(&'static str, String)>,
+        headers: ClientHeaders,
         /// `consumer:c-1 by routes.payments minute: 20 of 20, retry in 42 s`.
         reason: String,
         overflowed: bool,
@@ -308,7 +308,7 @@ impl Limiter {
         attempts: &[Attempt],
         admitted: bool,
         now: UnixMillis,
-    ) -> (Vec<(&'static str, String)>, Option<crate::decision::Window>) {
+    ) -> (ClientHeaders, Option<crate::decision::Window>) {
         let reports: Vec<WindowReport> = attempts
             .iter()
             .flat_map(|a| a.reports(admitted, now))

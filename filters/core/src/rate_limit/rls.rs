@@ -388,6 +388,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::rate_limit::headers::{ClientHeaders, Decimal};
     use crate::rate_limit::key::tests::Facts;
     use crate::rate_limit::RateLimitPolicySet;
     use crate::shared::MemoryStore;
@@ -446,14 +447,14 @@ mod tests {
         }
     }
 
-    fn headers(d: &Decision<'_>) -> Vec<(&'static str, String)> {
+    fn headers(d: &Decision<'_>) -> ClientHeaders {
         match d {
             Decision::Allow { headers, .. } | Decision::Limit { headers, .. } => headers.clone(),
             _ => Vec::new(),
         }
     }
 
-    fn header<'a>(h: &'a [(&'static str, String)], name: &str) -> Option<&'a str> {
+    fn header<'a>(h: &'a [(&'static str, Decimal)], name: &str) -> Option<&'a str> {
         h.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
     }
 

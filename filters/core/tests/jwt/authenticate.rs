@@ -505,11 +505,11 @@ fn claims_to_headers_and_payload_header_reach_the_upstream_safely() {
         .contains(&("x-n".into(), "5".into())));
     assert!(accepted
         .upstream_headers()
-        .contains(&("x-jwt-payload".into(), payload)));
+        .contains(&("x-jwt-payload".into(), payload.into())));
     assert!(!accepted
         .upstream_headers()
         .iter()
-        .any(|(n, v)| n == "x-jwt-sub" || v.contains('\n')));
+        .any(|(n, v)| &**n == "x-jwt-sub" || v.contains('\n')));
     assert_eq!(accepted.dropped_claims, vec!["sub".to_owned()]);
     assert_eq!(
         accepted.identity().claims.get("plan").map(String::as_str),
@@ -619,7 +619,7 @@ fn a_consumer_without_forwarded_claims_hands_on_its_prepared_identity() {
     let headers: Vec<_> = general
         .upstream_headers()
         .iter()
-        .filter(|(name, _)| name != "x-jwt-sub")
+        .filter(|(name, _)| &**name != "x-jwt-sub")
         .cloned()
         .collect();
     assert_eq!(first.upstream_headers(), headers.as_slice());

@@ -110,7 +110,7 @@ fn a_looked_up_consumer_is_accepted_with_its_groups_and_no_username() {
     assert_eq!(identity.groups, ["admins"]);
     assert!(accepted
         .upstream_headers()
-        .contains(&("x-credential-identifier".to_owned(), "mobile".to_owned())));
+        .contains(&("x-credential-identifier".into(), "mobile".into())));
     let forged = run(
         &set,
         &directory,

@@ -12,6 +12,7 @@ use proxy_wasm::types::{Action, LogLevel};
 
 use portcullis_core::decision::{Filter, Outcome, Record};
 use portcullis_core::identity::Identity;
+use portcullis_core::rate_limit::headers::ClientHeaders;
 use portcullis_core::rate_limit::rls::{METHOD, SERVICE};
 use portcullis_core::rate_limit::{
     Answer, Decision, Limiter, RateLimitPolicySet, Reply, RequestFacts, ServiceCall, UnixMillis,
@@ -64,7 +65,7 @@ pub struct RateLimiting {
 pub struct Request {
     /// Decided with the request, set on the response: the request's header map is gone by
     /// then, and this one does not exist yet.
-    response_headers: Vec<(&'static str, String)>,
+    response_headers: ClientHeaders,
     /// `policy: redis`: the call out to the rate limit service, while the request waits.
     pending: Option<ServiceCall>,
     /// For the access log: the route name and the identity, when the policies read them.

@@ -689,7 +689,7 @@ impl Jwt {
             }
         }
         for (name, value) in accepted.upstream_headers() {
-            x.set_header(name, Some(value));
+            x.set_shared_header(name, value);
         }
         if !x.publish_identity(&accepted.handoff) {
             log(
