@@ -183,13 +183,11 @@ impl Exchange {
     }
 
     /// Hands on the identity the jwt stage accepted: to filter state (for later filters and
-    /// the access log; `false` when the host refused it) and to the later stages here.
-    pub fn publish_identity(&mut self, handoff: &Arc<Handoff>) -> bool {
-        let published = host::publish_identity(&handoff.encoded);
-        if published {
-            self.identity = Some(Some(SharedIdentity::Handed(Arc::clone(handoff))));
-        }
-        published
+    /// the access log; a refusal traps, [`host::publish_identity`]) and to the later stages
+    /// here.
+    pub fn publish_identity(&mut self, handoff: &Arc<Handoff>) {
+        host::publish_identity(&handoff.encoded);
+        self.identity = Some(Some(SharedIdentity::Handed(Arc::clone(handoff))));
     }
 }
 

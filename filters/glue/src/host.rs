@@ -122,12 +122,19 @@ pub fn route_name_if(needed: bool) -> Option<String> {
 /// Hands the authenticated identity, encoded ([`Identity::encode`]), to later filters
 /// through Envoy filter state, which a client cannot write (unlike a header).
 ///
-/// Through the SDK, which traps on a refusal (so `false` is never seen), and that is kept: a
-/// trapped VM answers every request with an error (fail closed), where a request whose
-/// identity was not handed on would reach later filters as if it had none (rate-limiting
-/// would count it by IP).
-pub fn publish_identity(encoded: &[u8]) -> bool {
-    hostcalls::set_property(vec![PROPERTY], Some(encoded)).is_ok()
+/// A refusal (Envoy refuses only a read-only property of that name) traps the VM, as the
+/// SDK's `set_property` does: a trapped VM answers every request with an error (fail
+/// closed), where a request whose identity was not handed on would reach later filters as if
+/// it had none (rate-limiting would count it by IP). Without the SDK's two allocations for
+/// the path.
+pub fn publish_identity(encoded: &[u8]) {
+    if !set_property(PROPERTY, encoded) {
+        let _ = hostcalls::log(
+            LogLevel::Critical,
+            "portcullis: the host refused the identity property; stopping this VM (fail closed)",
+        );
+        std::process::abort();
+    }
 }
 
 /// Publishes this filter's decision for the request ([`Record::encode`]) as filter state

@@ -60,7 +60,8 @@ pub struct Accepted {
     /// Claims that were configured for a header but whose value was unsafe (CR, LF, NUL,
     /// control characters) and so were left out; for the log.
     pub dropped_claims: Vec<String>,
-    /// Everywhere the token was found; remove each when the policy hides credentials.
+    /// Everywhere the token was found, for a policy that hides credentials (to remove
+    /// each); empty for one that does not.
     pub token_locations: Vec<TokenLocation>,
     /// The signature verdict came from the cache.
     pub cache_hit: bool,
@@ -123,10 +124,10 @@ pub fn authenticate(
     now: UnixTime,
     verifier: &mut Verifier<'_>,
 ) -> Result<Accepted, Rejection> {
-    let raw = match sources.distinct().as_slice() {
-        [] => return anonymous(policy),
-        [one] => *one,
-        _ => return Err(Rejection::Multiple),
+    let raw = match sources.only() {
+        Ok(None) => return anonymous(policy),
+        Ok(Some(one)) => one,
+        Err(_) => return Err(Rejection::Multiple),
     };
     if raw.len() > policy.max_token_bytes {
         return Err(Rejection::Malformed(TokenError::TooLarge {
@@ -334,6 +335,14 @@ fn anonymous(policy: &JwtPolicy) -> Result<Accepted, Rejection> {
     })
 }
 
+/// Where the token was found, when `policy` removes it from there (`hide_credentials`).
+fn hidden_locations(policy: &JwtPolicy, sources: &TokenSources<'_>) -> Vec<TokenLocation> {
+    match policy.hide_credentials {
+        true => sources.locations(),
+        false => Vec::new(),
+    }
+}
+
 fn header_pairs(identity: &Identity) -> Vec<(Arc<str>, Arc<str>)> {
     identity
         .identity_headers()
@@ -357,7 +366,7 @@ fn accept(
             return Accepted {
                 handoff: Arc::clone(&credential.handoff),
                 dropped_claims: Vec::new(),
-                token_locations: sources.locations(),
+                token_locations: hidden_locations(policy, sources),
                 cache_hit,
                 looked_up: matches!(signer, Signer::Looked(_)),
             };
@@ -405,7 +414,7 @@ fn accept(
     Accepted {
         handoff: Arc::new(Handoff::new(identity, extra)),
         dropped_claims,
-        token_locations: sources.locations(),
+        token_locations: hidden_locations(policy, sources),
         cache_hit,
         looked_up: matches!(signer, Signer::Looked(_)),
     }

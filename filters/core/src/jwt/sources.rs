@@ -1,6 +1,8 @@
 //! Where a token may be in a request (headers, query parameters, cookies), finding every
 //! copy of it, and removing it again for `hide_credentials`.
 
+use std::borrow::Cow;
+
 use crate::header_map::HeaderMap;
 
 /// Where a policy looks for tokens. Names are stored lowercase (headers) or as configured
@@ -38,22 +40,46 @@ pub enum TokenLocation {
     Cookie(String),
 }
 
-/// Every token candidate of one request, each with where it was found.
+/// Every token candidate of one request, each with where it was found: borrowed from the
+/// request's headers and the policy's locations (a query parameter's value, once decoded, is
+/// the only copy).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TokenSources {
-    found: Vec<(TokenLocation, String)>,
+pub struct TokenSources<'a> {
+    found: Vec<(Place<'a>, Cow<'a, str>)>,
 }
 
-impl TokenSources {
+/// A [`TokenLocation`] as found, its name borrowed from the policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place<'a> {
+    Header(&'a str),
+    Query(&'a str),
+    Cookie(&'a str),
+}
+
+impl Place<'_> {
+    fn owned(self) -> TokenLocation {
+        match self {
+            Place::Header(name) => TokenLocation::Header(name.to_owned()),
+            Place::Query(name) => TokenLocation::Query(name.to_owned()),
+            Place::Cookie(name) => TokenLocation::Cookie(name.to_owned()),
+        }
+    }
+}
+
+/// A request that carries two different tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeveralTokens;
+
+impl<'a> TokenSources<'a> {
     /// Looks through `headers` (name, value pairs; names matched case-insensitively, repeated
     /// headers all seen) for tokens in the places `locations` names.
     ///
     /// `authorization` counts only with the `Bearer` scheme (any letter case); other
     /// configured headers take `Bearer <token>` or a bare token.
-    pub fn from_headers<'a>(
-        locations: &TokenLocations,
+    pub fn from_headers(
+        locations: &'a TokenLocations,
         headers: impl IntoIterator<Item = (&'a str, &'a str)>,
-    ) -> TokenSources {
+    ) -> TokenSources<'a> {
         let mut sources = TokenSources::default();
         for (name, value) in headers {
             if let Some(wanted) = locations
@@ -67,23 +93,23 @@ impl TokenSources {
                     && value.split(',').all(|p| header_token(wanted, p).is_some());
                 if joined {
                     for token in value.split(',').filter_map(|p| header_token(wanted, p)) {
-                        sources.push(TokenLocation::Header(wanted.clone()), token);
+                        sources.push(Place::Header(wanted), Cow::Borrowed(token));
                     }
                 } else if let Some(token) = header_token(wanted, value) {
-                    sources.push(TokenLocation::Header(wanted.clone()), token);
+                    sources.push(Place::Header(wanted), Cow::Borrowed(token));
                 }
             }
             if name == ":path" {
                 for param in &locations.uri_param_names {
                     for value in query_values(value, param) {
-                        sources.push(TokenLocation::Query(param.clone()), &value);
+                        sources.push(Place::Query(param), value);
                     }
                 }
             }
             if name.eq_ignore_ascii_case("cookie") {
                 for cookie in &locations.cookie_names {
                     for value in cookie_values(value, cookie) {
-                        sources.push(TokenLocation::Cookie(cookie.clone()), value);
+                        sources.push(Place::Cookie(cookie), Cow::Borrowed(value));
                     }
                 }
             }
@@ -91,9 +117,9 @@ impl TokenSources {
         sources
     }
 
-    fn push(&mut self, location: TokenLocation, token: &str) {
+    fn push(&mut self, place: Place<'a>, token: Cow<'a, str>) {
         if !token.is_empty() {
-            self.found.push((location, token.to_owned()));
+            self.found.push((place, token));
         }
     }
 
@@ -106,16 +132,30 @@ impl TokenSources {
     pub fn distinct(&self) -> Vec<&str> {
         let mut tokens: Vec<&str> = Vec::new();
         for (_, token) in &self.found {
-            if !tokens.contains(&token.as_str()) {
+            if !tokens.contains(&&**token) {
                 tokens.push(token);
             }
         }
         tokens
     }
 
+    /// The request's token: `None` without one, the same token in several places once,
+    /// [`SeveralTokens`] for two different ones. [`distinct`](Self::distinct) without a
+    /// vector.
+    pub fn only(&self) -> Result<Option<&str>, SeveralTokens> {
+        let mut tokens = self.found.iter().map(|(_, token)| &**token);
+        let Some(first) = tokens.next() else {
+            return Ok(None);
+        };
+        match tokens.all(|token| token == first) {
+            true => Ok(Some(first)),
+            false => Err(SeveralTokens),
+        }
+    }
+
     /// Every place a token was found.
     pub fn locations(&self) -> Vec<TokenLocation> {
-        self.found.iter().map(|(loc, _)| loc.clone()).collect()
+        self.found.iter().map(|(place, _)| place.owned()).collect()
     }
 }
 
@@ -133,7 +173,7 @@ fn header_token<'v>(header: &str, value: &'v str) -> Option<&'v str> {
     }
 }
 
-fn query_values<'p>(path: &'p str, name: &'p str) -> impl Iterator<Item = String> + 'p {
+fn query_values<'p>(path: &'p str, name: &'p str) -> impl Iterator<Item = Cow<'p, str>> + 'p {
     let query = path.split_once('?').map_or("", |(_, q)| q);
     let query = query.split_once('#').map_or(query, |(q, _)| q);
     query.split('&').filter_map(move |pair| {
@@ -155,9 +195,9 @@ fn cookie_values<'c>(header: &'c str, name: &'c str) -> impl Iterator<Item = &'c
 }
 
 /// Decodes `%XX` escapes; an invalid escape or non-UTF-8 result leaves the input as is.
-fn percent_decode(text: &str) -> String {
+fn percent_decode(text: &str) -> Cow<'_, str> {
     if !text.contains('%') {
-        return text.to_owned();
+        return Cow::Borrowed(text);
     }
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -177,7 +217,7 @@ fn percent_decode(text: &str) -> String {
             }
         }
     }
-    String::from_utf8(out).unwrap_or_else(|_| text.to_owned())
+    String::from_utf8(out).map_or(Cow::Borrowed(text), Cow::Owned)
 }
 
 /// What removing the token from everywhere it was found takes (Kong's `hide_credentials`):
@@ -276,8 +316,9 @@ mod tests {
         }
     }
 
-    fn found(headers: &[(&str, &str)]) -> TokenSources {
-        TokenSources::from_headers(&locations(), headers.iter().copied())
+    fn found<'a>(headers: &[(&'a str, &'a str)]) -> TokenSources<'a> {
+        let locations: &'static TokenLocations = Box::leak(Box::new(locations()));
+        TokenSources::from_headers(locations, headers.iter().copied())
     }
 
     #[test]

@@ -99,7 +99,7 @@ impl From<StoreError> for Fault {
 /// One policy applied to one request.
 struct Subject<'a> {
     policy: &'a Policy,
-    key: LimitKey,
+    key: &'a LimitKey,
     owner: u64,
 }
 
@@ -264,7 +264,7 @@ impl Limiter {
             .zip(keys)
             .map(|(policy, key)| Subject {
                 policy,
-                key: key.clone(),
+                key,
                 owner: self.table.owner(policy, key),
             })
             .collect();

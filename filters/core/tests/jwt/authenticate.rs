@@ -2,7 +2,7 @@
 
 use portcullis_core::jose::jwks::parse_jwks;
 use portcullis_core::jose::{Algorithm, InModule};
-use portcullis_core::jwt::{KeyStore, Rejection, TokenError, TokenLocation};
+use portcullis_core::jwt::{JwtPolicySet, KeyStore, Rejection, TokenError, TokenLocation};
 use portcullis_core::UnixTime;
 use serde_json::json;
 
@@ -233,21 +233,25 @@ fn rejects_several_different_tokens() {
         rejection.kong_body(),
         r#"{"message":"Multiple tokens provided"}"#
     );
-    // The same token twice is one token.
+    // The same token twice is one token; a policy that hides credentials learns both
+    // places, one that does not has no use for them.
     let path = format!("/x?jwt={a}");
-    let accepted = run(
-        &standard(),
-        None,
-        &[("authorization", &bearer(&a)), (":path", &path)],
-    )
-    .accepted();
+    let headers = [("authorization", bearer(&a)), (":path", path)];
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let mut hiding = standard_json();
+    hiding["hide_credentials"] = json!(true);
+    let hiding = JwtPolicySet::from_json(hiding.to_string().as_bytes()).unwrap();
     assert_eq!(
-        accepted.token_locations,
+        run(&hiding, None, &headers).accepted().token_locations,
         vec![
             TokenLocation::Header("authorization".into()),
             TokenLocation::Query("jwt".into())
         ]
     );
+    assert!(run(&standard(), None, &headers)
+        .accepted()
+        .token_locations
+        .is_empty());
 }
 
 #[test]

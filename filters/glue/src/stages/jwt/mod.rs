@@ -691,12 +691,7 @@ impl Jwt {
         for (name, value) in accepted.upstream_headers() {
             x.set_shared_header(name, value);
         }
-        if !x.publish_identity(&accepted.handoff) {
-            log(
-                LogLevel::Error,
-                "portcullis-jwt: the host refused the identity property; later filters will refuse",
-            );
-        }
+        x.publish_identity(&accepted.handoff);
         host::publish_decision(
             &Record::new(Filter::Jwt, Outcome::Accepted)
                 .identity(Some(accepted.identity()))
