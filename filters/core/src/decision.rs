@@ -12,6 +12,8 @@
 //! (Envoy's `json_format`) stays valid JSON. A token, a secret or a signature is never a
 //! field: nothing here can carry one.
 
+use crate::decimal::Decimal;
+
 /// The format version [`Record::encode`] writes (the record's `v`).
 pub const VERSION: u32 = 1;
 
@@ -320,23 +322,9 @@ fn push_unicode_escape(out: &mut Vec<u8>, unit: u16) {
     out.extend_from_slice(&[b'\\', b'u', hex(12), hex(8), hex(4), hex(0)]);
 }
 
-/// `n` in decimal without the formatting machinery (cheaper in wasm): the digits written
-/// from the end of a buffer, then copied at once.
+/// `n` in decimal ([`Decimal`]).
 fn push_decimal(out: &mut Vec<u8>, n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        if let Some(d) = digits.get_mut(i) {
-            *d = b'0' + (n % 10) as u8;
-        }
-        n /= 10;
-        if n == 0 || i == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(digits.get(i..).unwrap_or_default());
+    out.extend_from_slice(Decimal::new(n).as_bytes());
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 pub mod acl;
 pub mod config;
+pub mod decimal;
 pub mod decision;
 pub mod envoy_foreign;
 pub mod gateway;

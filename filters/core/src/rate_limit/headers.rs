@@ -4,8 +4,8 @@
 //! one, and `Retry-After` on a refusal.
 
 use std::cmp::Reverse;
-use std::fmt;
-use std::ops::Deref;
+
+pub use crate::decimal::Decimal;
 
 use super::window::Period;
 
@@ -91,68 +91,6 @@ pub fn logged_window(reports: &[WindowReport]) -> Option<crate::decision::Window
         limit: r.limit,
         remaining: r.remaining,
     })
-}
-
-/// A number in decimal, its digits kept inline: a header value that costs no allocation
-/// (a response gets five on every request), read as a `&str`.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Decimal {
-    /// The digits, right-aligned: `digits[start..]`.
-    digits: [u8; 20],
-    start: u8,
-}
-
-impl Decimal {
-    /// `n` in decimal, without the formatting machinery (a few hundred wasm instructions
-    /// less per number, on every request).
-    pub fn new(mut n: u64) -> Decimal {
-        // u64::MAX has 20 digits.
-        let mut digits = [0u8; 20];
-        let mut start = digits.len();
-        for digit in digits.iter_mut().rev() {
-            *digit = b'0' + (n % 10) as u8;
-            n /= 10;
-            start -= 1;
-            if n == 0 {
-                break;
-            }
-        }
-        Decimal {
-            digits,
-            start: start as u8,
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        let used = self
-            .digits
-            .get(usize::from(self.start)..)
-            .unwrap_or_default();
-        debug_assert!(used.iter().all(u8::is_ascii_digit));
-        // SAFETY: `new` writes only ASCII digits from `start` on, and nothing changes them:
-        // UTF-8. (Checked, this costs a validation per header on every response.)
-        unsafe { std::str::from_utf8_unchecked(used) }
-    }
-}
-
-impl Deref for Decimal {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl fmt::Debug for Decimal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
-impl fmt::Display for Decimal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 fn decimal(n: u64) -> Decimal {
