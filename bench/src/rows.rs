@@ -376,8 +376,9 @@ pub fn rows_with(candidate: Option<&str>) -> Vec<Row> {
         .versus(native_chain)
         .versus(three_vms),
         // The same, plus wasm instructions without host calls, as many as the gateway's
-        // cache hit executes over the floor (host-test: 20.7k -> 39.8k, the gateway 37.8k):
-        // what the gateway's logic would cost if instructions were what it pays for.
+        // cache hit executed over the floor on 2026-12-03 (host-test: 20.7k -> 39.8k, the
+        // gateway 37.8k then, 31.2k since): what the gateway's logic would cost if
+        // instructions were what it pays for.
         Row::new(
             "wasm: the host calls of the chain, in one VM, + 19k wasm instructions",
             "chain",

@@ -128,8 +128,10 @@ impl<'a> TokenSources<'a> {
         self.found.is_empty()
     }
 
-    /// The distinct token strings (the same token in two places counts once).
-    pub fn distinct(&self) -> Vec<&str> {
+    /// The distinct token strings (the same token in two places counts once): what the
+    /// tests read; a request needs only [`only`](Self::only).
+    #[cfg(test)]
+    fn distinct(&self) -> Vec<&str> {
         let mut tokens: Vec<&str> = Vec::new();
         for (_, token) in &self.found {
             if !tokens.contains(&&**token) {
@@ -140,8 +142,7 @@ impl<'a> TokenSources<'a> {
     }
 
     /// The request's token: `None` without one, the same token in several places once,
-    /// [`SeveralTokens`] for two different ones. [`distinct`](Self::distinct) without a
-    /// vector.
+    /// [`SeveralTokens`] for two different ones.
     pub fn only(&self) -> Result<Option<&str>, SeveralTokens> {
         let mut tokens = self.found.iter().map(|(_, token)| &**token);
         let Some(first) = tokens.next() else {

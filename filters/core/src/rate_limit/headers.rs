@@ -61,17 +61,17 @@ pub fn client_headers(reports: &[WindowReport]) -> ClientHeaders {
             .filter(|r| r.period == period)
             .min_by_key(|r| (r.remaining, r.limit));
         if let Some(r) = speaker {
-            out.push((period.limit_header(), decimal(r.limit)));
-            out.push((period.remaining_header(), decimal(r.remaining)));
+            out.push((period.limit_header(), Decimal::new(r.limit)));
+            out.push((period.remaining_header(), Decimal::new(r.remaining)));
         }
     }
     if let Some(r) = tightest(reports) {
-        out.push((RATELIMIT_LIMIT, decimal(r.limit)));
-        out.push((RATELIMIT_REMAINING, decimal(r.remaining)));
-        out.push((RATELIMIT_RESET, decimal(r.reset)));
+        out.push((RATELIMIT_LIMIT, Decimal::new(r.limit)));
+        out.push((RATELIMIT_REMAINING, Decimal::new(r.remaining)));
+        out.push((RATELIMIT_RESET, Decimal::new(r.reset)));
     }
     if let Some(wait) = reports.iter().filter(|r| r.exceeded).map(|r| r.reset).max() {
-        out.push((RETRY_AFTER, decimal(wait)));
+        out.push((RETRY_AFTER, Decimal::new(wait)));
     }
     out
 }
@@ -91,10 +91,6 @@ pub fn logged_window(reports: &[WindowReport]) -> Option<crate::decision::Window
         limit: r.limit,
         remaining: r.remaining,
     })
-}
-
-fn decimal(n: u64) -> Decimal {
-    Decimal::new(n)
 }
 
 /// Appends `n` in decimal to `out`.
@@ -185,7 +181,7 @@ mod tests {
     #[test]
     fn decimal_writes_every_u64() {
         for n in [0, 7, 10, 99, 1_000, 4_294_967_296, u64::MAX] {
-            assert_eq!(decimal(n).as_str(), n.to_string());
+            assert_eq!(Decimal::new(n).as_str(), n.to_string());
         }
     }
 
