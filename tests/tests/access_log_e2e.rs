@@ -54,10 +54,14 @@ fn format_fields(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// The log's lines so far, each parsed (a line that is not JSON fails the test).
+/// The log's complete lines so far, each parsed (a line that is not JSON fails the test).
+/// A last line without its newline is one Envoy is still writing: it is read on a later
+/// poll, not parsed half-written.
 fn lines(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete
+        .lines()
         .map(|line| {
             serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"))
         })
