@@ -128,8 +128,13 @@ impl Exchange {
             .map(|(_, v)| v.as_deref())
     }
 
-    /// Sets (or with `None` removes) a request header, on the host and here.
+    /// Sets (or with `None` removes) a request header, on the host and here. A change an
+    /// earlier stage already made (acl's `x-consumer-groups` after jwt's, the same value)
+    /// costs no host call.
     pub fn set_header(&mut self, name: &str, value: Option<&str>) {
+        if self.edit(name) == Some(value) {
+            return;
+        }
         host::set_request_header(name, value);
         self.note_edit(
             name,
@@ -141,6 +146,9 @@ impl Exchange {
     /// [`Exchange::set_header`] with shared strings, kept here without a copy (of `name`
     /// too, when it is in lower case: the jwt stage's hand-off names are).
     pub fn set_shared_header(&mut self, name: &Arc<str>, value: &Arc<str>) {
+        if self.edit(name) == Some(Some(value)) {
+            return;
+        }
         host::set_request_header(name, Some(value));
         let lower = || match name.bytes().any(|b| b.is_ascii_uppercase()) {
             true => name.to_ascii_lowercase().into(),
