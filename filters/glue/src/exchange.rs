@@ -128,45 +128,50 @@ impl Exchange {
             .map(|(_, v)| v.as_deref())
     }
 
-    /// Sets (or with `None` removes) a request header, on the host and here. A change an
-    /// earlier stage already made (acl's `x-consumer-groups` after jwt's, the same value)
-    /// costs no host call.
+    /// Sets (or with `None` removes) a request header, on the host and here.
     pub fn set_header(&mut self, name: &str, value: Option<&str>) {
-        if self.edit(name) == Some(value) {
-            return;
-        }
-        host::set_request_header(name, value);
-        self.note_edit(
+        self.change(
             name,
+            value,
             || name.to_ascii_lowercase().into(),
-            value.map(Arc::from),
+            || value.map(Arc::from),
         );
     }
 
     /// [`Exchange::set_header`] with shared strings, kept here without a copy (of `name`
     /// too, when it is in lower case: the jwt stage's hand-off names are).
     pub fn set_shared_header(&mut self, name: &Arc<str>, value: &Arc<str>) {
-        if self.edit(name) == Some(Some(value)) {
-            return;
-        }
-        host::set_request_header(name, Some(value));
         let lower = || match name.bytes().any(|b| b.is_ascii_uppercase()) {
             true => name.to_ascii_lowercase().into(),
             false => Arc::clone(name),
         };
-        self.note_edit(name, lower, Some(Arc::clone(value)));
+        self.change(name, Some(value), lower, || Some(Arc::clone(value)));
     }
 
-    /// Remembers that request header `name` now has `value`; `lower` gives the name to
-    /// keep, in lower case, when it is new here.
-    fn note_edit(&mut self, name: &str, lower: impl FnOnce() -> Arc<str>, value: Option<Arc<str>>) {
-        match self
+    /// Changes request header `name` to `value` on the host and remembers it: `lower` gives
+    /// the name to keep, in lower case, when it is new here, `kept` the value to keep. A
+    /// change an earlier stage already made (acl's `x-consumer-groups` after jwt's, the same
+    /// value) costs no host call.
+    fn change(
+        &mut self,
+        name: &str,
+        value: Option<&str>,
+        lower: impl FnOnce() -> Arc<str>,
+        kept: impl FnOnce() -> Option<Arc<str>>,
+    ) {
+        let edit = self
             .edits
             .iter_mut()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        {
-            Some(edit) => edit.1 = value,
-            None => self.edits.push((lower(), value)),
+            .find(|(n, _)| n.eq_ignore_ascii_case(name));
+        if let Some((_, now)) = &edit {
+            if now.as_deref() == value {
+                return;
+            }
+        }
+        host::set_request_header(name, value);
+        match edit {
+            Some(edit) => edit.1 = kept(),
+            None => self.edits.push((lower(), kept())),
         }
     }
 
