@@ -93,11 +93,6 @@ pub fn logged_window(reports: &[WindowReport]) -> Option<crate::decision::Window
     })
 }
 
-/// Appends `n` in decimal to `out`.
-pub(crate) fn push_decimal(out: &mut String, n: u64) {
-    out.push_str(Decimal::new(n).as_str());
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

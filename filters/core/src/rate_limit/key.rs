@@ -5,9 +5,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::decimal::Decimal;
 use crate::identity::Identity;
 
-use super::headers::push_decimal;
 use super::slot::hash;
 
 /// What the limiter may ask about a request. The glue answers from the host, lazily, so a
@@ -384,7 +384,7 @@ fn ipv4_text(v4: Ipv4Addr) -> String {
         if i > 0 {
             out.push('.');
         }
-        push_decimal(&mut out, u64::from(octet));
+        out.push_str(&Decimal::new(u64::from(octet)));
     }
     out
 }

@@ -21,10 +21,10 @@
 //! counter created on the request path could be overwritten by a second worker creating it
 //! at the same moment.
 
-use super::headers::push_decimal;
 use super::key::LimitKey;
 use super::policy::Policy;
 use super::slot::{self, hash, Slot};
+use crate::decimal::Decimal;
 use crate::shared::{SharedStore, StoreError, Written};
 
 /// Default table size: 65536 slots, at most 3.9 MB of shared data when every policy counts
@@ -102,7 +102,7 @@ impl Table {
     pub fn slot_key(&self, index: u32) -> String {
         let mut key = String::with_capacity(self.prefix.len() + 7);
         key.push_str(&self.prefix);
-        push_decimal(&mut key, u64::from(index));
+        key.push_str(&Decimal::new(u64::from(index)));
         key
     }
 
