@@ -47,6 +47,17 @@ struct CostRoot {
     metric: u32,
     /// `foreign_function` and its argument (`foreign_argument`, hex).
     foreign: Option<Rc<(String, Vec<u8>)>>,
+    names: Rc<Names>,
+}
+
+/// The names the writes use, made once at configure time: formatting them per request would
+/// price `format!` with the host call (thousands of instructions over a floor's calls).
+#[derive(Default)]
+struct Names {
+    /// `x-cost-<i>`, for the request's and the response's header writes.
+    headers: Vec<String>,
+    /// `portcullis.cost.<i>`.
+    properties: Vec<String>,
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
@@ -95,6 +106,15 @@ impl RootContext for CostRoot {
         }
         self.metric =
             hostcalls::define_metric(MetricType::Counter, "portcullis_cost_total").unwrap_or(0);
+        let c = self.counts;
+        self.names = Rc::new(Names {
+            headers: (0..c.header_writes.max(c.response_header_writes))
+                .map(|i| format!("x-cost-{i}"))
+                .collect(),
+            properties: (0..c.property_writes)
+                .map(|i| format!("portcullis.cost.{i}"))
+                .collect(),
+        });
         true
     }
 
@@ -103,6 +123,7 @@ impl RootContext for CostRoot {
             counts: self.counts,
             metric: self.metric,
             foreign: self.foreign.clone(),
+            names: Rc::clone(&self.names),
         }))
     }
 
@@ -125,10 +146,54 @@ fn spin(rounds: u64) {
     black_box(&buffer);
 }
 
+#[link(wasm_import_module = "env")]
+extern "C" {
+    // The SDK's imports, called without its copies: its `get_map_bytes` copies every name
+    // and value into its own `String`, and its `set_property` serialises the path into a new
+    // vector. The filters call these two as here (portcullis-glue's `host.rs`), so a floor
+    // prices the call, not the SDK's way of making it.
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> u32;
+    fn proxy_set_property(
+        path_data: *const u8,
+        path_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+}
+
+/// The request's header map as the host serialises it, in the buffer the host allocated in
+/// this module (freed when the vector drops).
+fn request_header_map() -> Vec<u8> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host writes a pointer and a size into the two locals; the buffer was
+    // allocated through the SDK's `proxy_on_memory_allocate` as a boxed `[u8]` of exactly
+    // `size` bytes, which the SDK's own `get_map_bytes` takes over the same way.
+    let status = unsafe {
+        proxy_get_header_map_pairs(MapType::HttpRequestHeaders as u32, &mut data, &mut size)
+    };
+    if status != 0 || data.is_null() || size == 0 {
+        return Vec::new();
+    }
+    // SAFETY: see above; `data` is non-null and owns `size` initialised bytes.
+    unsafe { Vec::from_raw_parts(data, size, size) }
+}
+
+/// Sets the one-segment property `name` to `value`; `false` if the host refused.
+fn set_property(name: &str, value: &[u8]) -> bool {
+    // SAFETY: the host only reads the two byte ranges, which outlive the call.
+    unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) == 0 }
+}
+
 struct Cost {
     counts: Counts,
     metric: u32,
     foreign: Option<Rc<(String, Vec<u8>)>>,
+    names: Rc<Names>,
 }
 
 impl Context for Cost {}
@@ -140,14 +205,13 @@ impl HttpContext for Cost {
             black_box(hostcalls::get_map_value(MapType::HttpRequestHeaders, "authorization").ok());
         }
         for _ in 0..c.map_reads {
-            black_box(hostcalls::get_map_bytes(MapType::HttpRequestHeaders).ok());
+            black_box(request_header_map());
         }
         for _ in 0..c.property_reads {
             black_box(hostcalls::get_property(vec!["xds", "route_name"]).ok());
         }
-        for i in 0..c.header_writes {
-            let name = format!("x-cost-{i}");
-            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, &name, Some("v"));
+        for name in self.names.headers.iter().take(c.header_writes as usize) {
+            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some("v"));
         }
         for _ in 0..c.metric_incs {
             let _ = hostcalls::increment_metric(self.metric, 1);
@@ -162,9 +226,8 @@ impl HttpContext for Cost {
         for _ in 0..c.shared_reads {
             black_box(hostcalls::get_shared_data("portcullis.cost").ok());
         }
-        for i in 0..c.property_writes {
-            let name = format!("portcullis.cost.{i}");
-            let _ = hostcalls::set_property(vec![name.as_str()], Some(b"value"));
+        for name in &self.names.properties {
+            black_box(set_property(name, b"value"));
         }
         for _ in 0..c.shared_writes {
             let _ = hostcalls::set_shared_data("portcullis.cost", Some(b"value"), None);
@@ -184,9 +247,9 @@ impl HttpContext for Cost {
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end: bool) -> Action {
-        for i in 0..self.counts.response_header_writes {
-            let name = format!("x-cost-{i}");
-            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, &name, Some("v"));
+        let writes = self.counts.response_header_writes as usize;
+        for name in self.names.headers.iter().take(writes) {
+            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some("v"));
         }
         Action::Continue
     }
