@@ -14,6 +14,14 @@
 
 use crate::decimal::Decimal;
 
+/// Every filter's switch for its records: `"decision_records": false` in a filter's
+/// configuration (a stage's object, in the gateway) publishes no record for it, and saves
+/// the request one property write and the record's encoding. Default true. Envoy's own
+/// filters write such metadata only when asked (jwt_authn's `payload_in_metadata`), and
+/// Kong's per-request logs are plugins one adds: an operator whose access log does not read
+/// the records turns them off. The identity the jwt filter hands on is published either way.
+pub const RECORDS_FIELD: &str = "decision_records";
+
 /// The format version [`Record::encode`] writes (the record's `v`).
 pub const VERSION: u32 = 1;
 

@@ -187,6 +187,44 @@ mod tests {
         }
     }
 
+    /// `decision_records` is each stage's own switch, as in its filter: on by default,
+    /// `false` turns that stage's records off and no other's, anything else is refused
+    /// naming the field.
+    #[test]
+    fn decision_records_is_each_stages_switch() {
+        let issuer = r#"{"auth_paths":[{"path":"/login"}],"iss":"i","keys":[{"kid":"k","algorithm":"HS256","secret":"FVYGMY8NaopOclJ2MtJ8wat3RqUwqi83"}]}"#;
+        let mut all = serde_json::Map::new();
+        for (stage, config) in STAGES.iter().zip([issuer, "{}", ACL, RATE_LIMIT]) {
+            all.insert((*stage).to_owned(), serde_json::from_str(config).unwrap());
+        }
+        let switches = |value: &serde_json::Value| -> Result<[bool; 4], String> {
+            let c = GatewayConfig::from_json(value.to_string().as_bytes())
+                .map_err(|e| e.to_string())?;
+            Ok([
+                c.token_issuer.unwrap().decision_records(),
+                c.jwt.unwrap().decision_records(),
+                c.acl.unwrap().decision_records(),
+                c.rate_limiting.unwrap().decision_records(),
+            ])
+        };
+        let on = serde_json::Value::Object(all);
+        assert_eq!(switches(&on), Ok([true; 4]));
+        for (i, stage) in STAGES.iter().enumerate() {
+            let mut off = on.clone();
+            off[*stage]["decision_records"] = false.into();
+            let mut expected = [true; 4];
+            expected[i] = false;
+            assert_eq!(switches(&off), Ok(expected), "{off}");
+            off[*stage]["decision_records"] = "no".into();
+            assert_eq!(
+                switches(&off),
+                Err(format!(
+                    r#"{stage}.decision_records: invalid type: string "no", expected a boolean"#
+                )),
+            );
+        }
+    }
+
     #[test]
     fn the_whole_document_is_checked_first() {
         assert_eq!(refused("not json"), "not JSON");

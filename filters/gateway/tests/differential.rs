@@ -33,8 +33,9 @@ const MOBILE_SECRET: &str = "demo-only-mobile-app-secret-0123456789abcdef";
 const WEB_SECRET: &str = "demo-only-web-app-secret-0123456789abcdef";
 
 /// The demo's policy of `filter` (envoy-config/policies), as `make run` loads it, without
-/// the consumer source (no portcullis-admin here: the consumers are in the policy).
-fn policy(filter: &str, redis: bool) -> Value {
+/// the consumer source (no portcullis-admin here: the consumers are in the policy); with
+/// `"decision_records": false` when `records` is false.
+fn policy(filter: &str, redis: bool, records: bool) -> Value {
     let file = match filter {
         "rate-limiting" if redis => "rate-limiting-redis".to_owned(),
         other => other.to_owned(),
@@ -48,6 +49,9 @@ fn policy(filter: &str, redis: bool) -> Value {
         // Every token source Kong has: the header, `?jwt=` and a cookie.
         value["cookie_names"] = json!(["jwt"]);
     }
+    if !records {
+        value["decision_records"] = json!(false);
+    }
     value
 }
 
@@ -58,10 +62,18 @@ struct Pair {
     chain: Vec<Plugin>,
     gateway_host: Host,
     gateway: Plugin,
+    /// Whether the filters publish decision records (`decision_records`).
+    records: bool,
+    /// Requests seen authenticated with records off (each packaging counted).
+    identities: u32,
 }
 
 impl Pair {
     fn new(redis: bool) -> Pair {
+        Pair::with(redis, true)
+    }
+
+    fn with(redis: bool, records: bool) -> Pair {
         let chain_host = Host::new();
         let gateway_host = Host::new();
         for host in [&chain_host, &gateway_host] {
@@ -76,14 +88,14 @@ impl Pair {
                 chain_host
                     .plugin(paths::wasm(filter))
                     .name(filter)
-                    .config_json(&policy(filter, redis))
+                    .config_json(&policy(filter, redis, records))
                     .start()
                     .unwrap_or_else(|e| panic!("{filter} starts: {e:?}"))
             })
             .collect();
         let config: serde_json::Map<String, Value> = FILTERS
             .iter()
-            .map(|(filter, stage)| ((*stage).to_owned(), policy(filter, redis)))
+            .map(|(filter, stage)| ((*stage).to_owned(), policy(filter, redis, records)))
             .collect();
         let gateway = gateway_host
             .plugin(paths::wasm("gateway"))
@@ -96,6 +108,8 @@ impl Pair {
             chain,
             gateway_host,
             gateway,
+            records,
+            identities: 0,
         }
     }
 
@@ -104,8 +118,40 @@ impl Pair {
         let mut chain: Vec<&mut Plugin> = self.chain.iter_mut().collect();
         let separate = host_test::send(&mut chain, request());
         let bundled = self.gateway.send(request());
-        same(label, &separate, &bundled);
+        self.compare(label, &separate, &bundled);
         separate
+    }
+
+    /// Fails on any difference between the two packagings' exchanges; with records off, on
+    /// any record published, or on an authenticated request without its identity.
+    fn compare(&mut self, label: &str, separate: &Exchange, bundled: &Exchange) {
+        same(label, separate, bundled, self.records);
+        if !self.records {
+            for ex in [separate, bundled] {
+                let published: Vec<&String> = ex
+                    .filter_state
+                    .keys()
+                    .filter(|k| k.contains("portcullis.decision."))
+                    .collect();
+                assert!(
+                    published.is_empty(),
+                    "{label}: records off, yet {published:?}"
+                );
+                let authenticated = ex.upstream.as_ref().is_some_and(|u| {
+                    u.headers
+                        .pairs
+                        .iter()
+                        .any(|(k, _)| k == "x-consumer-username")
+                });
+                if authenticated {
+                    assert!(
+                        ex.filter_state.contains_key("wasm.portcullis.identity"),
+                        "{label}: records off, and the identity went with them"
+                    );
+                    self.identities += 1;
+                }
+            }
+        }
     }
 
     /// Every counter of both hosts, by name: the same names, the same values.
@@ -200,11 +246,12 @@ fn token_claims(text: &str) -> Option<Value> {
     Some(json!({ "header": decode(header)?, "claims": claims }))
 }
 
-fn same(label: &str, separate: &Exchange, bundled: &Exchange) {
+fn same(label: &str, separate: &Exchange, bundled: &Exchange, records: bool) {
     let (a, b) = (observed(separate), observed(bundled));
-    // jwt publishes a decision for every request it sees: the records are compared too.
+    // jwt publishes a decision for every request it sees: the records are compared too
+    // (when they are on).
     assert!(
-        a["records"].as_object().is_some_and(|r| !r.is_empty()),
+        !records || a["records"].as_object().is_some_and(|r| !r.is_empty()),
         "{label}: no decision records to compare"
     );
     assert_eq!(
@@ -247,7 +294,7 @@ fn login(pair: &mut Pair, label: &str, user: &str, groups: &[&str]) -> (String, 
     let mut chain: Vec<&mut Plugin> = pair.chain.iter_mut().collect();
     let separate = host_test::send(&mut chain, request());
     let bundled = pair.gateway.send(request());
-    same(label, &separate, &bundled);
+    pair.compare(label, &separate, &bundled);
     assert_eq!(separate.status(), 200, "{label}: {}", separate.body_text());
     let token = |ex: &Exchange| {
         ex.body_json()["token"]
@@ -361,7 +408,7 @@ fn corpus(pair: &mut Pair) {
         let b = pair
             .gateway
             .send(on("GET", path, route).header("authorization", &bearer(&bundled)));
-        same(&label, &a, &b);
+        pair.compare(&label, &a, &b);
     }
     pair.both("a login the upstream refuses", || {
         on("POST", "/login", "login")
@@ -406,6 +453,16 @@ fn the_gateway_answers_every_request_as_the_chain_of_filters() {
 #[test]
 fn with_a_rate_limit_service_too() {
     corpus(&mut Pair::new(true));
+}
+
+/// `"decision_records": false` in every filter and stage: no record anywhere, and
+/// everything else as before, the same in both packagings (the identity still handed on in
+/// filter state, for a later filter).
+#[test]
+fn without_decision_records_too() {
+    let mut pair = Pair::with(false, false);
+    corpus(&mut pair);
+    assert!(pair.identities > 0, "no request was authenticated");
 }
 
 /// A stand-in for the rate limit service: counts each request's descriptors in memory and

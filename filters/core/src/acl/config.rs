@@ -119,6 +119,8 @@ pub struct RawAclConfig {
     /// route table (a filter never sees it): a misspelt name silently falls to the default.
     #[serde(default)]
     pub routes: BTreeMap<String, RawAccess>,
+    /// See [`crate::decision::RECORDS_FIELD`] (default true).
+    pub decision_records: Option<bool>,
 }
 
 impl RawAclConfig {
@@ -176,6 +178,7 @@ impl TryFrom<RawAclConfig> for AclPolicySet {
             routes,
             by_name,
             groups,
+            decision_records: raw.decision_records.unwrap_or(true),
         })
     }
 }

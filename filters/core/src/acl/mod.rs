@@ -34,6 +34,8 @@ pub struct AclPolicySet {
     /// Route name → position in `routes`.
     by_name: HashMap<String, usize>,
     groups: GroupSource,
+    /// Whether the glue publishes a decision record per request (`decision_records`).
+    decision_records: bool,
 }
 
 /// One route's policy.
@@ -236,6 +238,12 @@ impl AclPolicySet {
         name.and_then(|name| self.by_name.get(name))
             .and_then(|&i| Some((i + 1, self.routes.get(i)?)))
             .unwrap_or((0, &self.default))
+    }
+
+    /// Whether a decision record is published for each request (`decision_records`,
+    /// default true).
+    pub fn decision_records(&self) -> bool {
+        self.decision_records
     }
 
     /// Whether a decision can depend on the Envoy route name (any policy per route). When

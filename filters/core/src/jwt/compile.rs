@@ -66,6 +66,7 @@ impl TryFrom<RawJwtConfig> for JwtPolicySet {
                 .as_ref()
                 .map(|s| ConsumerSource::compile("consumer_source", s))
                 .transpose()?,
+            decision_records: raw.decision_records.unwrap_or(true),
         })
     }
 }

@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use super::source::RawConsumerSource;
 use crate::config::{err, strict_json, typed, ConfigError};
+use crate::decision::RECORDS_FIELD;
 use crate::jose::CryptoChoice;
 
 /// Settings a route may override; at the top level they are the default policy's.
@@ -179,6 +180,8 @@ pub struct RawJwtConfig {
     pub crypto: Option<CryptoChoice>,
     /// Consumers looked up at runtime in portcullis-admin ([`RawConsumerSource`]).
     pub consumer_source: Option<RawConsumerSource>,
+    /// See [`crate::decision::RECORDS_FIELD`] (default true).
+    pub decision_records: Option<bool>,
     pub settings: RawSettings,
 }
 
@@ -195,11 +198,12 @@ impl RawJwtConfig {
         let token_cache_size = take(&mut top, "token_cache_size")?;
         let crypto = take(&mut top, "crypto")?;
         let consumer_source = take(&mut top, "consumer_source")?;
+        let decision_records = take(&mut top, RECORDS_FIELD)?;
         let settings = typed("", Value::Object(top)).map_err(|mut e| {
             // The settings struct lists only its own fields; name the others too.
             e.message = e.message.replacen(
                 "expected one of ",
-                "expected one of `consumers`, `providers`, `routes`, `token_cache_size`, `crypto`, `consumer_source`, ",
+                "expected one of `consumers`, `providers`, `routes`, `token_cache_size`, `crypto`, `consumer_source`, `decision_records`, ",
                 1,
             );
             e
@@ -216,6 +220,7 @@ impl RawJwtConfig {
             token_cache_size,
             crypto,
             consumer_source,
+            decision_records,
             settings,
         })
     }

@@ -32,6 +32,8 @@ pub struct JwtPolicySet {
     pub(crate) token_cache_size: usize,
     pub(crate) crypto: CryptoChoice,
     pub(crate) consumer_source: Option<ConsumerSource>,
+    /// Whether the glue publishes a decision record per request (`decision_records`).
+    pub(crate) decision_records: bool,
 }
 
 impl JwtPolicySet {
@@ -89,6 +91,12 @@ impl JwtPolicySet {
     /// The keys every route shares.
     pub fn keyring(&self) -> &Keyring {
         &self.keyring
+    }
+
+    /// Whether a decision record is published for each request (`decision_records`,
+    /// default true).
+    pub fn decision_records(&self) -> bool {
+        self.decision_records
     }
 
     /// Entries of the per-worker verified-token cache; 0 means no cache.

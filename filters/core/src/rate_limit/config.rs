@@ -124,6 +124,8 @@ pub struct RawConfig {
     /// own limits; every other field it leaves out is the top level's.
     #[serde(default)]
     pub routes: BTreeMap<String, RawRoute>,
+    /// See [`crate::decision::RECORDS_FIELD`] (default true).
+    pub decision_records: Option<bool>,
 }
 
 /// Where the rate limit service is (`policy: redis`).
@@ -285,7 +287,8 @@ impl TryFrom<RawConfig> for RateLimitPolicySet {
         if global.is_none() && routes.is_empty() {
             return Err(err("", no_limit_message()));
         }
-        let set = RateLimitPolicySet::new(global, routes, default_response, slots, service);
+        let set = RateLimitPolicySet::new(global, routes, default_response, slots, service)
+            .with_decision_records(raw.decision_records.unwrap_or(true));
         if set.service().is_some() {
             check_service_limits(&set)?;
         }

@@ -93,6 +93,8 @@ pub struct RateLimitPolicySet {
     default_response: ResponseSettings,
     slots: u32,
     service: Option<ServiceSettings>,
+    /// Whether the glue publishes a decision record per request (`decision_records`).
+    decision_records: bool,
 }
 
 /// The policies that apply to one request, global first, and its response settings.
@@ -116,7 +118,22 @@ impl RateLimitPolicySet {
             default_response,
             slots,
             service,
+            decision_records: true,
         }
+    }
+
+    /// The same set, publishing a decision record per request or not (`decision_records`).
+    pub(crate) fn with_decision_records(self, decision_records: bool) -> RateLimitPolicySet {
+        RateLimitPolicySet {
+            decision_records,
+            ..self
+        }
+    }
+
+    /// Whether a decision record is published for each request (`decision_records`,
+    /// default true).
+    pub fn decision_records(&self) -> bool {
+        self.decision_records
     }
 
     /// The rate limit service to count in (`policy: redis`), or `None`: shared data.

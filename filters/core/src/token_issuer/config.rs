@@ -74,6 +74,8 @@ pub struct RawConfig {
     /// `content-length` ends in a reset stream. Pitfall: true without Envoy's setting hangs
     /// every login until Envoy's timeout.
     pub allow_on_headers_stop_iteration: Option<bool>,
+    /// See [`crate::decision::RECORDS_FIELD`] (default true).
+    pub decision_records: Option<bool>,
 }
 
 /// One login endpoint.
@@ -256,6 +258,7 @@ impl TryFrom<RawConfig> for TokenIssuer {
             jwks: jwks.unwrap_or_default(),
             crypto: raw.crypto.unwrap_or_default(),
             hold_headers,
+            decision_records: raw.decision_records.unwrap_or(true),
         })
     }
 }

@@ -116,6 +116,8 @@ pub struct TokenIssuer {
     pub(crate) jwks: String,
     pub(crate) crypto: CryptoChoice,
     pub(crate) hold_headers: bool,
+    /// Whether the glue publishes a decision record per request (`decision_records`).
+    pub(crate) decision_records: bool,
 }
 
 /// What a request is to the issuer.
@@ -386,6 +388,12 @@ impl TokenIssuer {
     /// [`Issued::headers`]; otherwise it lets them go with `content-length` removed.
     pub fn holds_headers(&self) -> bool {
         self.hold_headers
+    }
+
+    /// Whether a decision record is published for each request it decides on
+    /// (`decision_records`, default true).
+    pub fn decision_records(&self) -> bool {
+        self.decision_records
     }
 
     /// The largest body buffered.

@@ -53,7 +53,7 @@ fn refuses_bad_configurations_naming_the_path() {
          "consumers[1].credentials[0].jwk: \"x\" is 1 bytes, not 32"),
         ("duplicate credential key", consumers_with(json!({"key": "ok", "secret": HS256_SECRET})),
          "consumers[1].credentials[0].key: \"ok\" is used by another credential"),
-        ("unknown top-level field", json!({"leewy": 5}), "leewy: unknown field `leewy`, expected one of `consumers`, `providers`, `routes`, `token_cache_size`, `crypto`, `consumer_source`, `header_names`"),
+        ("unknown top-level field", json!({"leewy": 5}), "leewy: unknown field `leewy`, expected one of `consumers`, `providers`, `routes`, `token_cache_size`, `crypto`, `consumer_source`, `decision_records`, `header_names`"),
         ("not a PEM key", consumers_with(json!({"key": "k", "algorithm": "RS256", "public_key": "-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----"})),
          "consumers[1].credentials[0].public_key: not an RSA public key, as RS256 needs"),
         ("unknown route field", json!({"routes": {"users": {"leewy": 5}}}), "routes.users.leewy: unknown field `leewy`"),
@@ -123,7 +123,7 @@ fn accepts_every_documented_field() {
         "maximum_expiration": 86400, "required_claims": ["sub"], "claims_to_headers": {"sub": "X-Sub"},
         "identity_claims": ["tenant"], "forward_payload_header": "x-payload", "hide_credentials": true,
         "anonymous": "a", "run_on_preflight": false, "max_token_bytes": 4096, "plain_unauthorized_body": true,
-        "failure_delay_ms": 100, "realm": "api",
+        "failure_delay_ms": 100, "realm": "api", "decision_records": false,
         "routes": {"health": {"public": true}, "admin": {"leeway": 0, "anonymous": "a"}}
     });
     let set = JwtPolicySet::from_json(config.to_string().as_bytes()).unwrap();
@@ -147,9 +147,11 @@ fn accepts_every_documented_field() {
         portcullis_core::jwt::RoutePolicy::Public
     ));
     assert!(set.needs_route_name());
+    assert!(!set.decision_records());
     // Without routes the glue skips reading the route name: every name gets the default.
     let flat = JwtPolicySet::from_json(b"{}").unwrap();
     assert!(!flat.needs_route_name());
+    assert!(flat.decision_records());
     assert!(std::ptr::eq(
         flat.for_route(Some("health")),
         flat.for_route(None)

@@ -107,6 +107,13 @@ pub struct Acl {
 }
 
 impl Acl {
+    /// Publishes this stage's decision record, unless `decision_records` is off.
+    fn record(&self, record: &Record<'_>) {
+        if self.policy.decision_records() {
+            host::publish_decision(record);
+        }
+    }
+
     /// The separate filter's configuration: required.
     pub fn configure(bytes: Option<Vec<u8>>) -> Option<Acl> {
         let Some(bytes) = bytes else {
@@ -158,7 +165,7 @@ impl Stage for Acl {
         let (decision, method) = match &read {
             Some(Err(e)) => {
                 log(LogLevel::Error, &format!("portcullis-acl: {e}"));
-                host::publish_decision(
+                self.record(
                     &Record::new(Filter::Acl, Outcome::Failed)
                         .reason("headers_unreadable")
                         .status(500)
@@ -185,7 +192,7 @@ impl Stage for Acl {
         if let Decision::Allow { groups_header } = &decision {
             // Replaces (or removes) whatever arrived: a client's own copy never passes.
             x.set_header(headers::CONSUMER_GROUPS, groups_header.as_deref());
-            host::publish_decision(
+            self.record(
                 &Record::new(Filter::Acl, Outcome::Accepted)
                     .identity(identity.as_deref())
                     .route(route_name.as_deref()),
@@ -196,7 +203,7 @@ impl Stage for Acl {
         // The refusal's log line names both, read now if the decision did not need them.
         let route_name = route_name.or_else(|| x.route(true).map(str::to_owned));
         let method = method.unwrap_or_else(|| x.header(":method").unwrap_or_default());
-        host::publish_decision(
+        self.record(
             &Record::new(Filter::Acl, Outcome::Denied)
                 .reason(decision.metric_label())
                 .status(decision.status())

@@ -260,7 +260,7 @@ impl RateLimiting {
                          500 (fault_tolerant is false)"
                     ),
                 );
-                publish(
+                self.publish(
                     r,
                     Record::new(Filter::RateLimiting, Outcome::Failed)
                         .reason("service_failed")
@@ -286,7 +286,7 @@ impl RateLimiting {
         };
         match decision {
             Decision::NotLimited => {
-                publish(
+                self.publish(
                     r,
                     Record::new(Filter::RateLimiting, Outcome::Skipped).reason("no_policy"),
                 );
@@ -306,7 +306,7 @@ impl RateLimiting {
                 } else {
                     Record::new(Filter::RateLimiting, Outcome::Accepted)
                 };
-                publish(r, record.window(window));
+                self.publish(r, record.window(window));
                 r.response_headers = headers;
                 Step::Next
             }
@@ -327,7 +327,7 @@ impl RateLimiting {
                 } else {
                     Record::new(Filter::RateLimiting, Outcome::Limited).reason("limited")
                 };
-                publish(r, record.status(status).window(window));
+                self.publish(r, record.status(status).window(window));
                 log(
                     LogLevel::Info,
                     &format!("portcullis-rate-limiting: limited {reason}"),
@@ -347,7 +347,7 @@ impl RateLimiting {
                     LogLevel::Info,
                     &format!("portcullis-rate-limiting: refused {reason}"),
                 );
-                publish(
+                self.publish(
                     r,
                     Record::new(Filter::RateLimiting, Outcome::Rejected)
                         .reason("rejected")
@@ -370,7 +370,7 @@ impl RateLimiting {
                         "fault"
                     })
                     .passed(pass);
-                publish(r, if pass { record } else { record.status(500) });
+                self.publish(r, if pass { record } else { record.status(500) });
                 if pass {
                     Step::Next
                 } else {
@@ -380,15 +380,18 @@ impl RateLimiting {
             }
         }
     }
-}
 
-/// Publishes the decision for the access log, with the route and the identity if read.
-fn publish(r: &Request, record: Record<'_>) {
-    host::publish_decision(
-        &record
-            .route(r.route.as_deref())
-            .identity(r.identity.as_deref()),
-    );
+    /// Publishes the decision for the access log, with the route and the identity if read,
+    /// unless `decision_records` is off.
+    fn publish(&self, r: &Request, record: Record<'_>) {
+        if self.limiter.policies().decision_records() {
+            host::publish_decision(
+                &record
+                    .route(r.route.as_deref())
+                    .identity(r.identity.as_deref()),
+            );
+        }
+    }
 }
 
 /// The request as the limiter asks about it: through the exchange (what another stage read

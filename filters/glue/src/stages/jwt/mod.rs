@@ -123,6 +123,13 @@ const DELAY_TICK: Duration = Duration::from_millis(10);
 const DISPATCH_TICK: Duration = Duration::from_millis(1);
 
 impl Jwt {
+    /// Publishes this stage's decision record, unless `decision_records` is off.
+    fn record(&self, record: &Record<'_>) {
+        if self.policies.decision_records() {
+            host::publish_decision(record);
+        }
+    }
+
     fn remote(&self, provider: &str) -> Option<&RemoteJwks> {
         self.policies.remote_jwks().find(|r| r.provider == provider)
     }
@@ -237,7 +244,7 @@ impl Stage for Jwt {
             Err(e) => {
                 // Nothing can be checked, not even the identity headers to strip: fail closed.
                 self.metrics.rejected("headers_unreadable");
-                host::publish_decision(
+                self.record(
                     &Record::new(Filter::Jwt, Outcome::Failed)
                         .reason("headers_unreadable")
                         .status(500),
@@ -253,7 +260,7 @@ impl Stage for Jwt {
         }
         let route = x.route(self.policies.needs_route_name()).map(str::to_owned);
         let RoutePolicy::Protected(policy) = self.policies.for_route(route.as_deref()) else {
-            host::publish_decision(
+            self.record(
                 &Record::new(Filter::Jwt, Outcome::Skipped)
                     .reason("no_policy")
                     .route(route.as_deref()),
@@ -262,7 +269,7 @@ impl Stage for Jwt {
         };
         let method = x.header(":method").unwrap_or_default();
         if policy.skips_preflight(&method) {
-            host::publish_decision(
+            self.record(
                 &Record::new(Filter::Jwt, Outcome::Skipped)
                     .reason("preflight")
                     .route(route.as_deref()),
@@ -692,7 +699,7 @@ impl Jwt {
             x.set_shared_header(name, value);
         }
         x.publish_identity(&accepted.handoff);
-        host::publish_decision(
+        self.record(
             &Record::new(Filter::Jwt, Outcome::Accepted)
                 .identity(Some(accepted.identity()))
                 .route(route),
@@ -706,7 +713,7 @@ impl Jwt {
             &format!("portcullis-jwt: rejected: {}", rejection.log_reason()),
         );
         let refusal = policy.refusal(rejection);
-        host::publish_decision(
+        self.record(
             &Record::new(Filter::Jwt, rejection.outcome())
                 .reason(rejection.metric_label())
                 .status(refusal.status)

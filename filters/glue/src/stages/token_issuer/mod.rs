@@ -77,6 +77,13 @@ pub struct TokenIssuerStage {
 }
 
 impl TokenIssuerStage {
+    /// Publishes this stage's decision record, unless `decision_records` is off.
+    fn record(&self, record: &Record<'_>) {
+        if self.issuer.decision_records() {
+            host::publish_decision(record);
+        }
+    }
+
     /// The separate filter's configuration (none: every default, which refuses to start
     /// without a signing key).
     pub fn configure(bytes: Option<Vec<u8>>) -> Option<TokenIssuerStage> {
@@ -164,7 +171,7 @@ impl Stage for TokenIssuerStage {
                 // The upstream may serve this spelling as its login: it must not answer
                 // unsigned, so it never gets the request.
                 self.metrics.misspelt.inc();
-                host::publish_decision(
+                self.record(
                     &Record::new(Filter::TokenIssuer, Outcome::Rejected)
                         .reason("misspelt_auth_path")
                         .status(400)
@@ -227,7 +234,7 @@ impl Stage for TokenIssuerStage {
             HeadDecision::UpstreamRefusal => {
                 // A failed login: the upstream's own answer goes to the client.
                 self.metrics.upstream_refusals.inc();
-                host::publish_decision(
+                self.record(
                     &Record::new(Filter::TokenIssuer, Outcome::Rejected).reason("upstream_refusal"),
                 );
                 Action::Continue
@@ -300,7 +307,7 @@ impl Stage for TokenIssuerStage {
                     consumer: issued.subject.as_deref(),
                     ..Record::new(Filter::TokenIssuer, Outcome::Issued)
                 };
-                host::publish_decision(&record);
+                self.record(&record);
                 Action::Continue
             }
             BodyOutcome::PassThrough(why) => {
@@ -324,9 +331,7 @@ impl Stage for TokenIssuerStage {
 impl TokenIssuerStage {
     fn passed_through(&self, why: &str) {
         self.metrics.passed_through.inc();
-        host::publish_decision(
-            &Record::new(Filter::TokenIssuer, Outcome::Skipped).reason("passed_through"),
-        );
+        self.record(&Record::new(Filter::TokenIssuer, Outcome::Skipped).reason("passed_through"));
         log(
             LogLevel::Debug,
             &format!("{NAME}: login answer passed unchanged: {why}"),
@@ -344,7 +349,7 @@ impl TokenIssuerStage {
         let record = Record::new(Filter::TokenIssuer, outcome)
             .reason(refusal.metric_label())
             .status(refusal.status());
-        host::publish_decision(&if outcome == Outcome::Failed {
+        self.record(&if outcome == Outcome::Failed {
             record.passed(false)
         } else {
             record
