@@ -99,6 +99,10 @@ pub const RATE_LIMIT_HOST_CALLS: &str = r#"{"clock_reads":1,"shared_reads":1,"sh
 /// five counters, the slot, and the response headers.
 pub const CHAIN_ONE_VM_HOST_CALLS: &str = r#"{"map_reads":1,"clock_reads":1,"header_writes":4,"property_writes":4,"metric_incs":5,"shared_reads":1,"shared_writes":1,"response_header_writes":5}"#;
 
+/// The same with every stage's `decision_records: false`: the identity is the one property
+/// written.
+pub const CHAIN_ONE_VM_NO_RECORDS_HOST_CALLS: &str = r#"{"map_reads":1,"clock_reads":1,"header_writes":4,"property_writes":1,"metric_incs":5,"shared_reads":1,"shared_writes":1,"response_header_writes":5}"#;
+
 pub fn cost_filter(config: &str) -> String {
     cost_filter_in("cost", config)
 }

@@ -168,6 +168,13 @@ pub fn gateway_config(jwt: &str, acl: &str, rate_limiting: &str) -> String {
     format!(r#"{{"jwt":{jwt},"acl":{acl},"rate_limiting":{rate_limiting}}}"#)
 }
 
+/// A filter's (or stage's) configuration `object` with `"decision_records": false`.
+pub fn without_records(object: &str) -> String {
+    let mut value: serde_json::Value = serde_json::from_str(object).unwrap_or_default();
+    value["decision_records"] = json!(false);
+    value.to_string()
+}
+
 pub fn native_jwt(alg: &str, cache: bool) -> String {
     let jwks = json!({ "keys": [tokens::jwk(alg, "bench", secret_for(alg))] }).to_string();
     let cache = if cache {

@@ -9,8 +9,10 @@ use crate::wrk::wrk;
 
 /// `BENCH_PROFILE=<part of a row name>`: each matching row (no rate limit service rows; a
 /// `consumer_source` row with its own portcullis-admin, warmed up) alone under
-/// wrk at `--concurrency 1`, sampled by `perf` for 5 s after a 2 s warm-up; prints where
-/// Envoy's cycles went by object — `[JIT]`/anonymous memory is V8's compiled wasm (and its
+/// wrk at `--concurrency 1`, sampled by `perf` (with call stacks) for 5 s after a 2 s
+/// warm-up; prints Envoy's CPU time per request by where its stack was (compiled wasm, a host
+/// call made from wasm, Envoy's own work with no wasm on the stack, the kernel), then where
+/// its cycles went by object — `[JIT]`/anonymous memory is V8's compiled wasm (and its
 /// stubs), `envoy` the host (host calls included), the kernel the network — and the top
 /// symbols, so a change can be judged by what it moves, not by req/s alone.
 /// `BENCH_PROFILE_KEEP=1` keeps each row's `perf` data and prints its path, for comparing
@@ -42,6 +44,7 @@ pub fn profile(pattern: &str, candidate: Option<&str>) {
             .args([
                 "record",
                 "-q",
+                "-g",
                 "-F",
                 "4999",
                 "-p",
@@ -60,12 +63,12 @@ pub fn profile(pattern: &str, candidate: Option<&str>) {
         };
         let _ = perf.wait();
         // Samples at 4999 Hz of CPU time: samples / 4999 / requests is CPU time per request.
+        let per_request = 4999.0 * run.requests.max(1) as f64 / 1e6;
         println!(
-            "\n## {}: {:.0} req/s under perf; CPU µs per request = samples / {:.1}\n",
-            row.name,
-            run.rps,
-            4999.0 * run.requests.max(1) as f64 / 1e6
+            "\n## {}: {:.0} req/s under perf; CPU µs per request = samples / {per_request:.1}\n",
+            row.name, run.rps,
         );
+        print_split(&data, per_request);
         for sort in ["dso", "dso,sym"] {
             let report = Command::new("perf")
                 .args([
@@ -73,6 +76,9 @@ pub fn profile(pattern: &str, candidate: Option<&str>) {
                     "--stdio",
                     "-q",
                     "-n",
+                    "--no-children",
+                    "-g",
+                    "none",
                     "--percent-limit",
                     "1",
                     "--sort",
@@ -91,4 +97,71 @@ pub fn profile(pattern: &str, candidate: Option<&str>) {
             println!("kept {}", data.display());
         }
     }
+}
+
+/// Where a sample was, by its call stack (Envoy and V8's compiled wasm keep frame pointers).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Place {
+    /// Compiled wasm at the leaf (V8's code, anonymous memory: `perf` names it after
+    /// `/tmp/perf-<pid>.map` or `[JIT]`).
+    Wasm,
+    /// A host call made from wasm: compiled wasm below the leaf.
+    HostCall,
+    /// No wasm on the stack: Envoy's own work (libc included), then the kernel's.
+    Envoy,
+    Kernel,
+}
+
+impl Place {
+    const ALL: [(Place, &'static str); 4] = [
+        (Place::Wasm, "compiled wasm"),
+        (Place::HostCall, "host calls made from wasm"),
+        (Place::Envoy, "Envoy, no wasm on the stack"),
+        (Place::Kernel, "the kernel, no wasm on the stack"),
+    ];
+}
+
+/// Prints CPU µs per request by [`Place`], from `perf script`'s stacks (`dso` of each frame).
+fn print_split(data: &std::path::Path, per_request: f64) {
+    let Ok(script) = Command::new("perf")
+        .args(["script", "-F", "ip,dso", "-i"])
+        .arg(data)
+        .stderr(std::process::Stdio::null())
+        .output()
+    else {
+        return;
+    };
+    let text = String::from_utf8_lossy(&script.stdout);
+    let wasm = |frame: &&str| frame.contains("/perf-") || frame.contains("[JIT]");
+    let mut counts = [0u64; 4];
+    // A sample is its frames, leaf first, each line indented; any other line ends one.
+    let mut frames: Vec<&str> = Vec::new();
+    for line in text.lines().chain(std::iter::once("")) {
+        if line.starts_with(char::is_whitespace) && !line.trim().is_empty() {
+            frames.push(line);
+            continue;
+        }
+        let Some(leaf) = frames.first() else {
+            continue;
+        };
+        let place = if wasm(leaf) {
+            Place::Wasm
+        } else if frames.iter().any(wasm) {
+            Place::HostCall
+        } else if leaf.contains("kernel") {
+            Place::Kernel
+        } else {
+            Place::Envoy
+        };
+        counts[place as usize] += 1;
+        frames.clear();
+    }
+    println!("| where (by call stack) | CPU µs per request |\n|---|---:|");
+    for (place, name) in Place::ALL {
+        println!(
+            "| {name} | {:.2} |",
+            counts[place as usize] as f64 / per_request
+        );
+    }
+    println!();
 }

@@ -3,12 +3,13 @@
 
 use crate::cost::{
     cost_filter, cost_filter_in, host_verify_calls, with_spin, with_verify, ACL_ALLOW_HOST_CALLS,
-    CHAIN_ONE_VM_HOST_CALLS, HOST_COSTS, JWT_HIT_HOST_CALLS, RATE_LIMIT_HOST_CALLS,
+    CHAIN_ONE_VM_HOST_CALLS, CHAIN_ONE_VM_NO_RECORDS_HOST_CALLS, HOST_COSTS, JWT_HIT_HOST_CALLS,
+    RATE_LIMIT_HOST_CALLS,
 };
 use crate::filters::{
     gateway_config, native_jwt, native_service_rate_limit, portcullis_jwt_config, redis_rate_limit,
-    token, ACL, ALGORITHMS, NATIVE_DOMAIN, NATIVE_RATE_LIMIT, NATIVE_RBAC, PORTCULLIS_DOMAIN,
-    RATE_LIMIT, RATE_LIMIT_IP,
+    token, without_records, ACL, ALGORITHMS, NATIVE_DOMAIN, NATIVE_RATE_LIMIT, NATIVE_RBAC,
+    PORTCULLIS_DOMAIN, RATE_LIMIT, RATE_LIMIT_IP,
 };
 use crate::source;
 use portcullis_tests::config;
@@ -398,8 +399,7 @@ pub fn rows_with(candidate: Option<&str>) -> Vec<Row> {
     let separate = "portcullis chain (jwt + acl + rate-limiting)";
     let native_rs256 = "native chain RS256 (jwt_authn + rbac + local_ratelimit)";
     let one_vm_rs256 = "wasm: the host calls of the chain, in one VM, + an RS256 check on the host";
-    let gateway_in = |module: &str, variant: &str, alg: &str, cache: bool| {
-        let config = gateway_config(&portcullis_jwt_config(alg, cache, false), ACL, RATE_LIMIT);
+    let gateway_row = |module: &str, variant: &str, alg: &str, config: String| {
         Row::new(
             &format!("portcullis {module} (jwt + acl + rate-limiting, one VM) {variant}"),
             "chain",
@@ -408,8 +408,24 @@ pub fn rows_with(candidate: Option<&str>) -> Vec<Row> {
         )
         .portcullis(&[(module, &config)])
     };
+    let gateway_in = |module: &str, variant: &str, alg: &str, cache: bool| {
+        let config = gateway_config(&portcullis_jwt_config(alg, cache, false), ACL, RATE_LIMIT);
+        gateway_row(module, variant, alg, config)
+    };
+    // The same with every stage's `decision_records: false`: nothing written per request
+    // but the identity, as the native chain writes jwt_authn's payload and nothing else.
+    let unrecorded = |variant: &str, cache: bool| {
+        let config = gateway_config(
+            &without_records(&portcullis_jwt_config("HS256", cache, false)),
+            &without_records(ACL),
+            &without_records(RATE_LIMIT),
+        );
+        gateway_row("gateway", variant, "HS256", config)
+    };
     let gateway =
         |variant: &str, alg: &str, cache: bool| gateway_in("gateway", variant, alg, cache);
+    let one_vm_unrecorded =
+        "wasm: the host calls of the chain, in one VM, without decision records";
     // `BENCH_CANDIDATE=<name>`: the HS256 gateway rows again with `dist/portcullis-<name>.wasm`,
     // another build of the gateway, in the same rounds: a change measured against what it
     // changes, not against another run.
@@ -434,6 +450,22 @@ pub fn rows_with(candidate: Option<&str>) -> Vec<Row> {
         gateway("HS256", "HS256", false)
             .native(native_chain)
             .versus(one_vm),
+        Row::new(
+            one_vm_unrecorded,
+            "chain",
+            cost_filter(CHAIN_ONE_VM_NO_RECORDS_HOST_CALLS),
+            hs256(),
+        )
+        .versus(native_chain)
+        .versus(one_vm),
+        unrecorded("HS256 +cache, no decision records", true)
+            .native(native_chain)
+            .versus(one_vm_unrecorded)
+            .versus("portcullis gateway (jwt + acl + rate-limiting, one VM) HS256 +cache"),
+        unrecorded("HS256, no decision records", false)
+            .native(native_chain)
+            .versus(one_vm_unrecorded)
+            .versus("portcullis gateway (jwt + acl + rate-limiting, one VM) HS256"),
         Row::new(
             native_rs256,
             "chain",
@@ -590,7 +622,8 @@ mod tests {
     }
 
     /// The gateway rows run the gateway module alone, with a configuration it takes naming
-    /// the three stages, each row against a native chain and a one-VM floor.
+    /// the three stages, each row against a native chain and a one-VM floor; the rows
+    /// without decision records turn every stage's off, the others none.
     #[test]
     fn the_gateway_rows_are_set_against_a_native_chain_and_a_floor() {
         let rows = rows();
@@ -598,7 +631,7 @@ mod tests {
             .iter()
             .filter(|r| r.name.starts_with("portcullis gateway"))
             .collect();
-        assert_eq!(gateways.len(), 3);
+        assert_eq!(gateways.len(), 5);
         for row in gateways {
             assert_eq!(row.portcullis.len(), 1, "{}", row.name);
             let (module, config) = &row.portcullis[0];
@@ -611,6 +644,13 @@ mod tests {
                 "{}",
                 row.name
             );
+            let records = !row.name.ends_with("no decision records");
+            let switches = [
+                config.jwt.as_ref().map(|s| s.decision_records()),
+                config.acl.as_ref().map(|s| s.decision_records()),
+                config.rate_limiting.as_ref().map(|s| s.decision_records()),
+            ];
+            assert_eq!(switches, [Some(records); 3], "{}", row.name);
             let native = row.native.as_deref().unwrap_or_default();
             assert!(native.starts_with("native chain"), "{}", row.name);
             assert!(
