@@ -2,9 +2,10 @@
 //! ships, written to a file, shows each filter's decision (docs/access-log.md) for every
 //! class of decision: accepted, each jwt rejection, acl denied, rate limited, token issued,
 //! a login the upstream refused, the JWKS unreachable, and the rate limit service failing
-//! with and without `fault_tolerant`. A hostile token (quotes, backslashes, line breaks,
-//! control characters, a very long claim) leaves every line valid JSON, its value escaped
-//! and cut; and no token or secret appears anywhere in the log or in Envoy's own output.
+//! with and without `fault_tolerant`; a filter with its records off leaves its field empty.
+//! A hostile token (quotes, backslashes, line breaks, control characters, a very long claim)
+//! leaves every line valid JSON, its value escaped and cut; and no token or secret appears
+//! anywhere in the log or in Envoy's own output.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -158,6 +159,27 @@ fn log_in(scene: &Scene, profile: Value, sent: &mut Vec<String>) -> Value {
     line
 }
 
+/// The scene's two consumers, with HS256 credentials.
+fn consumers() -> Value {
+    json!([
+        {"username": "mobile-app", "groups": ["admins"],
+         "credentials": [{"key": "mobile-app", "algorithm": "HS256", "secret": MOBILE_SECRET}]},
+        {"username": "web-app", "groups": ["customers"],
+         "credentials": [{"key": "web-app", "algorithm": "HS256", "secret": WEB_SECRET}]},
+    ])
+}
+
+/// `gateway` followed by jwt, acl and rate-limiting with these configurations.
+fn with_chain(gateway: Gateway, jwt: &Value, acl: &Value, rate_limiting: &Value) -> Gateway {
+    gateway
+        .filter(portcullis_filter("jwt", Some(&jwt.to_string())))
+        .filter(portcullis_filter("acl", Some(&acl.to_string())))
+        .filter(portcullis_filter(
+            "rate-limiting",
+            Some(&rate_limiting.to_string()),
+        ))
+}
+
 /// Envoy with the demo's chain (token-issuer → jwt → acl → rate-limiting), the shipped
 /// access log to a file, and a provider whose JWKS cluster leads nowhere.
 fn scene() -> Scene {
@@ -172,12 +194,7 @@ fn scene() -> Scene {
         "keys": [{"kid": "k1", "algorithm": "HS256", "secret": ISSUER_SECRET}],
     });
     let jwt = json!({
-        "consumers": [
-            {"username": "mobile-app", "groups": ["admins"],
-             "credentials": [{"key": "mobile-app", "algorithm": "HS256", "secret": MOBILE_SECRET}]},
-            {"username": "web-app", "groups": ["customers"],
-             "credentials": [{"key": "web-app", "algorithm": "HS256", "secret": WEB_SECRET}]},
-        ],
+        "consumers": consumers(),
         "providers": [
             {"name": "partner", "issuer": PARTNER,
              "jwks": {"keys": [jwk("HS256", "p1", PARTNER_SECRET.as_bytes())]}},
@@ -209,13 +226,8 @@ fn scene() -> Scene {
         .route("open", "/open", &users)
         .http_cluster("dead", dead)
         .access_log(shipped_access_log(&log))
-        .filter(portcullis_filter("token-issuer", Some(&issuer.to_string())))
-        .filter(portcullis_filter("jwt", Some(&jwt.to_string())))
-        .filter(portcullis_filter("acl", Some(&acl.to_string())))
-        .filter(portcullis_filter(
-            "rate-limiting",
-            Some(&rate_limiting.to_string()),
-        ));
+        .filter(portcullis_filter("token-issuer", Some(&issuer.to_string())));
+    let gateway = with_chain(gateway, &jwt, &acl, &rate_limiting);
     let envoy = Envoy::builder(gateway.render())
         .concurrency(2)
         .start()
@@ -602,6 +614,60 @@ fn rate_limit_service_failures_say_whether_the_request_went_on() {
     for field in ["token_issuer", "jwt", "acl"] {
         assert_eq!(decision(&line, field), None);
     }
+}
+
+/// `"decision_records": false` in acl and rate-limiting: their fields stay empty while jwt's
+/// record is still there, and nothing else changes: acl still judges by the identity jwt
+/// handed on (allowed, then refused), rate-limiting still counts and answers its headers.
+#[test]
+fn filters_with_their_records_off_leave_their_fields_empty_and_decide_as_before() {
+    let users = Upstream::start("users");
+    let dir = ScratchDir::new("access-log-off").unwrap();
+    let log = dir.path().join("access.log");
+    let jwt = json!({"consumers": consumers()});
+    let acl = json!({"allow": ["admins"], "decision_records": false});
+    let rate_limiting = json!({"minute": 100, "limit_by": "consumer", "decision_records": false});
+    let gateway = Gateway::new()
+        .route("payments", "/payments", &users)
+        .access_log(shipped_access_log(&log));
+    let gateway = with_chain(gateway, &jwt, &acl, &rate_limiting);
+    let envoy = Envoy::builder(gateway.render())
+        .start()
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let get = |id: &str, token: &str| {
+        let bearer = format!("Bearer {token}");
+        let reply = client::get(
+            &envoy.url("/payments"),
+            &[("x-request-id", id), ("authorization", &bearer)],
+        );
+        (reply, line_of(&log, id))
+    };
+
+    let (reply, line) = get("admin", &mobile());
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("x-ratelimit-remaining-minute"), Some("99"));
+    let reached = users.requests();
+    assert_eq!(reached.len(), 1);
+    assert_eq!(reached[0].header("x-consumer-groups"), Some("admins"));
+    assert_eq!(
+        decision(&line, "jwt").map(|r| r["outcome"].clone()),
+        Some(json!("accepted"))
+    );
+    assert_eq!(decision(&line, "acl"), None);
+    assert_eq!(decision(&line, "rate_limiting"), None);
+
+    let (reply, line) = get("customer", &hs256("web-app", WEB_SECRET.as_bytes()));
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    assert_eq!(
+        reply.text(),
+        r#"{"message":"You cannot consume this service"}"#
+    );
+    assert_eq!(users.requests().len(), 1);
+    assert_eq!(
+        decision(&line, "jwt").map(|r| r["outcome"].clone()),
+        Some(json!("accepted"))
+    );
+    assert_eq!(decision(&line, "acl"), None);
 }
 
 /// An HS256 token of the consumer credential `key`, signed with `secret`, plus `claims`.

@@ -192,7 +192,10 @@ mod tests {
     /// naming the field.
     #[test]
     fn decision_records_is_each_stages_switch() {
-        let issuer = r#"{"auth_paths":[{"path":"/login"}],"iss":"i","keys":[{"kid":"k","algorithm":"HS256","secret":"FVYGMY8NaopOclJ2MtJ8wat3RqUwqi83"}]}"#;
+        let issuer = concat!(
+            r#"{"auth_paths":[{"path":"/login"}],"iss":"i","#,
+            r#""keys":[{"kid":"k","algorithm":"HS256","secret":"FVYGMY8NaopOclJ2MtJ8wat3RqUwqi83"}]}"#
+        );
         let mut all = serde_json::Map::new();
         for (stage, config) in STAGES.iter().zip([issuer, "{}", ACL, RATE_LIMIT]) {
             all.insert((*stage).to_owned(), serde_json::from_str(config).unwrap());
@@ -221,6 +224,21 @@ mod tests {
                 Err(format!(
                     r#"{stage}.decision_records: invalid type: string "no", expected a boolean"#
                 )),
+            );
+        }
+        // A filter's switch, not a route's.
+        for stage in ["jwt", "acl", "rate_limiting"] {
+            let mut routed = on.clone();
+            routed[stage]["routes"]["payments"]["decision_records"] = false.into();
+            if stage == "jwt" {
+                routed[stage]["routes"]["payments"]["public"] = true.into();
+            }
+            let refusal = switches(&routed).unwrap_err();
+            assert!(
+                refusal.starts_with(&format!(
+                    "{stage}.routes.payments.decision_records: unknown field `decision_records`"
+                )),
+                "{refusal}"
             );
         }
     }

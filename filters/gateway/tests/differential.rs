@@ -66,18 +66,31 @@ struct Pair {
     records: bool,
     /// Requests seen authenticated with records off (each packaging counted).
     identities: u32,
+    /// The same pair with every filter's records off, sent every request too: what each
+    /// request did must not depend on the records.
+    twin: Option<Box<Pair>>,
+    /// The tokens the last login issued, the chain's and the gateway's.
+    issued: (String, String),
+}
+
+/// Which packaging of a pair a request is for.
+#[derive(Clone, Copy)]
+enum Side {
+    Chain,
+    Gateway,
 }
 
 impl Pair {
     fn new(redis: bool) -> Pair {
-        Pair::with(redis, true)
+        Pair::with(redis, true, tokens::now())
     }
 
-    fn with(redis: bool, records: bool) -> Pair {
+    /// Both packagings, their clocks at `now`, publishing decision records or not.
+    fn with(redis: bool, records: bool, now: u64) -> Pair {
         let chain_host = Host::new();
         let gateway_host = Host::new();
         for host in [&chain_host, &gateway_host] {
-            host.set_unix_time(tokens::now());
+            host.set_unix_time(now);
             if redis {
                 host.grpc_service("ratelimit", rate_limit_service());
             }
@@ -110,16 +123,46 @@ impl Pair {
             gateway,
             records,
             identities: 0,
+            twin: None,
+            issued: Default::default(),
         }
     }
 
     /// Sends `request` through both and fails on any difference; the chain's exchange.
     fn both(&mut self, label: &str, request: impl Fn() -> Request) -> Exchange {
+        self.send(label, &|_, _| request())
+    }
+
+    /// Sends `request(self, side)` through each side and fails on any difference; then the
+    /// same through the twin, failing if the request did anything else there (its records
+    /// aside). Keeps the tokens a login issues. The chain's exchange.
+    fn send(&mut self, label: &str, request: &dyn Fn(&Pair, Side) -> Request) -> Exchange {
+        let (to_chain, to_gateway) = (request(self, Side::Chain), request(self, Side::Gateway));
         let mut chain: Vec<&mut Plugin> = self.chain.iter_mut().collect();
-        let separate = host_test::send(&mut chain, request());
-        let bundled = self.gateway.send(request());
+        let separate = host_test::send(&mut chain, to_chain);
+        let bundled = self.gateway.send(to_gateway);
         self.compare(label, &separate, &bundled);
+        let token = |ex: &Exchange| ex.body_json()["token"].as_str().map(str::to_owned);
+        if let (Some(a), Some(b)) = (token(&separate), token(&bundled)) {
+            self.issued = (a, b);
+        }
+        if let Some(twin) = self.twin.as_mut() {
+            let other = twin.send(label, request);
+            assert_eq!(
+                unrecorded(&separate),
+                unrecorded(&other),
+                "{label}: records on (left) and off (right) differ"
+            );
+        }
         separate
+    }
+
+    /// The token the last login issued to `side`.
+    fn issued(&self, side: Side) -> &str {
+        match side {
+            Side::Chain => &self.issued.0,
+            Side::Gateway => &self.issued.1,
+        }
     }
 
     /// Fails on any difference between the two packagings' exchanges; with records off, on
@@ -156,13 +199,6 @@ impl Pair {
 
     /// Every counter of both hosts, by name: the same names, the same values.
     fn same_counters(&self) {
-        let counters = |host: &Host| -> BTreeMap<String, i64> {
-            host.metrics()
-                .into_iter()
-                .filter(|m| m.name.starts_with("portcullis_"))
-                .map(|m| (m.name, m.value))
-                .collect()
-        };
         let separate = counters(&self.chain_host);
         let bundled = counters(&self.gateway_host);
         assert!(!separate.is_empty());
@@ -171,6 +207,24 @@ impl Pair {
             "counters: chain (left) vs gateway (right)"
         );
     }
+}
+
+/// What one request did, its decision records left out.
+fn unrecorded(ex: &Exchange) -> Value {
+    let mut value = observed(ex);
+    if let Some(object) = value.as_object_mut() {
+        object.remove("records");
+    }
+    value
+}
+
+/// Every Portcullis counter of `host`, by name.
+fn counters(host: &Host) -> BTreeMap<String, i64> {
+    host.metrics()
+        .into_iter()
+        .filter(|m| m.name.starts_with("portcullis_"))
+        .map(|m| (m.name, m.value))
+        .collect()
 }
 
 /// What one request did, in a form two packagings can be compared by: a signed token is
@@ -282,27 +336,16 @@ fn profile(user: &str, groups: &[&str]) -> UpstreamResponse {
     }))
 }
 
-/// Logs in through both packagings and returns each one's issued token.
-fn login(pair: &mut Pair, label: &str, user: &str, groups: &[&str]) -> (String, String) {
-    let request = || {
+/// Logs in through both packagings (and the twin); the pair keeps each one's issued token.
+fn login(pair: &mut Pair, label: &str, user: &str, groups: &[&str]) {
+    let separate = pair.send(label, &|_, _| {
         on("POST", "/login", "login")
             .property(&["xds", "cluster_name"], b"login-service")
             .header("content-type", "application/json")
             .body(r#"{"username":"u","password":"p"}"#)
             .respond(profile(user, groups))
-    };
-    let mut chain: Vec<&mut Plugin> = pair.chain.iter_mut().collect();
-    let separate = host_test::send(&mut chain, request());
-    let bundled = pair.gateway.send(request());
-    pair.compare(label, &separate, &bundled);
+    });
     assert_eq!(separate.status(), 200, "{label}: {}", separate.body_text());
-    let token = |ex: &Exchange| {
-        ex.body_json()["token"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    };
-    (token(&separate), token(&bundled))
 }
 
 /// The whole corpus against one pair.
@@ -397,18 +440,11 @@ fn corpus(pair: &mut Pair) {
     });
 
     // Token issuing: a login, its token used, refusals of the login itself.
-    let (separate, bundled) = login(pair, "a login", "alice", &["admins"]);
+    login(pair, "a login", "alice", &["admins"]);
     for (path, route) in routes {
-        let label = format!("GET {path} with an issued token");
-        let mut chain: Vec<&mut Plugin> = pair.chain.iter_mut().collect();
-        let a = host_test::send(
-            &mut chain,
-            on("GET", path, route).header("authorization", &bearer(&separate)),
-        );
-        let b = pair
-            .gateway
-            .send(on("GET", path, route).header("authorization", &bearer(&bundled)));
-        pair.compare(&label, &a, &b);
+        pair.send(&format!("GET {path} with an issued token"), &|p, side| {
+            on("GET", path, route).header("authorization", &bearer(p.issued(side)))
+        });
     }
     pair.both("a login the upstream refuses", || {
         on("POST", "/login", "login")
@@ -455,14 +491,21 @@ fn with_a_rate_limit_service_too() {
     corpus(&mut Pair::new(true));
 }
 
-/// `"decision_records": false` in every filter and stage: no record anywhere, and
-/// everything else as before, the same in both packagings (the identity still handed on in
-/// filter state, for a later filter).
+/// `"decision_records": false` in every filter and stage: no record anywhere, the same in
+/// both packagings (the identity still handed on in filter state), and every request and
+/// counter as with the records on.
 #[test]
 fn without_decision_records_too() {
-    let mut pair = Pair::with(false, false);
-    corpus(&mut pair);
-    assert!(pair.identities > 0, "no request was authenticated");
+    for redis in [false, true] {
+        let now = tokens::now();
+        let mut pair = Pair::with(redis, true, now);
+        pair.twin = Some(Box::new(Pair::with(redis, false, now)));
+        corpus(&mut pair);
+        let twin = pair.twin.as_ref().unwrap();
+        assert!(twin.identities > 0, "no request was authenticated");
+        assert_eq!(counters(&pair.chain_host), counters(&twin.chain_host));
+        assert_eq!(counters(&pair.gateway_host), counters(&twin.gateway_host));
+    }
 }
 
 /// A stand-in for the rate limit service: counts each request's descriptors in memory and
