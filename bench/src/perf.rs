@@ -105,19 +105,26 @@ enum Place {
     /// Compiled wasm at the leaf (V8's code, anonymous memory: `perf` names it after
     /// `/tmp/perf-<pid>.map` or `[JIT]`).
     Wasm,
-    /// A host call made from wasm: compiled wasm below the leaf.
+    /// A host call made from wasm: compiled wasm below the leaf (the kernel's work under it
+    /// included).
     HostCall,
     /// No wasm on the stack: Envoy's own work (libc included), then the kernel's.
     Envoy,
     Kernel,
+    /// A leaf in no object `perf` knows (code it never saw mapped: it may be wasm).
+    Unknown,
 }
 
 impl Place {
-    const ALL: [(Place, &'static str); 4] = [
+    const ALL: [(Place, &'static str); 5] = [
         (Place::Wasm, "compiled wasm"),
-        (Place::HostCall, "host calls made from wasm"),
+        (
+            Place::HostCall,
+            "host calls made from wasm (the kernel under them included)",
+        ),
         (Place::Envoy, "Envoy, no wasm on the stack"),
         (Place::Kernel, "the kernel, no wasm on the stack"),
+        (Place::Unknown, "no known object (unmapped code)"),
     ];
 }
 
@@ -133,7 +140,7 @@ fn print_split(data: &std::path::Path, per_request: f64) {
     };
     let text = String::from_utf8_lossy(&script.stdout);
     let wasm = |frame: &&str| frame.contains("/perf-") || frame.contains("[JIT]");
-    let mut counts = [0u64; 4];
+    let mut counts = [0u64; Place::ALL.len()];
     // A sample is its frames, leaf first, each line indented; any other line ends one.
     let mut frames: Vec<&str> = Vec::new();
     for line in text.lines().chain(std::iter::once("")) {
@@ -146,6 +153,8 @@ fn print_split(data: &std::path::Path, per_request: f64) {
         };
         let place = if wasm(leaf) {
             Place::Wasm
+        } else if leaf.contains("[unknown]") {
+            Place::Unknown
         } else if frames.iter().any(wasm) {
             Place::HostCall
         } else if leaf.contains("kernel") {
