@@ -100,7 +100,7 @@ pub fn profile(pattern: &str, candidate: Option<&str>) {
 }
 
 /// Where a sample was, by its call stack (Envoy and V8's compiled wasm keep frame pointers).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy)]
 enum Place {
     /// Compiled wasm at the leaf (V8's code, anonymous memory: `perf` names it after
     /// `/tmp/perf-<pid>.map` or `[JIT]`).

@@ -287,8 +287,9 @@ impl TryFrom<RawConfig> for RateLimitPolicySet {
         if global.is_none() && routes.is_empty() {
             return Err(err("", no_limit_message()));
         }
-        let set = RateLimitPolicySet::new(global, routes, default_response, slots, service)
-            .with_decision_records(raw.decision_records.unwrap_or(true));
+        let records = raw.decision_records.unwrap_or(true);
+        let set =
+            RateLimitPolicySet::new(global, routes, default_response, slots, service, records);
         if set.service().is_some() {
             check_service_limits(&set)?;
         }

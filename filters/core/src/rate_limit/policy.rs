@@ -111,6 +111,7 @@ impl RateLimitPolicySet {
         default_response: ResponseSettings,
         slots: u32,
         service: Option<ServiceSettings>,
+        decision_records: bool,
     ) -> RateLimitPolicySet {
         RateLimitPolicySet {
             global,
@@ -118,15 +119,7 @@ impl RateLimitPolicySet {
             default_response,
             slots,
             service,
-            decision_records: true,
-        }
-    }
-
-    /// The same set, publishing a decision record per request or not (`decision_records`).
-    pub(crate) fn with_decision_records(self, decision_records: bool) -> RateLimitPolicySet {
-        RateLimitPolicySet {
             decision_records,
-            ..self
         }
     }
 
