@@ -42,6 +42,9 @@ pub struct MakeRun {
     pub ports: Vec<(&'static str, u16)>,
     /// Everything it printed, stdout and stderr, line by line.
     lines: Arc<Mutex<Vec<String>>>,
+    /// The threads reading stdout and stderr into `lines`: done when every writer (the
+    /// script and all it started) has closed them.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// What `run.sh` (and `make run`: NODES, TLS) reads besides the ports: a developer's own
@@ -165,18 +168,23 @@ impl MakeRun {
             .stderr
             .take()
             .map(|s| Box::new(s) as Box<dyn Read + Send>);
-        for stream in [stdout, stderr].into_iter().flatten() {
-            let sink = lines.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    sink.lock().unwrap().push(line);
-                }
-            });
-        }
+        let readers = [stdout, stderr]
+            .into_iter()
+            .flatten()
+            .map(|stream| {
+                let sink = lines.clone();
+                std::thread::spawn(move || {
+                    for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                        sink.lock().unwrap().push(line);
+                    }
+                })
+            })
+            .collect();
         MakeRun {
             child,
             ports,
             lines,
+            readers,
         }
     }
 
@@ -283,13 +291,15 @@ impl MakeRun {
     }
 
     /// What a user's Ctrl-C does: SIGINT to the terminal's process group (the script, the
-    /// services and Envoy alike). Returns how the script ended, within 15 s.
+    /// services and Envoy alike). Returns how the script ended, within 15 s, once everything
+    /// it printed is in [`MakeRun::lines`].
     pub fn ctrl_c(&mut self) -> ExitStatus {
         super::sigint_at_its_default();
         self.signal_group("INT");
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
+                self.read_to_the_end(deadline);
                 return status;
             }
             assert!(
@@ -297,6 +307,23 @@ impl MakeRun {
                 "make run still running 15 s after Ctrl-C"
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits, until `deadline`, for the readers to reach the end of the output: the script
+    /// can exit before they have read its last lines (seen: its goodbye missing from
+    /// `lines` while the pipe still held it). A process still holding the pipe past the
+    /// deadline fails the test, as it outlived the script that should have stopped it.
+    fn read_to_the_end(&mut self, deadline: Instant) {
+        while !self.readers.iter().all(|r| r.is_finished()) {
+            assert!(
+                Instant::now() < deadline,
+                "make run exited, but something it started still holds its output open"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
         }
     }
 
