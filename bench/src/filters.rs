@@ -88,6 +88,21 @@ pub const NATIVE_RATE_LIMIT: &str = r#"- name: envoy.filters.http.local_ratelimi
       runtime_key: bench_rl_enforced
       default_value: { numerator: 100, denominator: HUNDRED }"#;
 
+/// [`NATIVE_RATE_LIMIT`] answering its draft rate-limit headers on every response
+/// (`x-ratelimit-limit`, `-remaining`, `-reset`), where Portcullis answers Kong's five.
+pub const NATIVE_RATE_LIMIT_WITH_HEADERS: &str = r#"- name: envoy.filters.http.local_ratelimit
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+    stat_prefix: bench
+    token_bucket: { max_tokens: 1000000000, tokens_per_fill: 1000000000, fill_interval: 1s }
+    enable_x_ratelimit_headers: DRAFT_VERSION_03
+    filter_enabled:
+      runtime_key: bench_rl_enabled
+      default_value: { numerator: 100, denominator: HUNDRED }
+    filter_enforced:
+      runtime_key: bench_rl_enforced
+      default_value: { numerator: 100, denominator: HUNDRED }"#;
+
 /// The cluster-wide limit: high enough never to refuse, within the protocol's `uint32`.
 pub const SERVICE_LIMIT_PER_MINUTE: u32 = 100_000_000;
 /// The rate limit service's cluster in every Envoy that calls it.
@@ -177,6 +192,25 @@ pub fn without_records(object: &str) -> String {
 }
 
 pub fn native_jwt(alg: &str, cache: bool) -> String {
+    native_jwt_with(alg, cache, "")
+}
+
+/// Envoy's jwt_authn handing the token's claims on as four request headers, as Portcullis
+/// hands on Kong's four (`x-consumer-id`, `x-consumer-username`, `x-credential-identifier`,
+/// `x-consumer-groups`; jwt_authn has no consumers, so they come from `sub` and `iss`).
+pub fn native_jwt_with_headers(alg: &str) -> String {
+    native_jwt_with(
+        alg,
+        false,
+        "\n        claim_to_headers:\
+         \n        - { header_name: x-consumer-id, claim_name: sub }\
+         \n        - { header_name: x-consumer-username, claim_name: sub }\
+         \n        - { header_name: x-credential-identifier, claim_name: iss }\
+         \n        - { header_name: x-consumer-groups, claim_name: iss }",
+    )
+}
+
+fn native_jwt_with(alg: &str, cache: bool, extra: &str) -> String {
     let jwks = json!({ "keys": [tokens::jwk(alg, "bench", secret_for(alg))] }).to_string();
     let cache = if cache {
         "\n        jwt_cache_config: { jwt_cache_size: 1000 }"
@@ -192,7 +226,7 @@ pub fn native_jwt(alg: &str, cache: bool) -> String {
         issuer: {ISSUER}
         forward: true
         payload_in_metadata: jwt_payload
-        local_jwks: {{ inline_string: {jwks} }}{cache}
+        local_jwks: {{ inline_string: {jwks} }}{cache}{extra}
     rules:
     - match: {{ prefix: / }}
       requires: {{ provider_name: bench }}"#,
