@@ -75,33 +75,29 @@ pub const NATIVE_RBAC: &str = r#"- name: envoy.filters.http.rbac
               path: [{ key: jwt_payload }, { key: groups }]
               value: { list_match: { one_of: { string_match: { exact: admins } } } }"#;
 
-/// Envoy's local_ratelimit with a bucket that never runs dry.
-pub const NATIVE_RATE_LIMIT: &str = r#"- name: envoy.filters.http.local_ratelimit
+/// Envoy's local_ratelimit with a bucket that never runs dry; with `headers`, answering its
+/// draft rate-limit headers on every response (`x-ratelimit-limit`, `-remaining`, `-reset`),
+/// where Portcullis answers Kong's five.
+pub fn native_rate_limit(headers: bool) -> String {
+    let headers = if headers {
+        "\n    enable_x_ratelimit_headers: DRAFT_VERSION_03"
+    } else {
+        ""
+    };
+    format!(
+        r#"- name: envoy.filters.http.local_ratelimit
   typed_config:
     "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
     stat_prefix: bench
-    token_bucket: { max_tokens: 1000000000, tokens_per_fill: 1000000000, fill_interval: 1s }
+    token_bucket: {{ max_tokens: 1000000000, tokens_per_fill: 1000000000, fill_interval: 1s }}{headers}
     filter_enabled:
       runtime_key: bench_rl_enabled
-      default_value: { numerator: 100, denominator: HUNDRED }
+      default_value: {{ numerator: 100, denominator: HUNDRED }}
     filter_enforced:
       runtime_key: bench_rl_enforced
-      default_value: { numerator: 100, denominator: HUNDRED }"#;
-
-/// [`NATIVE_RATE_LIMIT`] answering its draft rate-limit headers on every response
-/// (`x-ratelimit-limit`, `-remaining`, `-reset`), where Portcullis answers Kong's five.
-pub const NATIVE_RATE_LIMIT_WITH_HEADERS: &str = r#"- name: envoy.filters.http.local_ratelimit
-  typed_config:
-    "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
-    stat_prefix: bench
-    token_bucket: { max_tokens: 1000000000, tokens_per_fill: 1000000000, fill_interval: 1s }
-    enable_x_ratelimit_headers: DRAFT_VERSION_03
-    filter_enabled:
-      runtime_key: bench_rl_enabled
-      default_value: { numerator: 100, denominator: HUNDRED }
-    filter_enforced:
-      runtime_key: bench_rl_enforced
-      default_value: { numerator: 100, denominator: HUNDRED }"#;
+      default_value: {{ numerator: 100, denominator: HUNDRED }}"#
+    )
+}
 
 /// The cluster-wide limit: high enough never to refuse, within the protocol's `uint32`.
 pub const SERVICE_LIMIT_PER_MINUTE: u32 = 100_000_000;

@@ -7,10 +7,9 @@ use crate::cost::{
     RATE_LIMIT_HOST_CALLS,
 };
 use crate::filters::{
-    gateway_config, native_jwt, native_jwt_with_headers, native_service_rate_limit,
-    portcullis_jwt_config, redis_rate_limit, token, without_records, ACL, ALGORITHMS,
-    NATIVE_DOMAIN, NATIVE_RATE_LIMIT, NATIVE_RATE_LIMIT_WITH_HEADERS, NATIVE_RBAC,
-    PORTCULLIS_DOMAIN, RATE_LIMIT, RATE_LIMIT_IP,
+    gateway_config, native_jwt, native_jwt_with_headers, native_rate_limit,
+    native_service_rate_limit, portcullis_jwt_config, redis_rate_limit, token, without_records,
+    ACL, ALGORITHMS, NATIVE_DOMAIN, NATIVE_RBAC, PORTCULLIS_DOMAIN, RATE_LIMIT, RATE_LIMIT_IP,
 };
 use crate::source;
 use portcullis_tests::config;
@@ -245,7 +244,7 @@ pub fn rows_with(candidate: Option<&str>) -> Vec<Row> {
         Row::new(
             "native local_ratelimit",
             "ratelimit",
-            NATIVE_RATE_LIMIT.into(),
+            native_rate_limit(false),
             hs256(),
         )
         .routed(),
@@ -331,7 +330,7 @@ pub fn rows_with(candidate: Option<&str>) -> Vec<Row> {
         Row::new(
             "native chain (jwt_authn + rbac + local_ratelimit)",
             "chain",
-            chain(&[jwt_native, NATIVE_RBAC.into(), NATIVE_RATE_LIMIT.into()]),
+            chain(&[jwt_native, NATIVE_RBAC.into(), native_rate_limit(false)]),
             hs256(),
         ),
         Row::new(
@@ -457,7 +456,7 @@ pub fn rows_with(candidate: Option<&str>) -> Vec<Row> {
             chain(&[
                 native_jwt_with_headers("HS256"),
                 NATIVE_RBAC.into(),
-                NATIVE_RATE_LIMIT_WITH_HEADERS.into(),
+                native_rate_limit(true),
             ]),
             hs256(),
         )
@@ -494,7 +493,7 @@ pub fn rows_with(candidate: Option<&str>) -> Vec<Row> {
             chain(&[
                 native_jwt("RS256", false),
                 NATIVE_RBAC.into(),
-                NATIVE_RATE_LIMIT.into(),
+                native_rate_limit(false),
             ]),
             Some(token("RS256")),
         ),
