@@ -14,6 +14,7 @@
 //! | `retries` | the route's `retry_policy`: connect failures and resets before a response, not for POST, PATCH, LOCK (nginx's non-idempotent methods) |
 //! | `preserve_host: false` | `host_rewrite_literal`: the host, with a non-default port |
 
+use portcullis_core::identity;
 use serde_json::Value as Json;
 use serde_yaml_ng::{Mapping, Value as Y};
 
@@ -27,6 +28,26 @@ pub const RATELIMIT_CLUSTER: &str = "portcullis_ratelimit";
 pub const ADMIN_CLUSTER: &str = "portcullis_admin";
 /// The listener's name (tests find its port by it).
 pub const LISTENER: &str = "gateway";
+
+/// The connection manager's early header mutation that removes every identity header a
+/// client sent ([`identity::headers::ALL`]) before Envoy picks the route: the route the
+/// filters judge is then one the client's copies cannot have chosen.
+fn strip_identity_headers() -> Y {
+    let removes = identity::headers::ALL
+        .iter()
+        .map(|name| m(vec![("remove", s(*name))]))
+        .collect();
+    m(vec![
+        ("name", s("envoy.http.early_header_mutation.header_mutation")),
+        (
+            "typed_config",
+            m(vec![
+                ("@type", s("type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation")),
+                ("mutations", Y::Sequence(removes)),
+            ]),
+        ),
+    ])
+}
 
 /// A host and a port (an IP, or a name Envoy resolves).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -172,6 +193,12 @@ pub fn bootstrap(
         // Kong routes on the normalised path (percent-decoding, dot segments, slashes).
         ("normalize_path", Y::Bool(true)),
         ("merge_slashes", Y::Bool(true)),
+        // Client copies of the identity headers go before Envoy picks the route, so a
+        // client cannot pick the route the filters judge (docs/architecture.md).
+        (
+            "early_header_mutation_extensions",
+            Y::Sequence(vec![strip_identity_headers()]),
+        ),
         (
             "access_log",
             Y::Sequence(vec![m(vec![

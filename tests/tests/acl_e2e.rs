@@ -339,6 +339,51 @@ fn a_clients_own_groups_header_gets_nowhere() {
     assert_eq!(services.users.count(), 0);
 }
 
+/// Envoy picks a request's route again once a wasm filter has changed a request header, but
+/// the route name the filters judge stays the first pick. A route matching on an identity
+/// header (`payments-admins`: `x-consumer-groups: admins`, no acl entry of its own) could then
+/// be chosen by a client's forged copy, judged, and left for `payments` once jwt has put the
+/// real groups in. The configurations Portcullis ships remove the client's copies before
+/// Envoy picks the route, as this gateway does: the customer is judged on `payments` and
+/// refused, and an admin, judged on `payments` too, is sent down `payments-admins` by its
+/// own groups.
+#[test]
+fn a_client_cannot_pick_the_route_with_a_forged_identity_header() {
+    let admins_only = Upstream::start("payments-admins");
+    let payments = Upstream::start("payments");
+    let login = Upstream::start("login");
+    let envoy = start(
+        &Gateway::new()
+            .strip_early(&portcullis_core::identity::headers::ALL)
+            .route_with_header(
+                "payments-admins",
+                "/payments",
+                ("x-consumer-groups", "admins"),
+                &admins_only,
+            )
+            .route("payments", "/payments", &payments)
+            .route("login", "/login", &login)
+            .filter(portcullis_filter("jwt", Some(&jwt_config())))
+            .filter(portcullis_filter("acl", Some(SCENARIO))),
+    );
+    let forged: &[(&str, &str)] = &[("x-consumer-groups", "admins")];
+
+    let reply = call(&envoy, "GET", "/payments", Some(&customer_token()), forged);
+    assert_forbidden(&reply, "customer token claiming admins");
+    assert_eq!(payments.count() + admins_only.count(), 0);
+    assert!(envoy.wait_for_log(
+        r#"portcullis-acl: 403 consumer="web-app" route="payments" method="GET" reason=not_in_allow"#
+    ));
+
+    let reply = call(&envoy, "GET", "/payments", Some(&admin_token()), forged);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!((admins_only.count(), payments.count()), (1, 0));
+    assert_eq!(
+        admins_only.requests()[0].header_all("x-consumer-groups"),
+        ["admins"]
+    );
+}
+
 /// `method` sent to `path` over HTTP/2 without TLS (prior knowledge), as curl writes it
 /// (HTTP/2 hands the method on exactly as written); the status Envoy answers.
 fn h2_status(envoy: &Envoy, method: &str, path: &str, token: &str) -> u16 {

@@ -139,3 +139,34 @@ fn a_broken_stage_in_the_gateway_example_is_refused_with_its_name() {
     let log = Envoy::validate(&broken).expect_err("an empty allow list must be refused");
     assert!(log.contains("acl.routes.payments.allow"), "{log}");
 }
+
+/// Every configuration Portcullis ships for Envoy (the examples, the demo's) removes each
+/// identity header a client sent before Envoy picks the route, so a client cannot pick the
+/// route the filters judge (docs/architecture.md, routes and the identity headers).
+#[test]
+fn every_shipped_config_strips_the_identity_headers_before_routing() {
+    let root = paths::workspace_root();
+    let examples = root.join("envoy-config/examples");
+    let mut configs: Vec<std::path::PathBuf> = std::fs::read_dir(&examples)
+        .unwrap()
+        .filter_map(|entry| Some(entry.ok()?.path()))
+        .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    configs.push(root.join("envoy-config/demo.yaml.tmpl"));
+    assert!(configs.len() > 1);
+    for path in configs {
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("early_header_mutation_extensions:"),
+            "{}",
+            path.display()
+        );
+        for name in portcullis_core::identity::headers::ALL {
+            assert!(
+                text.contains(&format!("- remove: {name}\n")),
+                "{} does not remove {name} before routing",
+                path.display()
+            );
+        }
+    }
+}

@@ -2,7 +2,9 @@
 
 use super::cluster::replicated_cluster;
 use super::grpc_cluster;
-use super::listener::{bootstrap, direct_response, route, virtual_host, Listener, ADMIN};
+use super::listener::{
+    bootstrap, direct_response, route, route_with_header, virtual_host, Listener, ADMIN,
+};
 use crate::upstream::Upstream;
 
 /// The bootstrap most tests need: an admin endpoint and one listener (named
@@ -18,6 +20,7 @@ pub struct Gateway {
     filters: Vec<String>,
     use_remote_address: bool,
     access_log: Option<String>,
+    strip_early: Vec<String>,
 }
 
 impl Gateway {
@@ -39,6 +42,25 @@ impl Gateway {
         self.routes.push(route(name, prefix, cluster));
         if !self.clusters.iter().any(|(c, _)| c == cluster) {
             self.clusters.push((cluster.to_owned(), vec![port]));
+        }
+        self
+    }
+
+    /// Like [`route`](Self::route), for requests that also carry `header` with exactly the
+    /// value given.
+    pub fn route_with_header(
+        mut self,
+        name: &str,
+        prefix: &str,
+        header: (&str, &str),
+        upstream: &Upstream,
+    ) -> Self {
+        let cluster = upstream.name();
+        self.routes
+            .push(route_with_header(name, prefix, header, cluster));
+        if !self.clusters.iter().any(|(c, _)| c == cluster) {
+            self.clusters
+                .push((cluster.to_owned(), vec![upstream.port()]));
         }
         self
     }
@@ -76,6 +98,12 @@ impl Gateway {
         self
     }
 
+    /// Removes request headers `names` before Envoy picks the route ([`Listener::strip_early`]).
+    pub fn strip_early(mut self, names: &[&str]) -> Self {
+        self.strip_early = names.iter().map(|n| (*n).to_owned()).collect();
+        self
+    }
+
     /// Logs every request as `yaml` says (an `access_log:` block at column 0) instead of the
     /// text line to Envoy's log.
     pub fn access_log(mut self, yaml: impl Into<String>) -> Self {
@@ -96,6 +124,10 @@ impl Gateway {
             .stat_prefix("gateway")
             .use_remote_address(self.use_remote_address)
             .access_log();
+        if !self.strip_early.is_empty() {
+            let names: Vec<&str> = self.strip_early.iter().map(String::as_str).collect();
+            listener = listener.strip_early(&names);
+        }
         if let Some(yaml) = &self.access_log {
             listener = listener.access_log_yaml(yaml.as_str());
         }

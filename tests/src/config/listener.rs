@@ -32,6 +32,7 @@ const LISTENER: &str = r#"- name: {{NAME}}
         "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
         stat_prefix: {{STAT_PREFIX}}
         use_remote_address: {{USE_REMOTE_ADDRESS}}
+        {{EARLY_HEADER_MUTATION}}
         {{ACCESS_LOG}}
         route_config:
           name: {{STAT_PREFIX}}
@@ -60,6 +61,8 @@ pub struct Listener {
     access_log: bool,
     /// An `access_log:` block of one's own, in place of [`ACCESS_LOG`].
     access_log_yaml: Option<String>,
+    /// Request headers removed before Envoy picks the route.
+    strip_early: Vec<String>,
     virtual_hosts: Vec<String>,
     filters: Vec<String>,
 }
@@ -76,6 +79,7 @@ impl Listener {
             use_remote_address: false,
             access_log: false,
             access_log_yaml: None,
+            strip_early: Vec::new(),
             virtual_hosts: Vec::new(),
             filters: Vec::new(),
         }
@@ -115,6 +119,14 @@ impl Listener {
         self
     }
 
+    /// Removes request headers `names` before Envoy picks the route (the connection
+    /// manager's `early_header_mutation_extensions`), as the configurations Portcullis ships
+    /// do with the identity headers.
+    pub fn strip_early(mut self, names: &[&str]) -> Self {
+        self.strip_early = names.iter().map(|n| (*n).to_owned()).collect();
+        self
+    }
+
     /// Appends a `virtual_hosts` entry (or several), YAML at column 0, such as
     /// [`virtual_host`] renders.
     pub fn virtual_host(mut self, yaml: impl Into<String>) -> Self {
@@ -146,6 +158,10 @@ impl Listener {
                 self.use_remote_address.to_string(),
             ),
             ("ACCESS_LOG".to_owned(), access_log.to_owned()),
+            (
+                "EARLY_HEADER_MUTATION".to_owned(),
+                early_header_mutation(&self.strip_early),
+            ),
             ("VIRTUAL_HOSTS".to_owned(), block(&self.virtual_hosts)),
             ("FILTERS".to_owned(), self.filters.join("\n")),
         ]);
@@ -153,12 +169,29 @@ impl Listener {
         let absent = |line: &&str| match line.trim() {
             "{{ACCESS_LOG}}" => !self.access_log,
             "{{FILTERS}}" => self.filters.is_empty(),
+            "{{EARLY_HEADER_MUTATION}}" => self.strip_early.is_empty(),
             _ => false,
         };
         let template: Vec<&str> = LISTENER.lines().filter(|l| !absent(l)).collect();
         // The template's only placeholders are the ones above.
         fill(&template.join("\n"), &vars).unwrap_or_else(|e| unreachable!("listener template: {e}"))
     }
+}
+
+/// An `early_header_mutation_extensions:` block at column 0 removing `names`.
+fn early_header_mutation(names: &[String]) -> String {
+    let removes: Vec<String> = names
+        .iter()
+        .map(|n| format!("    - remove: {}", quote(n)))
+        .collect();
+    format!(
+        "early_header_mutation_extensions:\n\
+         - name: envoy.http.early_header_mutation.header_mutation\n  \
+           typed_config:\n    \
+             \"@type\": type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation\n    \
+             mutations:\n{}",
+        removes.join("\n")
+    )
 }
 
 /// The `static_resources` of a config: `listeners` and their `clusters` (YAML blocks at
@@ -193,6 +226,25 @@ pub fn route(name: &str, prefix: &str, cluster: &str) -> String {
         "- name: {}\n  match: {{ prefix: {} }}\n  route: {{ cluster: {} }}",
         quote(name),
         quote(prefix),
+        quote(cluster)
+    )
+}
+
+/// A route called `name` sending paths that start with `prefix` and carrying request header
+/// `header` with exactly `value` to `cluster`.
+pub fn route_with_header(
+    name: &str,
+    prefix: &str,
+    (header, value): (&str, &str),
+    cluster: &str,
+) -> String {
+    format!(
+        "- name: {}\n  match:\n    prefix: {}\n    headers:\n    - name: {}\n      \
+         string_match: {{ exact: {} }}\n  route: {{ cluster: {} }}",
+        quote(name),
+        quote(prefix),
+        quote(header),
+        quote(value),
         quote(cluster)
     )
 }
