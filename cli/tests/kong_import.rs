@@ -61,6 +61,21 @@ fn the_seed_converts_the_same_from_every_format_and_envoy_takes_it() {
     }
     first.validate();
 
+    // Client copies of the identity headers go before Envoy picks the route
+    // (docs/architecture.md, routes and the identity headers).
+    let yaml: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&read(&first.file("envoy.yaml"))).expect("yaml");
+    let hcm =
+        &yaml["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+    let early = &hcm["early_header_mutation_extensions"][0]["typed_config"]["mutations"];
+    let removed: Vec<&str> = early
+        .as_sequence()
+        .expect("early_header_mutation_extensions")
+        .iter()
+        .filter_map(|m| m["remove"].as_str())
+        .collect();
+    assert_eq!(removed, portcullis_core::identity::headers::ALL);
+
     let jwt = json(&first.file("policies/jwt.json"));
     let consumers: Vec<(&str, &str, &str)> = jwt["consumers"]
         .as_array()

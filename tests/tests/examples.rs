@@ -142,31 +142,53 @@ fn a_broken_stage_in_the_gateway_example_is_refused_with_its_name() {
 
 /// Every configuration Portcullis ships for Envoy (the examples, the demo's) removes each
 /// identity header a client sent before Envoy picks the route, so a client cannot pick the
-/// route the filters judge (docs/architecture.md, routes and the identity headers).
+/// route the filters judge (docs/architecture.md, routes and the identity headers): the
+/// connection manager's early header mutation, read from the parsed examples; the demo's
+/// template holds the same block (`cli/tests/kong_import.rs` checks the importer's output).
 #[test]
 fn every_shipped_config_strips_the_identity_headers_before_routing() {
     let root = paths::workspace_root();
+    let identity: Vec<&str> = portcullis_core::identity::headers::ALL.to_vec();
+    let vars = BTreeMap::from([
+        ("DIST".to_owned(), "/dist".to_owned()),
+        ("TLS".to_owned(), "/tls".to_owned()),
+    ]);
     let examples = root.join("envoy-config/examples");
-    let mut configs: Vec<std::path::PathBuf> = std::fs::read_dir(&examples)
-        .unwrap()
-        .filter_map(|entry| Some(entry.ok()?.path()))
-        .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    configs.push(root.join("envoy-config/demo.yaml.tmpl"));
-    assert!(configs.len() > 1);
-    for path in configs {
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert!(
-            text.contains("early_header_mutation_extensions:"),
+    let mut checked = 0;
+    let mut block = None;
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let text = fill(&std::fs::read_to_string(&path).unwrap(), &vars).unwrap();
+        let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+        let hcm = &yaml["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0];
+        assert_eq!(
+            hcm["name"].as_str(),
+            Some("envoy.filters.network.http_connection_manager"),
             "{}",
             path.display()
         );
-        for name in portcullis_core::identity::headers::ALL {
-            assert!(
-                text.contains(&format!("- remove: {name}\n")),
-                "{} does not remove {name} before routing",
-                path.display()
-            );
-        }
+        let early = &hcm["typed_config"]["early_header_mutation_extensions"][0];
+        let removed: Vec<&str> = early["typed_config"]["mutations"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("{}: no early header mutation", path.display()))
+            .iter()
+            .filter_map(|m| m["remove"].as_str())
+            .collect();
+        assert_eq!(removed, identity, "{}", path.display());
+        // The block as written, to find it in the demo's template below.
+        let start = text.find("early_header_mutation_extensions:").unwrap();
+        let end = text[start..]
+            .find("- remove: x-anonymous-consumer")
+            .unwrap();
+        block.get_or_insert_with(|| text[start..start + end].trim().to_owned());
+        checked += 1;
     }
+    assert!(checked > 1);
+    let demo = std::fs::read_to_string(root.join("envoy-config/demo.yaml.tmpl")).unwrap();
+    let block = block.unwrap();
+    assert!(demo.contains(&block), "the demo's template lacks:\n{block}");
+    assert!(demo.contains("- remove: x-anonymous-consumer\n"));
 }

@@ -23,7 +23,6 @@
 use super::model::{Config, Format, KongPath, PathHandling, Protocol, Route, Service};
 use super::regex as re;
 use crate::report::{Loc, Report};
-use portcullis_core::identity;
 
 /// How an Envoy route matches the path.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,24 +76,6 @@ pub fn envoy_routes(config: &Config, report: &mut Report) -> Vec<EnvoyRoute> {
         let Some(service) = config.services.get(route.service) else {
             continue;
         };
-        if let Some((name, _)) = route
-            .headers
-            .iter()
-            .find(|(name, _)| identity::headers::ALL.contains(&name.as_str()))
-        {
-            report.add(
-                &route.at.labelled(&route.envoy_name),
-                "route",
-                format!(
-                    "it matches on `{name}`, which the Portcullis filters remove and set on \
-                     every request: Envoy would match the route again after they do, so a \
-                     request could be judged on one route and sent down another \
-                     (docs/architecture.md#routes-and-the-identity-headers); the route is not \
-                     converted"
-                ),
-            );
-            continue;
-        }
         let headers = header_matchers(route);
         let mut paths: Vec<(usize, &Loc, Target)> = Vec::new();
         for (i, (at, path)) in route.paths.iter().enumerate() {
@@ -753,32 +734,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn a_route_matching_an_identity_header_is_reported_not_converted() {
-        let (c, _) = config(
-            r#"
-_format_version: "3.0"
-services:
-- name: s
-  url: http://s.internal
-  routes:
-  - {name: admins, paths: [/payments], headers: {X-Consumer-Groups: [admins]}}
-  - {name: payments, paths: [/payments], headers: {x-version: [v2]}}
-"#,
-        );
-        let mut report = Report::new();
-        let routes = envoy_routes(&c, &mut report);
-        let names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
-        assert_eq!(names, ["payments"]);
-        let rendered = report.render();
-        assert_eq!(report.len(), 1, "{rendered}");
-        assert!(
-            rendered.contains("it matches on `x-consumer-groups`")
-                && rendered.contains("the route is not converted"),
-            "{rendered}"
-        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use super::super::fields::{self, Fields};
 use super::super::input::{Node, Value};
 use super::*;
+use portcullis_core::identity;
 
 impl<'a> Reader<'a, '_> {
     pub(super) fn route(
@@ -167,6 +168,22 @@ impl<'a> Reader<'a, '_> {
                     );
                 }
             }
+        }
+        if let Some((name, _)) = headers
+            .iter()
+            .find(|(name, _)| identity::headers::ALL.contains(&name.as_str()))
+        {
+            if carried {
+                self.report.add(
+                    &headers_at,
+                    format!("headers {name}"),
+                    "the Portcullis filters remove and set this header on every request, and \
+                     Envoy matches the route again after they do: a request could be judged on \
+                     one route and sent down another (docs/architecture.md, routes and the \
+                     identity headers); the route is not converted",
+                );
+            }
+            carried = false;
         }
         if let Some(node) = f.get("expression") {
             if carried {

@@ -357,3 +357,29 @@ fn other_plugins_name_their_envoy_counterpart() {
              plugins[2] (my-custom): plugin my-custom — not converted: no Portcullis filter; the converter knows no Envoy counterpart\n"
         );
 }
+
+#[test]
+fn a_route_matching_an_identity_header_is_not_converted_nor_its_plugins() {
+    let (p, report) = ok(r#"
+_format_version: "3.0"
+services:
+- name: s
+  url: http://s.internal
+  routes:
+  - {name: admins, paths: [/payments], headers: {X-Consumer-Groups: [admins]}}
+  - {name: payments, paths: [/payments]}
+plugins:
+- {name: acl, route: admins, config: {allow: [admins]}}
+- {name: acl, route: payments, config: {allow: [admins]}}
+"#);
+    let acl = p.acl.unwrap();
+    assert!(acl["routes"].get("admins").is_none(), "{acl}");
+    assert_eq!(acl["routes"]["payments"]["allow"], json!(["admins"]));
+    let lines = report.render();
+    assert!(
+        lines.contains("headers x-consumer-groups")
+            && lines.contains("the route is not converted")
+            && lines.contains("plugins[0] (acl): plugin acl — on a route that is not converted"),
+        "{lines}"
+    );
+}
