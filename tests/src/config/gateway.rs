@@ -40,6 +40,11 @@ impl Gateway {
     /// Like [`route`](Self::route), to any HTTP/1.1 server on `127.0.0.1:port`.
     pub fn route_to(mut self, name: &str, prefix: &str, cluster: &str, port: u16) -> Self {
         self.routes.push(route(name, prefix, cluster));
+        self.route_cluster(cluster, port)
+    }
+
+    /// The cluster a route leads to, added once whatever the number of routes to it.
+    fn route_cluster(mut self, cluster: &str, port: u16) -> Self {
         if !self.clusters.iter().any(|(c, _)| c == cluster) {
             self.clusters.push((cluster.to_owned(), vec![port]));
         }
@@ -55,14 +60,9 @@ impl Gateway {
         header: (&str, &str),
         upstream: &Upstream,
     ) -> Self {
-        let cluster = upstream.name();
         self.routes
-            .push(route_with_header(name, prefix, header, cluster));
-        if !self.clusters.iter().any(|(c, _)| c == cluster) {
-            self.clusters
-                .push((cluster.to_owned(), vec![upstream.port()]));
-        }
-        self
+            .push(route_with_header(name, prefix, header, upstream.name()));
+        self.route_cluster(upstream.name(), upstream.port())
     }
 
     /// A cluster speaking HTTP/1.1 to `127.0.0.1:port` that no route leads to: for a service
@@ -99,8 +99,8 @@ impl Gateway {
     }
 
     /// Removes request headers `names` before Envoy picks the route ([`Listener::strip_early`]).
-    pub fn strip_early(mut self, names: &[&str]) -> Self {
-        self.strip_early = names.iter().map(|n| (*n).to_owned()).collect();
+    pub fn strip_early(mut self, names: &[impl AsRef<str>]) -> Self {
+        self.strip_early = names.iter().map(|n| n.as_ref().to_owned()).collect();
         self
     }
 
@@ -124,10 +124,7 @@ impl Gateway {
             .stat_prefix("gateway")
             .use_remote_address(self.use_remote_address)
             .access_log();
-        if !self.strip_early.is_empty() {
-            let names: Vec<&str> = self.strip_early.iter().map(String::as_str).collect();
-            listener = listener.strip_early(&names);
-        }
+        listener = listener.strip_early(&self.strip_early);
         if let Some(yaml) = &self.access_log {
             listener = listener.access_log_yaml(yaml.as_str());
         }

@@ -122,8 +122,8 @@ impl Listener {
     /// Removes request headers `names` before Envoy picks the route (the connection
     /// manager's `early_header_mutation_extensions`), as the configurations Portcullis ships
     /// do with the identity headers.
-    pub fn strip_early(mut self, names: &[&str]) -> Self {
-        self.strip_early = names.iter().map(|n| (*n).to_owned()).collect();
+    pub fn strip_early(mut self, names: &[impl AsRef<str>]) -> Self {
+        self.strip_early = names.iter().map(|n| n.as_ref().to_owned()).collect();
         self
     }
 
